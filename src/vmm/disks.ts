@@ -1,0 +1,130 @@
+/**
+ * A VM disk: the image (raw or qcow2 chain), its lock, the virtio-blk device on a virtio-mmio
+ * window, and the eventfds that connect it to KVM. Queue notifications arrive on an ioeventfd
+ * (the vCPU never leaves the kernel for them) and are served on the main thread's event loop.
+ */
+import { open as openFile, type FileHandle } from 'node:fs/promises';
+import type { VmFd } from '../kvm/vm.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import { VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../memory/layout.js';
+import { EventFd } from '../sys/eventfd.js';
+import type { Bus, InterruptLine, MmioDevice } from '../devices/bus.js';
+import type { BlockBackend } from '../devices/block/backend.js';
+import { lockImage } from '../devices/block/lock.js';
+import { VirtioBlk, type VirtioBlkState } from '../devices/block/virtio-blk.js';
+import { MMIO_QUEUE_NOTIFY, VirtioMmioTransport, type VirtioMmioState } from '../devices/virtio/mmio.js';
+import { openDisk } from '../devices/block/qcow2/open.js';
+import { ConfigError } from '../errors.js';
+import { log } from '../util/log.js';
+import type { DiskConfig } from './config.js';
+
+export interface VirtioSlot {
+  base: number;
+  size: number;
+  gsi: number;
+}
+
+export class Disk {
+  slot: VirtioSlot | undefined;
+  device: VirtioBlk;
+  transport: VirtioMmioTransport | undefined;
+  private notify: EventFd | undefined;
+  private vmFd: VmFd | undefined;
+  private closed = false;
+
+  constructor(readonly config: DiskConfig, readonly backend: BlockBackend, private readonly lockHandle: FileHandle) {
+    const opts: ConstructorParameters<typeof VirtioBlk>[1] = { onError: (m) => log.warn(`disk ${config.id}: ${m}`) };
+    if (config.serial !== undefined) opts.serial = config.serial;
+    this.device = new VirtioBlk(backend, opts);
+  }
+
+  /** Puts the device on the MMIO bus at slot `index` and wires its notify/interrupt to KVM. */
+  attach(index: number, vmFd: VmFd, memory: GuestMemory, mmio: Bus<MmioDevice>, lineFor: (gsi: number) => InterruptLine, saved?: VirtioMmioState): void {
+    const slot = { base: VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_SIZE, size: VIRTIO_MMIO_SIZE, gsi: VIRTIO_FIRST_IRQ + index };
+    this.slot = slot;
+    const onError = (m: string): void => log.warn(`disk ${this.config.id}: ${m}`);
+    if (saved !== undefined) this.device = VirtioBlk.fromState({ backend: this.backend, onError }, saved.device as VirtioBlkState);
+    const args = {
+      device: this.device,
+      memory,
+      interrupt: lineFor(slot.gsi),
+      onDeviceError: (reason: string) => log.warn(`disk ${this.config.id} needs reset: ${reason}`),
+    };
+    const transport = saved !== undefined ? VirtioMmioTransport.fromState(args, saved) : new VirtioMmioTransport(args);
+    this.transport = transport;
+    mmio.insert(`virtio-blk:${this.config.id}`, slot.base, slot.size, transport);
+    // One queue: notifications of queue 0 become eventfd signals inside KVM.
+    const notify = EventFd.create();
+    vmFd.ioeventfd(notify, slot.base + MMIO_QUEUE_NOTIFY, 4, { datamatch: 0n });
+    this.notify = notify;
+    this.vmFd = vmFd;
+    void this.serveNotifications(notify, transport);
+  }
+
+  private async serveNotifications(notify: EventFd, transport: VirtioMmioTransport): Promise<void> {
+    for (;;) {
+      const n = await notify.readAsync();
+      if (n === null || this.closed) return;
+      transport.queueNotify(0);
+    }
+  }
+
+  quiesce(): Promise<void> {
+    return this.device.drain();
+  }
+
+  unquiesce(): void {
+    this.device.resumeProcessing();
+  }
+
+  counters(): Record<string, number> {
+    return { ...this.device.counters() };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.notify !== undefined && this.slot !== undefined) {
+      try {
+        this.vmFd?.ioeventfdDeassign(this.notify, this.slot.base + MMIO_QUEUE_NOTIFY, 4, { datamatch: 0n });
+      } catch { /* the VM may already be gone; closing the eventfd is what matters */ }
+      this.notify.close();
+    }
+    await this.device.drain();
+    await this.backend.close();
+    await this.lockHandle.close();
+  }
+}
+
+/**
+ * Opens every configured disk: the image through its whole backing chain, and a lock on the top
+ * image (write lock when writable) so no other tsvmm or qemu-img writes it under the guest.
+ */
+export async function openDisks(configs: readonly DiskConfig[]): Promise<Disk[]> {
+  const disks: Disk[] = [];
+  try {
+    for (const c of configs) {
+      let lockHandle: FileHandle;
+      try {
+        lockHandle = await openFile(c.path, c.readonly ? 'r' : 'r+');
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        throw new ConfigError(`--disk ${c.path}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
+      }
+      try {
+        await lockImage(lockHandle.fd, c.path, c.readonly ? 'read' : 'write');
+        const openOpts: Parameters<typeof openDisk>[1] = { readOnly: c.readonly };
+        if (c.format === 'raw' || c.format === 'qcow2') openOpts.format = c.format;
+        const backend = await openDisk(c.path, openOpts);
+        disks.push(new Disk(c, backend, lockHandle));
+      } catch (e) {
+        await lockHandle.close();
+        throw e;
+      }
+    }
+  } catch (e) {
+    for (const d of disks) await d.close();
+    throw e;
+  }
+  return disks;
+}

@@ -1,0 +1,283 @@
+/**
+ * The VMM: owns at most one VM and implements the control-plane contract (controller.ts) for the
+ * CLI and the HTTP API. Every state-changing operation runs one at a time; a request that arrives
+ * while another is in progress is refused with ECONFLICT rather than queued, as the API promises.
+ */
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { ConfigError } from '../errors.js';
+import { log } from '../util/log.js';
+import { parseKeyValues, parseToggle } from '../util/kv.js';
+import type { VmConfig } from './config.js';
+import type {
+  ConsoleAttachment, RestoreRequest, SnapshotRequest, VmCounters, VmInfo, VmmController, VmmEvent,
+} from './controller.js';
+import { ConflictError, InvalidStateError, NoVmError } from './errors.js';
+import type { VmEnd } from './exit-status.js';
+import { Vm, type VmHooks } from './vm.js';
+import { restoreVm, snapshotVm } from './persist.js';
+
+export const VERSION = '0.1.0';
+
+export interface VmmOptions {
+  /** Called once when the VM ends by itself or the VMM is asked to stop. */
+  onVmEnd(end: VmEnd): void;
+  /** Wire the process's stdin to the serial port when the serial mode is Tty. */
+  stdinIsConsole: boolean;
+}
+
+/** `source_url=file:///dir[,prefault=on]` (Cloud Hypervisor's --restore syntax). */
+export function parseRestoreOption(text: string): RestoreRequest {
+  const kv = parseKeyValues(text, 'restore', ['source_url', 'prefault'], 'source_url');
+  const source = kv.get('source_url');
+  if (source === undefined) throw new ConfigError('--restore: source_url= is required');
+  return { source_url: source, prefault: kv.has('prefault') ? parseToggle(kv.get('prefault')!, '--restore prefault') : false };
+}
+
+function now(): VmmEvent['timestamp'] {
+  const ns = process.hrtime.bigint();
+  return { secs: Number(ns / 1_000_000_000n), nanos: Number(ns % 1_000_000_000n) };
+}
+
+export class Vmm implements VmmController {
+  private vm: Vm | undefined;
+  private config: VmConfig | undefined;
+  private busy: string | undefined;
+  private readonly listeners = new Set<(e: VmmEvent) => void>();
+  private consoleListener: ((bytes: Uint8Array) => void) | undefined;
+  private serialFile: WriteStream | undefined;
+  private stdinAttached = false;
+  private api: { close(): Promise<void> } | undefined;
+  private endReported = false;
+
+  constructor(private readonly options: VmmOptions) {}
+
+  // ---- events -------------------------------------------------------------------------------
+
+  private emit(source: VmmEvent['source'], event: string, properties: Record<string, unknown> | null = null): void {
+    const e: VmmEvent = { timestamp: now(), source, event, properties };
+    for (const l of this.listeners) {
+      try { l(e); } catch (err) { log.warn(`event listener failed: ${(err as Error).message}`); }
+    }
+  }
+
+  subscribe(listener: (e: VmmEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  // ---- serialisation of state changes -------------------------------------------------------
+
+  private async exclusive<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.busy !== undefined) throw new ConflictError(`cannot ${what} while ${this.busy} is in progress; retry when it ends`);
+    this.busy = what;
+    try {
+      return await fn();
+    } finally {
+      this.busy = undefined;
+    }
+  }
+
+  private requireVm(): Vm {
+    if (this.vm === undefined) throw new NoVmError();
+    return this.vm;
+  }
+
+  // ---- serial port plumbing -----------------------------------------------------------------
+
+  private serialOutput(config: VmConfig): (bytes: Uint8Array) => void {
+    switch (config.serial.mode) {
+      case 'Tty':
+        return (b) => { process.stdout.write(b); };
+      case 'File': {
+        this.serialFile?.end();
+        const file = createWriteStream(config.serial.file!, { flags: 'w' });
+        file.on('error', (e) => log.error(`serial file ${config.serial.file}: ${e.message}`));
+        this.serialFile = file;
+        return (b) => { file.write(b); };
+      }
+      case 'Socket':
+        return (b) => { this.consoleListener?.(b); };
+      case 'Null':
+      case 'Off':
+        return () => {};
+    }
+  }
+
+  private attachStdin(vm: Vm): void {
+    if (!this.options.stdinIsConsole || vm.config.serial.mode !== 'Tty' || this.stdinAttached) return;
+    if (!process.stdin.isTTY) return;
+    this.stdinAttached = true;
+    process.stdin.setRawMode(true);
+    process.stdin.on('data', (chunk: Buffer) => this.vm?.platform.serialInput(chunk));
+    process.stdin.resume();
+  }
+
+  private detachStdin(): void {
+    if (!this.stdinAttached) return;
+    this.stdinAttached = false;
+    process.stdin.setRawMode(false);
+    process.stdin.pause();
+  }
+
+  attachConsole(): ConsoleAttachment {
+    const vm = this.requireVm();
+    if (vm.config.serial.mode !== 'Socket') throw new InvalidStateError('the serial port is not in socket mode: start the VM with --serial socket to attach a console');
+    if (this.consoleListener !== undefined) throw new ConflictError('a console is already attached; detach it first');
+    let listener: ((b: Uint8Array) => void) | undefined;
+    this.consoleListener = (b) => listener?.(b);
+    return {
+      onOutput: (l) => { listener = l; },
+      input: (bytes) => { this.vm?.platform.serialInput(bytes); },
+      detach: () => { this.consoleListener = undefined; listener = undefined; },
+    };
+  }
+
+  // ---- VmmController ------------------------------------------------------------------------
+
+  ping(): ReturnType<VmmController['ping']> {
+    return { build_version: VERSION, version: VERSION, pid: process.pid, features: ['kvm', 'virtio-blk', 'qcow2', 'snapshot'] };
+  }
+
+  info(): VmInfo {
+    if (this.config === undefined) throw new NoVmError();
+    return { config: this.config, state: this.vm?.state ?? 'Created', memory_actual_size: this.config.memory.size };
+  }
+
+  counters(): VmCounters {
+    return this.requireVm().counters();
+  }
+
+  private hooks(config: VmConfig): VmHooks {
+    return {
+      onEnd: (end: VmEnd) => { void this.end(end); },
+      onSerialOutput: this.serialOutput(config),
+    };
+  }
+
+  create(config: VmConfig): Promise<void> {
+    return this.exclusive('vm.create', async () => {
+      if (this.config !== undefined) throw new InvalidStateError('a VM already exists: shut it down (vm.shutdown) or delete it before creating another');
+      this.config = config;
+      this.emit('vm', 'created');
+    });
+  }
+
+  boot(): Promise<void> {
+    return this.exclusive('vm.boot', async () => {
+      if (this.config === undefined) throw new NoVmError();
+      if (this.vm !== undefined && this.vm.state !== 'Shutdown') throw new InvalidStateError(`cannot boot a VM that is ${this.vm.state}`);
+      this.emit('vm', 'booting');
+      const start = performance.now();
+      const vm = await Vm.boot(this.config, this.hooks(this.config));
+      this.vm = vm;
+      this.endReported = false;
+      vm.start();
+      this.attachStdin(vm);
+      this.emit('vm', 'booted', { duration_ms: performance.now() - start });
+    });
+  }
+
+  pause(): Promise<void> {
+    return this.exclusive('vm.pause', async () => {
+      const vm = this.requireVm();
+      this.emit('vm', 'pausing');
+      const start = performance.now();
+      await vm.pause();
+      this.emit('vm', 'paused', { duration_ms: performance.now() - start });
+    });
+  }
+
+  resume(): Promise<void> {
+    return this.exclusive('vm.resume', async () => {
+      const vm = this.requireVm();
+      this.emit('vm', 'resuming');
+      const start = performance.now();
+      await vm.resume();
+      this.emit('vm', 'resumed', { duration_ms: performance.now() - start });
+    });
+  }
+
+  shutdown(): Promise<void> {
+    return this.exclusive('vm.shutdown', async () => {
+      const vm = this.requireVm();
+      await this.teardown(vm);
+      this.emit('vm', 'shutdown');
+    });
+  }
+
+  reboot(): Promise<void> {
+    return this.exclusive('vm.reboot', async () => {
+      const vm = this.requireVm();
+      if (vm.state !== 'Running' && vm.state !== 'Paused') throw new InvalidStateError(`cannot reboot a VM that is ${vm.state}`);
+      this.emit('vm', 'rebooting');
+      await this.teardown(vm);
+      const next = await Vm.boot(vm.config, this.hooks(vm.config));
+      this.vm = next;
+      this.endReported = false;
+      next.start();
+      this.attachStdin(next);
+      this.emit('vm', 'rebooted');
+    });
+  }
+
+  snapshot(req: SnapshotRequest): Promise<void> {
+    return this.exclusive('vm.snapshot', async () => {
+      const vm = this.requireVm();
+      if (vm.state !== 'Paused') throw new InvalidStateError(`the VM must be paused to snapshot it (it is ${vm.state}): send vm.pause first`);
+      this.emit('vm', 'snapshotting');
+      const start = performance.now();
+      const result = await snapshotVm(vm, req.destination_url);
+      this.emit('vm', 'snapshotted', { duration_ms: performance.now() - start, ...result });
+    });
+  }
+
+  restore(req: RestoreRequest): Promise<void> {
+    return this.exclusive('vm.restore', async () => {
+      if (this.vm !== undefined && this.vm.state !== 'Shutdown') throw new InvalidStateError('a VM already exists: restore needs an empty VMM');
+      this.emit('vm', 'restoring');
+      const start = performance.now();
+      const vm = await restoreVm(req, (config: VmConfig) => this.hooks(config));
+      this.vm = vm;
+      this.config = vm.config;
+      this.endReported = false;
+      this.attachStdin(vm);
+      this.emit('vm', 'restored', { duration_ms: performance.now() - start });
+    });
+  }
+
+  shutdownVmm(): Promise<void> {
+    return this.end({ kind: 'requested' });
+  }
+
+  // ---- ending --------------------------------------------------------------------------------
+
+  private async teardown(vm: Vm): Promise<void> {
+    this.detachStdin();
+    await vm.close();
+  }
+
+  /** Ends the VM (if any) and tells the owner why; the owner decides whether the process exits. */
+  async end(end: VmEnd): Promise<void> {
+    if (this.endReported) return;
+    this.endReported = true;
+    const events: Record<VmEnd['kind'], string> = {
+      poweroff: 'power-off', reset: 'reset', triple_fault: 'triple-fault', vcpu_error: 'vcpu-error', signal: 'shutdown', requested: 'shutdown',
+    };
+    this.emit('vm', events[end.kind], end.kind === 'poweroff' ? { status: end.status } : null);
+    if (this.vm !== undefined) await this.teardown(this.vm);
+    this.options.onVmEnd(end);
+  }
+
+  async serveApi(path: string): Promise<void> {
+    const { startApiServer } = await import('./api/server.js');
+    this.api = await startApiServer({ socketPath: path, controller: this });
+  }
+
+  /** Releases everything (VM, API socket, serial file). */
+  async dispose(): Promise<void> {
+    this.detachStdin();
+    if (this.vm !== undefined) await this.vm.close();
+    await this.api?.close();
+    this.serialFile?.end();
+  }
+}

@@ -1,0 +1,201 @@
+import { execFile } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { promisify } from 'node:util';
+import { afterEach, beforeEach, describe, expect, test } from 'vitest';
+import { main, parseRestoreArg } from '../../src/cli/tsvmm-remote.js';
+import { startHarness, TINY_CONFIG, type Harness } from '../vmm/api/helpers.js';
+
+let h: Harness;
+beforeEach(async () => {
+  h = await startHarness();
+});
+afterEach(async () => {
+  await h.stop();
+});
+
+interface Run {
+  status: number;
+  stdout: string;
+  stderr: string;
+}
+
+type FakeStdin = PassThrough & { isTTY?: boolean; setRawMode?: (raw: boolean) => unknown };
+
+async function remote(args: string[], opts: { stdin?: FakeStdin; signal?: AbortSignal; onStdout?: (s: string) => void } = {}): Promise<Run> {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = '';
+  let err = '';
+  stdout.on('data', (c: Buffer) => {
+    out += c.toString();
+    opts.onStdout?.(out);
+  });
+  stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const stdin = opts.stdin ?? new PassThrough();
+  const io = { stdin, stdout, stderr, ...(opts.signal === undefined ? {} : { signal: opts.signal }) };
+  const status = await main(['--api-socket', h.socketPath, ...args], io);
+  return { status, stdout: out, stderr: err };
+}
+
+describe('commands', () => {
+  test('ping, human and --json', async () => {
+    const human = await remote(['ping']);
+    expect(human).toEqual({ status: 0, stdout: `tsvmm 0.1.0 (build test-double), pid ${process.pid}, features: fake\n`, stderr: '' });
+    const json = await remote(['--json', 'ping']);
+    expect(JSON.parse(json.stdout)).toMatchObject({ pid: process.pid, version: '0.1.0' });
+  });
+
+  test('create FILE.json, boot, info, counters, pause, snapshot, resume, reboot, shutdown', async () => {
+    const file = join(h.dir, 'vm.json');
+    writeFileSync(file, JSON.stringify({ ...TINY_CONFIG, disks: [{ path: '/d.qcow2', readonly: true, format: 'qcow2' }] }));
+    expect(await remote(['create', file])).toEqual({ status: 0, stdout: '', stderr: '' });
+    expect((await remote(['boot'])).status).toBe(0);
+    const info = await remote(['info']);
+    expect(info.stdout).toBe(
+      [
+        'state:   Running',
+        'vcpus:   1 (max 1)',
+        'memory:  64 MiB (actual 64 MiB)',
+        'kernel:  /images/tiny.elf',
+        'cmdline: tiny.ticks',
+        'disk0:   /d.qcow2 (read-only, qcow2)',
+        'serial:  Socket',
+        '',
+      ].join('\n'),
+    );
+    expect(JSON.parse((await remote(['--json', 'info'])).stdout).state).toBe('Running');
+    expect((await remote(['counters'])).stdout).toBe('serial.tx_bytes 0\nvcpu0.io 3\nvcpu0.mmio 1\n');
+    expect((await remote(['pause'])).status).toBe(0);
+    expect((await remote(['snapshot', 'file:///tmp/snap-a'])).status).toBe(0);
+    expect((await remote(['snapshot', '/tmp/snap b'])).status).toBe(0);
+    expect(h.vmm.snapshots.map((s) => s.destination_url)).toEqual(['file:///tmp/snap-a', 'file:///tmp/snap%20b']);
+    for (const cmd of ['resume', 'reboot', 'shutdown']) expect((await remote([cmd])).status, cmd).toBe(0);
+    expect(h.vmm.state).toBe('Shutdown');
+  });
+
+  test('restore with Cloud Hypervisor k=v syntax', async () => {
+    h.vmm.snapshots.push({ destination_url: 'file:///snaps/x' });
+    expect((await remote(['restore', 'source_url=file:///snaps/x,prefault=on'])).status).toBe(0);
+    expect(h.vmm.state).toBe('Paused');
+    expect(parseRestoreArg('source_url=file:///s')).toEqual({ source_url: 'file:///s' });
+    expect(parseRestoreArg('source_url=/s,prefault=off')).toEqual({ source_url: 'file:///s', prefault: false });
+    expect(() => parseRestoreArg('source_url=file:///s,fast=yes')).toThrow(/unknown restore option "fast"/);
+    expect(() => parseRestoreArg('prefault=on')).toThrow(/restore needs source_url/);
+  });
+
+  test('shutdown-vmm ends the VMM', async () => {
+    expect((await remote(['shutdown-vmm'])).status).toBe(0);
+    await expect.poll(() => h.vmm.shutdownVmmCalls).toBe(1);
+  });
+
+  test('events prints each event as a line until interrupted', async () => {
+    const abort = new AbortController();
+    let lines: string[] = [];
+    const running = remote(['events'], {
+      signal: abort.signal,
+      onStdout: (s) => {
+        lines = s.trim().split('\n');
+      },
+    });
+    await expect.poll(() => h.vmm.subscriberCount).toBe(1);
+    await h.vmm.create(TINY_CONFIG as never);
+    h.vmm.emit('device', 'tick');
+    await expect.poll(() => lines.length).toBe(2);
+    expect(lines[0]).toBe('0.000s vm created {"seq":0}');
+    expect(lines[1]).toBe('1.000s device tick {"seq":1}');
+    abort.abort();
+    expect((await running).status).toBe(0);
+    await expect.poll(() => h.vmm.subscriberCount).toBe(0);
+  });
+
+  test('console: pipes bytes both ways, Ctrl-] detaches, the TTY is restored', async () => {
+    await h.vmm.create(TINY_CONFIG as never);
+    const stdin: FakeStdin = new PassThrough();
+    const modes: boolean[] = [];
+    stdin.isTTY = true;
+    stdin.setRawMode = (raw: boolean) => modes.push(raw);
+    let out = '';
+    const running = remote(['console'], { stdin, onStdout: (s) => (out = s) });
+    await expect.poll(() => h.vmm.consoleIsAttached).toBe(true);
+    stdin.write('ls\r');
+    await expect.poll(() => out).toBe('echo:ls\r');
+    stdin.write(Buffer.from([0x61, 0x1d, 0x62])); // "a", Ctrl-], "b": "b" is never sent
+    const r = await running;
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/Escape character is '\^\]'/);
+    expect(modes).toEqual([true, false]);
+    await expect.poll(() => h.vmm.consoleIsAttached).toBe(false);
+    expect(Buffer.from(h.vmm.consoleInput).toString()).toBe('ls\ra');
+    expect(h.vmm.state).toBe('Created');
+  });
+});
+
+describe('failures', () => {
+  test('a VMM error is one line on stderr and exit 1', async () => {
+    expect(await remote(['info'])).toEqual({
+      status: 1,
+      stdout: '',
+      stderr: 'tsvmm-remote: no VM has been created: send vm.create (or vm.restore) first\n',
+    });
+    await h.vmm.create(TINY_CONFIG as never);
+    const r = await remote(['resume']);
+    expect(r).toMatchObject({ status: 1, stderr: 'tsvmm-remote: cannot resume a VM that is Created (needs Paused)\n' });
+    const file = join(h.dir, 'bad.json');
+    writeFileSync(file, JSON.stringify({ payload: { kernel: '/k' }, cpus: { boot_vcpus: 'two' } }));
+    // The body is validated before the VMM sees it, so the field error wins over the state error.
+    expect(await remote(['create', file])).toMatchObject({ status: 1, stderr: 'tsvmm-remote: cpus.boot_vcpus: expected an integer, got string "two"\n' });
+  });
+
+  test('usage errors exit 2', async () => {
+    for (const args of [[], ['frobnicate'], ['snapshot'], ['snapshot', 'http://x'], ['restore', 'source_url=file:///s,x=1'], ['create', '/nonexistent.json']]) {
+      const r = await remote(args);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(r.stderr, args.join(' ')).toMatch(/^tsvmm-remote: .+\n$/);
+    }
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let err = '';
+    stderr.on('data', (c: Buffer) => (err += c.toString()));
+    expect(await main(['ping'], { stdin: new PassThrough(), stdout, stderr })).toBe(2);
+    expect(err).toMatch(/api-socket/);
+  });
+
+  test('cannot connect: a clear message naming the socket', async () => {
+    const missing = join(h.dir, 'nobody.sock');
+    const stderr = new PassThrough();
+    let err = '';
+    stderr.on('data', (c: Buffer) => (err += c.toString()));
+    const status = await main(['--api-socket', missing, 'ping'], { stdin: new PassThrough(), stdout: new PassThrough(), stderr });
+    expect(status).toBe(1);
+    expect(err).toMatch(new RegExp(`^tsvmm-remote: cannot reach the tsvmm API at ${missing}: .*ENOENT.* \\(is tsvmm running with --api-socket ${missing}\\?\\)\\n$`));
+  });
+});
+
+test('the compiled binary runs (tsc to a temporary build)', async () => {
+  const run = promisify(execFile);
+  const root = resolve(import.meta.dirname, '../..');
+  const out = mkdtempSync(join(tmpdir(), 'tsvmm-remote-build-'));
+  try {
+    // Only this entry point and what it imports: other modules in the tree may be mid-edit.
+    const tsc = join(root, 'node_modules/typescript/bin/tsc');
+    await run(process.execPath, [tsc, '--outDir', join(out, 'dist'), '--rootDir', join(root, 'src'), '--module', 'NodeNext', '--moduleResolution', 'NodeNext',
+      '--target', 'ES2022', '--strict', '--skipLibCheck', '--types', 'node', join(root, 'src/cli/tsvmm-remote.ts')], { cwd: root });
+    writeFileSync(join(out, 'package.json'), '{"type":"module"}');
+    mkdirSync(join(out, 'dist'), { recursive: true });
+    symlinkSync(join(root, 'node_modules'), join(out, 'node_modules'));
+    const bin = join(out, 'dist/cli/tsvmm-remote.js');
+    const ping = await run(process.execPath, [bin, '--api-socket', h.socketPath, '--json', 'ping']);
+    expect(JSON.parse(ping.stdout).pid).toBe(process.pid);
+    const failed = await run(process.execPath, [bin, '--api-socket', h.socketPath, 'pause']).catch((e: { code: number; stderr: string }) => e);
+    expect(failed).toMatchObject({ code: 1, stderr: 'tsvmm-remote: no VM has been created: send vm.create (or vm.restore) first\n' });
+    const usage = await run(process.execPath, [bin, 'ping']).catch((e: { code: number; stderr: string }) => e);
+    expect(usage).toMatchObject({ code: 2 });
+    const help = await run(process.execPath, [bin, '--help']);
+    expect(help.stdout).toMatch(/tsvmm-remote --api-socket PATH <command>/);
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+}, 120_000);

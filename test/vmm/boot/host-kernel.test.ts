@@ -1,0 +1,54 @@
+/**
+ * Parses a real distribution kernel when the host has one: /boot/vmlinuz-*, or the file named by
+ * TSVMM_TEST_KERNEL. Skipped, with a message saying why, when there is none.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { anonymousGuestMemory } from '../../../src/memory/guest-memory.js';
+import { ramLayout } from '../../../src/memory/layout.js';
+import { ZERO_PAGE_ADDR } from '../../../src/vmm/boot/addresses.js';
+import { parseBzImage } from '../../../src/vmm/boot/bzimage.js';
+import { layoutGuest } from '../../../src/vmm/boot/index.js';
+import { parseKernel } from '../../../src/vmm/boot/kernel.js';
+import { BP } from '../../../src/vmm/boot/zero-page.js';
+import { fakeSupportedCpuid } from './fixtures.js';
+
+function findHostKernel(): string | undefined {
+  const fromEnv = process.env['TSVMM_TEST_KERNEL'];
+  if (fromEnv !== undefined && existsSync(fromEnv)) return fromEnv;
+  if (!existsSync('/boot')) return undefined;
+  const names = readdirSync('/boot').filter((n) => n.startsWith('vmlinuz-')).sort();
+  const last = names[names.length - 1];
+  return last === undefined ? undefined : `/boot/${last}`;
+}
+
+const kernelPath = findHostKernel();
+if (kernelPath === undefined) {
+  console.warn('host-kernel.test: SKIPPED — no /boot/vmlinuz-* on this host and TSVMM_TEST_KERNEL is not set');
+}
+
+describe.skipIf(kernelPath === undefined)(`host kernel ${kernelPath ?? '(none)'}`, () => {
+  it('parses as a 64-bit bzImage with a modern boot protocol', () => {
+    const image = new Uint8Array(readFileSync(kernelPath!));
+    const k = parseKernel(image);
+    expect(k.format).toBe('bzimage');
+    const bz = parseBzImage(image);
+    expect(bz.header.version).toBeGreaterThanOrEqual(0x20c);
+    expect(bz.header.xloadflags & 1).toBe(1);
+    expect(bz.header.initSize).toBeGreaterThan(bz.payload.length);
+    expect(bz.header.cmdlineSize).toBeGreaterThanOrEqual(255);
+  });
+
+  it('lays out a 512 MiB guest around it', () => {
+    const image = new Uint8Array(readFileSync(kernelPath!));
+    const memory = anonymousGuestMemory(ramLayout(512 << 20));
+    const r = layoutGuest({
+      kernel: image, cmdline: 'console=ttyS0', memory, vcpus: 2,
+      virtioDevices: [{ base: 0xd0000000, size: 0x1000, gsi: 5 }], supportedCpuid: fakeSupportedCpuid('AuthenticAMD'),
+    });
+    expect(r.bootProtocol).toBe('linux64');
+    expect(r.kernelStart % 0x200000).toBe(0);
+    expect(memory.readU32(ZERO_PAGE_ADDR + BP.header)).toBe(0x53726448);
+    expect(memory.readU64(ZERO_PAGE_ADDR + BP.acpiRsdpAddr)).toBe(0xe0000n);
+  });
+});
