@@ -163,9 +163,20 @@ NORETURN void power_off(u32 status)
         cpu_relax();
 }
 
+/*
+ * i8042 reset (the tsvmm ABI). Machines without an i8042 (QEMU microvm) ignore it; after ~1 s
+ * fall back to a triple fault: ring 3 cannot load an empty IDT, but the IDT is identity-mapped
+ * and writable, so clearing its gates makes the next exception escalate to a shutdown.
+ */
 NORETURN void reset_machine(void)
 {
     outb(0x64, 0xfe);
+    u64 start = rdtsc();
+    while (rdtsc() - start < 3000000000ULL)
+        cpu_relax();
+    memset((void *)(uintptr_t)(KERNEL_BASE + OFF_IDT), 0, IDT_ENTRIES * 16);
+    barrier();
+    __asm__ volatile("ud2");
     for (;;)
         cpu_relax();
 }

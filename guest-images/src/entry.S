@@ -297,8 +297,9 @@ gdt:
 	gate	handler
 
 /*
- * I/O permission bitmap: all zero = every port below 0x2000 allowed from ring 3. IOPL=3 should
- * already allow port I/O, but the PVM host checks the bitmap for ring-3 port accesses.
+ * I/O permission bitmap: all zero = every port below 0x2000 allowed from ring 3. IOPL=3 alone
+ * is not enough on the PVM host: it runs guest ring 3 with IOPL 0 (the RFLAGS an exception
+ * frame shows) and then consults this bitmap.
  */
 	.org	OFF_IOMAP
 	.fill	IOMAP_BYTES, 1, 0

@@ -3,6 +3,7 @@
  * `tsvmm`: boot a VM from the command line, restore one from a snapshot, or start an empty VMM
  * that waits for instructions on its API socket. Cloud Hypervisor's flags and syntax.
  */
+import './threadpool.js';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { TsvmmError } from '../errors.js';

@@ -37,6 +37,28 @@ function installKickHandler(): void {
 
 const WORKER_URL = new URL('./vcpu-worker.js', import.meta.url);
 
+/**
+ * Workers that have already loaded their module (koffi, the KVM wrappers): starting a worker and
+ * evaluating its imports takes tens of milliseconds, which would dominate a warm restore. An
+ * empty VMM keeps a few ready; a booting VM starts its own while it sets up KVM.
+ */
+const idleWorkers: Worker[] = [];
+
+export function prewarmVcpuWorkers(count: number): void {
+  while (idleWorkers.length < count) {
+    const w = new Worker(WORKER_URL);
+    // An idle worker must not keep the process alive.
+    w.unref();
+    idleWorkers.push(w);
+  }
+}
+
+function takeWorker(): Worker {
+  const w = idleWorkers.shift() ?? new Worker(WORKER_URL);
+  w.ref();
+  return w;
+}
+
 export class VcpuThread {
   readonly id: number;
   private readonly worker: Worker;
@@ -61,7 +83,7 @@ export class VcpuThread {
   static async start(id: number, vcpu: VcpuFd, onAccess: AccessHandler): Promise<VcpuThread> {
     installKickHandler();
     const mailbox = createMailbox();
-    const worker = new Worker(WORKER_URL);
+    const worker = takeWorker();
     const thread = new VcpuThread(id, worker, mailbox, vcpu, onAccess);
     const ready = new Promise<void>((resolve, reject) => {
       const onMsg = (m: FromWorker): void => {

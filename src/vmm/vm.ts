@@ -20,7 +20,7 @@ import { makeAccessHandler } from './io-dispatch.js';
 import { Platform, type PlatformHooks, type PlatformState } from './platform.js';
 import { probeSaveableMsrs, restoreVcpu, saveVcpu, type VcpuState } from './vcpu-state.js';
 import type { StopReason } from './vcpu-protocol.js';
-import { VcpuThread } from './vcpu-thread.js';
+import { prewarmVcpuWorkers, VcpuThread } from './vcpu-thread.js';
 
 /** Where KVM keeps its private TSS pages and identity map (just below the BIOS area, as QEMU). */
 const KVM_TSS_ADDRESS = 0xfffb_d000;
@@ -148,6 +148,8 @@ export class Vm {
 
   /** Builds a VM that boots `config.payload.kernel`; its vCPUs are idle until `start()`. */
   static async boot(config: VmConfig, hooks: VmHooks): Promise<Vm> {
+    // Worker start-up overlaps with reading the kernel and setting up KVM.
+    prewarmVcpuWorkers(config.cpus.boot_vcpus);
     const kernel = readInput(config.payload.kernel, 'kernel');
     const initramfs = config.payload.initramfs === undefined ? undefined : readInput(config.payload.initramfs, 'initramfs');
     const cleanups = new Cleanups();
@@ -205,6 +207,7 @@ export class Vm {
     if (state.vcpus.length !== config.cpus.boot_vcpus) {
       throw new ConfigError(`snapshot holds ${state.vcpus.length} vCPU states but its config has boot_vcpus=${config.cpus.boot_vcpus}`);
     }
+    prewarmVcpuWorkers(config.cpus.boot_vcpus);
     const cleanups = new Cleanups();
     const kvm = Kvm.open();
     cleanups.push(() => kvm.close());

@@ -14,9 +14,12 @@ import type {
 import { ConflictError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
 import { Vm, type VmHooks } from './vm.js';
+import { prewarmVcpuWorkers } from './vcpu-thread.js';
 import { restoreVm, snapshotVm } from './persist.js';
 
 export const VERSION = '0.1.0';
+/** vCPU worker threads an empty VMM keeps loaded for a warm restore or boot. */
+const WARM_VCPU_WORKERS = 2;
 
 export interface VmmOptions {
   /** Called once when the VM ends by itself or the VMM is asked to stop. */
@@ -271,6 +274,9 @@ export class Vmm implements VmmController {
   async serveApi(path: string): Promise<void> {
     const { startApiServer } = await import('./api/server.js');
     this.api = await startApiServer({ socketPath: path, controller: this });
+    // An empty VMM waits for vm.create/vm.restore: have vCPU threads ready so a warm restore
+    // does not pay for starting them.
+    if (this.vm === undefined) prewarmVcpuWorkers(WARM_VCPU_WORKERS);
   }
 
   /** Releases everything (VM, API socket, serial file). */

@@ -7,7 +7,7 @@ import type { GuestMemory } from '../../memory/guest-memory.js';
 import { IOAPIC_BASE, LAPIC_BASE } from '../../memory/layout.js';
 import { ACPI_AREA_SIZE, RSDP_ADDR } from './addresses.js';
 import * as aml from './aml.js';
-import { ByteWriter, checksumByte } from './checksum.js';
+import { ByteWriter, checksumByte } from './table-writer.js';
 import type { VirtioMmioDevice } from './cmdline.js';
 import { BootLayoutError } from './errors.js';
 import { ioapicId } from './mptable.js';

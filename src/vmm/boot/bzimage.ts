@@ -66,7 +66,9 @@ export function parseBzImage(image: Uint8Array): BzImage {
   const setupSects = rawSects === 0 ? 4 : rawSects;
   const payloadOffset = (setupSects + 1) * 512;
   const syssize = dv.getUint32(0x1f4, true);
-  if (payloadOffset >= image.length || image.length - payloadOffset < syssize * 16) {
+  // syssize counts 16-byte paragraphs rounded up (Linux's build.c: (sz + 15 + 4) / 16), so a
+  // complete image may end up to 15 bytes before syssize * 16; only a larger gap is truncation.
+  if (payloadOffset >= image.length || image.length - payloadOffset < syssize * 16 - 15) {
     throw new KernelFormatError(`bzImage is truncated: ${image.length} bytes, header promises ${payloadOffset + syssize * 16}`);
   }
   const header: SetupHeader = {

@@ -33,6 +33,11 @@ export { parseKernel, type ParsedKernel } from './kernel.js';
 
 /** KVM_MP_STATE_UNINITIALIZED: an AP waiting for INIT/SIPI. */
 export const KVM_MP_STATE_UNINITIALIZED = 1;
+/**
+ * Command-line limit when the image does not state one (ELF, PVH): x86 Linux's COMMAND_LINE_SIZE
+ * is 2048 including the NUL, and it truncates silently beyond that, so refuse instead.
+ */
+export const DEFAULT_CMDLINE_LIMIT = 2047;
 /** Highest vCPU count: APIC ids 0..n-1 plus the IOAPIC id n must fit in 8 bits. */
 export const MAX_BOOT_VCPUS = 254;
 
@@ -104,7 +109,7 @@ export function layoutGuest(opts: LayoutOptions): GuestLayout {
     throw new BootLayoutError(`kernel ends at 0x${k.kernelEnd.toString(16)}, beyond the identity-mapped first 4 GiB`);
   }
 
-  const cmdlineLimit = Math.min(CMDLINE_AREA_SIZE - 1, bz !== undefined && bz.header.cmdlineSize > 0 ? bz.header.cmdlineSize : CMDLINE_AREA_SIZE - 1);
+  const cmdlineLimit = Math.min(CMDLINE_AREA_SIZE - 1, bz !== undefined && bz.header.cmdlineSize > 0 ? bz.header.cmdlineSize : DEFAULT_CMDLINE_LIMIT);
   const cmdline = composeCommandLine(opts.cmdline, opts.virtioDevices, opts.appendVirtioMmioCmdline ?? true);
   writeCommandLine(memory, CMDLINE_ADDR, cmdline, cmdlineLimit);
 

@@ -6,11 +6,10 @@
 import type { GuestMemory } from '../../memory/guest-memory.js';
 import { IOAPIC_BASE, LAPIC_BASE } from '../../memory/layout.js';
 import { MPTABLE_ADDR, MPTABLE_SIZE } from './addresses.js';
-import { ByteWriter, checksumByte } from './checksum.js';
+import { ByteWriter, checksumByte } from './table-writer.js';
 import { BootLayoutError } from './errors.js';
 
 export const MP_FLOATING_SIZE = 16;
-export const MP_HEADER_SIZE = 44;
 const MP_SPEC_REV = 4;
 const ENTRY_PROCESSOR = 0;
 const ENTRY_BUS = 1;

@@ -31,17 +31,19 @@ async function startRealVmm(): Promise<{ socketPath: string; scratchDir: string;
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const client = new ApiClient(socketPath, 5000);
   const deadline = Date.now() + 20_000;
+  const giveUp = (why: string): never => {
+    child.kill('SIGKILL');
+    rmSync(scratchDir, { recursive: true, force: true });
+    throw new Error(`${why}: ${stderr}`);
+  };
   for (;;) {
-    if (child.exitCode !== null) throw new Error(`tsvmm exited with ${child.exitCode}: ${stderr}`);
+    if (child.exitCode !== null) giveUp(`tsvmm exited with ${child.exitCode}`);
     try {
       if ((await client.info()).state === 'Running') break;
     } catch {
       // not listening yet, or the VM is not created yet
     }
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`tsvmm's VM did not reach Running within 20 s: ${stderr}`);
-    }
+    if (Date.now() > deadline) giveUp("tsvmm's VM did not reach Running within 20 s");
     await new Promise((r) => setTimeout(r, 20));
   }
   return {

@@ -52,3 +52,15 @@ describe.skipIf(kernelPath === undefined)(`host kernel ${kernelPath ?? '(none)'}
     expect(memory.readU64(ZERO_PAGE_ADDR + BP.acpiRsdpAddr)).toBe(0xe0000n);
   });
 });
+
+const vmlinuxPath = process.env['TSVMM_TEST_VMLINUX'];
+describe.skipIf(vmlinuxPath === undefined || !existsSync(vmlinuxPath))(`vmlinux ${vmlinuxPath ?? '(TSVMM_TEST_VMLINUX unset)'}`, () => {
+  it('finds the PVH entry note and the physical startup_64', () => {
+    const k = parseKernel(new Uint8Array(readFileSync(vmlinuxPath!)));
+    expect(k.format).toBe('elf');
+    if (k.format !== 'elf') return;
+    expect(k.elfClass).toBe(64);
+    expect(k.pvhEntry).toBeGreaterThan(k.loadStart);
+    expect(k.entry).toBe(k.loadStart);
+  });
+});

@@ -128,9 +128,12 @@ describe('layoutGuest with ELF kernels', () => {
     expect(o.memory.readU16(ZERO_PAGE_ADDR + BP.bootFlag)).toBe(0xaa55);
     expect(o.memory.readU32(ZERO_PAGE_ADDR + BP.header)).toBe(0x53726448);
     expect(o.memory.readU8(ZERO_PAGE_ADDR + BP.typeOfLoader)).toBe(0xff);
-    expect(o.memory.readU32(ZERO_PAGE_ADDR + BP.cmdlineSize)).toBe(0xffff);
+    expect(o.memory.readU32(ZERO_PAGE_ADDR + BP.cmdlineSize)).toBe(2047);
     expect(o.memory.readU32(ZERO_PAGE_ADDR + BP.ramdiskSize)).toBe(100);
     expect(r.bsp.sregs.efer & 0x500n).toBe(0x500n);
+    // Without a header the limit is Linux's COMMAND_LINE_SIZE - 1.
+    expect(() => layoutGuest(opts(64 * MiB, { kernel, cmdline: 'x'.repeat(2048), appendVirtioMmioCmdline: false }))).toThrow(CommandLineError);
+    expect(layoutGuest(opts(64 * MiB, { kernel, cmdline: 'x'.repeat(2047), appendVirtioMmioCmdline: false })).cmdline).toHaveLength(2047);
   });
 
   it('boots PVH when the note is present: start_info, module list, memory map, EBX', () => {
@@ -163,5 +166,17 @@ describe('layoutGuest with ELF kernels', () => {
     expect(entries[3]).toEqual({ addr: 4 * GiB, size: 2 * GiB, type: 1 });
     expect(r.cpuidPerVcpu).toHaveLength(2);
     expect(r.apMpState).toBe(1);
+  });
+
+  it('boots the same PVH-capable ELF64 through startup_64 when preferPvh is false', () => {
+    const kernel = makeElf({ entry: 0x1000000n, segments: [{ paddr: 0x1000000, data: pattern(0x800) }], pvhEntry: 0x1000040 });
+    const o = opts(64 * MiB, { kernel, preferPvh: false });
+    const r = layoutGuest(o);
+    expect(r.bootProtocol).toBe('linux64');
+    expect(r.bsp.regs.rip).toBe(0x1000000n);
+    expect(r.bsp.sregs.cs.l).toBe(1);
+    // An ELF32 has only the PVH entry, so it boots PVH whatever the preference.
+    const e32 = makeElf({ elfClass: 32, entry: 0x100000n, segments: [{ paddr: 0x100000, data: pattern(0x800) }], pvhEntry: 0x100040 });
+    expect(layoutGuest(opts(64 * MiB, { kernel: e32, preferPvh: false })).bootProtocol).toBe('pvh');
   });
 });

@@ -1,14 +1,9 @@
+/** Helpers for firmware tables (MP, ACPI): the zero-sum checksum byte and a little-endian writer. */
 /** The byte that makes `bytes` sum to zero mod 256 (MP and ACPI tables use this). */
 export function checksumByte(bytes: Uint8Array): number {
   let sum = 0;
   for (const b of bytes) sum = (sum + b) & 0xff;
   return (0x100 - sum) & 0xff;
-}
-
-export function byteSum(bytes: Uint8Array): number {
-  let sum = 0;
-  for (const b of bytes) sum = (sum + b) & 0xff;
-  return sum;
 }
 
 /** A growable little-endian byte writer for building tables. */
