@@ -4,8 +4,9 @@ import { isAbsolute } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { TsvmmError } from '../errors.js';
+import { ConfigError, TsvmmError } from '../errors.js';
 import { ApiClient } from '../vmm/api/client.js';
+import { parseRestoreSpec } from '../vmm/restore-spec.js';
 import { runConsole, type ConsoleIo } from './remote-console.js';
 import { formatCounters, formatEvent, formatInfo, formatPing } from './remote-format.js';
 
@@ -37,7 +38,7 @@ const COMMANDS: Array<[string, string]> = [
   ['shutdown', 'shut the VM down (the VMM keeps running)'],
   ['shutdown-vmm', 'shut down the VM and end the tsvmm process'],
   ['snapshot <destination>', 'snapshot the paused VM to file:///dir (or an absolute path)'],
-  ['restore <config>', 'restore from source_url=file:///dir[,prefault=on] (the VM comes back paused)'],
+  ['restore <config>', 'restore from source_url=file:///dir[,prefault=on][,force=on][,disk.ID=PATH] (the VM comes back paused)'],
   ['events', 'print VMM events, one per line, until interrupted'],
   ['console', 'attach to the serial console (Ctrl-] detaches)'],
 ];
@@ -48,24 +49,6 @@ function snapshotUrl(arg: string): string {
   if (isAbsolute(value)) return pathToFileURL(value).href;
   if (!value.startsWith('file://')) throw new UsageError(`snapshot destination "${arg}" must be file:///dir or an absolute path`);
   return value;
-}
-
-/** Cloud Hypervisor's `source_url=URL[,prefault=on|off]` (a bare URL or path also works). */
-export function parseRestoreArg(arg: string): { source_url: string; prefault?: boolean } {
-  if (!arg.includes('=')) return { source_url: snapshotUrl(arg) };
-  const out: { source_url?: string; prefault?: boolean } = {};
-  for (const part of arg.split(',')) {
-    const eq = part.indexOf('=');
-    const key = eq < 0 ? part : part.slice(0, eq);
-    const value = eq < 0 ? '' : part.slice(eq + 1);
-    if (key === 'source_url') out.source_url = snapshotUrl(value);
-    else if (key === 'prefault') {
-      if (!['on', 'off', 'true', 'false'].includes(value)) throw new UsageError(`prefault must be on or off, not "${value}"`);
-      out.prefault = value === 'on' || value === 'true';
-    } else throw new UsageError(`unknown restore option "${key}" (known: source_url, prefault)`);
-  }
-  if (out.source_url === undefined) throw new UsageError('restore needs source_url=file:///dir');
-  return out.prefault === undefined ? { source_url: out.source_url } : { source_url: out.source_url, prefault: out.prefault };
 }
 
 function readConfigFile(file: string): unknown {
@@ -116,7 +99,7 @@ async function run(args: { _: Array<string | number>; [k: string]: unknown }, io
     case 'shutdown': return client.shutdown();
     case 'shutdown-vmm': return client.shutdownVmm();
     case 'snapshot': return client.snapshot(snapshotUrl(String(args.destination)));
-    case 'restore': return client.restore(parseRestoreArg(String(args.config)));
+    case 'restore': return client.restore(parseRestoreSpec(String(args.config), 'restore'));
     case 'events': return runEvents(client, json, io);
     case 'console': return runConsole(await client.openWebSocket('vm.console'), io, io.signal);
     default: throw new UsageError(`unknown command "${command}"`);
@@ -163,7 +146,8 @@ export async function main(argv: string[], io: RemoteIo): Promise<number> {
     return 0;
   } catch (err) {
     io.stderr.write(`tsvmm-remote: ${(err as Error).message}\n`);
-    return err instanceof UsageError ? 2 : 1;
+    // A bad argument (UsageError, or a ConfigError from parsing one) is a usage error.
+    return err instanceof UsageError || err instanceof ConfigError ? 2 : 1;
   }
 }
 

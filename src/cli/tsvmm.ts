@@ -10,10 +10,12 @@ import { TsvmmError } from '../errors.js';
 import { setLogLevel, type LogLevel } from '../util/log.js';
 import { vmConfigFromCli } from '../vmm/cli-config.js';
 import { EXIT_STATUS, describeEnd, exitStatusOf, type VmEnd } from '../vmm/exit-status.js';
-import { parseRestoreOption, Vmm } from '../vmm/vmm.js';
+import { Vmm } from '../vmm/vmm.js';
+import { parseRestoreSpec } from '../vmm/restore-spec.js';
 
 function fail(message: string, status: number): never {
-  process.stderr.write(`tsvmm: ${message}\n`);
+  // One line whatever the source: yargs reports bad choices over several indented lines.
+  process.stderr.write(`tsvmm: ${message.trim().replace(/\s*\n\s*/g, ' ')}\n`);
   process.exit(status);
 }
 
@@ -29,7 +31,7 @@ async function main(): Promise<void> {
     .option('disk', { type: 'string', array: true, describe: 'path=FILE[,readonly=on][,id=NAME][,serial=STR][,format=raw|qcow2] (repeatable)' })
     .option('serial', { type: 'string', describe: 'tty | file=PATH | socket | null | off', default: 'tty' })
     .option('api-socket', { type: 'string', describe: 'serve the HTTP API on this Unix socket' })
-    .option('restore', { type: 'string', describe: 'source_url=file:///DIR[,prefault=on] — restore a snapshot (the VM comes back paused)' })
+    .option('restore', { type: 'string', describe: 'source_url=file:///DIR[,prefault=on][,force=on][,disk.ID=PATH] — restore a snapshot (the VM comes back paused)' })
     .option('log-level', { choices: ['error', 'warn', 'info', 'debug'] as const, default: 'warn' as const })
     .strict()
     .version(false)
@@ -49,10 +51,10 @@ async function main(): Promise<void> {
   }
 
   let vmm: Vmm;
-  let restore: ReturnType<typeof parseRestoreOption> | undefined;
+  let restore: ReturnType<typeof parseRestoreSpec> | undefined;
   let config: ReturnType<typeof vmConfigFromCli> | undefined;
   try {
-    if (argv.restore !== undefined) restore = parseRestoreOption(argv.restore);
+    if (argv.restore !== undefined) restore = parseRestoreSpec(argv.restore);
     if (argv.kernel !== undefined) {
       const o: Parameters<typeof vmConfigFromCli>[0] = { kernel: argv.kernel, cpus: argv.cpus, memory: argv.memory, serial: argv.serial };
       if (argv.initramfs !== undefined) o.initramfs = argv.initramfs;

@@ -75,6 +75,8 @@ export function parseSerial(text: string): SerialConfig {
 /** Turns the `tsvmm` command-line options into a VmConfig (Cloud Hypervisor syntax). */
 export function vmConfigFromCli(o: CliVmOptions): VmConfig {
   if (o.kernel === undefined) throw new ConfigError('--kernel is required to boot a VM');
+  // yargs turns a bare `--disk` into an empty list; booting without the disk would hide the mistake.
+  if (o.disk !== undefined && o.disk.length === 0) throw new ConfigError('--disk: a value is required: path=FILE[,readonly=on][,id=NAME]');
   const disks = (o.disk ?? []).map((d, i) => parseDisk(d, i));
   const ids = new Set<string>();
   for (const d of disks) {

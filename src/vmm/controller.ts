@@ -26,6 +26,10 @@ export interface SnapshotRequest {
 export interface RestoreRequest {
   source_url: string;
   prefault?: boolean;
+  /** tsvmm extension: restore even over disks that changed since the snapshot. */
+  force?: boolean;
+  /** tsvmm extension: disk id → image path to use instead of the recorded one (clones). */
+  disk_paths?: Record<string, string>;
 }
 
 /** Events in Cloud Hypervisor's event-monitor shape. */

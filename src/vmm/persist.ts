@@ -73,16 +73,8 @@ export async function snapshotVm(vm: Vm, url: string): Promise<SnapshotSummary> 
   };
 }
 
-/** Restore options beyond Cloud Hypervisor's: new disk paths for clones, and forcing. */
-export interface RestoreOverrides {
-  /** disk id → image path to use instead of the one recorded in the snapshot. */
-  disk_paths?: Record<string, string>;
-  /** Restore even over disks whose identity changed since the snapshot. */
-  force?: boolean;
-}
-
 /** Verifies the snapshot in full, then rebuilds the VM (Paused). */
-export async function restoreVm(req: RestoreRequest & RestoreOverrides, hooksFor: (config: VmConfig) => VmHooks): Promise<Vm> {
+export async function restoreVm(req: RestoreRequest, hooksFor: (config: VmConfig) => VmHooks): Promise<Vm> {
   const dir = snapshotUrlToPath(req.source_url);
   const snap = await readSnapshot(dir, { knownDeviceTypes: DEVICE_TYPES });
   const doc = snap.document;

@@ -4,9 +4,7 @@
  * while another is in progress is refused with ECONFLICT rather than queued, as the API promises.
  */
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { ConfigError } from '../errors.js';
 import { log } from '../util/log.js';
-import { parseKeyValues, parseToggle } from '../util/kv.js';
 import type { VmConfig } from './config.js';
 import type {
   ConsoleAttachment, RestoreRequest, SnapshotRequest, VmCounters, VmInfo, VmmController, VmmEvent,
@@ -26,14 +24,6 @@ export interface VmmOptions {
   onVmEnd(end: VmEnd): void;
   /** Wire the process's stdin to the serial port when the serial mode is Tty. */
   stdinIsConsole: boolean;
-}
-
-/** `source_url=file:///dir[,prefault=on]` (Cloud Hypervisor's --restore syntax). */
-export function parseRestoreOption(text: string): RestoreRequest {
-  const kv = parseKeyValues(text, 'restore', ['source_url', 'prefault'], 'source_url');
-  const source = kv.get('source_url');
-  if (source === undefined) throw new ConfigError('--restore: source_url= is required');
-  return { source_url: source, prefault: kv.has('prefault') ? parseToggle(kv.get('prefault')!, '--restore prefault') : false };
 }
 
 function now(): VmmEvent['timestamp'] {

@@ -230,9 +230,16 @@ export function parseSnapshotRequest(value: unknown): SnapshotRequest {
 }
 
 export function parseRestoreRequest(value: unknown): RestoreRequest {
-  const o = object(value, '', ['source_url', 'prefault']);
+  const o = object(value, '', ['source_url', 'prefault', 'force', 'disk_paths']);
   if (o.source_url === undefined) throw new ConfigError('source_url: required (file:///dir)', { field: 'source_url' });
   const req: RestoreRequest = { source_url: parseFileUrl(o.source_url, 'source_url') };
   if (o.prefault !== undefined) req.prefault = boolean(o.prefault, 'prefault');
+  if (o.force !== undefined) req.force = boolean(o.force, 'force');
+  if (o.disk_paths !== undefined) {
+    const paths = o.disk_paths;
+    if (typeof paths !== 'object' || paths === null || Array.isArray(paths)) fail('disk_paths', 'a JSON object of disk id to path', paths);
+    req.disk_paths = {};
+    for (const [id, path] of Object.entries(paths as Json)) req.disk_paths[id] = string(path, `disk_paths.${id}`);
+  }
   return req;
 }

@@ -1,0 +1,24 @@
+import { describe, expect, test } from 'vitest';
+import { parseRestoreSpec } from '../../src/vmm/restore-spec.js';
+
+describe('restore spec (Cloud Hypervisor syntax plus tsvmm keys)', () => {
+  test('source_url and prefault', () => {
+    expect(parseRestoreSpec('source_url=file:///s')).toEqual({ source_url: 'file:///s' });
+    expect(parseRestoreSpec('source_url=/s,prefault=off')).toEqual({ source_url: 'file:///s', prefault: false });
+    expect(parseRestoreSpec('file:///s,prefault=on')).toEqual({ source_url: 'file:///s', prefault: true });
+  });
+
+  test('force and per-disk paths for clones', () => {
+    expect(parseRestoreSpec('source_url=file:///s,force=on,disk.root=/c/root.qcow2,disk.data=/c/d.raw')).toEqual({
+      source_url: 'file:///s', force: true, disk_paths: { root: '/c/root.qcow2', data: '/c/d.raw' },
+    });
+  });
+
+  test('errors name the problem', () => {
+    expect(() => parseRestoreSpec('source_url=file:///s,fast=yes')).toThrow(/unknown key "fast"/);
+    expect(() => parseRestoreSpec('prefault=on')).toThrow(/source_url=file:\/\/\/dir is required/);
+    expect(() => parseRestoreSpec('source_url=http://x/s')).toThrow(/must be file:\/\/\/dir/);
+    expect(() => parseRestoreSpec('source_url=file:///s,disk.a=rel/path')).toThrow(/absolute path/);
+    expect(() => parseRestoreSpec('source_url=file:///s,prefault=maybe')).toThrow(/on or off/);
+  });
+});
