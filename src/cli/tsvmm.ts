@@ -41,6 +41,16 @@ async function main(): Promise<void> {
     })
     .parseAsync();
 
+  // yargs turns a repeated flag into an array and a bare one into '': only --disk may repeat, and
+  // the file and socket paths cannot be empty.
+  const given = argv as Record<string, unknown>;
+  for (const name of ['kernel', 'initramfs', 'cmdline', 'cpus', 'memory', 'serial', 'api-socket', 'restore', 'log-level']) {
+    if (Array.isArray(given[name])) fail(`--${name} is given more than once`, EXIT_STATUS.usage);
+  }
+  for (const name of ['kernel', 'initramfs', 'api-socket', 'restore']) {
+    if (given[name] === '') fail(`--${name} needs a value`, EXIT_STATUS.usage);
+  }
+
   setLogLevel(argv['log-level'] as LogLevel);
   const apiSocket = argv['api-socket'];
   if (argv.kernel === undefined && argv.restore === undefined && apiSocket === undefined) {

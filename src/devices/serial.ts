@@ -142,6 +142,17 @@ export class Serial16550 implements PioDevice, Snapshottable<SerialState> {
     this.opts.output(bytes);
   }
 
+  /**
+   * The LSR value while a THR write and an LSR read have no effect other than sending the byte
+   * and returning that value (DLAB clear, no loopback, no THR-empty interrupt, no error bits);
+   * -1 otherwise. In that state a vCPU thread may perform those two accesses itself and hand the
+   * bytes over later (src/vmm/serial-fastpath.ts): the result is the same as trapping each one.
+   */
+  fastPathLsr(): number {
+    if (this.lcr & LCR_DLAB || this.mcr & MCR_LOOP || this.ier & IER_THRI || this.overrun) return -1;
+    return this.lsr();
+  }
+
   pioRead(offset: number, data: Uint8Array): void {
     data.fill(0);
     if (data.length === 0) return;

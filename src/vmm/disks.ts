@@ -10,7 +10,7 @@ import { VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../memory/
 import { EventFd } from '../sys/eventfd.js';
 import type { Bus, InterruptLine, MmioDevice } from '../devices/bus.js';
 import type { BlockBackend } from '../devices/block/backend.js';
-import { lockImage } from '../devices/block/lock.js';
+import { lockImage, unlockImage } from '../devices/block/lock.js';
 import { VirtioBlk, type VirtioBlkState } from '../devices/block/virtio-blk.js';
 import { MMIO_QUEUE_NOTIFY, VirtioMmioTransport, type VirtioMmioState } from '../devices/virtio/mmio.js';
 import { openDisk } from '../devices/block/qcow2/open.js';
@@ -31,11 +31,66 @@ export class Disk {
   private notify: EventFd | undefined;
   private vmFd: VmFd | undefined;
   private closed = false;
+  /** Set between quiesce() and unquiesce() (VM pause): a backend swap must not restart I/O then. */
+  private quiesced = false;
+  /** Read locks on backing images this VM froze under the disk (external snapshots), by path. */
+  private readonly backingLocks = new Map<string, FileHandle>();
 
-  constructor(readonly config: DiskConfig, readonly backend: BlockBackend, private readonly lockHandle: FileHandle) {
+  constructor(readonly config: DiskConfig, private current: BlockBackend, private lockHandle: FileHandle) {
     const opts: ConstructorParameters<typeof VirtioBlk>[1] = { onError: (m) => log.warn(`disk ${config.id}: ${m}`) };
     if (config.serial !== undefined) opts.serial = config.serial;
-    this.device = new VirtioBlk(backend, opts);
+    this.device = new VirtioBlk(current, opts);
+  }
+
+  /** The image the guest reads and writes now (the top of its chain). */
+  get backend(): BlockBackend {
+    return this.current;
+  }
+
+  /**
+   * Switches the guest to another image atomically with respect to its I/O: new requests wait
+   * (the vCPUs keep running), in-flight ones finish, `prepare` builds the next image (it may flush
+   * the current one and reopen it as a backing file), the device switches, requests flow again.
+   * If `prepare` throws, the guest continues on the current image. Returns how long guest I/O was
+   * held, and the previous image and its lock, which the caller now owns (to close or keep).
+   */
+  async swapBackend(prepare: (current: BlockBackend) => Promise<DiskSwap>): Promise<{ heldMs: number; previous: BlockBackend; previousLock: FileHandle }> {
+    if (this.closed) throw new ConfigError(`disk "${this.config.id}" is closed`);
+    const start = performance.now();
+    await this.device.drain();
+    try {
+      const next = await prepare(this.current);
+      this.device.setBackend(next.backend);
+      const previous = this.current;
+      const previousLock = this.lockHandle;
+      this.current = next.backend;
+      this.lockHandle = next.lockHandle;
+      this.config.path = next.path;
+      this.config.format = next.format;
+      return { heldMs: performance.now() - start, previous, previousLock };
+    } finally {
+      if (!this.quiesced) this.device.resumeProcessing();
+    }
+  }
+
+  /** Keeps `handle` open with a read lock on `path` (a frozen backing image) until the disk closes. */
+  async holdBackingLock(path: string, handle: FileHandle): Promise<void> {
+    unlockImage(handle.fd);
+    await lockImage(handle.fd, path, 'read');
+    const old = this.backingLocks.get(path);
+    this.backingLocks.set(path, handle);
+    if (old !== undefined && old !== handle) await old.close();
+  }
+
+  /** Gives up the read lock held on backing image `path` (before it is written or deleted). */
+  async releaseBackingLock(path: string): Promise<void> {
+    const h = this.backingLocks.get(path);
+    this.backingLocks.delete(path);
+    await h?.close();
+  }
+
+  get backingLockPaths(): string[] {
+    return [...this.backingLocks.keys()];
   }
 
   /** Puts the device on the MMIO bus at slot `index` and wires its notify/interrupt to KVM. */
@@ -70,10 +125,12 @@ export class Disk {
   }
 
   quiesce(): Promise<void> {
+    this.quiesced = true;
     return this.device.drain();
   }
 
   unquiesce(): void {
+    this.quiesced = false;
     this.device.resumeProcessing();
   }
 
@@ -91,9 +148,19 @@ export class Disk {
       this.notify.close();
     }
     await this.device.drain();
-    await this.backend.close();
+    await this.current.close();
     await this.lockHandle.close();
+    for (const h of this.backingLocks.values()) await h.close();
+    this.backingLocks.clear();
   }
+}
+
+/** What Disk.swapBackend switches to: the open image, the handle holding its lock, and its name. */
+export interface DiskSwap {
+  backend: BlockBackend;
+  lockHandle: FileHandle;
+  path: string;
+  format: 'raw' | 'qcow2';
 }
 
 /**
@@ -109,9 +176,16 @@ export async function openDisks(configs: readonly DiskConfig[]): Promise<Disk[]>
         lockHandle = await openFile(c.path, c.readonly ? 'r' : 'r+');
       } catch (e) {
         const code = (e as NodeJS.ErrnoException).code;
-        throw new ConfigError(`--disk ${c.path}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (e as Error).message}`);
+        const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied'
+          : code === 'EISDIR' ? 'is a directory, not a disk image file' : (e as Error).message;
+        throw new ConfigError(`--disk ${c.path}: ${why}`);
       }
       try {
+        // A read-only open of a directory or a device succeeds; the image code needs a regular file
+        // (its size comes from stat), so refuse anything else here with a message that says so.
+        const st = await lockHandle.stat();
+        if (st.isDirectory()) throw new ConfigError(`--disk ${c.path}: is a directory, not a disk image file`);
+        if (!st.isFile()) throw new ConfigError(`--disk ${c.path}: is not a regular file (tsvmm takes raw or qcow2 image files)`);
         await lockImage(lockHandle.fd, c.path, c.readonly ? 'read' : 'write');
         const openOpts: Parameters<typeof openDisk>[1] = { readOnly: c.readonly };
         if (c.format === 'raw' || c.format === 'qcow2') openOpts.format = c.format;

@@ -15,6 +15,7 @@ import { DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE } from '../devices/debug-ex
 import type { VmConfig } from './config.js';
 import type { VmEnd } from './exit-status.js';
 import { Disk, openDisks, type VirtioSlot } from './disks.js';
+import { SerialFastPath, type SerialShareInit } from './serial-fastpath.js';
 
 export const COM1_PORT = 0x3f8;
 export const COM1_SIZE = 8;
@@ -59,6 +60,7 @@ export class Platform {
   readonly mmio = new Bus<MmioDevice>();
   readonly unclaimed = { unclaimed: 0 };
   readonly serial: Serial16550 | undefined;
+  private readonly serialFastPath: SerialFastPath | undefined;
   private readonly i8042: I8042;
   private readonly lines: IrqfdLine[] = [];
   private pendingInput: Uint8Array[] = [];
@@ -74,7 +76,9 @@ export class Platform {
     if (serialEnabled) {
       const opts = { interrupt: this.line(COM1_GSI), output: hooks.onSerialOutput, onInputSpace: () => this.drainInput() };
       this.serial = saved?.serial !== undefined ? Serial16550.fromState(opts, saved.serial) : new Serial16550(opts);
-      this.pio.insert('com1', COM1_PORT, COM1_SIZE, this.serial);
+      // The fast path stands in front of the UART so trapped accesses see queued bytes first.
+      this.serialFastPath = new SerialFastPath(this.serial, COM1_PORT);
+      this.pio.insert('com1', COM1_PORT, COM1_SIZE, this.serialFastPath);
     }
     const onReset = (): void => hooks.onEnd({ kind: 'reset' });
     this.i8042 = saved !== undefined ? I8042.fromState(onReset, saved.i8042) : new I8042(onReset);
@@ -127,6 +131,11 @@ export class Platform {
     return this.disks.map((d) => d.slot!);
   }
 
+  /** Shared state vCPU threads use to send serial output without a trap (none without a UART). */
+  serialShare(): SerialShareInit | undefined {
+    return this.serialFastPath?.init();
+  }
+
   /** Host keyboard input for the guest's serial port; what the FIFO cannot take waits. */
   serialInput(bytes: Uint8Array): void {
     if (this.serial === undefined) return;
@@ -140,6 +149,7 @@ export class Platform {
     while (this.pendingInput.length > 0) {
       const head = this.pendingInput[0]!;
       const n = serial.enqueueInput(head);
+      this.serialFastPath?.publish();
       if (n < head.length) {
         this.pendingInput[0] = head.subarray(n);
         return;
@@ -151,6 +161,7 @@ export class Platform {
   /** Stops taking new disk requests and waits for those in flight (pause and snapshot need it). */
   async quiesce(): Promise<void> {
     await Promise.all(this.disks.map((d) => d.quiesce()));
+    this.serialFastPath?.drain();
     this.serial?.flush();
   }
 
@@ -168,6 +179,7 @@ export class Platform {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.serialFastPath?.close();
     this.serial?.flush();
     for (const d of this.disks) await d.close();
     for (const l of this.lines) l.close();

@@ -1,3 +1,5 @@
+import type { SerialShareInit } from './serial-fastpath.js';
+
 /**
  * The protocol between the main thread and a vCPU worker thread.
  *
@@ -82,7 +84,7 @@ export const VCPU_CALLS = [
 export type VcpuCall = (typeof VCPU_CALLS)[number];
 
 export type ToWorker =
-  | { type: 'init'; vcpuId: number; fd: number; runAddress: bigint; runSize: number; mailbox: SharedArrayBuffer }
+  | { type: 'init'; vcpuId: number; fd: number; runAddress: bigint; runSize: number; mailbox: SharedArrayBuffer; serial: SerialShareInit | undefined }
   | { type: 'run' }
   | { type: 'call'; id: number; method: VcpuCall; args: unknown[] }
   | { type: 'exit' };

@@ -7,6 +7,7 @@ import { Worker } from 'node:worker_threads';
 import { TsvmmError } from '../errors.js';
 import type { VcpuFd } from '../kvm/vcpu.js';
 import { pthreadKill } from '../sys/libc.js';
+import type { SerialShareInit } from './serial-fastpath.js';
 import {
   AccessKind, CONTROL_RUN, CONTROL_STOP, EXIT_COUNTERS, STATE_REQUEST, STATE_RESPONSE,
   WORD_ADDR_HI, WORD_ADDR_LO, WORD_CONTROL, WORD_COUNT, WORD_KIND, WORD_SIZE, WORD_STATE,
@@ -80,7 +81,7 @@ export class VcpuThread {
   }
 
   /** Starts a worker for `vcpu` and waits until it is attached and ready to run. */
-  static async start(id: number, vcpu: VcpuFd, onAccess: AccessHandler): Promise<VcpuThread> {
+  static async start(id: number, vcpu: VcpuFd, onAccess: AccessHandler, serial?: SerialShareInit): Promise<VcpuThread> {
     installKickHandler();
     const mailbox = createMailbox();
     const worker = takeWorker();
@@ -96,7 +97,7 @@ export class VcpuThread {
       worker.on('message', onMsg);
       worker.once('error', reject);
     });
-    const init: ToWorker = { type: 'init', vcpuId: id, fd: vcpu.fd, runAddress: vcpu.runAddress, runSize: vcpu.runSize, mailbox: mailbox.sab };
+    const init: ToWorker = { type: 'init', vcpuId: id, fd: vcpu.fd, runAddress: vcpu.runAddress, runSize: vcpu.runSize, mailbox: mailbox.sab, serial };
     worker.postMessage(init);
     await ready;
     return thread;

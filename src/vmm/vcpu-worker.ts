@@ -7,6 +7,7 @@ import { parentPort } from 'node:worker_threads';
 import { VcpuFd } from '../kvm/vcpu.js';
 import { pthreadSelf } from '../sys/libc.js';
 import { TsvmmError } from '../errors.js';
+import { SerialFastPathClient } from './serial-fastpath.js';
 import {
   AccessKind, CONTROL_STOP, DATA_BYTES, STATE_IDLE, STATE_REQUEST, STATE_RESPONSE, VCPU_CALLS,
   WORD_ADDR_HI, WORD_ADDR_LO, WORD_CONTROL, WORD_COUNT, WORD_KIND, WORD_SIZE, WORD_STATE,
@@ -18,6 +19,7 @@ if (port === null) throw new Error('vcpu-worker must run in a worker thread');
 
 let vcpu: VcpuFd | undefined;
 let mailbox: Mailbox | undefined;
+let serial: SerialFastPathClient | undefined;
 
 const post = (m: FromWorker): void => port.postMessage(m);
 
@@ -52,6 +54,13 @@ function runLoop(v: VcpuFd, mb: Mailbox): StopReason {
       case 'io': {
         counters[C_IO]! += 1;
         const bytes = exit.size * exit.count;
+        if (serial !== undefined && exit.size === 1) {
+          if (exit.direction === 'out' && exit.port === serial.thrPort && serial.write(exit.data.subarray(0, bytes))) break;
+          if (exit.direction === 'in' && exit.port === serial.lsrPort && exit.count === 1) {
+            const lsr = serial.lsr();
+            if (lsr >= 0) { exit.data[0] = lsr; break; }
+          }
+        }
         if (bytes > DATA_BYTES) return { kind: 'error', code: 'EVCPU', message: `port I/O of ${bytes} bytes is larger than the mailbox` };
         if (exit.direction === 'out') {
           mb.data.set(exit.data.subarray(0, bytes));
@@ -109,6 +118,7 @@ port.on('message', (m: ToWorker) => {
   switch (m.type) {
     case 'init':
       mailbox = createMailbox(m.mailbox);
+      serial = m.serial === undefined ? undefined : new SerialFastPathClient(m.serial);
       vcpu = VcpuFd.attach({ fd: m.fd, runAddress: m.runAddress, runSize: m.runSize });
       post({ type: 'ready', threadId: pthreadSelf() });
       return;

@@ -139,7 +139,7 @@ export class Vm {
     const access = makeAccessHandler(parts.platform.pio, parts.platform.mmio, parts.platform.unclaimed);
     const threads: VcpuThread[] = [];
     for (const v of parts.vcpus) {
-      const t = await VcpuThread.start(threads.length, v, access);
+      const t = await VcpuThread.start(threads.length, v, access, parts.platform.serialShare());
       threads.push(t);
       cleanups.push(() => t.close());
     }

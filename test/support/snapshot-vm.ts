@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { TsvmmProcess, run, tinyElf } from './tsvmm-process.js';
+import { TsvmmProcess, tinyElf } from './tsvmm-process.js';
 
 export interface HttpResult {
   status: number;
@@ -67,13 +67,16 @@ export function fileUrl(dir: string): string {
   return `file://${dir}`;
 }
 
-/** Console line parsers for the tiny kernel. */
+/**
+ * Console line parsers for the tiny kernel. Only complete lines count: a pause can land in the
+ * middle of a line, whose rest then appears after resume.
+ */
 export function ticksIn(text: string): Array<{ n: number; ap: number | undefined }> {
-  return [...text.matchAll(/^tick (\d+)(?: ap=(\d+))?$/gm)].map((m) => ({ n: Number(m[1]), ap: m[2] === undefined ? undefined : Number(m[2]) }));
+  return [...text.matchAll(/^tick (\d+)(?: ap=(\d+))?\n/gm)].map((m) => ({ n: Number(m[1]), ap: m[2] === undefined ? undefined : Number(m[2]) }));
 }
 
 export function memtestPassesIn(text: string): number[] {
-  return [...text.matchAll(/^memtest: pass (\d+) ok$/gm)].map((m) => Number(m[1]));
+  return [...text.matchAll(/^memtest: pass (\d+) ok\n/gm)].map((m) => Number(m[1]));
 }
 
 export interface BootOptions {
@@ -93,11 +96,22 @@ export async function bootTiny(o: BootOptions): Promise<TsvmmProcess> {
   return proc;
 }
 
-/** Restores `dir` in a new tsvmm process (`--restore`), waits for the API; the VM is Paused. */
-export async function restoreProcess(dir: string, socketPath: string, extra = ''): Promise<TsvmmProcess> {
+/**
+ * Restores `dir` in a new tsvmm process (`--restore`) and waits until the VM exists (the API
+ * socket is served before the restore runs, so ping alone does not mean restored).
+ */
+export async function restoreProcess(dir: string, socketPath: string, extra = '', timeoutMs = 30_000): Promise<TsvmmProcess> {
   const proc = new TsvmmProcess(['--restore', `source_url=${fileUrl(dir)}${extra}`, '--api-socket', socketPath]);
   await waitForApi(socketPath, proc);
-  return proc;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await apiRequest(socketPath, 'GET', 'vm.info');
+    if (r.status === 200) return proc;
+    if (r.status !== 404) throw new Error(`vm.info after --restore: HTTP ${r.status} ${r.body}`);
+    if (proc.child.exitCode !== null || proc.child.signalCode !== null) throw new Error(`tsvmm --restore exited; stderr:\n${proc.stderr}`);
+    if (Date.now() > deadline) throw new Error(`tsvmm --restore did not finish in ${timeoutMs} ms; stderr:\n${proc.stderr}`);
+    await new Promise((r2) => setTimeout(r2, 10));
+  }
 }
 
 /** Pauses, snapshots to `dir`, and returns the console output seen up to the pause. */
@@ -135,9 +149,9 @@ export async function fingerprintDir(dir: string): Promise<Map<string, FileFinge
   return out;
 }
 
-/** Disk usage of a directory in bytes (`du -sb --apparent-size` would count holes; this does not). */
+/** Bytes the files in `dir` occupy on disk (what `du` counts: allocated blocks, not holes). */
 export async function diskUsageBytes(dir: string): Promise<number> {
-  const r = await run('du', ['-s', '--block-size=1', dir]);
-  if (r.code !== 0) throw new Error(`du failed: ${r.stderr}`);
-  return Number(r.stdout.split(/\s/)[0]);
+  let total = 0;
+  for (const name of await readdir(dir)) total += (await stat(join(dir, name))).blocks * 512;
+  return total;
 }

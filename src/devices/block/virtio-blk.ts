@@ -1,4 +1,4 @@
-import type { BlockBackend } from './backend.js';
+import { BlockError, type BlockBackend } from './backend.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
 import { DeviceStateError } from '../errors.js';
 import type { Descriptor } from '../virtio/chain.js';
@@ -101,7 +101,7 @@ export class VirtioBlk implements VirtioDevice {
     read_ops: 0, read_bytes: 0, write_ops: 0, write_bytes: 0, flush_ops: 0, discard_ops: 0, write_zeroes_ops: 0, errors: 0,
   };
 
-  constructor(private readonly backend: BlockBackend, private readonly options: VirtioBlkOptions = {}) {
+  constructor(private backend: BlockBackend, private readonly options: VirtioBlkOptions = {}) {
     const queueSize = options.queueSize ?? DEFAULT_QUEUE_SIZE;
     if (!Number.isInteger(queueSize) || queueSize < 4 || queueSize > 32768 || (queueSize & (queueSize - 1)) !== 0) {
       throw new RangeError(`virtio-blk queue size ${queueSize} is not a power of two in [4, 32768]`);
@@ -205,6 +205,20 @@ export class VirtioBlk implements VirtioDevice {
 
   get requestsInFlight(): number {
     return this.inFlight;
+  }
+
+  /**
+   * Puts another image under the device (a live external snapshot or a block-commit pivot). Only
+   * between drain() and resumeProcessing(), so no request straddles two images; the new image
+   * must look the same to the driver (size, writability), since the guest is not told.
+   */
+  setBackend(next: BlockBackend): void {
+    if (!this.paused || this.inFlight !== 0) throw new BlockError('virtio-blk: cannot switch images while requests may run (drain() first)');
+    if (Math.floor(next.size / SECTOR_SIZE) !== this.capacitySectors) {
+      throw new BlockError(`virtio-blk: the new image has ${Math.floor(next.size / SECTOR_SIZE)} sectors, the guest sees ${this.capacitySectors}`);
+    }
+    if (next.readOnly !== this.backend.readOnly) throw new BlockError(`virtio-blk: the new image is ${next.readOnly ? 'read-only' : 'writable'}, the guest sees it ${this.backend.readOnly ? 'read-only' : 'writable'}`);
+    this.backend = next;
   }
 
   // ---- request processing -------------------------------------------------------------------
