@@ -2,8 +2,7 @@ import { statSync } from 'node:fs';
 import { TsvmmError } from '../errors.js';
 import { SysError, ENOMEM } from '../sys/errno.js';
 import {
-  close, ftruncate, lseek, memfdCreate, mmap, munmap, open, viewAt, MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE,
-  SEEK_DATA, SEEK_HOLE,
+  close, ftruncate, memfdCreate, mmap, munmap, open, viewAt, MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE,
   MAP_SHARED, MAX_VIEW_BYTES, O_RDONLY, PROT_READ, PROT_WRITE,
 } from '../sys/libc.js';
 import { GuestMemory, type GuestMemoryDescriptor, type GuestRegion } from './guest-memory.js';
@@ -173,20 +172,3 @@ export function unmapRegions(regions: readonly MappedRegion[]): void {
   for (const r of regions) r.unmap();
 }
 
-/**
- * The [offset, length] ranges of a memfd that hold data (SEEK_DATA/SEEK_HOLE): pages the guest
- * never touched are holes and need not be read, so snapshot time follows the memory in use.
- */
-export function memfdDataExtents(fd: number, size: number): Array<[number, number]> {
-  const out: Array<[number, number]> = [];
-  let pos = 0;
-  while (pos < size) {
-    const data = lseek(fd, pos, SEEK_DATA);
-    if (data < 0 || data >= size) break;
-    let hole = lseek(fd, data, SEEK_HOLE);
-    if (hole < 0 || hole > size) hole = size;
-    out.push([data, hole - data]);
-    pos = hole;
-  }
-  return out;
-}

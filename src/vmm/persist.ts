@@ -3,8 +3,7 @@
  * snapshot format (src/snapshot/), and rebuilds a paused Vm from a verified snapshot directory.
  */
 import { ConfigError } from '../errors.js';
-import { memfdDataExtents } from '../memory/regions.js';
-import { fromJsonSafe, readSnapshot, snapshotUrlToPath, toJsonSafe, writeSnapshot } from '../snapshot/index.js';
+import { dataExtentsOf, fromJsonSafe, readSnapshot, snapshotUrlToPath, toJsonSafe, writeSnapshot } from '../snapshot/index.js';
 import type { DeviceEntry, DiskEntry } from '../snapshot/format.js';
 import type { JsonObject } from '../snapshot/json-codec.js';
 import type { VmConfig } from './config.js';
@@ -62,7 +61,7 @@ export async function snapshotVm(vm: Vm, url: string): Promise<SnapshotSummary> 
     disks,
     memory: vm.regions.map((r) => {
       const source: Parameters<typeof writeSnapshot>[1]['memory'][number] = { guestBase: r.guestBase, size: r.size, bytes: r.bytes };
-      if (r.memfd !== null) source.dataExtents = memfdDataExtents(r.memfd, r.size);
+      if (r.memfd !== null) source.dataExtents = dataExtentsOf(r.memfd, r.size);
       return source;
     }),
   });

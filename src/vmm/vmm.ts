@@ -173,6 +173,7 @@ export class Vmm implements VmmController {
   pause(): Promise<void> {
     return this.exclusive('vm.pause', async () => {
       const vm = this.requireVm();
+      if (vm.state !== 'Running') throw new InvalidStateError(`cannot pause a VM that is ${vm.state}`);
       this.emit('vm', 'pausing');
       const start = performance.now();
       await vm.pause();
@@ -183,6 +184,7 @@ export class Vmm implements VmmController {
   resume(): Promise<void> {
     return this.exclusive('vm.resume', async () => {
       const vm = this.requireVm();
+      if (vm.state !== 'Paused') throw new InvalidStateError(`cannot resume a VM that is ${vm.state}`);
       this.emit('vm', 'resuming');
       const start = performance.now();
       await vm.resume();

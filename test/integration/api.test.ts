@@ -278,7 +278,10 @@ describe.skipIf(realVmmMissing.length > 0)('control plane against the real VMM',
     try {
       await v.client.create({ memory: { size: 64 << 20 }, payload: { kernel: tinyElf, cmdline: TICKS }, serial: { mode: 'Null' } });
       await v.client.boot();
+      // Refused requests leave no trace in the stream (no "resuming" for a Running VM).
+      await expect(v.client.resume()).rejects.toMatchObject({ status: 400 });
       await v.client.pause();
+      await expect(v.client.pause()).rejects.toMatchObject({ status: 400 });
       await v.client.resume();
       await v.client.pause();
       await v.client.snapshot(fileUrl(join(scratch, 'snap-events')));

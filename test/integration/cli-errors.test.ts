@@ -68,6 +68,18 @@ describe('usage errors exit with status 2', () => {
     ['boot=4,max=2', /--cpus: max \(2\) is below boot \(4\)/],
   ])('--cpus %s', (cpus, message) => tsvmm([...k, '--cpus', cpus], USAGE, message));
 
+  it.each([
+    ['--kernel', ['--kernel'], /^tsvmm: --kernel needs a value$/m],
+    ['--initramfs', [...k, '--initramfs'], /^tsvmm: --initramfs needs a value$/m],
+    ['--api-socket', ['--api-socket'], /^tsvmm: --api-socket needs a value$/m],
+  ])('%s without a value', (_flag, args, message) => tsvmm(args, USAGE, message));
+
+  it.each([
+    ['--kernel', [...k, ...k], /^tsvmm: --kernel is given more than once$/m],
+    ['--memory', [...k, '--memory', '128M', '--memory', '256M'], /^tsvmm: --memory is given more than once$/m],
+    ['--cpus', [...k, '--cpus', '1', '--cpus', '2'], /^tsvmm: --cpus is given more than once$/m],
+  ])('%s given twice', (_flag, args, message) => tsvmm(args, USAGE, message));
+
   it('--disk without a value', () => tsvmm([...k, '--disk'], USAGE, /--disk: a value is required: path=FILE/));
 
   it('--disk without a path', () => tsvmm([...k, '--disk', 'readonly=on'], USAGE, /--disk: path= is required/));
