@@ -29,6 +29,9 @@ const dist = (p) => import(pathToFileURL(join(root, 'dist', p)).href);
 async function phasesChild() {
   const marks = [['node started, bench script running', performance.now()]];
   const mark = (name) => marks.push([name, performance.now()]);
+  // dist/cli/tsvmm.js imports yargs before anything else can happen; so does this run.
+  await Promise.all([import('yargs'), import('yargs/helpers')]);
+  mark('yargs imported (as dist/cli/tsvmm.js does)');
   const [{ Vmm }, { vmConfigFromCli }] = await Promise.all([dist('vmm/vmm.js'), dist('vmm/cli-config.js')]);
   mark('dist modules imported (koffi, libc, KVM wrappers, devices)');
   const inside = await instrumentVmBoot();

@@ -2,6 +2,10 @@
 # Assembles a stock Debian kernel and a busybox initramfs for the slow "real Linux guest" tier:
 #   guest-images/out/linux/vmlinuz            the newest /boot/vmlinuz-*, else the kernel of
 #                                             Debian's linux-image-amd64 (apt-get download)
+#   guest-images/out/linux/vmlinux            the same kernel decompressed: an ELF with a PVH
+#                                             note. On hosts where guest ring 0 is emulated (PVM)
+#                                             the bzImage's own xz decompressor alone takes many
+#                                             minutes; this file starts at the kernel proper.
 #   guest-images/out/linux/initramfs.cpio.gz  busybox (Debian's busybox-static) + a small /init
 # The /init prints `linux: init ok` and `linux: cpus=<N>`, and powers off when the kernel
 # command line has `linux.poweroff`; otherwise it starts a shell on the console.
@@ -41,6 +45,33 @@ else
   vmlinuz=$(ls "$work/$image"/boot/vmlinuz-* | head -n 1)
   cp "$vmlinuz" "$out/vmlinuz"
   echo "kernel: $image ($(basename "$vmlinuz"))"
+fi
+
+# --- uncompressed ELF -------------------------------------------------------------------
+# The bzImage payload is a compressed vmlinux (Debian: xz). Find the first stream that
+# decompresses to an ELF, as the kernel's scripts/extract-vmlinux does.
+extract_vmlinux() {   # extract_vmlinux <bzImage> <out>
+  local img=$1 dst=$2 magic tool off
+  for pair in 'fd377a585a00:xz -dc --single-stream' '28b52ffd:zstd -dcq' '1f8b08:gzip -dc' \
+              '5d000000:xz -dc --format=lzma' '02214c18:lz4 -dc' '894c5a:lzop -dc'; do
+    magic=${pair%%:*} tool=${pair#*:}
+    command -v "${tool%% *}" >/dev/null || continue
+    for off in $(LC_ALL=C grep -obUaP "$(sed 's/../\\x&/g' <<<"$magic")" "$img" | cut -d: -f1); do
+      tail -c +$((off + 1)) "$img" | $tool > "$dst.tmp" 2>/dev/null || true
+      if [ "$(head -c 4 "$dst.tmp" | od -An -tx1 | tr -d ' ')" = 7f454c46 ]; then
+        mv "$dst.tmp" "$dst"
+        return 0
+      fi
+    done
+  done
+  rm -f "$dst.tmp"
+  return 1
+}
+if extract_vmlinux "$out/vmlinuz" "$out/vmlinux"; then
+  echo "vmlinux: $out/vmlinux ($(stat -c %s "$out/vmlinux") bytes, uncompressed ELF)"
+else
+  rm -f "$out/vmlinux"
+  echo "debian-linux.sh: could not decompress $out/vmlinuz to an ELF; only the bzImage is available" >&2
 fi
 
 # --- initramfs --------------------------------------------------------------------------

@@ -45,7 +45,7 @@ export function layersOf(top: BlockBackend): BlockBackend[] {
 export async function chainStatus(top: BlockBackend, offset: number, maxLength: number, depth = 0): Promise<ChainExtent> {
   const length = Math.min(maxLength, top.size - offset);
   if (top instanceof RawFile) {
-    const a = top.allocationAt(offset, length);
+    const a = await top.allocationAt(offset, length);
     return { start: offset, length: a.length, depth, present: true, zero: !a.data, data: a.data, offset };
   }
   if (!(top instanceof Qcow2Image)) return { start: offset, length, depth, present: true, zero: false, data: true, offset };

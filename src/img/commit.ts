@@ -5,9 +5,10 @@ import { openImage } from '../devices/block/qcow2/open.js';
 import { RawFile } from '../devices/block/qcow2/raw-file.js';
 import { ConfigError } from '../errors.js';
 import { forEachExtent, layersOf } from './chain.js';
+import { withWriteLock } from './lock.js';
 import { Progress } from './progress.js';
 
-const CHUNK = 4 * 1024 * 1024;
+const CHUNK = 16 * 1024 * 1024;
 
 export interface CommitRequest {
   file: string;
@@ -52,29 +53,37 @@ export async function commitImage(req: CommitRequest): Promise<void> {
       if (depth === 0) throw new ConfigError(`${req.base} is not in the backing chain of ${req.file}`);
     }
     const target = below[depth - 1]!;
-    const base: BlockBackend = target.format === 'raw' ? await RawFile.open(target.path, false) : await openImage(target.path, { readOnly: false, format: 'qcow2' });
     const progress = new Progress(req.progress);
-    try {
-      if (layersOf(top).length <= depth) throw new ConfigError('backing chain changed while committing');
-      const buffer = new Uint8Array(CHUNK);
-      await forEachExtent(top, CHUNK, async (e) => {
-        progress.update(e.start, top.size);
-        if (e.depth >= depth || !e.present) return;
-        const end = Math.min(e.start + e.length, base.size);
-        if (e.start >= end) return;
-        if (e.zero) return base.writeZeroes(e.start, end - e.start, false);
-        const part = buffer.subarray(0, end - e.start);
-        await top.read(e.start, part);
-        await base.write(e.start, part);
-      });
-      await base.flush();
-    } finally {
-      await base.close();
-    }
+    // The base is written too: it gets the same write lock as the top.
+    await withWriteLock(target.path, () => copyIntoBase(top, target, depth, progress));
     // Only after the base is durable may the top stop holding the data.
     if (!req.keepTop && req.base === null) await top.lock.exclusive(() => top.zeroUnlocked(0, top.size, 'unallocate'));
     progress.finish();
   } finally {
     await top.close();
+  }
+}
+
+/** Writes every extent that a layer above `depth` provides into the base, then makes it durable. */
+async function copyIntoBase(top: Qcow2Image, target: { path: string; format: string }, depth: number, progress: Progress): Promise<void> {
+  const base: BlockBackend = target.format === 'raw'
+    ? await RawFile.open(target.path, false)
+    : await openImage(target.path, { readOnly: false, format: 'qcow2' });
+  try {
+    if (layersOf(top).length <= depth) throw new ConfigError('backing chain changed while committing');
+    const buffer = new Uint8Array(CHUNK);
+    await forEachExtent(top, CHUNK, async (e) => {
+      progress.update(e.start, top.size);
+      if (e.depth >= depth || !e.present) return;
+      const end = Math.min(e.start + e.length, base.size);
+      if (e.start >= end) return;
+      if (e.zero) return base.writeZeroes(e.start, end - e.start, false);
+      const part = buffer.subarray(0, end - e.start);
+      await top.read(e.start, part);
+      await base.write(e.start, part);
+    });
+    await base.flush();
+  } finally {
+    await base.close();
   }
 }

@@ -8,7 +8,7 @@ import { parseSize } from '../util/size.js';
 import { forEachExtent, isAllZero } from './chain.js';
 import { Progress } from './progress.js';
 
-const CHUNK = 2 * 1024 * 1024;
+const CHUNK = 8 * 1024 * 1024;
 
 export interface ConvertRequest {
   input: string;

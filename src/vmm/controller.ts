@@ -1,4 +1,8 @@
 import type { VmConfig, VmState } from './config.js';
+import type {
+  DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListing, SnapshotListRequest, SnapshotNameRequest,
+} from './checkpoints/service.js';
+import type { BlockJobInfo, BlockCommitRequest, BlockPullRequest, JobCancelRequest } from './jobs/types.js';
 
 /**
  * What the control plane (HTTP API, CLI) may ask of the VMM. The API server is written against
@@ -21,6 +25,12 @@ export type VmCounters = Record<string, DeviceCounters>;
 
 export interface SnapshotRequest {
   destination_url: string;
+  /**
+   * tsvmm extension: a system checkpoint. Each writable disk continues on a new qcow2 overlay and
+   * the snapshot records the now read-only images, so restoring it (any number of times) gives
+   * disks consistent with memory; each restore writes to its own new overlay.
+   */
+  disks?: boolean;
 }
 
 export interface RestoreRequest {
@@ -66,4 +76,18 @@ export interface VmmController {
   subscribe(listener: (e: VmmEvent) => void): () => void;
   /** Attaches to the serial port (only when it was configured as `socket`), else throws. */
   attachConsole(): ConsoleAttachment;
+
+  // Disk snapshots, named checkpoints and block jobs (src/vmm/checkpoints/, src/vmm/jobs/).
+  /** Live external snapshot: the disk continues on a new overlay at `file`. */
+  snapshotDisk?(req: DiskSnapshotRequest): Promise<void>;
+  snapshotCreate?(req: SnapshotCreateRequest): Promise<void>;
+  snapshotList?(req: SnapshotListRequest): Promise<SnapshotListing>;
+  snapshotRevert?(req: SnapshotNameRequest): Promise<void>;
+  snapshotDelete?(req: SnapshotNameRequest): Promise<void>;
+  /** What the last disk-snapshot operation measured (pause times, files), if any. */
+  lastDiskOperation?(): LastOperation | null;
+  blockCommit?(req: BlockCommitRequest): Promise<void>;
+  blockPull?(req: BlockPullRequest): Promise<void>;
+  blockJobs?(): BlockJobInfo[];
+  blockJobCancel?(req: JobCancelRequest): Promise<void>;
 }

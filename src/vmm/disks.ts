@@ -14,6 +14,7 @@ import { lockImage, unlockImage } from '../devices/block/lock.js';
 import { VirtioBlk, type VirtioBlkState } from '../devices/block/virtio-blk.js';
 import { MMIO_QUEUE_NOTIFY, VirtioMmioTransport, type VirtioMmioState } from '../devices/virtio/mmio.js';
 import { openDisk } from '../devices/block/qcow2/open.js';
+import { InputFileError } from './errors.js';
 import { ConfigError } from '../errors.js';
 import { log } from '../util/log.js';
 import type { DiskConfig } from './config.js';
@@ -52,9 +53,10 @@ export class Disk {
    * (the vCPUs keep running), in-flight ones finish, `prepare` builds the next image (it may flush
    * the current one and reopen it as a backing file), the device switches, requests flow again.
    * If `prepare` throws, the guest continues on the current image. Returns how long guest I/O was
-   * held, and the previous image and its lock, which the caller now owns (to close or keep).
+   * held, and the previous image and its lock (null when the swap kept the lock), which the
+   * caller now owns (to close or keep).
    */
-  async swapBackend(prepare: (current: BlockBackend) => Promise<DiskSwap>): Promise<{ heldMs: number; previous: BlockBackend; previousLock: FileHandle }> {
+  async swapBackend(prepare: (current: BlockBackend) => Promise<DiskSwap>): Promise<{ heldMs: number; previous: BlockBackend; previousLock: FileHandle | null }> {
     if (this.closed) throw new ConfigError(`disk "${this.config.id}" is closed`);
     const start = performance.now();
     await this.device.drain();
@@ -62,9 +64,9 @@ export class Disk {
       const next = await prepare(this.current);
       this.device.setBackend(next.backend);
       const previous = this.current;
-      const previousLock = this.lockHandle;
+      const previousLock = next.lockHandle === undefined ? null : this.lockHandle;
       this.current = next.backend;
-      this.lockHandle = next.lockHandle;
+      if (next.lockHandle !== undefined) this.lockHandle = next.lockHandle;
       this.config.path = next.path;
       this.config.format = next.format;
       return { heldMs: performance.now() - start, previous, previousLock };
@@ -155,10 +157,13 @@ export class Disk {
   }
 }
 
-/** What Disk.swapBackend switches to: the open image, the handle holding its lock, and its name. */
+/**
+ * What Disk.swapBackend switches to: the open image, the handle holding its lock (absent: the same
+ * file stays locked by the current handle, e.g. a wrapper around the same image), and its name.
+ */
 export interface DiskSwap {
   backend: BlockBackend;
-  lockHandle: FileHandle;
+  lockHandle?: FileHandle;
   path: string;
   format: 'raw' | 'qcow2';
 }
@@ -178,14 +183,14 @@ export async function openDisks(configs: readonly DiskConfig[]): Promise<Disk[]>
         const code = (e as NodeJS.ErrnoException).code;
         const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied'
           : code === 'EISDIR' ? 'is a directory, not a disk image file' : (e as Error).message;
-        throw new ConfigError(`--disk ${c.path}: ${why}`);
+        throw new InputFileError(`--disk ${c.path}: ${why}`);
       }
       try {
         // A read-only open of a directory or a device succeeds; the image code needs a regular file
         // (its size comes from stat), so refuse anything else here with a message that says so.
         const st = await lockHandle.stat();
-        if (st.isDirectory()) throw new ConfigError(`--disk ${c.path}: is a directory, not a disk image file`);
-        if (!st.isFile()) throw new ConfigError(`--disk ${c.path}: is not a regular file (tsvmm takes raw or qcow2 image files)`);
+        if (st.isDirectory()) throw new InputFileError(`--disk ${c.path}: is a directory, not a disk image file`);
+        if (!st.isFile()) throw new InputFileError(`--disk ${c.path}: is not a regular file (tsvmm takes raw or qcow2 image files)`);
         await lockImage(lockHandle.fd, c.path, c.readonly ? 'read' : 'write');
         const openOpts: Parameters<typeof openDisk>[1] = { readOnly: c.readonly };
         if (c.format === 'raw' || c.format === 'qcow2') openOpts.format = c.format;

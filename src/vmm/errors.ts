@@ -25,3 +25,10 @@ export class ConflictError extends TsvmmError {
     super('ECONFLICT', message, details);
   }
 }
+
+/** A file the configuration names (kernel, initramfs, disk, serial file) cannot be used. HTTP 400. */
+export class InputFileError extends TsvmmError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('EINPUTFILE', message, details);
+  }
+}

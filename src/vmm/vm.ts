@@ -14,7 +14,7 @@ import { GuestMemory } from '../memory/guest-memory.js';
 import { createRamRegions, mapFileRegionPrivate, unmapRegions, type MappedRegion } from '../memory/regions.js';
 import { layoutGuest, setLapicLint, type BootFpu } from './boot/index.js';
 import type { VmConfig, VmState } from './config.js';
-import { InvalidStateError } from './errors.js';
+import { InputFileError, InvalidStateError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
 import { makeAccessHandler } from './io-dispatch.js';
 import { Platform, type PlatformHooks, type PlatformState } from './platform.js';
@@ -60,7 +60,7 @@ function readInput(path: string, what: string): Uint8Array {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? '';
     const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (e as Error).message;
-    throw new ConfigError(`cannot read ${what} ${path}: ${why}`);
+    throw new InputFileError(`cannot read ${what} ${path}: ${why}`);
   }
 }
 

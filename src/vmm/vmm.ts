@@ -3,17 +3,23 @@
  * CLI and the HTTP API. Every state-changing operation runs one at a time; a request that arrives
  * while another is in progress is refused with ECONFLICT rather than queued, as the API promises.
  */
-import { createWriteStream, type WriteStream } from 'node:fs';
+import { createWriteStream, openSync, type WriteStream } from 'node:fs';
 import { log } from '../util/log.js';
 import type { VmConfig } from './config.js';
 import type {
   ConsoleAttachment, RestoreRequest, SnapshotRequest, VmCounters, VmInfo, VmmController, VmmEvent,
 } from './controller.js';
-import { ConflictError, InvalidStateError, NoVmError } from './errors.js';
+import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
 import { Vm, type VmHooks } from './vm.js';
 import { prewarmVcpuWorkers } from './vcpu-thread.js';
 import { restoreVm, snapshotVm } from './persist.js';
+import {
+  DiskSnapshotService, type DiskSnapshotRequest, type LastOperation, type SnapshotCreateRequest, type SnapshotListing,
+  type SnapshotListRequest, type SnapshotNameRequest,
+} from './checkpoints/service.js';
+import { BlockJobManager } from './jobs/manager.js';
+import type { BlockCommitRequest, BlockJobInfo, BlockPullRequest, JobCancelRequest } from './jobs/types.js';
 
 export const VERSION = '0.1.0';
 /** vCPU worker threads an empty VMM keeps loaded for a warm restore or boot. */
@@ -41,6 +47,27 @@ export class Vmm implements VmmController {
   private stdinAttached = false;
   private api: { close(): Promise<void> } | undefined;
   private endReported = false;
+  /** Disk snapshots and named checkpoints (src/vmm/checkpoints/), over this VMM's VM. */
+  private readonly diskSnapshots = new DiskSnapshotService({
+    vm: () => this.vm,
+    emit: (event, properties) => this.emit('vm', event, properties),
+    closeVm: async () => {
+      if (this.vm !== undefined && this.vm.state !== 'Shutdown') await this.teardown(this.vm);
+    },
+    adoptVm: (vm) => {
+      this.vm = vm;
+      this.config = vm.config;
+      this.endReported = false;
+      this.attachStdin(vm);
+    },
+    hooksFor: (config) => this.hooks(config),
+  });
+  /** Background block-commit / block-pull jobs (src/vmm/jobs/). */
+  private readonly blockJobsManager = new BlockJobManager({
+    vm: () => this.vm,
+    emit: (event, properties) => this.emit('device', event, properties),
+    protectedImages: () => this.diskSnapshots.protectedImages(),
+  });
 
   constructor(private readonly options: VmmOptions) {}
 
@@ -83,7 +110,14 @@ export class Vmm implements VmmController {
         return (b) => { process.stdout.write(b); };
       case 'File': {
         this.serialFile?.end();
-        const file = createWriteStream(config.serial.file!, { flags: 'w' });
+        // Opened now so a bad path fails the boot instead of losing the console later.
+        let fd: number;
+        try {
+          fd = openSync(config.serial.file!, 'w');
+        } catch (e) {
+          throw new InputFileError(`cannot open serial file ${config.serial.file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (e as Error).message}`);
+        }
+        const file = createWriteStream('', { fd });
         file.on('error', (e) => log.error(`serial file ${config.serial.file}: ${e.message}`));
         this.serialFile = file;
         return (b) => { file.write(b); };
@@ -195,6 +229,7 @@ export class Vmm implements VmmController {
   shutdown(): Promise<void> {
     return this.exclusive('vm.shutdown', async () => {
       const vm = this.requireVm();
+      if (vm.state === 'Shutdown') throw new InvalidStateError('the VM is already shut down: boot it (vm.boot) or restore a snapshot into it (vm.restore)');
       await this.teardown(vm);
       this.emit('vm', 'shutdown');
     });
@@ -221,7 +256,8 @@ export class Vmm implements VmmController {
       if (vm.state !== 'Paused') throw new InvalidStateError(`the VM must be paused to snapshot it (it is ${vm.state}): send vm.pause first`);
       this.emit('vm', 'snapshotting');
       const start = performance.now();
-      const result = await snapshotVm(vm, req.destination_url);
+      if (req.disks === true) this.blockJobsManager.refuseWhileRunning('take a checkpoint with disks');
+      const result = req.disks === true ? await this.diskSnapshots.checkpoint(req.destination_url) : await snapshotVm(vm, req.destination_url);
       this.emit('vm', 'snapshotted', { duration_ms: performance.now() - start, ...result });
     });
   }
@@ -231,7 +267,8 @@ export class Vmm implements VmmController {
       if (this.vm !== undefined && this.vm.state !== 'Shutdown') throw new InvalidStateError('a VM already exists: restore needs an empty VMM');
       this.emit('vm', 'restoring');
       const start = performance.now();
-      const vm = await restoreVm(req, (config: VmConfig) => this.hooks(config));
+      // A checkpoint with disks restores onto new overlays over its frozen images.
+      const vm = await this.diskSnapshots.restoreIfCheckpoint(req) ?? await restoreVm(req, (config: VmConfig) => this.hooks(config));
       this.vm = vm;
       this.config = vm.config;
       this.endReported = false;
@@ -247,6 +284,7 @@ export class Vmm implements VmmController {
   // ---- ending --------------------------------------------------------------------------------
 
   private async teardown(vm: Vm): Promise<void> {
+    await this.blockJobsManager.cancelAll();
     this.detachStdin();
     await vm.close();
   }
@@ -261,6 +299,60 @@ export class Vmm implements VmmController {
     this.emit('vm', events[end.kind], end.kind === 'poweroff' ? { status: end.status } : null);
     if (this.vm !== undefined) await this.teardown(this.vm);
     this.options.onVmEnd(end);
+  }
+
+  // ---- disk snapshots, checkpoints, block jobs -----------------------------------------------
+
+  snapshotDisk(req: DiskSnapshotRequest): Promise<void> {
+    return this.exclusive('vm.snapshot-disk', async () => {
+      this.blockJobsManager.refuseWhileRunning('snapshot a disk');
+      await this.diskSnapshots.snapshotDisk(req);
+    });
+  }
+
+  snapshotCreate(req: SnapshotCreateRequest): Promise<void> {
+    return this.exclusive('vm.snapshot-create', async () => {
+      this.blockJobsManager.refuseWhileRunning('create a snapshot');
+      await this.diskSnapshots.create(req);
+    });
+  }
+
+  snapshotList(req: SnapshotListRequest): Promise<SnapshotListing> {
+    return this.diskSnapshots.list(req);
+  }
+
+  snapshotRevert(req: SnapshotNameRequest): Promise<void> {
+    return this.exclusive('vm.snapshot-revert', async () => {
+      this.blockJobsManager.refuseWhileRunning('revert to a snapshot');
+      await this.diskSnapshots.revert(req);
+    });
+  }
+
+  snapshotDelete(req: SnapshotNameRequest): Promise<void> {
+    return this.exclusive('vm.snapshot-delete', async () => {
+      this.blockJobsManager.refuseWhileRunning('delete a snapshot');
+      await this.diskSnapshots.delete(req);
+    });
+  }
+
+  lastDiskOperation(): LastOperation | null {
+    return this.diskSnapshots.last ?? null;
+  }
+
+  blockCommit(req: BlockCommitRequest): Promise<void> {
+    return this.exclusive('vm.block-commit', async () => { await this.blockJobsManager.startCommit(req); });
+  }
+
+  blockPull(req: BlockPullRequest): Promise<void> {
+    return this.exclusive('vm.block-pull', async () => { await this.blockJobsManager.startPull(req); });
+  }
+
+  blockJobs(): BlockJobInfo[] {
+    return this.blockJobsManager.list();
+  }
+
+  blockJobCancel(req: JobCancelRequest): Promise<void> {
+    return this.blockJobsManager.cancel(req.id);
   }
 
   async serveApi(path: string): Promise<void> {

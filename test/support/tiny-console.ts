@@ -23,6 +23,8 @@ export async function runTsvmm(args: string[], timeoutMs = 30_000): Promise<Tsvm
   const { code, signal } = await p.exited;
   clearTimeout(timer);
   if (timedOut) throw new Error(`tsvmm ${args.join(' ')} did not exit within ${timeoutMs} ms; stdout:\n${p.stdout.slice(-2000)}\nstderr:\n${p.stderr.slice(-2000)}`);
+  // An uncaught exception is never an expected outcome: report it whole rather than as a missing line.
+  if (/^\s+at .+:\d+:\d+\)?$/m.test(p.stderr)) throw new Error(`tsvmm ${args.join(' ')} crashed (status ${code ?? signal}):\n${p.stderr.slice(-3000)}`);
   return { code, signal, stdout: p.stdout, stderr: p.stderr, lines: consoleLines(p.stdout) };
 }
 

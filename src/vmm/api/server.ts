@@ -176,6 +176,13 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     },
   );
 
+  // A client may send a whole request and then shut down its sending side (`nc -N`, scripts
+  // that close stdin). Node's default is to abort the request and end the socket at once, so
+  // the operation still runs but its answer is lost; with half-open allowed the pending
+  // response is written and the socket ends after it. (http.Server's own flag, set by Node's
+  // http module itself; not in its type definitions.)
+  (http as Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+
   http.on('connection', (socket: Socket) => {
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));

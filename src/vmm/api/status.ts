@@ -10,6 +10,16 @@ const STATUS_BY_CODE: ReadonlyMap<string, number> = new Map([
   ['ENOROUTE', 404],
   ['EINVALIDSTATE', 400],
   ['EINVALIDCONFIG', 400],
+  // Inputs the request named that turn out unusable: a missing or malformed kernel, a corrupt
+  // snapshot, more RAM than the host can give.
+  ['EINPUTFILE', 400],
+  ['EKERNELFORMAT', 400],
+  ['EBOOTLAYOUT', 400],
+  ['ECMDLINE', 400],
+  ['ESNAPSHOT', 400],
+  ['EGUESTRAM', 400],
+  ['EQCOW2', 400],
+  ['EIMAGELOCKED', 409],
   ['EBADREQUEST', 400],
   ['EMETHOD', 405],
   ['ETIMEOUT', 408],

@@ -6,7 +6,9 @@
  */
 import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { openImage } from '../../devices/block/qcow2/open.js';
+import type { FileHandle } from 'node:fs/promises';
+import { Qcow2Image } from '../../devices/block/qcow2/image.js';
+import { openImage, type ImageFormat } from '../../devices/block/qcow2/open.js';
 import { ConfigError } from '../../errors.js';
 import type { Disk } from '../disks.js';
 import { CheckpointError } from './errors.js';
@@ -29,27 +31,33 @@ export async function snapshotDiskLive(disk: Disk, file: string): Promise<DiskSn
   const frozen = resolve(disk.config.path);
   const frozenFormat = disk.backend.format;
   await createOverlay(overlay, frozen, frozenFormat, disk.backend.size);
+  // Work that does not depend on the disk's content happens while the guest still runs: most of
+  // the flush, the overlay's lock and open (without its backing chain, which must be opened only
+  // once nothing changes it any more).
+  let lock: FileHandle | undefined;
+  let top: Qcow2Image | undefined;
   let swapped;
   try {
+    await disk.backend.flush();
+    lock = await lockedHandle(overlay, 'write');
+    top = await Qcow2Image.open(overlay, { readOnly: false });
+    const ready = top;
+    const readyLock = lock;
     swapped = await disk.swapBackend(async (current) => {
       // Everything the guest wrote so far must be in the frozen image before it is frozen.
       await current.flush();
-      const lock = await lockedHandle(overlay, 'write');
-      try {
-        const backend = await openImage(overlay, { readOnly: false, format: 'qcow2' });
-        return { backend, lockHandle: lock, path: overlay, format: 'qcow2' as const };
-      } catch (e) {
-        await lock.close();
-        throw e;
-      }
+      ready.backing = await openImage(frozen, { readOnly: true, format: frozenFormat as ImageFormat });
+      return { backend: ready, lockHandle: readyLock, path: overlay, format: 'qcow2' as const };
     });
   } catch (e) {
+    await top?.close();
+    await lock?.close();
     await rm(overlay, { force: true });
     throw new CheckpointError(`disk "${disk.config.id}": could not switch to overlay ${overlay}: ${(e as Error).message}; the guest continues on ${frozen}`);
   }
   // The old image is now only read (through the overlay's own read-only open of the chain): its
   // write lock becomes a read lock, which also keeps qemu-img and other VMs from writing it.
-  await disk.holdBackingLock(frozen, swapped.previousLock);
+  if (swapped.previousLock !== null) await disk.holdBackingLock(frozen, swapped.previousLock);
   await swapped.previous.close();
   return { disk: disk.config.id, frozen, frozen_format: frozenFormat, overlay, io_pause_ms: swapped.heldMs };
 }

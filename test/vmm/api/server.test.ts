@@ -248,6 +248,14 @@ describe('connections', () => {
     expect(parseRawResponse(text).status).toBe(200);
   });
 
+  test('a client that half-closes after a slow request still gets its answer', async () => {
+    expect((await put('vm.create', JSON.stringify(TINY_CONFIG))).status).toBe(204);
+    h.vmm.delays.boot = 200;
+    const text = await rawExchange(h.socketPath, 'PUT /api/v1/vm.boot HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n', { halfClose: true });
+    expect(parseRawResponse(text).status).toBe(204);
+    expect(h.vmm.state).toBe('Running');
+  });
+
   test('a client that abandons its body mid-way does not disturb the server', async () => {
     await rawExchange(h.socketPath, 'PUT /api/v1/vm.create HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{"cpus"', { halfClose: true });
     expect((await get('vmm.ping')).status).toBe(200);

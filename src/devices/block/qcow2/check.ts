@@ -1,6 +1,7 @@
 import { AUTOCLEAR_BITMAPS, EXT_BITMAPS } from './format.js';
 import { decodeL2, getEntry, l1Offset } from './entries.js';
 import type { Qcow2Image } from './image.js';
+import { readRefcount } from './refcounts.js';
 import { fixCopiedFlags, readSnapshots, serializeSnapshots } from './snapshots.js';
 
 /** What `qemu-img check` reports, with the same meaning for each count. */
@@ -66,7 +67,9 @@ async function scan(image: Qcow2Image): Promise<Scan> {
       ref(l2, cs, 'L2 table');
       const table = await image.loadL2(l2);
       for (let j = 0; j < image.l2Entries; j++) {
-        const m = decodeL2(getEntry(table, j), image.clusterBits, image.header.version);
+        const entry = getEntry(table, j);
+        if (entry === 0n) continue;
+        const m = decodeL2(entry, image.clusterBits, image.header.version);
         if (m.kind === 'compressed') {
           ref(m.hostOffset, m.maxBytes, 'compressed cluster');
           if (active) {
@@ -103,6 +106,11 @@ async function scan(image: Qcow2Image): Promise<Scan> {
   const snapshots = await readSnapshots(image);
   ref(h.snapshotsOffset, serializeSnapshots(snapshots).byteLength, 'snapshot table');
   for (const s of snapshots) {
+    if (s.l1Size * 8 > 32 * 1024 * 1024 || s.l1TableOffset % cs !== 0) {
+      report.corruptions++;
+      report.messages.push(`ERROR snapshot ${s.id} has an invalid L1 table (offset ${s.l1TableOffset}, ${s.l1Size} entries)`);
+      continue;
+    }
     ref(s.l1TableOffset, s.l1Size * 8, 'snapshot L1 table');
     const l1 = new Uint8Array(s.l1Size * 8);
     await image.file.readAt(s.l1TableOffset, l1);
@@ -158,26 +166,29 @@ export async function checkImage(image: Qcow2Image, mode: RepairMode = 'none'): 
 async function compare(image: Qcow2Image, mode: RepairMode): Promise<CheckReport> {
   const { refs, report, fileClusters } = await scan(image);
   const E = image.refcounts.entriesPerBlock;
-  const clusters = new Set<number>(refs.keys());
-  for (let t = 0; t < image.refcounts.tableEntries; t++) {
-    if (image.refcounts.blockOffset(t) === 0) continue;
-    // Like qemu-img, refcounts of clusters past the end of the file are not looked at.
-    for (let c = t * E; c < Math.min((t + 1) * E, fileClusters); c++) if ((await image.refcounts.get(c)) !== 0) clusters.add(c);
+  // Stored refcounts of every cluster inside the file, one pass over the refcount blocks.
+  const stored = new Float64Array(fileClusters);
+  for (let t = 0; t < image.refcounts.tableEntries && t * E < fileClusters; t++) {
+    const offset = image.refcounts.blockOffset(t);
+    if (offset === 0) continue;
+    const block = await image.refcounts.blockData(offset);
+    const n = Math.min(E, fileClusters - t * E);
+    for (let i = 0; i < n; i++) stored[t * E + i] = readRefcount(block, i, image.refcounts.bits);
   }
   let highest = -1;
   const fixes: { cluster: number; value: number; leak: boolean }[] = [];
-  for (const c of [...clusters].sort((a, b) => a - b)) {
-    const stored = await image.refcounts.get(c);
+  for (let c = 0; c < fileClusters; c++) {
+    const have = stored[c]!;
     const computed = refs.get(c) ?? 0;
-    if (stored > 0 || computed > 0) highest = Math.max(highest, c);
-    if (stored === computed) continue;
-    if (stored < computed) {
+    if (have > 0 || computed > 0) highest = c;
+    if (have === computed) continue;
+    if (have < computed) {
       report.corruptions++;
-      report.messages.push(`ERROR cluster ${c} refcount=${stored} reference=${computed}`);
+      report.messages.push(`ERROR cluster ${c} refcount=${have} reference=${computed}`);
       if (mode === 'all') fixes.push({ cluster: c, value: computed, leak: false });
     } else {
       report.leaks++;
-      report.messages.push(`Leaked cluster ${c} refcount=${stored} reference=${computed}`);
+      report.messages.push(`Leaked cluster ${c} refcount=${have} reference=${computed}`);
       if (mode !== 'none') fixes.push({ cluster: c, value: computed, leak: true });
     }
   }
@@ -193,7 +204,7 @@ async function compare(image: Qcow2Image, mode: RepairMode): Promise<CheckReport
     image.refcounts.resetHint();
   }
   // COPIED must be set exactly for refcount 1 in the active tables.
-  const copiedErrors = await countCopiedErrors(image, report);
+  const copiedErrors = await countCopiedErrors(image, report, fixes.length === 0 ? stored : null);
   if (copiedErrors > 0 && mode === 'all' && !image.readOnly) {
     await fixCopiedFlags(image);
     report.corruptionsFixed += copiedErrors;
@@ -201,22 +212,26 @@ async function compare(image: Qcow2Image, mode: RepairMode): Promise<CheckReport
   return report;
 }
 
-async function countCopiedErrors(image: Qcow2Image, report: CheckReport): Promise<number> {
+async function countCopiedErrors(image: Qcow2Image, report: CheckReport, stored: Float64Array | null): Promise<number> {
+  const refcount = async (cluster: number): Promise<number> =>
+    stored !== null && cluster < stored.length ? stored[cluster]! : image.refcounts.get(cluster);
   let errors = 0;
   for (let i = 0; i < image.l1Size; i++) {
     const e = getEntry(image.l1, i);
     const l2 = l1Offset(e);
     if (l2 === 0 || l2 % image.clusterSize !== 0) continue;
-    const rc = await image.refcounts.get(l2 / image.clusterSize);
+    const rc = await refcount(l2 / image.clusterSize);
     if ((rc === 1) !== ((e >> 63n) === 1n)) {
       errors++;
       report.messages.push(`ERROR OFLAG_COPIED L2 cluster: l1_index=${i} l1_entry=${e.toString(16)} refcount=${rc}`);
     }
     const table = await image.loadL2(l2);
     for (let j = 0; j < image.l2Entries; j++) {
-      const m = decodeL2(getEntry(table, j), image.clusterBits, image.header.version);
+      const entry = getEntry(table, j);
+      if (entry === 0n) continue;
+      const m = decodeL2(entry, image.clusterBits, image.header.version);
       if (m.kind !== 'data' && !(m.kind === 'zero' && m.hostOffset !== 0)) continue;
-      const drc = await image.refcounts.get(m.hostOffset / image.clusterSize);
+      const drc = await refcount(m.hostOffset / image.clusterSize);
       if ((drc === 1) !== m.copied) {
         errors++;
         report.messages.push(`ERROR OFLAG_COPIED data cluster: offset=${m.hostOffset} refcount=${drc}`);

@@ -213,7 +213,11 @@ export class Qcow2Image implements BlockBackend {
     const l2 = l1Offset(getEntry(this.l1, i1));
     if (l2 === 0) return { kind: 'unallocated' };
     const table = await this.loadL2(l2);
-    return decodeL2(getEntry(table, cluster % this.l2Entries), this.header.clusterBits, this.header.version);
+    const m = decodeL2(getEntry(table, cluster % this.l2Entries), this.header.clusterBits, this.header.version);
+    if ((m.kind === 'data' || m.kind === 'zero') && m.hostOffset % this.clusterSize !== 0) {
+      throw new Qcow2Error(`${this.path}: corrupt qcow2 image: cluster ${cluster} maps to unaligned host offset ${m.hostOffset}`);
+    }
+    return m;
   }
 
   /** Status of the run starting at `offset` (at most `maxLength` bytes) sharing one kind in this image. */
@@ -407,26 +411,33 @@ export class Qcow2Image implements BlockBackend {
 
   private async applyWrites(pending: PendingWrite[], data: Uint8Array, allocations: number, decrements: number[]): Promise<void> {
     const cs = this.clusterSize;
-    let next = allocations > 0 ? await this.refcounts.allocate(allocations) : 0;
+    const hosts: number[] = [];
+    for (const run of allocations > 0 ? await this.refcounts.allocateExtents(allocations) : []) {
+      for (let i = 0; i < run.count; i++) hosts.push(run.offset + i * cs);
+    }
     const fresh: { p: PendingWrite; host: number }[] = [];
     for (const p of pending) {
       if (p.mapping.kind === 'data' && p.mapping.copied) {
         await this.file.writeAt(p.mapping.hostOffset + p.from, data.subarray(p.source, p.source + p.to - p.from));
         continue;
       }
-      fresh.push({ p, host: next });
-      next += cs;
+      fresh.push({ p, host: hosts[fresh.length]! });
     }
-    // New clusters are contiguous: assemble them (old content around partial writes) and write once.
+    // Assemble new clusters (old content around partial writes); one write per contiguous host run.
     if (fresh.length > 0) {
       const buffer = new Uint8Array(fresh.length * cs);
+      let runStart = 0;
       for (let i = 0; i < fresh.length; i++) {
         const { p } = fresh[i]!;
         const slot = buffer.subarray(i * cs, (i + 1) * cs);
         if (p.from > 0 || p.to < cs) await this.readOldCluster(p.cluster, p.mapping, slot);
         slot.set(data.subarray(p.source, p.source + p.to - p.from), p.from);
+        const last = i === fresh.length - 1 || fresh[i + 1]!.host !== fresh[i]!.host + cs;
+        if (last) {
+          await this.file.writeAt(fresh[runStart]!.host, buffer.subarray(runStart * cs, (i + 1) * cs));
+          runStart = i + 1;
+        }
       }
-      await this.file.writeAt(fresh[0]!.host, buffer);
     }
     // Refcounts (and the data) durable before any table names the new clusters.
     if ((await this.refcounts.writeBack()) || fresh.length > 0) await this.barrier();

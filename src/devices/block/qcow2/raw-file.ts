@@ -1,4 +1,3 @@
-import { SEEK_DATA, SEEK_HOLE, lseek } from '../../../sys/libc.js';
 import { BlockError, type BlockBackend } from '../backend.js';
 import { HostFile } from './host-file.js';
 
@@ -32,7 +31,9 @@ export class RawFile implements BlockBackend {
   }
 
   /** Whether [offset, offset+length) starts with data or a hole (SEEK_DATA/SEEK_HOLE), and how far. */
-  allocationAt(offset: number, maxLength: number): { data: boolean; length: number } {
+  async allocationAt(offset: number, maxLength: number): Promise<{ data: boolean; length: number }> {
+    // libc (koffi) loads lazily: most users of this class never ask, and loading it costs ~100 ms.
+    const { SEEK_DATA, SEEK_HOLE, lseek } = await import('../../../sys/libc.js');
     const end = Math.min(this.size, offset + maxLength);
     const data = lseek(this.file.fd, offset, SEEK_DATA);
     if (data === -1 || data >= end) return { data: false, length: end - offset };

@@ -136,6 +136,11 @@ export class RefcountStore {
     }
   }
 
+  /** The contents of the refcount block at `offset` (cached; do not modify). */
+  async blockData(offset: number): Promise<Uint8Array> {
+    return (await this.loadBlock(offset)).data;
+  }
+
   async get(cluster: number): Promise<number> {
     const t = Math.floor(cluster / this.entriesPerBlock);
     const offset = this.blockOffset(t);
@@ -154,7 +159,7 @@ export class RefcountStore {
       if (value === 0) return;
       if (t >= this.tableEntries) await this.growTable(cluster + 1);
       offset = this.blockOffset(t);
-      if (offset === 0) offset = await this.placeBlockAnywhere(t);
+      if (offset === 0) offset = await this.placeBlockAnywhere(t, this.endCluster);
     }
     const block = await this.loadBlock(offset);
     const index = cluster - t * this.entriesPerBlock;
@@ -173,22 +178,42 @@ export class RefcountStore {
     return now;
   }
 
-  /** Allocates `n` contiguous clusters (refcount 1) and returns the byte offset of the first. */
+  /**
+   * Allocates `n` contiguous clusters (refcount 1) and returns the byte offset of the first (for
+   * tables that must be contiguous). Missing refcount blocks go after the run, not inside it.
+   */
   async allocate(n: number): Promise<number> {
     for (;;) {
       const start = await this.findFree(n, this.hint);
-      if (!(await this.ensureCovered(start, n))) continue;
+      if (!(await this.ensureCovered(start, n, true))) continue;
       for (let c = start; c < start + n; c++) await this.set(c, 1);
-      this.hint = start + n;
+      if (n === 1 || start === this.hint) this.hint = start + n;
       return start * this.clusterSize;
     }
   }
 
   /**
-   * Makes sure refcount blocks exist for [start, start+n). Returns false when it had to use a
-   * cluster of that run for a new block (or grew the table), so the caller searches again.
+   * Allocates `n` clusters (refcount 1) in as few runs as the free space allows; guest data does
+   * not need one contiguous run. Missing refcount blocks are placed at the start of their own range.
    */
-  private async ensureCovered(start: number, n: number): Promise<boolean> {
+  async allocateExtents(n: number): Promise<{ offset: number; count: number }[]> {
+    const out: { offset: number; count: number }[] = [];
+    while (n > 0) {
+      const run = await this.findRun(n, this.hint);
+      if (!(await this.ensureCovered(run.start, run.count, false))) continue;
+      for (let c = run.start; c < run.start + run.count; c++) await this.set(c, 1);
+      this.hint = run.start + run.count;
+      out.push({ offset: run.start * this.clusterSize, count: run.count });
+      n -= run.count;
+    }
+    return out;
+  }
+
+  /**
+   * Makes sure refcount blocks exist for [start, start+n). Returns false when it changed the free
+   * space (placed a block, grew the table), so the caller searches again.
+   */
+  private async ensureCovered(start: number, n: number, keepRunFree: boolean): Promise<boolean> {
     const E = this.entriesPerBlock;
     const lastT = Math.floor((start + n - 1) / E);
     if (lastT >= this.tableEntries) {
@@ -197,8 +222,10 @@ export class RefcountStore {
     }
     for (let t = Math.floor(start / E); t <= lastT; t++) {
       if (this.blockOffset(t) !== 0) continue;
-      // The block describes its own cluster: put it at the first cluster of the run in its range.
-      this.placeBlock(t, Math.max(start, t * E));
+      // A block describing its own cluster sits at the first cluster of the run in its range,
+      // unless the run must stay contiguous: then it goes after the run.
+      if (keepRunFree) await this.placeBlockAnywhere(t, Math.max(this.endCluster, start + n));
+      else this.placeBlock(t, Math.max(start, t * E));
       return false;
     }
     return true;
@@ -217,21 +244,27 @@ export class RefcountStore {
     return cluster * this.clusterSize;
   }
 
-  /** A block for range `t` placed at some free cluster (possibly described by another block). */
-  private async placeBlockAnywhere(t: number): Promise<number> {
+  /** A block for range `t` placed at a free cluster at or after `from` (maybe in another range). */
+  private async placeBlockAnywhere(t: number, from: number): Promise<number> {
     for (;;) {
       const E = this.entriesPerBlock;
-      const c = await this.findFree(1, this.endCluster);
-      const ct = Math.floor(c / E);
-      if (ct === t) return this.placeBlock(t, c);
-      if (!(await this.ensureCovered(c, 1))) continue;
-      const data = new Uint8Array(this.clusterSize);
-      this.blocks.set(c * this.clusterSize, { data, dirtyLo: 0, dirtyHi: this.clusterSize });
+      const c = await this.findFree(1, from);
+      if (Math.floor(c / E) === t) return this.placeBlock(t, c);
+      if (!(await this.ensureCovered(c, 1, false))) continue;
+      this.blocks.set(c * this.clusterSize, { data: new Uint8Array(this.clusterSize), dirtyLo: 0, dirtyHi: this.clusterSize });
       await this.set(c, 1);
       this.setBlockOffset(t, c * this.clusterSize);
       this.placedBlocks = true;
       return c * this.clusterSize;
     }
+  }
+
+  /** The first free run at or after `from`: its start and length (1 to `n` clusters). */
+  private async findRun(n: number, from: number): Promise<{ start: number; count: number }> {
+    const start = await this.findFree(1, from);
+    let count = 1;
+    while (count < n && (await this.get(start + count)) === 0) count++;
+    return { start, count };
   }
 
   /** First cluster of a run of `n` clusters with refcount 0, searching from `from`. */

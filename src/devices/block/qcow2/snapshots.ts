@@ -259,6 +259,8 @@ export async function deleteSnapshot(image: Qcow2Image, key: string): Promise<vo
     const l1Clusters = Math.ceil((snap.l1Size * 8) / image.clusterSize);
     const l1Own = Array.from({ length: l1Clusters }, (_, i) => snap.l1TableOffset / image.clusterSize + i);
     await image.release([...reachable, ...(snap.l1Size > 0 ? l1Own : [])]);
+    // Freed L2 tables may be reused for anything: forget their cached copies.
+    image.dropCaches();
     await fixCopiedFlags(image);
   });
 }
