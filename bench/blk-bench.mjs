@@ -12,7 +12,8 @@
 //   node bench/blk-bench.mjs                    # needs dist/ (npx tsc) and guest-images/out/tiny.elf
 //   RUNS=7 IMAGE_MIB=512 SEQ_MIB=256 RANDREAD=20000 node bench/blk-bench.mjs
 //   ONLY=tsvmm node bench/blk-bench.mjs         # skip QEMU (profiling tsvmm alone)
-// Extra tsvmm arguments: TSVMM_ARGS="..." (space-separated). The image lives in a fresh /tmp dir.
+// Extra tsvmm arguments: TSVMM_ARGS="..." (space-separated). The image lives in a fresh directory
+// under IMAGE_DIR (default the OS temp dir, /tmp; /dev/shm takes the host disk out of the numbers).
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, openSync, rmSync, writeSync, closeSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -42,7 +43,8 @@ if (SEQ_MIB > IMAGE_MIB) {
 }
 
 const cmdline = `tiny.blk=seqwrite:${SEQ_MIB},seqread:${SEQ_MIB},randread:${RANDREAD}`;
-const dir = mkdtempSync(join(tmpdir(), 'tsvmm-blk-bench-'));
+const IMAGE_DIR = process.env.IMAGE_DIR ?? tmpdir();
+const dir = mkdtempSync(join(IMAGE_DIR, 'tsvmm-blk-bench-'));
 const image = join(dir, 'disk.raw');
 
 /** Writes the whole image with non-zero data, so both VMMs read allocated blocks. */
@@ -86,7 +88,8 @@ function runOnce(name) {
     const child = spawn(vmm.cmd, vmm.args(), { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
+    // A hung VMM must not hang the benchmark: 2 minutes is far beyond any run's length.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
     child.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
     child.stderr.setEncoding('utf8').on('data', (d) => { err += d; });
     child.on('error', reject);
@@ -154,7 +157,7 @@ async function main() {
   }
 
   const med = Object.fromEntries(names.map((n) => [n, Object.fromEntries(rows.map((r) => [r.key, median(results[n].map((x) => x[r.key]))]))]));
-  console.log(`\nvirtio-blk, tiny kernel \`${cmdline}\`, ${IMAGE_MIB} MiB raw image in ${tmpdir()}, ${MEMORY} guest RAM, 1 vCPU; ` +
+  console.log(`\nvirtio-blk, tiny kernel \`${cmdline}\`, ${IMAGE_MIB} MiB raw image in ${IMAGE_DIR}, ${MEMORY} guest RAM, 1 vCPU; ` +
     `medians of ${RUNS} alternating runs; load average ${load0.toFixed(2)} → ${loadavg()[0].toFixed(2)}${qemuVersion ? `; ${qemuVersion}` : ''}\n`);
   if (names.length === 2) {
     console.log('| metric | tsvmm | QEMU microvm | tsvmm / QEMU |');

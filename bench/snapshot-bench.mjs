@@ -18,7 +18,8 @@
 //      cost of starting one vCPU worker thread (spawn + module load), which a pre-spawned pool saves.
 //
 // Runs alternate between the systems; medians and ratios print as markdown tables.
-// Needs `npx tsc -p tsconfig.json` (dist/) and `make -C guest-images`. RUNS=N (default 5).
+// Needs `npx tsc -p tsconfig.json` (dist/) and `make -C guest-images`. RUNS=N (default 5),
+// PARTS=snapshot,restore,worker (default all), TSVMM_DIST=dir (default dist/).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { request } from 'node:http';
@@ -227,6 +228,8 @@ const apparent = (path) => {
 };
 const log = (s) => process.stderr.write(`${s}\n`);
 
+const syncAll = () => new Promise((r, j) => spawn('sync').on('exit', (c) => (c === 0 ? r() : j(new Error(`sync: ${c}`)))));
+
 // ---- 1. snapshot time and size ------------------------------------------------------------------
 
 async function benchSnapshot() {
@@ -245,6 +248,10 @@ async function benchSnapshot() {
     let qSize;
     for (let i = 0; i < RUNS; i++) {
       const dir = join(work, `snap-${touched}-${i}`);
+      // Start each measurement with no dirty data in the page cache: on ext4 (data=ordered) an
+      // fsync commits the journal and writes out other files' dirty data too, so without this
+      // tsvmm's fsync would also pay for the previous run's unsynced QEMU stream.
+      await syncAll();
       let t0 = performance.now();
       await apiOk(t.sock, 'PUT', 'vm.snapshot', { destination_url: `file://${dir}` });
       tMs.push(performance.now() - t0);
@@ -252,6 +259,7 @@ async function benchSnapshot() {
       rmSync(dir, { recursive: true });
 
       const file = join(work, `qsnap-${touched}-${i}`);
+      await syncAll();
       t0 = performance.now();
       await qemuSaveTo(q, file);
       qMs.push(performance.now() - t0);
@@ -260,6 +268,13 @@ async function benchSnapshot() {
       qSyncMs.push(performance.now() - t0);
       qSize = { alloc: allocated(file), apparent: apparent(file) };
       rmSync(file);
+      // QEMU refuses to migrate again from its post-migration state: run both guests a moment
+      // and pause them again, so every run starts the same way on both sides.
+      await q.qmp.cmd('cont');
+      await apiOk(t.sock, 'PUT', 'vm.resume');
+      await sleep(30);
+      await q.qmp.cmd('stop');
+      await apiOk(t.sock, 'PUT', 'vm.pause');
     }
     rows.push({ touched, t: median(tMs), q: median(qMs), qSync: median(qSyncMs), tSize, qSize });
     log(`snapshot ${touched} MiB touched: tsvmm ${tMs.map(fmtMs).join(' ')} ms; qemu ${qMs.map(fmtMs).join(' ')} ms; qemu+sync ${qSyncMs.map(fmtMs).join(' ')} ms`);
@@ -409,9 +424,11 @@ async function workerStartup() {
 const started = performance.now();
 const qemuVersion = await new Promise((r) => { const c = spawn(QEMU, ['--version']); let o = ''; c.stdout.on('data', (d) => { o += d; }); c.on('exit', () => r(o.split('\n')[0])); });
 log(`snapshot bench: ${RUNS} runs each, ${qemuVersion}`);
-const snapRows = await benchSnapshot();
-const restoreRows = await benchRestore();
-const worker = await workerStartup();
+// PARTS=snapshot,restore,worker (default all) runs a subset.
+const parts = new Set((process.env.PARTS ?? 'snapshot,restore,worker').split(','));
+const snapRows = parts.has('snapshot') ? await benchSnapshot() : [];
+const restoreRows = parts.has('restore') ? await benchRestore() : [];
+const worker = parts.has('worker') ? await workerStartup() : undefined;
 
 const out = [];
 out.push(`### Snapshot of a 1 GiB VM (median of ${RUNS}; ${qemuVersion})`, '');
@@ -434,7 +451,7 @@ for (const r of restoreRows) {
   out.push(`| ${r.memory} | lazy | ${fmtMs(r.warmLazyParts.restore)} | ${fmtMs(r.warmLazyParts.resume)} | ${fmtMs(r.warmLazyParts.toTick)} | ${fmtMs(r.coldLazyRestore)} |`);
   out.push(`| ${r.memory} | prefault | ${fmtMs(r.warmPfParts.restore)} | ${fmtMs(r.warmPfParts.resume)} | ${fmtMs(r.warmPfParts.toTick)} | |`);
 }
-out.push('', `One vCPU worker thread started from scratch (spawn + loading vcpu-worker.js's modules): median ${fmtMs(worker.median)} ms (first ${fmtMs(worker.first)} ms).`);
+if (worker !== undefined) out.push('', `One vCPU worker thread started from scratch (spawn + loading vcpu-worker.js's modules): median ${fmtMs(worker.median)} ms (first ${fmtMs(worker.first)} ms).`);
 out.push(`Total bench time ${((performance.now() - started) / 1000).toFixed(0)} s.`);
 console.log(out.join('\n'));
 process.exit(0);

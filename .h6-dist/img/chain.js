@@ -29,7 +29,7 @@ export function layersOf(top) {
 export async function chainStatus(top, offset, maxLength, depth = 0) {
     const length = Math.min(maxLength, top.size - offset);
     if (top instanceof RawFile) {
-        const a = top.allocationAt(offset, length);
+        const a = await top.allocationAt(offset, length);
         return { start: offset, length: a.length, depth, present: true, zero: !a.data, data: a.data, offset };
     }
     if (!(top instanceof Qcow2Image))

@@ -1,5 +1,4 @@
 import { closeSync, openSync } from 'node:fs';
-import { lockImage } from '../devices/block/lock.js';
 /**
  * Holds the same write lock a running VM (or QEMU) takes on an image, for the duration of `fn`,
  * so tsvmm-img never modifies a disk that is in use. The lock lives on its own open file
@@ -14,6 +13,7 @@ export async function withWriteLock(path, fn) {
         return fn(); // missing or unwritable files fail in `fn` with the engine's own message
     }
     try {
+        const { lockImage } = await import('../devices/block/lock.js'); // loads koffi: only when locking
         await lockImage(fd, path, 'write');
         return await fn();
     }

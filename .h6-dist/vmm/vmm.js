@@ -14,8 +14,10 @@ import { BlockJobManager } from './jobs/manager.js';
 export const VERSION = '0.1.0';
 /** vCPU worker threads an empty VMM keeps loaded for a warm restore or boot. */
 const WARM_VCPU_WORKERS = 2;
+/** Event timestamps count from the VMM's start, as Cloud Hypervisor's event monitor does. */
+const STARTED_NS = process.hrtime.bigint();
 function now() {
-    const ns = process.hrtime.bigint();
+    const ns = process.hrtime.bigint() - STARTED_NS;
     return { secs: Number(ns / 1000000000n), nanos: Number(ns % 1000000000n) };
 }
 export class Vmm {
@@ -49,6 +51,7 @@ export class Vmm {
     blockJobsManager = new BlockJobManager({
         vm: () => this.vm,
         emit: (event, properties) => this.emit('device', event, properties),
+        protectedImages: () => this.diskSnapshots.protectedImages(),
     });
     constructor(options) {
         this.options = options;
@@ -277,7 +280,10 @@ export class Vmm {
         const events = {
             poweroff: 'power-off', reset: 'reset', triple_fault: 'triple-fault', vcpu_error: 'vcpu-error', signal: 'shutdown', requested: 'shutdown',
         };
-        this.emit('vm', events[end.kind], end.kind === 'poweroff' ? { status: end.status } : null);
+        // The guest ended its VM (source vm, with the guest's status or the failing vCPU), or the VMM
+        // itself is stopping (source vmm, as Cloud Hypervisor's event monitor reports it).
+        const details = end.kind === 'poweroff' ? { status: end.status } : end.kind === 'vcpu_error' ? { vcpu: end.vcpu, message: end.message } : end.kind === 'signal' ? { signal: end.signal } : null;
+        this.emit(end.kind === 'signal' || end.kind === 'requested' ? 'vmm' : 'vm', events[end.kind], details);
         if (this.vm !== undefined)
             await this.teardown(this.vm);
         this.options.onVmEnd(end);

@@ -81,7 +81,7 @@ export interface VmmController {
   /** Live external snapshot: the disk continues on a new overlay at `file`. */
   snapshotDisk?(req: DiskSnapshotRequest): Promise<void>;
   snapshotCreate?(req: SnapshotCreateRequest): Promise<void>;
-  snapshotList?(req: SnapshotListRequest): Promise<SnapshotListing>;
+  snapshotList?(req: SnapshotListRequest): SnapshotListing;
   snapshotRevert?(req: SnapshotNameRequest): Promise<void>;
   snapshotDelete?(req: SnapshotNameRequest): Promise<void>;
   /** What the last disk-snapshot operation measured (pause times, files), if any. */

@@ -32,8 +32,10 @@ export interface VmmOptions {
   stdinIsConsole: boolean;
 }
 
+/** Event timestamps count from the VMM's start, as Cloud Hypervisor's event monitor does. */
+const STARTED_NS = process.hrtime.bigint();
 function now(): VmmEvent['timestamp'] {
-  const ns = process.hrtime.bigint();
+  const ns = process.hrtime.bigint() - STARTED_NS;
   return { secs: Number(ns / 1_000_000_000n), nanos: Number(ns % 1_000_000_000n) };
 }
 
@@ -296,7 +298,10 @@ export class Vmm implements VmmController {
     const events: Record<VmEnd['kind'], string> = {
       poweroff: 'power-off', reset: 'reset', triple_fault: 'triple-fault', vcpu_error: 'vcpu-error', signal: 'shutdown', requested: 'shutdown',
     };
-    this.emit('vm', events[end.kind], end.kind === 'poweroff' ? { status: end.status } : null);
+    // The guest ended its VM (source vm, with the guest's status or the failing vCPU), or the VMM
+    // itself is stopping (source vmm, as Cloud Hypervisor's event monitor reports it).
+    const details = end.kind === 'poweroff' ? { status: end.status } : end.kind === 'vcpu_error' ? { vcpu: end.vcpu, message: end.message } : end.kind === 'signal' ? { signal: end.signal } : null;
+    this.emit(end.kind === 'signal' || end.kind === 'requested' ? 'vmm' : 'vm', events[end.kind], details);
     if (this.vm !== undefined) await this.teardown(this.vm);
     this.options.onVmEnd(end);
   }
@@ -317,7 +322,7 @@ export class Vmm implements VmmController {
     });
   }
 
-  snapshotList(req: SnapshotListRequest): Promise<SnapshotListing> {
+  snapshotList(req: SnapshotListRequest): SnapshotListing {
     return this.diskSnapshots.list(req);
   }
 

@@ -181,7 +181,7 @@ test('the compiled binary runs (tsc to a temporary build)', async () => {
     // Only this entry point and what it imports: other modules in the tree may be mid-edit.
     const tsc = join(root, 'node_modules/typescript/bin/tsc');
     await run(process.execPath, [tsc, '--outDir', join(out, 'dist'), '--rootDir', join(root, 'src'), '--module', 'NodeNext', '--moduleResolution', 'NodeNext',
-      '--target', 'ES2022', '--strict', '--skipLibCheck', '--types', 'node', join(root, 'src/cli/tsvmm-remote.ts')], { cwd: root });
+      '--target', 'ES2022', '--lib', 'ES2024', '--strict', '--skipLibCheck', '--types', 'node', join(root, 'src/cli/tsvmm-remote.ts')], { cwd: root });
     writeFileSync(join(out, 'package.json'), '{"type":"module"}');
     mkdirSync(join(out, 'dist'), { recursive: true });
     symlinkSync(join(root, 'node_modules'), join(out, 'node_modules'));

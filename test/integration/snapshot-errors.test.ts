@@ -9,7 +9,7 @@ import { mkdtempSync, openSync, readFileSync, readSync, rmSync, truncateSync, un
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { documentChecksum } from '../../src/snapshot/format.js';
+import { documentChecksum, type SnapshotDocument } from '../../src/snapshot/format.js';
 import { checkDiskIdentity, diskIdentity } from '../../src/vmm/disk-identity.js';
 import { announceKvmSkip, hasKvm } from '../support/kvm.js';
 import {
@@ -37,14 +37,12 @@ function copyOfBase(name: string, from = base): string {
   return dir;
 }
 
-type Doc = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
 /** Rewrites vm.json through `edit`, re-sealing its checksum so only the edited field is wrong. */
-function editVmJson(dir: string, edit: (doc: Doc) => void, reseal = true): void {
+function editVmJson(dir: string, edit: (doc: SnapshotDocument) => void): void {
   const file = join(dir, 'vm.json');
-  const doc = JSON.parse(readFileSync(file, 'utf8')) as Doc;
+  const doc = JSON.parse(readFileSync(file, 'utf8')) as SnapshotDocument;
   edit(doc);
-  if (reseal) doc.checksum = documentChecksum(doc);
+  doc.checksum = documentChecksum(doc as unknown as Record<string, unknown>);
   writeFileSync(file, JSON.stringify(doc));
 }
 
@@ -213,7 +211,8 @@ describe.skipIf(!hasKvm)('restoring a bad snapshot is refused cleanly', () => {
 
   it('a disk whose content changed since the snapshot is refused (and accepted when forced)', async () => {
     const dir = copyOfBase('disk-changed', diskBase);
-    const saved = JSON.parse(readFileSync(join(dir, 'vm.json'), 'utf8')).disks[0].identity as Parameters<typeof checkDiskIdentity>[1];
+    const doc = JSON.parse(readFileSync(join(dir, 'vm.json'), 'utf8')) as SnapshotDocument;
+    const saved = doc.disks[0]!.identity as unknown as Parameters<typeof checkDiskIdentity>[1];
     const fd = openSync(disk, 'r+');
     writeSync(fd, Buffer.from('changed'), 0, 7, 2 * MiB);
     closeSync(fd);

@@ -8,6 +8,7 @@
  * (`snapshot_dir`) or defaults to `<folder of disk 0>/<stem of disk 0's base image>.snapshots`,
  * which stays the same as overlays are added on top (they are created next to the disk).
  */
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
@@ -31,10 +32,29 @@ export class Catalogue {
             text = await readFile(join(dir, CATALOGUE_FILE), 'utf8');
         }
         catch (e) {
-            if (e.code === 'ENOENT')
-                return new Catalogue(dir, { version: CATALOGUE_VERSION, current: null, snapshots: [], overlays: [] });
-            throw new CheckpointError(`cannot read the snapshot catalogue ${join(dir, CATALOGUE_FILE)}: ${e.message}`);
+            text = Catalogue.missing(dir, e);
         }
+        return Catalogue.parse(dir, text);
+    }
+    /** The same, synchronously (a few KiB; for the API's GET handlers, which answer at once). */
+    static loadSync(dir) {
+        let text;
+        try {
+            text = readFileSync(join(dir, CATALOGUE_FILE), 'utf8');
+        }
+        catch (e) {
+            text = Catalogue.missing(dir, e);
+        }
+        return Catalogue.parse(dir, text);
+    }
+    static missing(dir, e) {
+        if (e.code === 'ENOENT')
+            return null;
+        throw new CheckpointError(`cannot read the snapshot catalogue ${join(dir, CATALOGUE_FILE)}: ${e.message}`);
+    }
+    static parse(dir, text) {
+        if (text === null)
+            return new Catalogue(dir, { version: CATALOGUE_VERSION, current: null, snapshots: [], overlays: [] });
         let doc;
         try {
             doc = JSON.parse(text);

@@ -6,10 +6,19 @@
  */
 import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { Qcow2Image } from '../../devices/block/qcow2/image.js';
 import { openImage } from '../../devices/block/qcow2/open.js';
 import { ConfigError } from '../../errors.js';
 import { CheckpointError } from './errors.js';
 import { createOverlay, lockedHandle } from './overlay.js';
+/**
+ * The frozen image must be durable before the guest's next flush can complete, so it is flushed
+ * inside the hold too; flushing first while the guest runs leaves that one only what the guest
+ * wrote during the last round. A guest streaming writes faster than the host disk absorbs them
+ * still sees a hold as long as one flush of what it wrote meanwhile (QEMU flushes the same way).
+ */
+const PRE_FLUSH_ROUNDS = 4;
+const QUICK_FLUSH_MS = 5;
 /** Puts `disk` on a new overlay at `file` (absolute path, must not exist). */
 export async function snapshotDiskLive(disk, file) {
     if (disk.config.readonly)
@@ -18,23 +27,28 @@ export async function snapshotDiskLive(disk, file) {
     const frozen = resolve(disk.config.path);
     const frozenFormat = disk.backend.format;
     await createOverlay(overlay, frozen, frozenFormat, disk.backend.size);
+    // Work that does not depend on the disk's content happens while the guest still runs: most of
+    // the flush, the overlay's lock and open (without its backing chain, which must be opened only
+    // once nothing changes it any more).
+    let lock;
+    let top;
     let swapped;
     try {
+        await preFlush(disk);
+        lock = await lockedHandle(overlay, 'write');
+        top = await Qcow2Image.open(overlay, { readOnly: false });
+        const ready = top;
+        const readyLock = lock;
         swapped = await disk.swapBackend(async (current) => {
             // Everything the guest wrote so far must be in the frozen image before it is frozen.
             await current.flush();
-            const lock = await lockedHandle(overlay, 'write');
-            try {
-                const backend = await openImage(overlay, { readOnly: false, format: 'qcow2' });
-                return { backend, lockHandle: lock, path: overlay, format: 'qcow2' };
-            }
-            catch (e) {
-                await lock.close();
-                throw e;
-            }
+            ready.backing = await openImage(frozen, { readOnly: true, format: frozenFormat });
+            return { backend: ready, lockHandle: readyLock, path: overlay, format: 'qcow2' };
         });
     }
     catch (e) {
+        await top?.close();
+        await lock?.close();
         await rm(overlay, { force: true });
         throw new CheckpointError(`disk "${disk.config.id}": could not switch to overlay ${overlay}: ${e.message}; the guest continues on ${frozen}`);
     }
@@ -44,5 +58,14 @@ export async function snapshotDiskLive(disk, file) {
         await disk.holdBackingLock(frozen, swapped.previousLock);
     await swapped.previous.close();
     return { disk: disk.config.id, frozen, frozen_format: frozenFormat, overlay, io_pause_ms: swapped.heldMs };
+}
+/** Flushes before the hold, again while the guest wrote a lot meanwhile (a few rounds at most). */
+async function preFlush(disk) {
+    for (let round = 0; round < PRE_FLUSH_ROUNDS; round++) {
+        const start = performance.now();
+        await disk.backend.flush();
+        if (performance.now() - start < QUICK_FLUSH_MS)
+            return;
+    }
 }
 //# sourceMappingURL=external.js.map

@@ -3,7 +3,7 @@
  * overlay sits next to its backing file, backing format recorded so the backing is never probed),
  * locking them, and walking a chain's file names.
  */
-import { open, rm, stat } from 'node:fs/promises';
+import { open, rm } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
 import { lockImage } from '../../devices/block/lock.js';
 import { createQcow2 } from '../../devices/block/qcow2/create.js';
@@ -74,14 +74,5 @@ export function chainPaths(top) {
 /** "/d/vm.S1.qcow2" → "vm.S1": a file's name without its folder and last extension. */
 export function stemOf(path) {
     return basename(path, extname(path));
-}
-/** Bytes a file occupies on disk (allocated blocks), 0 when it is gone. */
-export async function allocatedBytes(path) {
-    try {
-        return (await stat(path)).blocks * 512;
-    }
-    catch {
-        return 0;
-    }
 }
 //# sourceMappingURL=overlay.js.map

@@ -4,7 +4,8 @@
  * (catalogue.ts) and layer merging (chain-edit.ts). The VMM serialises calls (one operation at a
  * time) and gives access to its VM through `VmmHost`.
  */
-import { access, readdir, rm, stat } from 'node:fs/promises';
+import { readdirSync, statSync } from 'node:fs';
+import { access, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../../errors.js';
@@ -14,12 +15,12 @@ import { Catalogue, SNAPSHOT_NAME } from './catalogue.js';
 import { dropLayer, readBackingOf } from './chain-edit.js';
 import { CheckpointError } from './errors.js';
 import { snapshotDiskLive } from './external.js';
-import { allocatedBytes, chainPaths, lockedHandle, stemOf } from './overlay.js';
+import { chainPaths, lockedHandle, stemOf } from './overlay.js';
 import { snapshotUrlToPath } from '../../snapshot/index.js';
 import { checkpointVm, frozenDiskOf, readCheckpointDisks, restoreCheckpoint, } from './system.js';
 export class DiskSnapshotService {
     host;
-    lastDir;
+    explicitDir;
     last;
     constructor(host) {
         this.host = host;
@@ -54,24 +55,27 @@ export class DiskSnapshotService {
         return checkpointVm(vm, url, (id, current) => join(dirname(current), `${stemOf(current)}.${stemOf(url)}.qcow2`));
     }
     // ---- the catalogue -----------------------------------------------------------------------
-    /** The snapshot dir: the request's, else next to disk 0's base image, else the last one used. */
+    /**
+     * The snapshot dir: the request's; else the one a request last named explicitly; else
+     * `<folder of disk 0>/<stem of its base image>.snapshots`.
+     */
     catalogueDir(requested) {
-        if (requested !== undefined)
-            return resolve(requested);
+        if (requested !== undefined) {
+            this.explicitDir = resolve(requested);
+            return this.explicitDir;
+        }
+        if (this.explicitDir !== undefined)
+            return this.explicitDir;
         const vm = this.host.vm();
         const first = vm?.platform.disks[0];
         if (first !== undefined) {
             const root = chainPaths(first.backend).at(-1);
             return join(dirname(resolve(first.config.path)), `${stemOf(root)}.snapshots`);
         }
-        if (this.lastDir !== undefined)
-            return this.lastDir;
         throw new ConfigError('no snapshot dir: the VM has no disk to put it next to; give snapshot_dir');
     }
     async catalogue(requested) {
-        const dir = this.catalogueDir(requested);
-        this.lastDir = dir;
-        return Catalogue.load(dir);
+        return Catalogue.load(this.catalogueDir(requested));
     }
     async create(req) {
         if (!SNAPSHOT_NAME.test(req.name))
@@ -89,6 +93,7 @@ export class DiskSnapshotService {
         let pausedMs;
         let stateDir = null;
         let switched;
+        let phases = {};
         if (req.disk_only === true) {
             // The guest keeps running; each disk's I/O is held only while it switches.
             switched = [];
@@ -108,6 +113,7 @@ export class DiskSnapshotService {
                 const byId = new Map(vm.platform.disks.map((d) => [d.config.id, overlayFor(d)]));
                 const summary = await checkpointVm(vm, pathToFileURL(join(cat.dir, req.name)).href, (id) => byId.get(id));
                 switched = summary.disks;
+                phases = { memory_ms: summary.memory_ms, disks_ms: summary.disks_ms };
                 stateDir = req.name;
             }
             finally {
@@ -128,7 +134,7 @@ export class DiskSnapshotService {
                 doc.overlays.push({ disk: s.disk, path: s.overlay, backing: s.frozen });
             doc.current = entry.name;
         });
-        this.record('snapshot-created', { name: entry.name, kind: entry.kind, paused_ms: pausedMs, snapshot_dir: cat.dir });
+        this.record('snapshot-created', { name: entry.name, kind: entry.kind, paused_ms: pausedMs, ...phases, snapshot_dir: cat.dir });
         return entry;
     }
     async checkpointDisks(dir) {
@@ -137,20 +143,21 @@ export class DiskSnapshotService {
             throw new CheckpointError(`${dir} is not a checkpoint with disks`);
         return d;
     }
-    async list(req) {
-        const cat = await this.catalogue(req.snapshot_dir);
+    /** The catalogue with sizes; synchronous (small reads) so the API can answer a GET at once. */
+    list(req) {
+        const dir = this.catalogueDir(req.snapshot_dir);
+        const cat = Catalogue.loadSync(dir);
         const created = new Set(cat.overlays.map((o) => o.path));
-        const snapshots = [];
-        for (const e of cat.entries) {
-            let size = e.state_dir === null ? 0 : await dirBytes(join(cat.dir, e.state_dir));
+        const snapshots = cat.entries.map((e) => {
+            let size = e.state_dir === null ? 0 : dirBytes(join(cat.dir, e.state_dir));
             for (const d of e.disks)
                 if (created.has(d.path))
-                    size += await allocatedBytes(d.path);
-            snapshots.push({
+                    size += fileBytes(d.path);
+            return {
                 name: e.name, created: e.created, kind: e.kind, parent: e.parent, description: e.description, vm_state: e.vm_state,
                 paused_ms: e.paused_ms, current: cat.current === e.name, size_bytes: size, disks: e.disks.map((d) => ({ id: d.id, path: d.path })),
-            });
-        }
+            };
+        });
         return { snapshot_dir: cat.dir, current: cat.current, snapshots };
     }
     /**
@@ -289,6 +296,17 @@ export class DiskSnapshotService {
         await rm(f.path, { force: true });
         return child;
     }
+    /** Every image a named snapshot in the VM's default catalogue froze (commit must not write them). */
+    async protectedImages() {
+        let cat;
+        try {
+            cat = await Catalogue.load(this.catalogueDir(undefined));
+        }
+        catch {
+            return new Set();
+        }
+        return new Set(cat.entries.flatMap((e) => e.disks.map((d) => d.path)));
+    }
     // ---- restore of checkpoints ------------------------------------------------------------------
     /** When `dir` is a checkpoint with disks, restores it onto new overlays; else returns null. */
     async restoreIfCheckpoint(req) {
@@ -308,15 +326,20 @@ async function freeName(nameFor) {
             return p;
     }
 }
-async function dirBytes(dir) {
-    let total = 0;
+function fileBytes(path) {
     try {
-        for (const name of await readdir(dir))
-            total += (await stat(join(dir, name))).blocks * 512;
+        return statSync(path).blocks * 512;
     }
     catch {
         return 0;
     }
-    return total;
+}
+function dirBytes(dir) {
+    try {
+        return readdirSync(dir).reduce((n, name) => n + fileBytes(join(dir, name)), 0);
+    }
+    catch {
+        return 0;
+    }
 }
 //# sourceMappingURL=service.js.map

@@ -39,6 +39,7 @@ export async function checkpointVm(vm, url, overlayFor) {
     for (const d of writable)
         delete d.config.format;
     let summary;
+    const start = performance.now();
     try {
         summary = await snapshotVm(vm, pathToFileURL(staging).href);
     }
@@ -49,14 +50,17 @@ export async function checkpointVm(vm, url, overlayFor) {
         await rm(staging, { recursive: true, force: true });
         throw e;
     }
+    const memoryMs = performance.now() - start;
     const frozen = [];
     const switched = [];
+    let disksMs = 0;
     try {
         for (const d of writable) {
             const r = await snapshotDiskLive(d, overlayFor(d.config.id, resolve(d.config.path)));
             switched.push(r);
             frozen.push(await frozenDiskOf(r, d.backend.size));
         }
+        disksMs = performance.now() - start - memoryMs;
         const doc = { version: CHECKPOINT_VERSION, disks: frozen };
         await writeFileAtomic(join(staging, CHECKPOINT_DISKS_FILE), `${JSON.stringify(doc, null, 2)}\n`);
         await rename(staging, dir);
@@ -70,7 +74,7 @@ export async function checkpointVm(vm, url, overlayFor) {
         await rm(staging, { recursive: true, force: true });
         throw e;
     }
-    return { ...summary, destination: dir, disks: switched };
+    return { ...summary, destination: dir, disks: switched, memory_ms: memoryMs, disks_ms: disksMs };
 }
 /** The record of an image a snapshot just froze (identity taken once it can no longer change). */
 export async function frozenDiskOf(r, size) {

@@ -65,6 +65,8 @@ async function activeCommit(job, plan) {
             await copyClusters(top, tracker.take(), clusterSize, baseW, job);
         }
         job.checkCancelled();
+        // Make the bulk durable while the guest runs; the flush in the hold covers only the last copies.
+        await baseW.flush();
         job.info.state = 'pivoting';
         const swap = await disk.swapBackend(async () => {
             // Guest I/O is held: what is dirty now is all that is left, and nothing new can appear.

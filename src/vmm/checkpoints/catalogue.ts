@@ -8,6 +8,7 @@
  * (`snapshot_dir`) or defaults to `<folder of disk 0>/<stem of disk 0's base image>.snapshots`,
  * which stays the same as overlays are added on top (they are created next to the disk).
  */
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
@@ -60,13 +61,33 @@ export class Catalogue {
   }
 
   static async load(dir: string): Promise<Catalogue> {
-    let text: string;
+    let text: string | null;
     try {
       text = await readFile(join(dir, CATALOGUE_FILE), 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return new Catalogue(dir, { version: CATALOGUE_VERSION, current: null, snapshots: [], overlays: [] });
-      throw new CheckpointError(`cannot read the snapshot catalogue ${join(dir, CATALOGUE_FILE)}: ${(e as Error).message}`);
+      text = Catalogue.missing(dir, e);
     }
+    return Catalogue.parse(dir, text);
+  }
+
+  /** The same, synchronously (a few KiB; for the API's GET handlers, which answer at once). */
+  static loadSync(dir: string): Catalogue {
+    let text: string | null;
+    try {
+      text = readFileSync(join(dir, CATALOGUE_FILE), 'utf8');
+    } catch (e) {
+      text = Catalogue.missing(dir, e);
+    }
+    return Catalogue.parse(dir, text);
+  }
+
+  private static missing(dir: string, e: unknown): null {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new CheckpointError(`cannot read the snapshot catalogue ${join(dir, CATALOGUE_FILE)}: ${(e as Error).message}`);
+  }
+
+  private static parse(dir: string, text: string | null): Catalogue {
+    if (text === null) return new Catalogue(dir, { version: CATALOGUE_VERSION, current: null, snapshots: [], overlays: [] });
     let doc: CatalogueDoc;
     try {
       doc = JSON.parse(text) as CatalogueDoc;

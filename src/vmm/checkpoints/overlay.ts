@@ -3,7 +3,7 @@
  * overlay sits next to its backing file, backing format recorded so the backing is never probed),
  * locking them, and walking a chain's file names.
  */
-import { open, rm, stat, type FileHandle } from 'node:fs/promises';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
 import type { BlockBackend } from '../../devices/block/backend.js';
 import { lockImage } from '../../devices/block/lock.js';
@@ -73,13 +73,4 @@ export function chainPaths(top: BlockBackend): string[] {
 /** "/d/vm.S1.qcow2" → "vm.S1": a file's name without its folder and last extension. */
 export function stemOf(path: string): string {
   return basename(path, extname(path));
-}
-
-/** Bytes a file occupies on disk (allocated blocks), 0 when it is gone. */
-export async function allocatedBytes(path: string): Promise<number> {
-  try {
-    return (await stat(path)).blocks * 512;
-  } catch {
-    return 0;
-  }
 }

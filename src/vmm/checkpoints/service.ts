@@ -4,7 +4,8 @@
  * (catalogue.ts) and layer merging (chain-edit.ts). The VMM serialises calls (one operation at a
  * time) and gives access to its VM through `VmmHost`.
  */
-import { access, readdir, rm, stat } from 'node:fs/promises';
+import { readdirSync, statSync } from 'node:fs';
+import { access, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../../errors.js';
@@ -17,7 +18,7 @@ import { Catalogue, SNAPSHOT_NAME, type CatalogueEntry } from './catalogue.js';
 import { dropLayer, readBackingOf } from './chain-edit.js';
 import { CheckpointError } from './errors.js';
 import { snapshotDiskLive, type DiskSnapshotResult } from './external.js';
-import { allocatedBytes, chainPaths, lockedHandle, stemOf } from './overlay.js';
+import { chainPaths, lockedHandle, stemOf } from './overlay.js';
 import { snapshotUrlToPath } from '../../snapshot/index.js';
 import {
   checkpointVm, frozenDiskOf, readCheckpointDisks, restoreCheckpoint, type CheckpointDisks, type CheckpointSummary, type FrozenDisk,
@@ -66,7 +67,7 @@ export interface LastOperation {
 }
 
 export class DiskSnapshotService {
-  private lastDir: string | undefined;
+  private explicitDir: string | undefined;
   last: LastOperation | undefined;
 
   constructor(private readonly host: VmmHost) {}
@@ -105,23 +106,27 @@ export class DiskSnapshotService {
 
   // ---- the catalogue -----------------------------------------------------------------------
 
-  /** The snapshot dir: the request's, else next to disk 0's base image, else the last one used. */
+  /**
+   * The snapshot dir: the request's; else the one a request last named explicitly; else
+   * `<folder of disk 0>/<stem of its base image>.snapshots`.
+   */
   private catalogueDir(requested: string | undefined): string {
-    if (requested !== undefined) return resolve(requested);
+    if (requested !== undefined) {
+      this.explicitDir = resolve(requested);
+      return this.explicitDir;
+    }
+    if (this.explicitDir !== undefined) return this.explicitDir;
     const vm = this.host.vm();
     const first = vm?.platform.disks[0];
     if (first !== undefined) {
       const root = chainPaths(first.backend).at(-1)!;
       return join(dirname(resolve(first.config.path)), `${stemOf(root)}.snapshots`);
     }
-    if (this.lastDir !== undefined) return this.lastDir;
     throw new ConfigError('no snapshot dir: the VM has no disk to put it next to; give snapshot_dir');
   }
 
   private async catalogue(requested: string | undefined): Promise<Catalogue> {
-    const dir = this.catalogueDir(requested);
-    this.lastDir = dir;
-    return Catalogue.load(dir);
+    return Catalogue.load(this.catalogueDir(requested));
   }
 
   async create(req: SnapshotCreateRequest): Promise<CatalogueEntry> {
@@ -137,6 +142,7 @@ export class DiskSnapshotService {
     let pausedMs: number;
     let stateDir: string | null = null;
     let switched: DiskSnapshotResult[];
+    let phases: Record<string, number> = {};
     if (req.disk_only === true) {
       // The guest keeps running; each disk's I/O is held only while it switches.
       switched = [];
@@ -154,6 +160,7 @@ export class DiskSnapshotService {
         const byId = new Map(vm.platform.disks.map((d) => [d.config.id, overlayFor(d)]));
         const summary = await checkpointVm(vm, pathToFileURL(join(cat.dir, req.name)).href, (id) => byId.get(id)!);
         switched = summary.disks;
+        phases = { memory_ms: summary.memory_ms, disks_ms: summary.disks_ms };
         stateDir = req.name;
       } finally {
         if (vmState === 'Running') await vm.resume();
@@ -171,7 +178,7 @@ export class DiskSnapshotService {
       for (const s of switched) doc.overlays.push({ disk: s.disk, path: s.overlay, backing: s.frozen });
       doc.current = entry.name;
     });
-    this.record('snapshot-created', { name: entry.name, kind: entry.kind, paused_ms: pausedMs, snapshot_dir: cat.dir });
+    this.record('snapshot-created', { name: entry.name, kind: entry.kind, paused_ms: pausedMs, ...phases, snapshot_dir: cat.dir });
     return entry;
   }
 
@@ -181,18 +188,19 @@ export class DiskSnapshotService {
     return d;
   }
 
-  async list(req: SnapshotListRequest): Promise<SnapshotListing> {
-    const cat = await this.catalogue(req.snapshot_dir);
+  /** The catalogue with sizes; synchronous (small reads) so the API can answer a GET at once. */
+  list(req: SnapshotListRequest): SnapshotListing {
+    const dir = this.catalogueDir(req.snapshot_dir);
+    const cat = Catalogue.loadSync(dir);
     const created = new Set(cat.overlays.map((o) => o.path));
-    const snapshots: SnapshotListItem[] = [];
-    for (const e of cat.entries) {
-      let size = e.state_dir === null ? 0 : await dirBytes(join(cat.dir, e.state_dir));
-      for (const d of e.disks) if (created.has(d.path)) size += await allocatedBytes(d.path);
-      snapshots.push({
+    const snapshots = cat.entries.map((e): SnapshotListItem => {
+      let size = e.state_dir === null ? 0 : dirBytes(join(cat.dir, e.state_dir));
+      for (const d of e.disks) if (created.has(d.path)) size += fileBytes(d.path);
+      return {
         name: e.name, created: e.created, kind: e.kind, parent: e.parent, description: e.description, vm_state: e.vm_state,
         paused_ms: e.paused_ms, current: cat.current === e.name, size_bytes: size, disks: e.disks.map((d) => ({ id: d.id, path: d.path })),
-      });
-    }
+      };
+    });
     return { snapshot_dir: cat.dir, current: cat.current, snapshots };
   }
 
@@ -348,12 +356,18 @@ async function freeName(nameFor: (n: number) => string): Promise<string> {
   }
 }
 
-async function dirBytes(dir: string): Promise<number> {
-  let total = 0;
+function fileBytes(path: string): number {
   try {
-    for (const name of await readdir(dir)) total += (await stat(join(dir, name))).blocks * 512;
+    return statSync(path).blocks * 512;
   } catch {
     return 0;
   }
-  return total;
+}
+
+function dirBytes(dir: string): number {
+  try {
+    return readdirSync(dir).reduce((n, name) => n + fileBytes(join(dir, name)), 0);
+  } catch {
+    return 0;
+  }
 }

@@ -42,6 +42,9 @@ export interface CheckpointDisks {
 
 export interface CheckpointSummary extends SnapshotSummary {
   disks: DiskSnapshotResult[];
+  /** Time writing memory and device state (fsync'd), and switching every disk to its overlay. */
+  memory_ms: number;
+  disks_ms: number;
 }
 
 /** Where the running VM continues after the checkpoint, per disk: default next to the disk. */
@@ -63,6 +66,7 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
   const formats = new Map(writable.map((d) => [d, d.config.format]));
   for (const d of writable) delete d.config.format;
   let summary: SnapshotSummary;
+  const start = performance.now();
   try {
     summary = await snapshotVm(vm, pathToFileURL(staging).href);
   } catch (e) {
@@ -70,14 +74,17 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
     await rm(staging, { recursive: true, force: true });
     throw e;
   }
+  const memoryMs = performance.now() - start;
   const frozen: FrozenDisk[] = [];
   const switched: DiskSnapshotResult[] = [];
+  let disksMs = 0;
   try {
     for (const d of writable) {
       const r = await snapshotDiskLive(d, overlayFor(d.config.id, resolve(d.config.path)));
       switched.push(r);
       frozen.push(await frozenDiskOf(r, d.backend.size));
     }
+    disksMs = performance.now() - start - memoryMs;
     const doc: CheckpointDisks = { version: CHECKPOINT_VERSION, disks: frozen };
     await writeFileAtomic(join(staging, CHECKPOINT_DISKS_FILE), `${JSON.stringify(doc, null, 2)}\n`);
     await rename(staging, dir);
@@ -88,7 +95,7 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
     await rm(staging, { recursive: true, force: true });
     throw e;
   }
-  return { ...summary, destination: dir, disks: switched };
+  return { ...summary, destination: dir, disks: switched, memory_ms: memoryMs, disks_ms: disksMs };
 }
 
 /** The record of an image a snapshot just froze (identity taken once it can no longer change). */

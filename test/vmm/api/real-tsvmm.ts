@@ -162,7 +162,7 @@ export class ConsoleTap {
   }
 
   /** Waits until a line from index `from` on matches; returns its index. */
-  async waitForLine(pattern: RegExp, from = 0, timeoutMs = 15_000): Promise<number> {
+  async waitForLine(pattern: RegExp, from = 0, timeoutMs = 30_000): Promise<number> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const i = this.lines.findIndex((l, k) => k >= from && pattern.test(l.text));
@@ -185,7 +185,7 @@ export class ConsoleTap {
    * them. Take `from` (lines.length) before a request when the ticks it causes may arrive while
    * waiting for its answer.
    */
-  async moreTicks(count: number, from = this.lines.length, timeoutMs = 15_000): Promise<Array<{ n: number; at: number }>> {
+  async moreTicks(count: number, from = this.lines.length, timeoutMs = 30_000): Promise<Array<{ n: number; at: number }>> {
     const deadline = Date.now() + timeoutMs;
     while (this.ticks(from).length < count) {
       await this.waitForLine(/^tick \d+/, Math.max(from, this.lines.length), Math.max(1, deadline - Date.now()));

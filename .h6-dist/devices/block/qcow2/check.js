@@ -86,6 +86,11 @@ async function scan(image) {
     const snapshots = await readSnapshots(image);
     ref(h.snapshotsOffset, serializeSnapshots(snapshots).byteLength, 'snapshot table');
     for (const s of snapshots) {
+        if (s.l1Size * 8 > 32 * 1024 * 1024 || s.l1TableOffset % cs !== 0) {
+            report.corruptions++;
+            report.messages.push(`ERROR snapshot ${s.id} has an invalid L1 table (offset ${s.l1TableOffset}, ${s.l1Size} entries)`);
+            continue;
+        }
         ref(s.l1TableOffset, s.l1Size * 8, 'snapshot L1 table');
         const l1 = new Uint8Array(s.l1Size * 8);
         await image.file.readAt(s.l1TableOffset, l1);

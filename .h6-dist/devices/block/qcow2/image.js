@@ -173,7 +173,11 @@ export class Qcow2Image {
         if (l2 === 0)
             return { kind: 'unallocated' };
         const table = await this.loadL2(l2);
-        return decodeL2(getEntry(table, cluster % this.l2Entries), this.header.clusterBits, this.header.version);
+        const m = decodeL2(getEntry(table, cluster % this.l2Entries), this.header.clusterBits, this.header.version);
+        if ((m.kind === 'data' || m.kind === 'zero') && m.hostOffset % this.clusterSize !== 0) {
+            throw new Qcow2Error(`${this.path}: corrupt qcow2 image: cluster ${cluster} maps to unaligned host offset ${m.hostOffset}`);
+        }
+        return m;
     }
     /** Status of the run starting at `offset` (at most `maxLength` bytes) sharing one kind in this image. */
     async blockStatus(offset, maxLength) {

@@ -1,4 +1,3 @@
-import { SEEK_DATA, SEEK_HOLE, lseek } from '../../../sys/libc.js';
 import { BlockError } from '../backend.js';
 import { HostFile } from './host-file.js';
 /**
@@ -36,7 +35,9 @@ export class RawFile {
         }
     }
     /** Whether [offset, offset+length) starts with data or a hole (SEEK_DATA/SEEK_HOLE), and how far. */
-    allocationAt(offset, maxLength) {
+    async allocationAt(offset, maxLength) {
+        // libc (koffi) loads lazily: most users of this class never ask, and loading it costs ~100 ms.
+        const { SEEK_DATA, SEEK_HOLE, lseek } = await import('../../../sys/libc.js');
         const end = Math.min(this.size, offset + maxLength);
         const data = lseek(this.file.fd, offset, SEEK_DATA);
         if (data === -1 || data >= end)

@@ -1,0 +1,526 @@
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { inflateRawSync, constants as zc } from 'node:zlib';
+import { BlockError } from '../backend.js';
+import { AUTOCLEAR_BITMAPS, EXT_BITMAPS, HDR_AUTOCLEAR, HDR_INCOMPAT, HDR_L1, INCOMPAT_DIRTY, checkFeatures, parseHeader, peekClusterBits, } from './format.js';
+import { FLAG_COPIED, FLAG_ZERO, compressedHostClusters, dataEntry, decodeL2, getEntry, l1Offset, setEntry, } from './entries.js';
+import { Qcow2Error } from './errors.js';
+import { HostFile } from './host-file.js';
+import { RefcountStore } from './refcounts.js';
+import { RwLock } from './rw-lock.js';
+const L2_CACHE_BYTES = 16 * 1024 * 1024;
+/** Largest number of clusters one write request allocates at once (bounds buffer sizes). */
+const MAX_CLUSTERS_PER_ROUND = 4096;
+/**
+ * A qcow2 image (v2/v3) as a BlockBackend. Reads of allocated clusters run concurrently; anything
+ * that may change metadata holds the exclusive lock. Metadata is written in crash-safe order:
+ * refcount increments and guest data, barrier; L2 tables, barrier; L1; barrier; decrements.
+ */
+export class Qcow2Image {
+    path;
+    file;
+    header;
+    refcounts;
+    l1;
+    backing;
+    readOnly;
+    durable;
+    format = 'qcow2';
+    clusterSize;
+    l2Entries;
+    lock = new RwLock();
+    /** Set once this process cleared the bitmaps autoclear bit (bitmaps now inconsistent). */
+    bitmapsInvalidated = false;
+    l2Cache = new Map();
+    dirtyL2 = new Set();
+    l1DirtyLo = Infinity;
+    l1DirtyHi = -1;
+    firstWriteDone = false;
+    lastCompressed = null;
+    constructor(path, file, header, refcounts, l1, backing, readOnly, durable) {
+        this.path = path;
+        this.file = file;
+        this.header = header;
+        this.refcounts = refcounts;
+        this.l1 = l1;
+        this.backing = backing;
+        this.readOnly = readOnly;
+        this.durable = durable;
+        this.clusterSize = 2 ** header.clusterBits;
+        this.l2Entries = this.clusterSize / 8;
+    }
+    static async open(path, options) {
+        const file = await HostFile.open(path, !options.readOnly);
+        try {
+            const first = new Uint8Array(512);
+            await file.readAt(0, first);
+            const clusterBits = peekClusterBits(first);
+            const cluster = new Uint8Array(2 ** clusterBits);
+            await file.readAt(0, cluster);
+            const header = parseHeader(cluster);
+            checkFeatures(header, path, !options.readOnly);
+            const durable = options.durable ?? true;
+            const barrier = durable && !options.readOnly ? () => file.datasync() : async () => { };
+            const refcounts = await RefcountStore.load(file, clusterBits, header.refcountOrder, header.refcountTableOffset, header.refcountTableClusters, barrier);
+            const l1 = new Uint8Array(header.l1Size * 8);
+            await file.readAt(header.l1TableOffset, l1);
+            let backing = null;
+            if (header.backingFile !== null && options.openBacking !== undefined) {
+                backing = await options.openBacking(resolveBackingPath(path, header.backingFile), header.backingFormat);
+            }
+            const image = new Qcow2Image(path, file, header, refcounts, l1, backing, options.readOnly, durable);
+            if (!options.readOnly && header.incompatible & INCOMPAT_DIRTY) {
+                // Lazy refcounts left the image dirty: refcounts may be too low, rebuild before writing.
+                const { rebuildRefcounts } = await import('./check.js');
+                await rebuildRefcounts(image);
+                header.incompatible &= ~INCOMPAT_DIRTY;
+                await image.writeHeaderU64(HDR_INCOMPAT, header.incompatible);
+            }
+            return image;
+        }
+        catch (err) {
+            await file.close();
+            throw err;
+        }
+    }
+    get size() {
+        return this.header.size;
+    }
+    get clusterBits() {
+        return this.header.clusterBits;
+    }
+    get l1Size() {
+        return this.header.l1Size;
+    }
+    async barrier() {
+        if (this.durable && !this.readOnly)
+            await this.file.datasync();
+    }
+    async writeHeaderU64(at, value) {
+        const b = new Uint8Array(8);
+        new DataView(b.buffer).setBigUint64(0, value, false);
+        await this.file.writeAt(at, b);
+        await this.barrier();
+    }
+    // ---- metadata access -------------------------------------------------------------------
+    async loadL2(offset) {
+        const hit = this.l2Cache.get(offset);
+        if (hit !== undefined) {
+            this.l2Cache.delete(offset);
+            this.l2Cache.set(offset, hit);
+            return hit;
+        }
+        if (offset % this.clusterSize !== 0)
+            throw new Qcow2Error(`${this.path}: corrupt qcow2 image: L2 table at unaligned offset ${offset}`);
+        const table = new Uint8Array(this.clusterSize);
+        await this.file.readAt(offset, table);
+        this.cacheL2(offset, table);
+        return table;
+    }
+    cacheL2(offset, table) {
+        this.l2Cache.set(offset, table);
+        let excess = this.l2Cache.size * this.clusterSize - L2_CACHE_BYTES;
+        for (const key of this.l2Cache.keys()) {
+            if (excess <= 0 || this.l2Cache.size <= 2)
+                break;
+            if (this.dirtyL2.has(key))
+                continue;
+            this.l2Cache.delete(key);
+            excess -= this.clusterSize;
+        }
+    }
+    markL2Dirty(offset) {
+        this.dirtyL2.add(offset);
+    }
+    setL1(index, value) {
+        setEntry(this.l1, index, value);
+        this.l1DirtyLo = Math.min(this.l1DirtyLo, index * 8);
+        this.l1DirtyHi = Math.max(this.l1DirtyHi, index * 8 + 8);
+    }
+    /** Replaces the active L1 table (after the header points at `offset`). */
+    replaceL1(l1, offset) {
+        this.l1 = l1;
+        this.header.l1Size = l1.byteLength / 8;
+        this.header.l1TableOffset = offset;
+        this.l1DirtyLo = Infinity;
+        this.l1DirtyHi = -1;
+    }
+    /** Forgets cached L2 tables (after another structure rewrote them on disk). */
+    dropCaches() {
+        this.l2Cache.clear();
+        this.dirtyL2.clear();
+    }
+    /** Writes dirty L2 tables; then, after a barrier, the changed part of the L1 table. */
+    async writeBackTables() {
+        for (const offset of this.dirtyL2) {
+            const table = this.l2Cache.get(offset);
+            if (table !== undefined)
+                await this.file.writeAt(offset, table);
+        }
+        this.dirtyL2.clear();
+        if (this.l1DirtyHi >= 0) {
+            await this.barrier();
+            await this.file.writeAt(this.header.l1TableOffset + this.l1DirtyLo, this.l1.subarray(this.l1DirtyLo, this.l1DirtyHi));
+            this.l1DirtyLo = Infinity;
+            this.l1DirtyHi = -1;
+        }
+    }
+    /** The mapping of guest cluster `cluster` in this image alone. */
+    async lookup(cluster) {
+        const i1 = Math.floor(cluster / this.l2Entries);
+        if (i1 >= this.header.l1Size)
+            return { kind: 'unallocated' };
+        const l2 = l1Offset(getEntry(this.l1, i1));
+        if (l2 === 0)
+            return { kind: 'unallocated' };
+        const table = await this.loadL2(l2);
+        const m = decodeL2(getEntry(table, cluster % this.l2Entries), this.header.clusterBits, this.header.version);
+        if ((m.kind === 'data' || m.kind === 'zero') && m.hostOffset % this.clusterSize !== 0) {
+            throw new Qcow2Error(`${this.path}: corrupt qcow2 image: cluster ${cluster} maps to unaligned host offset ${m.hostOffset}`);
+        }
+        return m;
+    }
+    /** Status of the run starting at `offset` (at most `maxLength` bytes) sharing one kind in this image. */
+    async blockStatus(offset, maxLength) {
+        return this.lock.shared(async () => {
+            const end = Math.min(this.size, offset + maxLength);
+            const first = await this.lookup(Math.floor(offset / this.clusterSize));
+            let cursor = (Math.floor(offset / this.clusterSize) + 1) * this.clusterSize;
+            let expectHost = first.kind === 'data' ? first.hostOffset + this.clusterSize : -1;
+            while (cursor < end) {
+                const m = await this.lookup(cursor / this.clusterSize);
+                if (m.kind !== first.kind || first.kind === 'compressed')
+                    break;
+                if (m.kind === 'data') {
+                    if (m.hostOffset !== expectHost)
+                        break;
+                    expectHost += this.clusterSize;
+                }
+                cursor += this.clusterSize;
+            }
+            return { length: Math.min(cursor, end) - offset, mapping: first };
+        });
+    }
+    // ---- reads -----------------------------------------------------------------------------
+    async read(offset, into) {
+        this.checkRange(offset, into.byteLength);
+        await this.lock.shared(() => this.readUnlocked(offset, into));
+    }
+    checkRange(offset, length) {
+        if (!Number.isSafeInteger(offset) || offset < 0 || length < 0 || offset + length > this.size) {
+            throw new BlockError(`${this.path}: request [${offset}, +${length}) is outside the ${this.size}-byte disk`);
+        }
+    }
+    async readUnlocked(offset, into) {
+        const cs = this.clusterSize;
+        let pos = 0;
+        while (pos < into.byteLength) {
+            const guest = offset + pos;
+            const cluster = Math.floor(guest / cs);
+            const m = await this.lookup(cluster);
+            let length = Math.min(cs - (guest % cs), into.byteLength - pos);
+            // Extend over following clusters of the same contiguous kind: one host read for the run.
+            let nextHost = m.kind === 'data' ? m.hostOffset + cs : 0;
+            while (pos + length < into.byteLength && (m.kind === 'data' || m.kind === 'unallocated' || m.kind === 'zero')) {
+                const n = await this.lookup(Math.floor((guest + length) / cs));
+                if (n.kind !== m.kind || (m.kind === 'data' && n.hostOffset !== nextHost))
+                    break;
+                nextHost += cs;
+                length = Math.min(length + cs, into.byteLength - pos);
+            }
+            const part = into.subarray(pos, pos + length);
+            await this.readMapped(guest, m, part);
+            pos += length;
+        }
+    }
+    /** Fills `part` (guest bytes from `guest`, within one run of mapping `m`). */
+    async readMapped(guest, m, part) {
+        switch (m.kind) {
+            case 'data':
+                await this.file.readAt(m.hostOffset + (guest % this.clusterSize), part);
+                return;
+            case 'zero':
+                part.fill(0);
+                return;
+            case 'unallocated':
+                await this.readBacking(guest, part);
+                return;
+            case 'compressed': {
+                const data = await this.decompress(m);
+                part.set(data.subarray(guest % this.clusterSize, (guest % this.clusterSize) + part.byteLength));
+                return;
+            }
+        }
+    }
+    async readBacking(guest, part) {
+        const backing = this.backing;
+        const inBacking = backing === null ? 0 : Math.max(0, Math.min(part.byteLength, backing.size - guest));
+        if (inBacking > 0)
+            await backing.read(guest, part.subarray(0, inBacking));
+        part.fill(0, inBacking);
+    }
+    async decompress(m) {
+        if (this.lastCompressed?.offset === m.hostOffset)
+            return this.lastCompressed.data;
+        const raw = new Uint8Array(m.maxBytes);
+        await this.file.readAt(m.hostOffset, raw);
+        let data;
+        try {
+            data = inflateRawSync(raw, { finishFlush: zc.Z_SYNC_FLUSH, maxOutputLength: this.clusterSize });
+        }
+        catch (err) {
+            throw new Qcow2Error(`${this.path}: corrupt compressed cluster at host offset ${m.hostOffset}: ${err.message}`);
+        }
+        if (data.byteLength !== this.clusterSize) {
+            throw new Qcow2Error(`${this.path}: compressed cluster at host offset ${m.hostOffset} inflates to ${data.byteLength} bytes, not ${this.clusterSize}`);
+        }
+        this.lastCompressed = { offset: m.hostOffset, data };
+        return data;
+    }
+    // ---- writes ----------------------------------------------------------------------------
+    async write(offset, data) {
+        this.checkWritable();
+        this.checkRange(offset, data.byteLength);
+        if (data.byteLength === 0)
+            return;
+        await this.lock.exclusive(() => this.writeUnlocked(offset, data));
+    }
+    checkWritable() {
+        if (this.readOnly)
+            throw new BlockError(`${this.path}: image is open read-only`);
+    }
+    /** Work due before the first change of the image: invalidate bitmaps we cannot maintain. */
+    async beforeFirstWrite() {
+        if (this.firstWriteDone)
+            return;
+        this.firstWriteDone = true;
+        if (this.header.version === 3 && this.header.autoclear !== 0n) {
+            // Autoclear bits name features whose data a writer must keep consistent (bit 0: bitmaps).
+            // tsvmm does not update them, so the spec requires clearing the bits before writing.
+            if (this.header.autoclear & AUTOCLEAR_BITMAPS && this.header.extensions.some((e) => e.type === EXT_BITMAPS)) {
+                this.bitmapsInvalidated = true;
+            }
+            this.header.autoclear = 0n;
+            await this.writeHeaderU64(HDR_AUTOCLEAR, 0n);
+        }
+    }
+    async writeUnlocked(offset, data) {
+        await this.beforeFirstWrite();
+        const cs = this.clusterSize;
+        let pos = 0;
+        while (pos < data.byteLength) {
+            const pending = [];
+            const decrements = [];
+            let allocations = 0;
+            while (pos < data.byteLength && allocations < MAX_CLUSTERS_PER_ROUND) {
+                const guest = offset + pos;
+                const cluster = Math.floor(guest / cs);
+                const from = guest % cs;
+                const to = Math.min(cs, from + data.byteLength - pos);
+                const { table, index } = await this.ownedL2(cluster, decrements);
+                const mapping = decodeL2(getEntry(table, index), this.header.clusterBits, this.header.version);
+                if (!(mapping.kind === 'data' && mapping.copied))
+                    allocations++;
+                pending.push({ cluster, mapping, table, index, from, to, source: pos });
+                pos += to - from;
+            }
+            await this.applyWrites(pending, data, allocations, decrements);
+        }
+    }
+    /**
+     * The L2 table for `cluster`, owned by the active L1 alone (refcount 1): allocated when missing,
+     * copied when shared with a snapshot (the old table's reference is dropped via `decrements`).
+     */
+    async ownedL2(cluster, decrements) {
+        const i1 = Math.floor(cluster / this.l2Entries);
+        const index = cluster % this.l2Entries;
+        if (i1 >= this.header.l1Size)
+            throw new Qcow2Error(`${this.path}: L1 table too small for cluster ${cluster}`);
+        const entry = getEntry(this.l1, i1);
+        const old = l1Offset(entry);
+        if (old !== 0 && entry & FLAG_COPIED)
+            return { table: await this.loadL2(old), index, offset: old };
+        if (old !== 0 && (await this.refcounts.get(old / this.clusterSize)) === 1) {
+            this.setL1(i1, BigInt(old) | FLAG_COPIED);
+            return { table: await this.loadL2(old), index, offset: old };
+        }
+        const offset = await this.refcounts.allocate(1);
+        const table = new Uint8Array(this.clusterSize);
+        if (old !== 0) {
+            table.set(await this.loadL2(old));
+            // Every cluster the shared table names is also named by the snapshot: none is COPIED.
+            for (let i = 0; i < this.l2Entries; i++) {
+                const e = getEntry(table, i);
+                if (e & FLAG_COPIED)
+                    setEntry(table, i, e & ~FLAG_COPIED);
+            }
+            decrements.push(old / this.clusterSize);
+        }
+        this.cacheL2(offset, table);
+        this.markL2Dirty(offset);
+        this.setL1(i1, BigInt(offset) | FLAG_COPIED);
+        return { table, index, offset };
+    }
+    /** Host clusters the entry referenced, each to be decremented once it is unreferenced. */
+    releasedClusters(m) {
+        if (m.kind === 'data' || (m.kind === 'zero' && m.hostOffset !== 0))
+            return [m.hostOffset / this.clusterSize];
+        if (m.kind === 'compressed')
+            return compressedHostClusters(m, this.header.clusterBits);
+        return [];
+    }
+    async applyWrites(pending, data, allocations, decrements) {
+        const cs = this.clusterSize;
+        const hosts = [];
+        for (const run of allocations > 0 ? await this.refcounts.allocateExtents(allocations) : []) {
+            for (let i = 0; i < run.count; i++)
+                hosts.push(run.offset + i * cs);
+        }
+        const fresh = [];
+        for (const p of pending) {
+            if (p.mapping.kind === 'data' && p.mapping.copied) {
+                await this.file.writeAt(p.mapping.hostOffset + p.from, data.subarray(p.source, p.source + p.to - p.from));
+                continue;
+            }
+            fresh.push({ p, host: hosts[fresh.length] });
+        }
+        // Assemble new clusters (old content around partial writes); one write per contiguous host run.
+        if (fresh.length > 0) {
+            const buffer = new Uint8Array(fresh.length * cs);
+            let runStart = 0;
+            for (let i = 0; i < fresh.length; i++) {
+                const { p } = fresh[i];
+                const slot = buffer.subarray(i * cs, (i + 1) * cs);
+                if (p.from > 0 || p.to < cs)
+                    await this.readOldCluster(p.cluster, p.mapping, slot);
+                slot.set(data.subarray(p.source, p.source + p.to - p.from), p.from);
+                const last = i === fresh.length - 1 || fresh[i + 1].host !== fresh[i].host + cs;
+                if (last) {
+                    await this.file.writeAt(fresh[runStart].host, buffer.subarray(runStart * cs, (i + 1) * cs));
+                    runStart = i + 1;
+                }
+            }
+        }
+        // Refcounts (and the data) durable before any table names the new clusters.
+        if ((await this.refcounts.writeBack()) || fresh.length > 0)
+            await this.barrier();
+        for (const { p, host } of fresh) {
+            setEntry(p.table, p.index, dataEntry(host, true));
+            this.markL2Dirty(this.l2OffsetOf(p.cluster));
+            decrements.push(...this.releasedClusters(p.mapping));
+        }
+        await this.writeBackTables();
+        await this.release(decrements);
+    }
+    /** Drops one reference from each cluster, after the tables no longer naming them are durable. */
+    async release(clusters) {
+        if (clusters.length === 0)
+            return;
+        await this.barrier();
+        for (const c of clusters)
+            await this.refcounts.adjust(c, -1);
+        await this.refcounts.writeBack();
+    }
+    l2OffsetOf(cluster) {
+        return l1Offset(getEntry(this.l1, Math.floor(cluster / this.l2Entries)));
+    }
+    /** The current guest content of a whole cluster, from wherever it lives. */
+    async readOldCluster(cluster, m, into) {
+        const guest = cluster * this.clusterSize;
+        const length = Math.min(this.clusterSize, this.size - guest);
+        into.fill(0);
+        await this.readMapped(guest, m, into.subarray(0, length));
+    }
+    async writeZeroes(offset, length, unmap) {
+        this.checkWritable();
+        this.checkRange(offset, length);
+        await this.lock.exclusive(() => this.zeroUnlocked(offset, length, unmap ? 'zero-unmap' : 'zero'));
+    }
+    async discard(offset, length) {
+        this.checkWritable();
+        this.checkRange(offset, length);
+        await this.lock.exclusive(() => this.zeroUnlocked(offset, length, 'discard'));
+    }
+    /**
+     * Whole clusters become zero clusters (v3) or unallocated (no backing file, or a discard); the
+     * partial clusters at either end of a zeroing request get explicit zeros.
+     */
+    async zeroUnlocked(offset, length, how) {
+        await this.beforeFirstWrite();
+        if (how === 'unallocate')
+            return this.unallocate(offset, length);
+        const cs = this.clusterSize;
+        const end = offset + length;
+        const firstWhole = Math.ceil(offset / cs) * cs;
+        const lastWhole = end === this.size ? Math.ceil(end / cs) * cs : Math.floor(end / cs) * cs;
+        const canDrop = this.backing === null;
+        const useFlag = this.header.version === 3;
+        if (firstWhole >= lastWhole) {
+            if (how !== 'discard')
+                await this.writeUnlocked(offset, new Uint8Array(length));
+            return;
+        }
+        if (how !== 'discard' && offset < firstWhole)
+            await this.writeUnlocked(offset, new Uint8Array(firstWhole - offset));
+        if (how !== 'discard' && lastWhole < end)
+            await this.writeUnlocked(lastWhole, new Uint8Array(end - lastWhole));
+        if (!canDrop && !useFlag) {
+            // v2 with a backing file has no zero flag: only real zeros hide the backing data.
+            if (how === 'discard')
+                return;
+            for (let at = firstWhole; at < Math.min(lastWhole, end); at += 64 * cs) {
+                const n = Math.min(64 * cs, Math.min(lastWhole, end) - at);
+                await this.writeUnlocked(at, new Uint8Array(n));
+            }
+            return;
+        }
+        await this.setWholeClusters(firstWhole / cs, lastWhole / cs, canDrop && (how !== 'zero' || !useFlag) ? 0n : FLAG_ZERO);
+    }
+    /** Makes whole clusters read from the backing file again (commit empties the overlay this way). */
+    async unallocate(offset, length) {
+        const cs = this.clusterSize;
+        const end = offset + length === this.size ? Math.ceil((offset + length) / cs) : Math.floor((offset + length) / cs);
+        await this.setWholeClusters(Math.ceil(offset / cs), end, 0n);
+    }
+    /** Sets the L2 entry of clusters [first, end) to `entry` (0 or the zero flag), freeing what they used. */
+    async setWholeClusters(first, end, entry) {
+        const decrements = [];
+        for (let c = first; c < end; c++) {
+            const m = await this.lookup(c);
+            if (entry === 0n && m.kind === 'unallocated')
+                continue;
+            if (entry === FLAG_ZERO && m.kind === 'zero' && m.hostOffset === 0)
+                continue;
+            const { table, index, offset: l2 } = await this.ownedL2(c, decrements);
+            setEntry(table, index, entry);
+            this.markL2Dirty(l2);
+            decrements.push(...this.releasedClusters(m));
+            if (decrements.length > 4096) {
+                await this.refcounts.writeBack();
+                await this.barrier();
+                await this.writeBackTables();
+                await this.release(decrements.splice(0));
+            }
+        }
+        if (await this.refcounts.writeBack())
+            await this.barrier();
+        await this.writeBackTables();
+        await this.release(decrements);
+    }
+    async flush() {
+        if (!this.readOnly)
+            await this.lock.exclusive(() => this.file.datasync());
+    }
+    async close() {
+        if (!this.readOnly)
+            await this.flush();
+        await this.file.close();
+        await this.backing?.close();
+    }
+}
+/** A backing file name resolved the way QEMU does: relative names against the overlay's folder. */
+export function resolveBackingPath(overlayPath, name) {
+    const plain = name.startsWith('file:') ? name.slice(5) : name;
+    return isAbsolute(plain) ? plain : resolve(dirname(overlayPath), plain);
+}
+export { HDR_L1 };
+//# sourceMappingURL=image.js.map

@@ -1,0 +1,62 @@
+import { realpath } from 'node:fs/promises';
+import { QCOW2_MAGIC } from './format.js';
+import { Qcow2Error } from './errors.js';
+import { HostFile } from './host-file.js';
+import { Qcow2Image } from './image.js';
+import { RawFile } from './raw-file.js';
+const MAX_CHAIN_DEPTH = 64;
+/** 'qcow2' when the file starts with the qcow2 magic, else 'raw'. */
+export async function detectFormat(path) {
+    const file = await HostFile.open(path, false);
+    try {
+        const head = new Uint8Array(4);
+        await file.readAt(0, head);
+        return new DataView(head.buffer).getUint32(0, false) === QCOW2_MAGIC ? 'qcow2' : 'raw';
+    }
+    finally {
+        await file.close();
+    }
+}
+function checkFormat(format) {
+    if (format === undefined || format === null)
+        return null;
+    if (format !== 'raw' && format !== 'qcow2')
+        throw new Qcow2Error(`unsupported image format "${format}" (tsvmm reads raw and qcow2)`, { feature: 'format' });
+    return format;
+}
+/**
+ * Opens a raw or qcow2 image with its whole backing chain (backing files read-only). Backing files
+ * with a recorded format are opened as that format; others are probed. Loops and over-deep chains
+ * are refused.
+ */
+export async function openImage(path, options) {
+    const seen = new Set();
+    const openOne = async (p, format, readOnly, depth) => {
+        if (depth > MAX_CHAIN_DEPTH)
+            throw new Qcow2Error(`${path}: backing chain deeper than ${MAX_CHAIN_DEPTH} images`);
+        let real;
+        try {
+            real = await realpath(p);
+        }
+        catch {
+            throw new Qcow2Error(`cannot open ${p}: no such file${depth > 0 ? ' (backing file of the chain)' : ''}`, { path: p });
+        }
+        if (seen.has(real))
+            throw new Qcow2Error(`${p}: backing chain loops back to ${real}`);
+        seen.add(real);
+        const fmt = format ?? (await detectFormat(p));
+        if (fmt === 'raw')
+            return RawFile.open(p, readOnly);
+        return Qcow2Image.open(p, {
+            readOnly,
+            durable: options.durable ?? true,
+            openBacking: (bp, bf) => openOne(bp, checkFormat(bf), true, depth + 1),
+        });
+    };
+    return openOne(path, checkFormat(options.format), options.readOnly, 0);
+}
+/** The VM builder's entry point: a virtio-blk backend for a raw or qcow2 disk. */
+export async function openDisk(path, options) {
+    return openImage(path, { readOnly: options.readOnly, format: options.format ?? null });
+}
+//# sourceMappingURL=open.js.map

@@ -1,0 +1,4 @@
+export * from './errno.js';
+export * from './libc.js';
+export * from './eventfd.js';
+//# sourceMappingURL=index.js.map

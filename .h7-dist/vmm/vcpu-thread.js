@@ -1,0 +1,237 @@
+/**
+ * Main-thread side of a vCPU worker: starts the worker, answers its port/MMIO exits from the
+ * device bus without ever blocking the event loop, and stops it on demand (immediate_exit plus
+ * a signal to its thread, which makes a blocked KVM_RUN return EINTR).
+ */
+import { Worker } from 'node:worker_threads';
+import { TsvmmError } from '../errors.js';
+import { pthreadKill } from '../sys/libc.js';
+import { CONTROL_RUN, CONTROL_STOP, EXIT_COUNTERS, STATE_REQUEST, STATE_RESPONSE, WORD_ADDR_HI, WORD_ADDR_LO, WORD_CONTROL, WORD_COUNT, WORD_KIND, WORD_SIZE, WORD_STATE, createMailbox, } from './vcpu-protocol.js';
+export class VcpuError extends TsvmmError {
+    constructor(message, code = 'EVCPU') {
+        super(code, message);
+    }
+}
+/** The signal that kicks vCPU threads out of KVM_RUN; a no-op handler is installed once. */
+export const KICK_SIGNAL = 'SIGUSR2';
+const SIGUSR2 = 12;
+let kickHandlerInstalled = false;
+function installKickHandler() {
+    if (kickHandlerInstalled)
+        return;
+    // libuv installs a real (async-signal-safe) handler for the process; without any handler the
+    // default action of SIGUSR2 would kill the process.
+    process.on(KICK_SIGNAL, () => { });
+    kickHandlerInstalled = true;
+}
+const WORKER_URL = new URL('./vcpu-worker.js', import.meta.url);
+/**
+ * Workers that have already loaded their module (koffi, the KVM wrappers): starting a worker and
+ * evaluating its imports takes tens of milliseconds, which would dominate a warm restore. An
+ * empty VMM keeps a few ready; a booting VM starts its own while it sets up KVM.
+ */
+const idleWorkers = [];
+export function prewarmVcpuWorkers(count) {
+    while (idleWorkers.length < count) {
+        const w = new Worker(WORKER_URL);
+        // An idle worker must not keep the process alive.
+        w.unref();
+        idleWorkers.push(w);
+    }
+}
+function takeWorker() {
+    const w = idleWorkers.shift() ?? new Worker(WORKER_URL);
+    w.ref();
+    return w;
+}
+export class VcpuThread {
+    vcpu;
+    onAccess;
+    id;
+    worker;
+    mailbox;
+    threadId;
+    running;
+    stopResolve;
+    nextCallId = 1;
+    calls = new Map();
+    servingMailbox = false;
+    closed = false;
+    constructor(id, worker, mailbox, vcpu, onAccess) {
+        this.vcpu = vcpu;
+        this.onAccess = onAccess;
+        this.id = id;
+        this.worker = worker;
+        this.mailbox = mailbox;
+        worker.on('message', (m) => this.onMessage(m));
+        worker.on('error', (e) => this.failAll(new VcpuError(`vCPU ${id} thread failed: ${e.message}`)));
+    }
+    /** Starts a worker for `vcpu` and waits until it is attached and ready to run. */
+    static async start(id, vcpu, onAccess, serial) {
+        installKickHandler();
+        const mailbox = createMailbox();
+        const worker = takeWorker();
+        const thread = new VcpuThread(id, worker, mailbox, vcpu, onAccess);
+        const ready = new Promise((resolve, reject) => {
+            const onMsg = (m) => {
+                if (m.type === 'ready') {
+                    thread.threadId = m.threadId;
+                    worker.off('message', onMsg);
+                    resolve();
+                }
+            };
+            worker.on('message', onMsg);
+            worker.once('error', reject);
+        });
+        const init = { type: 'init', vcpuId: id, fd: vcpu.fd, runAddress: vcpu.runAddress, runSize: vcpu.runSize, mailbox: mailbox.sab, serial };
+        worker.postMessage(init);
+        await ready;
+        return thread;
+    }
+    get isRunning() {
+        return this.running !== undefined;
+    }
+    /** Exit counts by kind, read straight from shared memory. */
+    counters() {
+        const out = {};
+        EXIT_COUNTERS.forEach((name, i) => { out[name] = this.mailbox.counters[i]; });
+        return out;
+    }
+    /**
+     * Starts KVM_RUN in the worker. The returned promise settles when the loop ends: because it was
+     * kicked (`stop()`), or because the guest did something that ends the VM (shutdown, reset...).
+     */
+    run() {
+        if (this.running !== undefined)
+            throw new VcpuError(`vCPU ${this.id} is already running`, 'EINVALIDSTATE');
+        Atomics.store(this.mailbox.words, WORD_CONTROL, CONTROL_RUN);
+        this.running = new Promise((resolve) => { this.stopResolve = resolve; });
+        this.serveMailbox();
+        this.post({ type: 'run' });
+        return this.running;
+    }
+    /** Kicks the vCPU out of KVM_RUN and resolves once its loop has ended. */
+    async stop() {
+        const running = this.running;
+        if (running === undefined)
+            return undefined;
+        Atomics.store(this.mailbox.words, WORD_CONTROL, CONTROL_STOP);
+        this.vcpu.setImmediateExit(true);
+        // Signal until the loop reports back: a signal that lands just before the thread enters
+        // KVM_RUN is harmless because immediate_exit makes that KVM_RUN return at once.
+        const timer = setInterval(() => this.kick(), 5);
+        this.kick();
+        try {
+            return await running;
+        }
+        finally {
+            clearInterval(timer);
+        }
+    }
+    kick() {
+        if (this.threadId !== undefined)
+            pthreadKill(this.threadId, SIGUSR2);
+    }
+    /** Calls a VcpuFd method inside the (stopped) worker. */
+    call(method, ...args) {
+        if (this.running !== undefined)
+            return Promise.reject(new VcpuError(`vCPU ${this.id} must be stopped to ${method}`, 'EINVALIDSTATE'));
+        const id = this.nextCallId++;
+        return new Promise((resolve, reject) => {
+            this.calls.set(id, { resolve: resolve, reject });
+            this.post({ type: 'call', id, method, args });
+        });
+    }
+    async close() {
+        if (this.closed)
+            return;
+        await this.stop();
+        this.closed = true;
+        this.post({ type: 'exit' });
+        await this.worker.terminate();
+    }
+    post(m) {
+        this.worker.postMessage(m);
+    }
+    onMessage(m) {
+        switch (m.type) {
+            case 'stopped': {
+                const resolve = this.stopResolve;
+                this.running = undefined;
+                this.stopResolve = undefined;
+                resolve?.(m.reason);
+                return;
+            }
+            case 'result': {
+                const c = this.calls.get(m.id);
+                if (c === undefined)
+                    return;
+                this.calls.delete(m.id);
+                if (m.ok)
+                    c.resolve(m.value);
+                else
+                    c.reject(new VcpuError(`vCPU ${this.id}: ${m.error.message}`, m.error.code));
+                return;
+            }
+            case 'ready':
+                return;
+        }
+    }
+    failAll(e) {
+        for (const c of this.calls.values())
+            c.reject(e);
+        this.calls.clear();
+        const resolve = this.stopResolve;
+        this.running = undefined;
+        this.stopResolve = undefined;
+        resolve?.({ kind: 'error', code: 'EVCPU', message: e.message });
+    }
+    /**
+     * Answers the worker's port/MMIO exits while it runs. Atomics.waitAsync resolves on the event
+     * loop, so the main thread is never blocked.
+     */
+    serveMailbox() {
+        if (this.servingMailbox)
+            return;
+        this.servingMailbox = true;
+        const w = this.mailbox.words;
+        const step = () => {
+            for (;;) {
+                if (this.running === undefined) {
+                    this.servingMailbox = false;
+                    return;
+                }
+                const state = Atomics.load(w, WORD_STATE);
+                if (state === STATE_REQUEST) {
+                    this.answer();
+                    continue;
+                }
+                const r = Atomics.waitAsync(w, WORD_STATE, state);
+                if (r.async) {
+                    // Wake at least when the loop ends, so a stopped vCPU does not leave a waiter behind.
+                    void Promise.race([r.value, this.running]).then(step);
+                    return;
+                }
+            }
+        };
+        step();
+    }
+    answer() {
+        const w = this.mailbox.words;
+        const kind = w[WORD_KIND];
+        const address = (w[WORD_ADDR_LO] >>> 0) + (w[WORD_ADDR_HI] >>> 0) * 0x1_0000_0000;
+        const size = w[WORD_SIZE];
+        const count = w[WORD_COUNT];
+        try {
+            this.onAccess(kind, address, size, count, this.mailbox.data);
+        }
+        catch {
+            // A device fault must never take the vCPU down; reads of a failed access return ones.
+            if (kind === 1 /* AccessKind.PioIn */ || kind === 3 /* AccessKind.MmioRead */)
+                this.mailbox.data.fill(0xff, 0, size * count);
+        }
+        Atomics.store(w, WORD_STATE, STATE_RESPONSE);
+        Atomics.notify(w, WORD_STATE);
+    }
+}
+//# sourceMappingURL=vcpu-thread.js.map
