@@ -6,7 +6,7 @@
 // failure (QEMU stops and waits there; tsvmm exits). Prints two markdown tables — how far each run
 // got, and the wall time at which each got to the kernel's milestones — and one JSON line.
 //
-//   node bench/linux-boot-compare.mjs [--seconds 60] [--rounds 1] [--vmm tsvmm,qemu-microvm,qemu-pc]
+//   [SECONDS_PER_RUN=60] node bench/linux-boot-compare.mjs [--seconds 60] [--rounds 1] [--vmm tsvmm,qemu-microvm,qemu-pc]
 //        [--kernel F] [--initramfs F] [--cmdline S] [--cpus 2] [--memory 256M] [--log DIR]
 //
 // Defaults: the kernel and initramfs of `bash guest-images/debian-linux.sh` (the uncompressed ELF

@@ -299,6 +299,5 @@ describe.skipIf(realVmmMissing.length > 0)('API fuzz against the real VMM', () =
   });
 });
 
-describe.skipIf(realVmmMissing.length === 0)('API fuzz against the real VMM (skipped)', () => {
-  test(`needs ${realVmmMissing.join(', ')}`, () => {});
-});
+// Say why, loudly, when the real VMM cannot run here.
+if (realVmmMissing.length > 0) test.skip(`API fuzz against the real VMM: needs ${realVmmMissing.join(', ')}`, () => {});

@@ -15,7 +15,9 @@ import { remoteBin, run, tinyElf } from '../support/tsvmm-process.js';
  */
 
 const TICKS = 'tiny.ticks tiny.tick_ms=10';
-const BANNER = /^tiny: boot=pvh cpus=1 /;
+// Not anchored: a reboot or shutdown can cut the old guest mid-line, so the new banner may
+// follow the old guest's partial line on the console.
+const BANNER = /tiny: boot=pvh cpus=1 /;
 
 interface Answer {
   status: number;
@@ -429,6 +431,5 @@ describe.skipIf(realVmmMissing.length > 0)('control plane against the real VMM',
   });
 });
 
-describe.skipIf(realVmmMissing.length === 0)('control plane against the real VMM (skipped)', () => {
-  test(`needs ${realVmmMissing.join(', ')}`, () => {});
-});
+// Say why, loudly, when the real VMM cannot run here.
+if (realVmmMissing.length > 0) test.skip(`control plane against the real VMM: needs ${realVmmMissing.join(', ')}`, () => {});

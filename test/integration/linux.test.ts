@@ -50,8 +50,9 @@ describe.skipIf(!slow || !hasKvm)('a stock Debian kernel under tsvmm (slow tier)
     ]);
     // Each milestone's budget is several times what it took on the PVM host under load.
     await vm.waitFor(/Linux version 6\.\d+/, 120_000);
-    const cmd = await vm.waitFor(/Command line: (.*)\n/, 30_000);
-    expect(cmd[1]?.trim()).toBe(CMDLINE);
+    // The console ends lines with \r\n, which `.` does not match.
+    const cmd = await vm.waitFor(/Command line: ([^\r\n]*)\r?\n/, 30_000);
+    expect(cmd[1]).toBe(CMDLINE);
     const usable = await vm.waitFor(/BIOS-e820: \[mem 0x0*100000-0x([0-9a-f]+)\] usable/, 30_000);
     expect(Number.parseInt(usable[1]!, 16) + 1).toBe(MIB * 1024 * 1024);
     await vm.waitFor(/ACPI: RSDP 0x0*E0000 /, 60_000);

@@ -13,9 +13,9 @@ import { documentChecksum, type SnapshotDocument } from '../../src/snapshot/form
 import { checkDiskIdentity, diskIdentity } from '../../src/vmm/disk-identity.js';
 import { announceKvmSkip, hasKvm } from '../support/kvm.js';
 import {
-  apiOk, apiRequest, bootTiny, fileUrl, killHard, pauseAndSnapshot, ticksIn, waitForApi,
+  apiOk, apiRequest, bootTiny, fileUrl, killHard, pauseAndSnapshot, runTsvmm, ticksIn, waitForApi,
 } from '../support/snapshot-vm.js';
-import { TsvmmProcess, run, tsvmmBin } from '../support/tsvmm-process.js';
+import { TsvmmProcess } from '../support/tsvmm-process.js';
 
 announceKvmSkip('integration/snapshot-errors');
 
@@ -144,10 +144,13 @@ async function makeSnapshot(dir: string, diskPath: string): Promise<number> {
   writeFileSync(diskPath, Buffer.alloc(4 * MiB, 0x5a));
   const sock = `${dir}.sock`;
   const vm = await bootTiny({ cpus: 1, memory: '64M', cmdline: 'tiny.ticks tiny.tick_ms=50', socketPath: sock, disks: [`path=${diskPath},id=disk0`] });
-  await vm.waitFor(/^tick 2\n/m);
-  const { consoleAtPause } = await pauseAndSnapshot(vm, sock, dir);
-  await killHard(vm);
-  return ticksIn(consoleAtPause).at(-1)!.n;
+  try {
+    await vm.waitFor(/^tick 2\n/m);
+    const { consoleAtPause } = await pauseAndSnapshot(vm, sock, dir);
+    return ticksIn(consoleAtPause).at(-1)!.n;
+  } finally {
+    await killHard(vm);
+  }
 }
 
 beforeAll(async () => {
@@ -174,7 +177,7 @@ afterAll(async () => {
 async function expectRefused(dir: string, message: RegExp, file: string): Promise<void> {
   const named = new RegExp((file === '' ? dir : file.startsWith('/') ? file : join(dir, file)).replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
 
-  const cli = await run(process.execPath, [tsvmmBin, '--restore', `source_url=${fileUrl(dir)}`], { timeoutMs: 30_000 });
+  const cli = await runTsvmm(['--restore', `source_url=${fileUrl(dir)}`]);
   expect(cli.code, `tsvmm --restore exit status; stderr: ${cli.stderr}`).not.toBe(0);
   expect(cli.code).not.toBeNull();
   const lines = cli.stderr.split('\n').filter((l) => l.length > 0);

@@ -8,7 +8,8 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile, stat } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { TsvmmProcess, tinyElf } from './tsvmm-process.js';
+import { spawn } from 'node:child_process';
+import { TsvmmProcess, repoRoot, tinyElf, tsvmmBin } from './tsvmm-process.js';
 
 export interface HttpResult {
   status: number;
@@ -92,7 +93,12 @@ export async function bootTiny(o: BootOptions): Promise<TsvmmProcess> {
   const args = ['--kernel', tinyElf, '--cpus', `boot=${o.cpus}`, '--memory', `size=${o.memory}`, '--cmdline', o.cmdline, '--api-socket', o.socketPath];
   for (const d of o.disks ?? []) args.push('--disk', d);
   const proc = new TsvmmProcess(args);
-  await waitForApi(o.socketPath, proc);
+  try {
+    await waitForApi(o.socketPath, proc);
+  } catch (e) {
+    proc.kill('SIGKILL');
+    throw e;
+  }
   return proc;
 }
 
@@ -102,15 +108,20 @@ export async function bootTiny(o: BootOptions): Promise<TsvmmProcess> {
  */
 export async function restoreProcess(dir: string, socketPath: string, extra = '', timeoutMs = 30_000): Promise<TsvmmProcess> {
   const proc = new TsvmmProcess(['--restore', `source_url=${fileUrl(dir)}${extra}`, '--api-socket', socketPath]);
-  await waitForApi(socketPath, proc);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = await apiRequest(socketPath, 'GET', 'vm.info');
-    if (r.status === 200) return proc;
-    if (r.status !== 404) throw new Error(`vm.info after --restore: HTTP ${r.status} ${r.body}`);
-    if (proc.child.exitCode !== null || proc.child.signalCode !== null) throw new Error(`tsvmm --restore exited; stderr:\n${proc.stderr}`);
-    if (Date.now() > deadline) throw new Error(`tsvmm --restore did not finish in ${timeoutMs} ms; stderr:\n${proc.stderr}`);
-    await new Promise((r2) => setTimeout(r2, 10));
+  try {
+    await waitForApi(socketPath, proc);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await apiRequest(socketPath, 'GET', 'vm.info');
+      if (r.status === 200) return proc;
+      if (r.status !== 404) throw new Error(`vm.info after --restore: HTTP ${r.status} ${r.body}`);
+      if (proc.child.exitCode !== null || proc.child.signalCode !== null) throw new Error(`tsvmm --restore exited; stderr:\n${proc.stderr}`);
+      if (Date.now() > deadline) throw new Error(`tsvmm --restore did not finish in ${timeoutMs} ms; stderr:\n${proc.stderr}`);
+      await new Promise((r2) => setTimeout(r2, 10));
+    }
+  } catch (e) {
+    proc.kill('SIGKILL');
+    throw e;
   }
 }
 
@@ -154,4 +165,18 @@ export async function diskUsageBytes(dir: string): Promise<number> {
   let total = 0;
   for (const name of await readdir(dir)) total += (await stat(join(dir, name))).blocks * 512;
   return total;
+}
+
+/** Runs tsvmm to completion with no stdin (so a quick exit cannot race a stdin write). */
+export function runTsvmm(args: string[], timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [tsvmmBin, ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.on('error', reject);
+    child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+  });
 }

@@ -43,6 +43,11 @@ async function scan(image: Qcow2Image): Promise<Scan> {
   };
   const ref = (offset: number, bytes: number, what: string): void => {
     if (bytes <= 0) return;
+    if (!Number.isSafeInteger(offset) || offset >= 2 ** 56 || bytes > 2 ** 40) {
+      report.corruptions++;
+      report.messages.push(`ERROR ${what} at offset ${offset} is outside any possible image`);
+      return;
+    }
     const first = Math.floor(offset / cs);
     const last = Math.floor((offset + bytes - 1) / cs);
     for (let c = first; c <= last; c++) {

@@ -1,4 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
+import { BlockError } from '../backend.js';
 import { Qcow2Error } from './errors.js';
 
 /**
@@ -24,8 +25,29 @@ export class HostFile {
     }
   }
 
+  private ioError(op: string, offset: number, length: number, err: unknown): BlockError {
+    const e = err as NodeJS.ErrnoException;
+    return new BlockError(`${op} of ${length} bytes at offset ${offset} of ${this.path} failed: ${e.code ?? e.message}`, { path: this.path, errno: e.code });
+  }
+
   /** Fills `into` from `offset`; bytes beyond the end of the file read as zeros. */
   async readAt(offset: number, into: Uint8Array): Promise<void> {
+    try {
+      await this.readFully(offset, into);
+    } catch (err) {
+      throw this.ioError('read', offset, into.byteLength, err);
+    }
+  }
+
+  async writeAt(offset: number, data: Uint8Array): Promise<void> {
+    try {
+      await this.writeFully(offset, data);
+    } catch (err) {
+      throw this.ioError('write', offset, data.byteLength, err);
+    }
+  }
+
+  private async readFully(offset: number, into: Uint8Array): Promise<void> {
     let done = 0;
     while (done < into.byteLength) {
       const { bytesRead } = await this.handle.read(into, done, into.byteLength - done, offset + done);
@@ -37,7 +59,7 @@ export class HostFile {
     }
   }
 
-  async writeAt(offset: number, data: Uint8Array): Promise<void> {
+  private async writeFully(offset: number, data: Uint8Array): Promise<void> {
     let done = 0;
     while (done < data.byteLength) {
       const { bytesWritten } = await this.handle.write(data, done, data.byteLength - done, offset + done);
