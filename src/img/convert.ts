@@ -68,7 +68,7 @@ export async function convertImage(req: ConvertRequest): Promise<void> {
       }
       if (runStart >= 0) await out.write(e.start + runStart, data.subarray(runStart));
     });
-    await out.flush();
+    // No fdatasync at the end: qemu-img convert's default output cache mode is "unsafe" too.
     progress.finish();
   } finally {
     await target?.close();

@@ -46,6 +46,7 @@ export class Vmm implements VmmController {
   private readonly listeners = new Set<(e: VmmEvent) => void>();
   private consoleListener: ((bytes: Uint8Array) => void) | undefined;
   private serialFile: WriteStream | undefined;
+  private serialFilePath: string | undefined;
   private stdinAttached = false;
   private api: { close(): Promise<void> } | undefined;
   private endReported = false;
@@ -111,17 +112,23 @@ export class Vmm implements VmmController {
       case 'Tty':
         return (b) => { process.stdout.write(b); };
       case 'File': {
-        this.serialFile?.end();
-        // Opened now so a bad path fails the boot instead of losing the console later.
-        let fd: number;
-        try {
-          fd = openSync(config.serial.file!, 'w');
-        } catch (e) {
-          throw new InputFileError(`cannot open serial file ${config.serial.file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (e as Error).message}`);
+        const path = config.serial.file!;
+        // A reboot of the same VM keeps appending to the log it already writes.
+        if (this.serialFile === undefined || this.serialFilePath !== path) {
+          this.serialFile?.end();
+          // Opened now so a bad path fails the boot instead of losing the console later.
+          let fd: number;
+          try {
+            fd = openSync(path, 'w');
+          } catch (e) {
+            throw new InputFileError(`cannot open serial file ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (e as Error).message}`);
+          }
+          const stream = createWriteStream('', { fd });
+          stream.on('error', (e) => log.error(`serial file ${path}: ${e.message}`));
+          this.serialFile = stream;
+          this.serialFilePath = path;
         }
-        const file = createWriteStream('', { fd });
-        file.on('error', (e) => log.error(`serial file ${config.serial.file}: ${e.message}`));
-        this.serialFile = file;
+        const file = this.serialFile;
         return (b) => { file.write(b); };
       }
       case 'Socket':
@@ -185,7 +192,9 @@ export class Vmm implements VmmController {
 
   create(config: VmConfig): Promise<void> {
     return this.exclusive('vm.create', async () => {
-      if (this.config !== undefined) throw new InvalidStateError('a VM already exists: shut it down (vm.shutdown) or delete it before creating another');
+      // After vm.shutdown the old configuration may be replaced; a live VM must be shut down first.
+      if (this.vm !== undefined && this.vm.state !== 'Shutdown') throw new InvalidStateError(`a VM already exists and is ${this.vm.state}: shut it down (vm.shutdown) before creating another`);
+      if (this.vm === undefined && this.config !== undefined) throw new InvalidStateError('a VM is already created: boot it (vm.boot), or shut it down before creating another');
       this.config = config;
       this.emit('vm', 'created');
     });

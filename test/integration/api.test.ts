@@ -45,7 +45,7 @@ async function expectFreshBoot(tap: ConsoleTap, from: number, v?: RealVmm): Prom
     const state = v === undefined ? '' : JSON.stringify({ info: await v.client.info().catch((e: Error) => e.message), counters: await v.client.counters().catch((e: Error) => e.message), stderr: v.proc.stderr });
     throw new Error(`${err.message}; ${state}`);
   });
-  const tick = await tap.waitForLine(/^tick \d+/, banner);
+  const tick = await tap.waitForLine(/^tick \d+/, banner + 1);
   expect(tap.lines[tick]!.text).toBe('tick 1');
 }
 

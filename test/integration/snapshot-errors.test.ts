@@ -163,7 +163,7 @@ beforeAll(async () => {
   emptySock = join(work, 'empty.sock');
   empty = new TsvmmProcess(['--api-socket', emptySock]);
   await waitForApi(emptySock, empty);
-}, 60_000);
+}, 180_000);
 
 afterAll(async () => {
   if (empty !== undefined) await killHard(empty);

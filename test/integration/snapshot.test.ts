@@ -78,8 +78,11 @@ async function resumeAndCheckContinues(vm: TsvmmProcess, sock: string, at: Pause
   const resumed = ticks.filter((t) => t.n > at.lastTick);
   expect(resumed[0]!.n).toBe(at.lastTick + 1);
   if (cpus > 1) {
-    // The AP's counter lives in guest memory: it continues from where it was, it does not restart.
-    expect(resumed[0]!.ap).toBeGreaterThan(at.lastAp!);
+    // The AP's counter lives in guest memory: it continues from where it was (never restarts
+    // from zero) and keeps counting. The first tick may come before the AP thread gets a turn
+    // on a loaded host, so progress is judged at the last tick seen.
+    expect(resumed[0]!.ap).toBeGreaterThanOrEqual(at.lastAp!);
+    expect(resumed.at(-1)!.ap).toBeGreaterThan(at.lastAp!);
   }
 }
 
@@ -94,7 +97,7 @@ describe.skipIf(!hasKvm)('snapshot → kill -9 → restore in a new process → 
         const restored = track(await restoreProcess(dir, sock, prefault ? ',prefault=on' : ''));
         await resumeAndCheckContinues(restored, sock, at, cpus);
         await killHard(restored);
-      });
+      }, 180_000);
     }
   }
 
@@ -107,7 +110,7 @@ describe.skipIf(!hasKvm)('snapshot → kill -9 → restore in a new process → 
     await apiOk(sock, 'PUT', 'vm.restore', { source_url: fileUrl(dir), prefault: true });
     await resumeAndCheckContinues(empty, sock, at, 2);
     await killHard(empty);
-  });
+  }, 180_000);
 
   it('vm.snapshot on a running VM is refused with 400 and writes nothing', async () => {
     const sock = join(work, 'running.sock');
@@ -124,7 +127,7 @@ describe.skipIf(!hasKvm)('snapshot → kill -9 → restore in a new process → 
     const ticksBefore = ticksIn(vm.stdout).length;
     await vm.waitFor(new RegExp(`^tick ${ticksBefore + 1}\\b`, 'm'));
     await killHard(vm);
-  });
+  }, 120_000);
 });
 
 describe.skipIf(!hasKvm)('clones', () => {
@@ -149,7 +152,7 @@ describe.skipIf(!hasKvm)('clones', () => {
       const g = after.get(name)!;
       expect({ name, sha256: g.sha256, size: g.size, mtimeNs: g.mtimeNs, ino: g.ino }).toEqual({ name, ...f });
     }
-  });
+  }, 240_000);
 });
 
 describe.skipIf(!hasKvm)('snapshot size and replacement', () => {
@@ -174,7 +177,7 @@ describe.skipIf(!hasKvm)('snapshot size and replacement', () => {
     expect(idle.du).toBeLessThan(8 * MiB);
     expect(busy.du).toBeGreaterThanOrEqual(128 * MiB);
     expect(busy.du).toBeLessThan(128 * MiB + 8 * MiB);
-  });
+  }, 300_000);
 
   it('re-snapshotting into the same directory replaces it whole, and a kill -9 mid-write leaves a restorable snapshot', async () => {
     const name = 'replace';
@@ -225,7 +228,7 @@ describe.skipIf(!hasKvm)('snapshot size and replacement', () => {
     expect(restored.stdout).not.toMatch(/tiny: boot|FAILED/);
     console.log(`kill -9 during a ${second.snapshotMs.toFixed(0)} ms snapshot write: ${completed ? 'the write had completed' : 'old snapshot intact'}; leftovers: ${siblings().join(', ') || 'none'}`);
     await killHard(restored);
-  });
+  }, 300_000);
 });
 
 /** The guest's LBA pattern (guest-images/src/blk.c): the u64 at disk offset o is o ^ KEY. */
@@ -268,5 +271,5 @@ describe.skipIf(!hasKvm)('snapshot while the guest disk workload runs', () => {
     const expectedCrc = (crc32(blkPattern(MIB * MiB)) >>> 0).toString(16).padStart(8, '0');
     for (const r of results) expect(r[3]).toBe(expectedCrc);
     expect(readFileSync(diskPath).subarray(0, MIB * MiB).equals(blkPattern(MIB * MiB))).toBe(true);
-  });
+  }, 240_000);
 });

@@ -18,6 +18,11 @@ async function scan(image) {
     const ref = (offset, bytes, what) => {
         if (bytes <= 0)
             return;
+        if (!Number.isSafeInteger(offset) || offset >= 2 ** 56 || bytes > 2 ** 40) {
+            report.corruptions++;
+            report.messages.push(`ERROR ${what} at offset ${offset} is outside any possible image`);
+            return;
+        }
         const first = Math.floor(offset / cs);
         const last = Math.floor((offset + bytes - 1) / cs);
         for (let c = first; c <= last; c++) {

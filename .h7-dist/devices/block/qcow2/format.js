@@ -92,6 +92,11 @@ export function parseHeader(cluster) {
     }
     if (h.refcountTableClusters === 0 || h.refcountTableOffset === 0)
         throw new Qcow2Error('corrupt qcow2 header: no refcount table');
+    if (h.refcountTableClusters * clusterSize > 8 * 1024 * 1024) {
+        throw new Qcow2Error(`qcow2 refcount table of ${h.refcountTableClusters} clusters is too large (limit 8 MiB, as QEMU)`);
+    }
+    if (h.nbSnapshots > 65536)
+        throw new Qcow2Error(`corrupt qcow2 header: ${h.nbSnapshots} snapshots (limit 65536)`);
     if (h.size > 2 ** 56)
         throw new Qcow2Error(`corrupt qcow2 header: virtual size ${h.size} is too large`);
     if (h.l1Size * 8 > 32 * 1024 * 1024)

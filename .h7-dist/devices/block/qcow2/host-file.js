@@ -1,4 +1,5 @@
 import { open } from 'node:fs/promises';
+import { BlockError } from '../backend.js';
 import { Qcow2Error } from './errors.js';
 /**
  * Positional I/O on one host file. Reads past the end of the file return zeros (a qcow2 file may
@@ -24,8 +25,28 @@ export class HostFile {
             throw new Qcow2Error(`cannot open ${path}: ${e.code ?? e.message}`, { path, errno: e.code });
         }
     }
+    ioError(op, offset, length, err) {
+        const e = err;
+        return new BlockError(`${op} of ${length} bytes at offset ${offset} of ${this.path} failed: ${e.code ?? e.message}`, { path: this.path, errno: e.code });
+    }
     /** Fills `into` from `offset`; bytes beyond the end of the file read as zeros. */
     async readAt(offset, into) {
+        try {
+            await this.readFully(offset, into);
+        }
+        catch (err) {
+            throw this.ioError('read', offset, into.byteLength, err);
+        }
+    }
+    async writeAt(offset, data) {
+        try {
+            await this.writeFully(offset, data);
+        }
+        catch (err) {
+            throw this.ioError('write', offset, data.byteLength, err);
+        }
+    }
+    async readFully(offset, into) {
         let done = 0;
         while (done < into.byteLength) {
             const { bytesRead } = await this.handle.read(into, done, into.byteLength - done, offset + done);
@@ -36,7 +57,7 @@ export class HostFile {
             done += bytesRead;
         }
     }
-    async writeAt(offset, data) {
+    async writeFully(offset, data) {
         let done = 0;
         while (done < data.byteLength) {
             const { bytesWritten } = await this.handle.write(data, done, data.byteLength - done, offset + done);

@@ -109,8 +109,10 @@ export class Qcow2Image {
             this.l2Cache.set(offset, hit);
             return hit;
         }
-        if (offset % this.clusterSize !== 0)
-            throw new Qcow2Error(`${this.path}: corrupt qcow2 image: L2 table at unaligned offset ${offset}`);
+        // Metadata outside the file is corruption; following it would write far beyond the image.
+        if (offset % this.clusterSize !== 0 || offset >= this.refcounts.endCluster * this.clusterSize) {
+            throw new Qcow2Error(`${this.path}: corrupt qcow2 image: L2 table at invalid offset ${offset}; repair it with "tsvmm-img check -r all"`);
+        }
         const table = new Uint8Array(this.clusterSize);
         await this.file.readAt(offset, table);
         this.cacheL2(offset, table);
@@ -174,8 +176,9 @@ export class Qcow2Image {
             return { kind: 'unallocated' };
         const table = await this.loadL2(l2);
         const m = decodeL2(getEntry(table, cluster % this.l2Entries), this.header.clusterBits, this.header.version);
-        if ((m.kind === 'data' || m.kind === 'zero') && m.hostOffset % this.clusterSize !== 0) {
-            throw new Qcow2Error(`${this.path}: corrupt qcow2 image: cluster ${cluster} maps to unaligned host offset ${m.hostOffset}`);
+        if ((m.kind === 'data' || m.kind === 'zero') &&
+            (m.hostOffset % this.clusterSize !== 0 || m.hostOffset >= this.refcounts.endCluster * this.clusterSize)) {
+            throw new Qcow2Error(`${this.path}: corrupt qcow2 image: cluster ${cluster} maps to invalid host offset ${m.hostOffset}`);
         }
         return m;
     }

@@ -111,8 +111,9 @@ export class RefcountStore {
             this.blocks.set(offset, hit);
             return hit;
         }
-        if (offset % this.clusterSize !== 0)
-            throw new Qcow2Error(`corrupt qcow2 image: refcount block at unaligned offset ${offset}`);
+        if (offset % this.clusterSize !== 0 || offset >= this.endCluster * this.clusterSize) {
+            throw new Qcow2Error(`corrupt qcow2 image: refcount block at invalid offset ${offset}`);
+        }
         const data = new Uint8Array(this.clusterSize);
         await this.file.readAt(offset, data);
         const block = { data, dirtyLo: Infinity, dirtyHi: -1 };
