@@ -35,6 +35,8 @@ export const MADV_DONTFORK = 10;
 export const MADV_MERGEABLE = 12;
 export const MADV_HUGEPAGE = 14;
 export const MADV_WILLNEED = 3;
+/** Linux 5.14+: populate page tables for reading (file pages stay shared, nothing is copied). */
+export const MADV_POPULATE_READ = 22;
 
 export const MFD_CLOEXEC = 0x0001;
 export const MFD_ALLOW_SEALING = 0x0002;

@@ -7,6 +7,7 @@
 import type { KvmCpuidEntry2, KvmMsrEntry, KvmRegs, KvmSregs, KvmXcrs } from '../kvm/types.js';
 import type { VcpuFd } from '../kvm/vcpu.js';
 import type { VcpuThread } from './vcpu-thread.js';
+import { TsvmmError } from '../errors.js';
 
 export interface VcpuState {
   id: number;
@@ -69,6 +70,15 @@ export async function saveVcpu(t: VcpuThread, msrIndices: readonly number[]): Pr
 /** Applies a saved state to a freshly created vCPU (on the main thread, before its worker runs). */
 export function restoreVcpu(v: VcpuFd, s: VcpuState): void {
   v.setCpuid2(s.cpuid);
+  // A guest calibrated its clocks against the TSC rate it was saved with: keep that rate when
+  // this host's differs (needs TSC scaling; without it the guest's sense of time would drift).
+  if (s.tsc_khz !== 0 && v.getTscKhz() !== s.tsc_khz) {
+    try {
+      v.setTscKhz(s.tsc_khz);
+    } catch (e) {
+      throw new TsvmmError('EHOSTMISMATCH', `the snapshot's TSC runs at ${s.tsc_khz} kHz, this host's at ${v.getTscKhz()} kHz, and KVM cannot scale it here (${(e as Error).message}); restore on a host with the same TSC rate`);
+    }
+  }
   v.setMpState(s.mp_state);
   v.setRegs(s.regs);
   v.setSregs(s.sregs);

@@ -49,7 +49,8 @@ export interface VmSavedState {
 /** Restore inputs: the verified snapshot's memory files and component states. */
 export interface RestoreSource {
   config: VmConfig;
-  regions: Array<{ index: number; guestBase: number; size: number; path: string }>;
+  regions: Array<{ index: number; guestBase: number; size: number; path: string; dataExtents: Array<[number, number]> }>;
+  /** Read the data extents of the memory files up front instead of on first touch. */
   prefault: boolean;
   state: VmSavedState;
 }
@@ -216,7 +217,7 @@ export class Vm {
       const regions: MappedRegion[] = [];
       cleanups.push(() => unmapRegions(regions));
       for (const r of src.regions) {
-        regions.push(mapFileRegionPrivate(r.path, r.guestBase, r.size, { prefault: src.prefault, index: r.index }));
+        regions.push(mapFileRegionPrivate(r.path, r.guestBase, r.size, { index: r.index, ...(src.prefault ? { prefaultExtents: r.dataExtents } : {}) }));
       }
       const memory = Vm.registerMemory(vmFd, regions);
       const platform = await Platform.create(config, vmFd, memory, hooks, state.platform);

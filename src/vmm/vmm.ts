@@ -175,7 +175,11 @@ export class Vmm implements VmmController {
   }
 
   info(): VmInfo {
-    if (this.config === undefined) throw new NoVmError();
+    if (this.config === undefined) {
+      // A restore in progress is not "no VM": say so, so clients know to retry.
+      if (this.busy === 'vm.restore') throw new ConflictError('the VM is being restored; retry when vm.restore completes');
+      throw new NoVmError();
+    }
     return { config: this.config, state: this.vm?.state ?? 'Created', memory_actual_size: this.config.memory.size };
   }
 

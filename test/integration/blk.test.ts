@@ -131,6 +131,17 @@ describe.skipIf(!hasKvm)('virtio-blk with the tiny kernel', () => {
     expectExit(r2, 1);
   });
 
+  it('eight disks at once: the last one still does I/O (each disk parks a libuv pool thread on its notify eventfd)', async () => {
+    const paths = Array.from({ length: 8 }, (_, i) => file(`eight-${i}.raw`));
+    paths.forEach((p, i) => writeFileSync(p, noise(2 * MiB, 20 + i)));
+    const r = await runTsvmm(tinyArgs('tiny.blk_dev=7 tiny.blk=read:2,write:1', paths.map((p) => `path=${p}`)), 25_000);
+    expectExit(r, 0);
+    expect(parseBlkDev(r.lines)).toMatchObject({ index: 7, address: 0xd0007000 });
+    expect(r.lines).toContain(`blk: read 2 MiB crc=${crcHex(noise(2 * MiB, 27))}`);
+    expect(readFileSync(paths[7]!).subarray(0, MiB).equals(expectedPattern(MiB))).toBe(true);
+    for (let i = 0; i < 7; i++) expect(readFileSync(paths[i]!).equals(noise(2 * MiB, 20 + i)), `disk ${i}`).toBe(true);
+  });
+
   it('flush: after the guest flushed, SIGKILL of the VMM loses nothing', async () => {
     // SIGKILL keeps no chance to write anything more, so what the file holds afterwards is what
     // the VMM had written by the time the guest saw its FLUSH complete. (Durability against a
