@@ -83,7 +83,7 @@ export async function main(): Promise<void> {
   process.on('SIGINT', onSignal('SIGINT'));
   process.on('SIGTERM', onSignal('SIGTERM'));
 
-  try {
+  const startup = (async (): Promise<void> => {
     if (apiSocket !== undefined) await vmm!.serveApi(apiSocket);
     if (config !== undefined) {
       await vmm!.create(config);
@@ -91,6 +91,10 @@ export async function main(): Promise<void> {
     } else if (restore !== undefined) {
       await vmm!.restore(restore);
     }
+  })();
+  try {
+    // A signal (or a guest that ends at once) during start-up ends the process too.
+    await Promise.race([startup, ended]);
   } catch (e) {
     await vmm!.dispose();
     const status = e instanceof TsvmmError && e.code === 'EINVALIDCONFIG' ? EXIT_STATUS.usage : EXIT_STATUS.vmmError;

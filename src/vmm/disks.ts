@@ -8,6 +8,7 @@ import type { VmFd } from '../kvm/vm.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../memory/layout.js';
 import { EventFd } from '../sys/eventfd.js';
+import { sharedPoller } from '../sys/poller.js';
 import type { Bus, InterruptLine, MmioDevice } from '../devices/bus.js';
 import type { BlockBackend } from '../devices/block/backend.js';
 import { lockImage, unlockImage } from '../devices/block/lock.js';
@@ -110,20 +111,15 @@ export class Disk {
     const transport = saved !== undefined ? VirtioMmioTransport.fromState(args, saved) : new VirtioMmioTransport(args);
     this.transport = transport;
     mmio.insert(`virtio-blk:${this.config.id}`, slot.base, slot.size, transport);
-    // One queue: notifications of queue 0 become eventfd signals inside KVM.
-    const notify = EventFd.create();
+    // One queue: notifications of queue 0 become eventfd signals inside KVM, which the shared
+    // poller turns into queueNotify calls on the main thread.
+    const notify = EventFd.create({ nonBlocking: true });
     vmFd.ioeventfd(notify, slot.base + MMIO_QUEUE_NOTIFY, 4, { datamatch: 0n });
     this.notify = notify;
     this.vmFd = vmFd;
-    void this.serveNotifications(notify, transport);
-  }
-
-  private async serveNotifications(notify: EventFd, transport: VirtioMmioTransport): Promise<void> {
-    for (;;) {
-      const n = await notify.readAsync();
-      if (n === null || this.closed) return;
-      transport.queueNotify(0);
-    }
+    sharedPoller().add(notify.fd, () => {
+      if (notify.read() > 0n && !this.closed) transport.queueNotify(0);
+    });
   }
 
   quiesce(): Promise<void> {
@@ -147,6 +143,7 @@ export class Disk {
       try {
         this.vmFd?.ioeventfdDeassign(this.notify, this.slot.base + MMIO_QUEUE_NOTIFY, 4, { datamatch: 0n });
       } catch { /* the VM may already be gone; closing the eventfd is what matters */ }
+      sharedPoller().remove(this.notify.fd);
       this.notify.close();
     }
     await this.device.drain();

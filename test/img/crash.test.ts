@@ -57,7 +57,7 @@ describe('a writer killed at a random moment leaves no corruption', () => {
     distIsFresh();
     const rand = prng(42);
     let killed = 0;
-    for (let round = 0; round < 6; round++) {
+    for (let round = 0; round < 4; round++) {
       const file = join(tmp.dir, `alloc-${round}.qcow2`);
       qemuImg('create', '-f', 'qcow2', '-o', 'cluster_size=512,refcount_bits=64', file, '16M');
       if ((await runAndKill(['--input-type=module', '-e', WRITER, file, String(round + 1)], 300 + rand() * 900)) === 'killed') killed++;
@@ -73,7 +73,7 @@ describe('a writer killed at a random moment leaves no corruption', () => {
         expect(block[511]).toBe(1 + ((at / 512) % 250));
       }
     }
-    expect(killed).toBeGreaterThan(3);
+    expect(killed).toBe(4); // the writer never ends on its own
   });
 
   it('tsvmm-img commit killed mid-way', async () => {

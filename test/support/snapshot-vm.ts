@@ -104,7 +104,7 @@ export async function bootTiny(o: BootOptions): Promise<TsvmmProcess> {
 
 /**
  * Restores `dir` in a new tsvmm process (`--restore`) and waits until the VM exists (the API
- * socket is served before the restore runs, so ping alone does not mean restored).
+ * socket is served before the restore runs, and vm.info answers 409 while it does).
  */
 export async function restoreProcess(dir: string, socketPath: string, extra = '', timeoutMs = 30_000): Promise<TsvmmProcess> {
   const proc = new TsvmmProcess(['--restore', `source_url=${fileUrl(dir)}${extra}`, '--api-socket', socketPath]);
@@ -114,7 +114,7 @@ export async function restoreProcess(dir: string, socketPath: string, extra = ''
     for (;;) {
       const r = await apiRequest(socketPath, 'GET', 'vm.info');
       if (r.status === 200) return proc;
-      if (r.status !== 404) throw new Error(`vm.info after --restore: HTTP ${r.status} ${r.body}`);
+      if (r.status !== 409) throw new Error(`vm.info after --restore: HTTP ${r.status} ${r.body}`);
       if (proc.child.exitCode !== null || proc.child.signalCode !== null) throw new Error(`tsvmm --restore exited; stderr:\n${proc.stderr}`);
       if (Date.now() > deadline) throw new Error(`tsvmm --restore did not finish in ${timeoutMs} ms; stderr:\n${proc.stderr}`);
       await new Promise((r2) => setTimeout(r2, 10));

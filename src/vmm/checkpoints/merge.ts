@@ -11,7 +11,7 @@
  */
 import { resolve } from 'node:path';
 import type { BlockBackend } from '../../devices/block/backend.js';
-import { serializeHeader } from '../../devices/block/qcow2/format.js';
+import { writeBackingName as writeBackingHeader } from '../../devices/block/qcow2/backing-name.js';
 import { Qcow2Image } from '../../devices/block/qcow2/image.js';
 import { chainStatus, layersOf } from '../../img/chain.js';
 import { CheckpointError } from './errors.js';
@@ -78,17 +78,7 @@ async function copyClusterUp(top: Qcow2Image, cluster: number, zero: boolean, bu
 
 /** Rewrites `top`'s header to name `backingPath` (null: no backing file); in-memory chain untouched. */
 export async function writeBackingName(top: Qcow2Image, backingPath: string | null, backingFormat: string | null): Promise<void> {
-  const h = top.header;
-  const name = backingPath === null ? null : backingNameFor(top.path, backingPath);
-  await top.lock.exclusive(async () => {
-    await top.beforeFirstWrite();
-    h.backingFile = name;
-    h.backingFormat = name === null ? null : backingFormat;
-    // Everything written so far must be durable before the image stops reading the old layers.
-    await top.file.datasync();
-    await top.file.writeAt(0, serializeHeader(h));
-    await top.file.datasync();
-  });
+  await writeBackingHeader(top, backingPath === null ? null : backingNameFor(top.path, backingPath), backingFormat);
 }
 
 /**

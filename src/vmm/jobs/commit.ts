@@ -44,22 +44,30 @@ async function openBaseWritable(base: BlockBackend): Promise<BlockBackend> {
   return openImage(pathOf(base), { readOnly: false, format: base.format as ImageFormat });
 }
 
+/** Bytes copied between cancellation checks and rate-limit sleeps. */
+const COPY_PIECE = 1024 * 1024;
+
 /** Copies every byte that layers above base provide into `target`, reading the visible content of `top`. */
 async function copyAbove(job: BlockJob, top: BlockBackend, baseDepth: number, target: BlockBackend): Promise<void> {
-  const buffer = new Uint8Array(MERGE_CHUNK);
+  const buffer = new Uint8Array(COPY_PIECE);
   const total = top.size;
   for (let at = 0; at < total;) {
     job.checkCancelled();
     const e = await chainStatus(top, at, MERGE_CHUNK);
     if (e.present && e.depth < baseDepth) {
-      if (e.zero) {
-        await target.writeZeroes(e.start, e.length, false);
-      } else {
-        const part = buffer.subarray(0, e.length);
-        await top.read(e.start, part);
-        await target.write(e.start, part);
+      for (let from = e.start; from < e.start + e.length; from += COPY_PIECE) {
+        job.checkCancelled();
+        const n = Math.min(COPY_PIECE, e.start + e.length - from);
+        if (e.zero) {
+          await target.writeZeroes(from, n, false);
+        } else {
+          const part = buffer.subarray(0, n);
+          await top.read(from, part);
+          await target.write(from, part);
+        }
+        await job.copiedBytes(n);
+        job.progress(from + n, total);
       }
-      await job.copiedBytes(e.length);
     }
     at += e.length;
     job.progress(at, total);

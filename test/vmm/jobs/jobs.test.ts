@@ -54,11 +54,11 @@ async function setup(): Promise<Setup> {
   return { manager, events, base, mid, top, model };
 }
 
-/** Writes random 16 KiB blocks through the disk's current backend until `stop()` says so. */
-async function writeWhile(model: Buffer, stop: () => boolean, seed: number): Promise<number> {
+/** Writes random 16 KiB blocks through the disk's current backend until `stop()` says so or `max` were written. */
+async function writeWhile(model: Buffer, stop: () => boolean, seed: number, max = 400): Promise<number> {
   const rnd = prng(seed);
   let n = 0;
-  while (!stop() && n < 400) {
+  while (!stop() && n < max) {
     const off = Math.floor(rnd() * (SIZE / 16384)) * 16384;
     const data = pattern(16384, 50 + (n % 150));
     await disk!.backend.write(off, data);
@@ -79,8 +79,7 @@ describe('block-pull', () => {
   it('copies the whole chain up while writes continue, then drops the backing file', async () => {
     const s = await setup();
     const job = await s.manager.startPull({ disk: 'disk0', rate_limit: 8 * MiB });
-    let writes = 0;
-    writes = await writeWhile(s.model, () => s.manager.list()[0]!.state !== 'running' || writes > 60, 3);
+    const writes = await writeWhile(s.model, () => s.manager.list()[0]!.state !== 'running', 3, 60);
     expect(writes).toBeGreaterThan(10);
     while (s.manager.list()[0]!.finished === undefined) await new Promise((r) => setTimeout(r, 20));
     const info = s.manager.list()[0]!;
@@ -110,8 +109,7 @@ describe('block-commit', () => {
   it('active commit: merges top and mid into base while writes continue, then pivots onto base', async () => {
     const s = await setup();
     await s.manager.startCommit({ disk: 'disk0', base: s.base, rate_limit: 2 * MiB });
-    let writes = 0;
-    writes = await writeWhile(s.model, () => s.manager.list()[0]!.state !== 'running' || writes > 30, 4);
+    const writes = await writeWhile(s.model, () => s.manager.list()[0]!.state !== 'running', 4, 30);
     expect(writes).toBeGreaterThan(10);
     // The writer stopped while the copy still ran (the pivot holds the device's I/O, which this
     // test's direct writes would bypass).
