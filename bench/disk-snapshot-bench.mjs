@@ -3,8 +3,11 @@
 // through the VMM's controller (the same calls the API routes make):
 //
 //   1. Live external snapshot (vm.snapshot-disk) while the guest streams writes (seqwrite, 64 KiB
-//      requests, 32 in flight): how long guest I/O on the disk is held (new requests wait; the
-//      vCPUs keep running) — the longest stall a guest request can see beyond its own service time.
+//      requests, 32 in flight) or does random reads: how long guest I/O on the disk is held (new
+//      requests wait; the vCPUs keep running) — the longest stall a guest request can see beyond
+//      its own service time — and the whole call. QEMU reference: the same guest and workload
+//      under QEMU microvm, QMP blockdev-snapshot-sync (create + drain + flush + switch, all inside
+//      the command), timed as the QMP round trip.
 //   2. Full system checkpoint (vm.snapshot-create NAME) of a running VM with 1 GiB of RAM (900 MiB
 //      touched by tiny.memtest) and a 1 GiB disk (fully written): the guest-visible pause
 //      (pause → memory written and fsync'd → disk switched to a new overlay → resume).
@@ -13,7 +16,8 @@
 //
 // Needs `npx tsc -p tsconfig.json` (dist/), `make -C guest-images`, qemu-img, qemu-io.
 // RUNS=N (default 3). TSVMM_DIST: a private copy of dist/. BENCH_DIR: scratch folder (default tmp).
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { connect } from 'node:net';
 import { copyFileSync, existsSync, mkdtempSync, openSync, closeSync, ftruncateSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -65,8 +69,79 @@ async function bootVm(dir, { memory, cmdline, disk }) {
   return { vmm, waitFor };
 }
 
+/** A QMP connection: `cmd(execute, args)` resolves with `return` or rejects with the error. */
+async function qmp(path, proc) {
+  let sock;
+  for (let i = 0; ; i++) {
+    if (proc.exitCode !== null) throw new Error('qemu exited');
+    try {
+      sock = await new Promise((res, rej) => { const c = connect(path); c.once('connect', () => res(c)); c.once('error', rej); });
+      break;
+    } catch {
+      if (i > 2000) throw new Error(`no QMP on ${path}`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  }
+  const waiting = [];
+  let text = '';
+  sock.setEncoding('utf8').on('data', (d) => {
+    text += d;
+    let nl;
+    while ((nl = text.indexOf('\n')) >= 0) {
+      const msg = JSON.parse(text.slice(0, nl));
+      text = text.slice(nl + 1);
+      if (msg.return !== undefined || msg.error !== undefined || msg.QMP !== undefined) waiting.shift()?.(msg);
+    }
+  });
+  const next = () => new Promise((r) => waiting.push(r));
+  await next(); // greeting
+  const cmd = async (execute, args) => {
+    const reply = next();
+    sock.write(`${JSON.stringify({ execute, ...(args ? { arguments: args } : {}) })}\n`);
+    const msg = await reply;
+    if (msg.error !== undefined) throw new Error(`QMP ${execute}: ${msg.error.desc}`);
+    return msg.return;
+  };
+  await cmd('qmp_capabilities');
+  return { cmd, close: () => sock.destroy() };
+}
+
+async function qemuLiveSnapshot(workload) {
+  const calls = [];
+  for (let run = 0; run < RUNS; run++) {
+    const dir = mkdtempSync(join(work, 'qlive-'));
+    makeFile(join(dir, 'vm.raw'), 512 * MiB, 512 * MiB);
+    const qmpPath = join(dir, 'qmp.sock');
+    const proc = spawn('qemu-system-x86_64', [
+      '-M', 'microvm,acpi=off', '-enable-kvm', '-cpu', 'host', '-m', '128M', '-nographic', '-nodefaults', '-serial', 'stdio',
+      '-no-reboot', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-global', 'virtio-mmio.force-legacy=false',
+      '-drive', `file=${join(dir, 'vm.raw')},format=raw,if=none,id=d0,cache=writeback,aio=threads`, '-device', 'virtio-blk-device,drive=d0',
+      '-kernel', kernel, '-append', `tiny.blk=${workload} tiny.ticks`, '-qmp', `unix:${qmpPath},server=on,wait=off`,
+    ], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    proc.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
+    try {
+      const q = await qmp(qmpPath, proc);
+      while (!/blk: dev0/.test(out)) await new Promise((r) => setTimeout(r, 5));
+      for (let i = 0; i < 4; i++) {
+        await new Promise((r) => setTimeout(r, 150));
+        const t0 = performance.now();
+        await q.cmd('blockdev-snapshot-sync', { device: 'd0', 'snapshot-file': join(dir, `vm.s${i}.qcow2`), format: 'qcow2' });
+        calls.push(performance.now() - t0);
+      }
+      q.close();
+    } finally {
+      proc.kill('SIGKILL');
+      await new Promise((r) => proc.once('exit', r));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return calls;
+}
+
 async function liveSnapshotPause(workload) {
   const pauses = [];
+  const calls = [];
   for (let run = 0; run < RUNS; run++) {
     const dir = mkdtempSync(join(work, 'live-'));
     makeFile(join(dir, 'vm.raw'), 512 * MiB, 512 * MiB);
@@ -74,13 +149,15 @@ async function liveSnapshotPause(workload) {
     await waitFor(/blk: dev0/);
     for (let i = 0; i < 4; i++) {
       await new Promise((r) => setTimeout(r, 150));
+      const t0 = performance.now();
       await vmm.snapshotDisk({ disk: 'disk0', file: join(dir, `vm.s${i}.qcow2`) });
+      calls.push(performance.now() - t0);
       pauses.push(vmm.lastDiskOperation().result.io_pause_ms);
     }
     await vmm.shutdown();
     rmSync(dir, { recursive: true, force: true });
   }
-  return pauses;
+  return { pauses, calls };
 }
 
 async function systemCheckpoint() {
@@ -147,14 +224,17 @@ async function commitThroughput() {
 try {
   const live = await liveSnapshotPause('seqwrite:448');
   const liveReads = await liveSnapshotPause('randread:200000');
+  const qLive = await qemuLiveSnapshot('seqwrite:448');
+  const qReads = await qemuLiveSnapshot('randread:200000');
   const ckpt = await systemCheckpoint();
   const commit = await commitThroughput();
   const mbs = (bytes, ms) => `${(bytes / MiB / (ms / 1000)).toFixed(0)} MiB/s`;
   console.log(`\n## Disk snapshots (RUNS=${RUNS}, medians)\n`);
   console.log('| measurement | tsvmm | reference |');
   console.log('|---|---|---|');
-  console.log(`| live external snapshot, guest I/O held — guest streaming writes (${live.length} snapshots) | median ${fmt(median(live))}, max ${fmt(Math.max(...live))} | — |`);
-  console.log(`| live external snapshot, guest I/O held — guest doing 4 KiB random reads (${liveReads.length} snapshots) | median ${fmt(median(liveReads))}, max ${fmt(Math.max(...liveReads))} | — |`);
+  const row = (what, ours, q) => console.log(`| live external snapshot — ${what} (${ours.pauses.length} snapshots) | I/O held: median ${fmt(median(ours.pauses))}, max ${fmt(Math.max(...ours.pauses))}; whole call ${fmt(median(ours.calls))} | QEMU blockdev-snapshot-sync (whole call, I/O drained inside): median ${fmt(median(q))}, max ${fmt(Math.max(...q))} |`);
+  row('guest streaming writes', live, qLive);
+  row('guest doing 4 KiB random reads', liveReads, qReads);
   console.log(`| system checkpoint, 1 GiB RAM (900 MiB touched) + 1 GiB disk: guest paused | ${fmt(median(ckpt.map((c) => c.paused)))}: memory+devices ${fmt(median(ckpt.map((c) => c.memory)))}, disk switch ${fmt(median(ckpt.map((c) => c.disks)))} (state ${(median(ckpt.map((c) => c.size)) / MiB).toFixed(0)} MiB) | — |`);
   console.log(`| commit of a 256 MiB overlay into a 1 GiB raw base | live, guest running: ${fmt(median(commit.ours.map((c) => c.ms)))} = ${mbs(commit.data, median(commit.ours.map((c) => c.ms)))}, pivot hold ${fmt(median(commit.ours.map((c) => c.pivot)))} | qemu-img commit (offline): ${fmt(median(commit.qemu))} = ${mbs(commit.data, median(commit.qemu))} |`);
 } finally {

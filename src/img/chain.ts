@@ -1,7 +1,7 @@
 import type { BlockBackend } from '../devices/block/backend.js';
 import { Qcow2Image } from '../devices/block/qcow2/image.js';
 import { openImage, type ImageFormat } from '../devices/block/qcow2/open.js';
-import { RawFile } from '../devices/block/qcow2/raw-file.js';
+import { RawBackend } from '../devices/block/raw.js';
 import { ConfigError } from '../errors.js';
 
 /** One run of the guest disk as `qemu-img map` describes it. */
@@ -44,7 +44,7 @@ export function layersOf(top: BlockBackend): BlockBackend[] {
  */
 export async function chainStatus(top: BlockBackend, offset: number, maxLength: number, depth = 0): Promise<ChainExtent> {
   const length = Math.min(maxLength, top.size - offset);
-  if (top instanceof RawFile) {
+  if (top instanceof RawBackend) {
     const a = await top.allocationAt(offset, length);
     return { start: offset, length: a.length, depth, present: true, zero: !a.data, data: a.data, offset };
   }

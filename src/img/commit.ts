@@ -2,7 +2,7 @@ import { realpath } from 'node:fs/promises';
 import type { BlockBackend } from '../devices/block/backend.js';
 import { Qcow2Image, resolveBackingPath } from '../devices/block/qcow2/image.js';
 import { openImage } from '../devices/block/qcow2/open.js';
-import { RawFile } from '../devices/block/qcow2/raw-file.js';
+import { RawBackend } from '../devices/block/raw.js';
 import { ConfigError } from '../errors.js';
 import { forEachExtent, layersOf } from './chain.js';
 import { withWriteLock } from './lock.js';
@@ -67,7 +67,7 @@ export async function commitImage(req: CommitRequest): Promise<void> {
 /** Writes every extent that a layer above `depth` provides into the base, then makes it durable. */
 async function copyIntoBase(top: Qcow2Image, target: { path: string; format: string }, depth: number, progress: Progress): Promise<void> {
   const base: BlockBackend = target.format === 'raw'
-    ? await RawFile.open(target.path, false)
+    ? await RawBackend.open(target.path, { readOnly: false })
     : await openImage(target.path, { readOnly: false, format: 'qcow2' });
   try {
     if (layersOf(top).length <= depth) throw new ConfigError('backing chain changed while committing');

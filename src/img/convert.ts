@@ -2,7 +2,7 @@ import type { BlockBackend } from '../devices/block/backend.js';
 import { createQcow2 } from '../devices/block/qcow2/create.js';
 import { Qcow2Image } from '../devices/block/qcow2/image.js';
 import { openImage, type ImageFormat } from '../devices/block/qcow2/open.js';
-import { RawFile } from '../devices/block/qcow2/raw-file.js';
+import { RawBackend } from '../devices/block/raw.js';
 import { ConfigError } from '../errors.js';
 import { parseSize } from '../util/size.js';
 import { forEachExtent, isAllZero } from './chain.js';
@@ -30,7 +30,7 @@ export async function convertImage(req: ConvertRequest): Promise<void> {
   try {
     if (req.outputFormat === 'raw') {
       if (Object.keys(req.options).length > 0) throw new ConfigError('-o options need -O qcow2');
-      target = await RawFile.create(req.output, source.size);
+      target = await RawBackend.create(req.output, source.size);
     } else {
       for (const key of Object.keys(req.options)) {
         if (!['cluster_size', 'refcount_bits', 'compat'].includes(key)) throw new ConfigError(`-o ${key}: unsupported option for convert`);

@@ -16,7 +16,7 @@ import type { FileHandle } from 'node:fs/promises';
 import type { BlockBackend } from '../../devices/block/backend.js';
 import { Qcow2Image } from '../../devices/block/qcow2/image.js';
 import { openImage, type ImageFormat } from '../../devices/block/qcow2/open.js';
-import { RawFile } from '../../devices/block/qcow2/raw-file.js';
+import { RawBackend } from '../../devices/block/raw.js';
 import { chainStatus, layersOf } from '../../img/chain.js';
 import type { Disk } from '../disks.js';
 import { lockedHandle } from '../checkpoints/overlay.js';
@@ -161,7 +161,7 @@ async function intermediateCommit(job: BlockJob, plan: CommitPlan): Promise<void
     // A fresh read-only open of base: the old one cached metadata from before the copy.
     const fresh: BlockBackend = base instanceof Qcow2Image
       ? await Qcow2Image.open(basePath, { readOnly: true, openBacking: async () => below! })
-      : await RawFile.open(basePath, true);
+      : await RawBackend.open(basePath, { readOnly: true });
     await swapBacking(active, fresh, below);
     for (const p of dropped) await disk.releaseBackingLock(p);
   } finally {

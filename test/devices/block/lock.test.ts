@@ -46,29 +46,29 @@ function qemuImg(...args: string[]) {
 
 describe('disk image OFD locks', () => {
   it('refuses a second writable open in this process and names the holder', async () => {
-    const a = await RawBackend.open(image);
-    const err = await RawBackend.open(image).then(() => null, (e: unknown) => e);
+    const a = await RawBackend.open(image, { lock: true });
+    const err = await RawBackend.open(image, { lock: true }).then(() => null, (e: unknown) => e);
     expect(err).toBeInstanceOf(ImageLockedError);
     const locked = err as ImageLockedError;
     expect(locked.code).toBe('EIMAGELOCKED');
     expect(locked.holders.map((h) => h.pid)).toContain(process.pid);
     expect(locked.message).toContain(`pid ${process.pid}`);
-    await expect(RawBackend.open(image, { readOnly: true })).rejects.toBeInstanceOf(ImageLockedError);
+    await expect(RawBackend.open(image, { readOnly: true, lock: true })).rejects.toBeInstanceOf(ImageLockedError);
     await a.close();
-    const b = await RawBackend.open(image);
+    const b = await RawBackend.open(image, { lock: true });
     await b.close();
   });
 
   it('lets readers share the image and keeps writers out', async () => {
-    const r1 = await RawBackend.open(image, { readOnly: true });
-    const r2 = await RawBackend.open(image, { readOnly: true });
-    await expect(RawBackend.open(image)).rejects.toBeInstanceOf(ImageLockedError);
+    const r1 = await RawBackend.open(image, { readOnly: true, lock: true });
+    const r2 = await RawBackend.open(image, { readOnly: true, lock: true });
+    await expect(RawBackend.open(image, { lock: true })).rejects.toBeInstanceOf(ImageLockedError);
     await r1.close();
     await r2.close();
   });
 
   it('a second locker in a child process is refused while we hold the image', async () => {
-    const a = await RawBackend.open(image);
+    const a = await RawBackend.open(image, { lock: true });
     expect(spawnSync('python3', ['-c', LOCKER, 'try-write', image]).status).toBe(3);
     await a.close();
     expect(spawnSync('python3', ['-c', LOCKER, 'try-write', image]).status).toBe(0);
@@ -78,7 +78,7 @@ describe('disk image OFD locks', () => {
     const child = spawn('python3', ['-c', LOCKER, 'hold-write', image], { stdio: ['pipe', 'pipe', 'inherit'] });
     await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
     try {
-      const err = await RawBackend.open(image).then(() => null, (e: unknown) => e);
+      const err = await RawBackend.open(image, { lock: true }).then(() => null, (e: unknown) => e);
       expect(err).toBeInstanceOf(ImageLockedError);
       const locked = err as ImageLockedError;
       expect(locked.holders.map((h) => h.pid)).toEqual([child.pid]);
@@ -87,12 +87,12 @@ describe('disk image OFD locks', () => {
       child.stdin.end();
       await new Promise((r) => child.once('exit', r));
     }
-    const b = await RawBackend.open(image);
+    const b = await RawBackend.open(image, { lock: true });
     await b.close();
   });
 
   it('a qemu write open fails while we hold the image, and works after', async () => {
-    const a = await RawBackend.open(image);
+    const a = await RawBackend.open(image, { lock: true });
     const write = spawnSync('qemu-io', ['-f', 'raw', '-c', 'write 0 512', image], { encoding: 'utf8' });
     expect(write.stderr + write.stdout).toMatch(/Failed to get .*lock/i);
     await a.close();
@@ -117,7 +117,7 @@ describe('disk image OFD locks', () => {
   });
 
   it('a read-only holder still blocks qemu writes but not qemu-img info', async () => {
-    const r = await RawBackend.open(image, { readOnly: true });
+    const r = await RawBackend.open(image, { readOnly: true, lock: true });
     expect(qemuImg('info', image).status).toBe(0);
     const write = spawnSync('qemu-io', ['-f', 'raw', '-c', 'write 0 512', image], { encoding: 'utf8' });
     expect(write.stderr + write.stdout).toMatch(/lock/i);

@@ -1,6 +1,6 @@
 import { ConfigError } from '../../../errors.js';
 import { l1EntriesFor, serializeHeader, type Qcow2Header } from './format.js';
-import { HostFile } from './host-file.js';
+import { HostFile } from '../host-file.js';
 import { writeRefcount } from './refcounts.js';
 
 export interface CreateQcow2Options {

@@ -10,7 +10,7 @@ import {
   type ClusterMapping,
 } from './entries.js';
 import { Qcow2Error } from './errors.js';
-import { HostFile } from './host-file.js';
+import { HostFile } from '../host-file.js';
 import { RefcountStore } from './refcounts.js';
 import { RwLock } from './rw-lock.js';
 import { zeroRange, type ZeroMode } from './zeroing.js';

@@ -2,9 +2,9 @@ import { realpath } from 'node:fs/promises';
 import type { BlockBackend } from '../backend.js';
 import { QCOW2_MAGIC } from './format.js';
 import { Qcow2Error } from './errors.js';
-import { HostFile } from './host-file.js';
+import { HostFile } from '../host-file.js';
 import { Qcow2Image } from './image.js';
-import { RawFile } from './raw-file.js';
+import { RawBackend } from '../raw.js';
 
 export type ImageFormat = 'raw' | 'qcow2';
 
@@ -53,7 +53,7 @@ export async function openImage(path: string, options: OpenImageOptions): Promis
     if (seen.has(real)) throw new Qcow2Error(`${p}: backing chain loops back to ${real}`);
     seen.add(real);
     const fmt = format ?? (await detectFormat(p));
-    if (fmt === 'raw') return RawFile.open(p, readOnly);
+    if (fmt === 'raw') return RawBackend.open(p, { readOnly });
     return Qcow2Image.open(p, {
       readOnly,
       durable: options.durable ?? true,

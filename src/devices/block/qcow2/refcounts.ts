@@ -1,6 +1,6 @@
 import { HDR_REFCOUNT_TABLE } from './format.js';
 import { Qcow2Error } from './errors.js';
-import type { HostFile } from './host-file.js';
+import type { HostFile } from '../host-file.js';
 
 const CACHE_BYTES = 8 * 1024 * 1024;
 
