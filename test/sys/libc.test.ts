@@ -6,11 +6,12 @@ import { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
 import { SysError, errnoName, errnoValue } from '../../src/sys/errno.js';
 import {
-  close, fallocate, ftruncate, getpid, gettid, lseek, madvise, memfdCreate, mmap, munmap, ofdGetLock,
+  close, ftruncate, getpid, gettid, lseek, madvise, memfdCreate, mmap, munmap, ofdGetLock,
   ofdSetLock, open, pread, readAsync, pthreadKill, pthreadSelf, pwrite, read, viewAt, write,
-  FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, F_RDLCK, F_UNLCK, F_WRLCK, MADV_DONTNEED, MAP_ANONYMOUS,
+  F_RDLCK, F_UNLCK, F_WRLCK, MADV_DONTNEED, MAP_ANONYMOUS,
   MAP_PRIVATE, MAP_SHARED, MAX_VIEW_BYTES, O_CREAT, O_RDWR, PROT_READ, PROT_WRITE, SEEK_DATA, SEEK_HOLE,
 } from '../../src/sys/libc.js';
+import { fallocateAsync, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE } from '../../src/sys/falloc.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tsvmm-sys-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -54,7 +55,7 @@ describe('files', () => {
     } finally { close(fd); }
   });
 
-  it('memfd + ftruncate + fallocate punch hole + SEEK_DATA/SEEK_HOLE find written pages', () => {
+  it('memfd + ftruncate + fallocate punch hole + SEEK_DATA/SEEK_HOLE find written pages', async () => {
     const fd = memfdCreate('tsvmm-test');
     try {
       const size = 16 * 4096;
@@ -65,7 +66,7 @@ describe('files', () => {
       expect(lseek(fd, 0, SEEK_DATA)).toBe(5 * 4096);
       expect(lseek(fd, 5 * 4096, SEEK_HOLE)).toBe(6 * 4096);
       expect(lseek(fd, 6 * 4096, SEEK_DATA)).toBe(9 * 4096);
-      fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 5 * 4096, 4096);
+      await fallocateAsync(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 5 * 4096, 4096);
       expect(lseek(fd, 0, SEEK_DATA)).toBe(9 * 4096);
     } finally { close(fd); }
   });
