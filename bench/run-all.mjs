@@ -11,6 +11,7 @@ const BENCHES = {
   snapshot: 'snapshot-bench.mjs',
   blk: 'blk-bench.mjs',
   qcow2: 'qcow2-bench.mjs',
+  'qcow2-guest': 'qcow2-guest-bench.mjs',
   'disk-snapshot': 'disk-snapshot-bench.mjs',
 };
 

@@ -82,7 +82,7 @@ export async function main() {
     const onSignal = (signal) => () => { void vmm.end({ kind: 'signal', signal }); };
     process.on('SIGINT', onSignal('SIGINT'));
     process.on('SIGTERM', onSignal('SIGTERM'));
-    try {
+    const startup = (async () => {
         if (apiSocket !== undefined)
             await vmm.serveApi(apiSocket);
         if (config !== undefined) {
@@ -92,6 +92,10 @@ export async function main() {
         else if (restore !== undefined) {
             await vmm.restore(restore);
         }
+    })();
+    try {
+        // A signal (or a guest that ends at once) during start-up ends the process too.
+        await Promise.race([startup, ended]);
     }
     catch (e) {
         await vmm.dispose();

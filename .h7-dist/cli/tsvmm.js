@@ -4,7 +4,6 @@
  * takes tens of milliseconds, as does loading the CLI (yargs): start the worker first so the two
  * load in parallel, then load and run the CLI (tsvmm-main.ts).
  */
-import './threadpool.js';
 import { prewarmVcpuWorkers } from '../vmm/vcpu-thread.js';
 prewarmVcpuWorkers(1);
 const { main } = await import('./tsvmm-main.js');

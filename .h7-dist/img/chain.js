@@ -1,6 +1,6 @@
 import { Qcow2Image } from '../devices/block/qcow2/image.js';
 import { openImage } from '../devices/block/qcow2/open.js';
-import { RawFile } from '../devices/block/qcow2/raw-file.js';
+import { RawBackend } from '../devices/block/raw.js';
 import { ConfigError } from '../errors.js';
 export function parseFormat(value, what) {
     if (value === undefined || value === null)
@@ -28,7 +28,7 @@ export function layersOf(top) {
  */
 export async function chainStatus(top, offset, maxLength, depth = 0) {
     const length = Math.min(maxLength, top.size - offset);
-    if (top instanceof RawFile) {
+    if (top instanceof RawBackend) {
         const a = await top.allocationAt(offset, length);
         return { start: offset, length: a.length, depth, present: true, zero: !a.data, data: a.data, offset };
     }

@@ -1,7 +1,7 @@
 import { realpath } from 'node:fs/promises';
 import { Qcow2Image, resolveBackingPath } from '../devices/block/qcow2/image.js';
 import { openImage } from '../devices/block/qcow2/open.js';
-import { RawFile } from '../devices/block/qcow2/raw-file.js';
+import { RawBackend } from '../devices/block/raw.js';
 import { ConfigError } from '../errors.js';
 import { forEachExtent, layersOf } from './chain.js';
 import { withWriteLock } from './lock.js';
@@ -58,7 +58,7 @@ export async function commitImage(req) {
 /** Writes every extent that a layer above `depth` provides into the base, then makes it durable. */
 async function copyIntoBase(top, target, depth, progress) {
     const base = target.format === 'raw'
-        ? await RawFile.open(target.path, false)
+        ? await RawBackend.open(target.path, { readOnly: false })
         : await openImage(target.path, { readOnly: false, format: 'qcow2' });
     try {
         if (layersOf(top).length <= depth)

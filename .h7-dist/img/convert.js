@@ -1,7 +1,7 @@
 import { createQcow2 } from '../devices/block/qcow2/create.js';
 import { Qcow2Image } from '../devices/block/qcow2/image.js';
 import { openImage } from '../devices/block/qcow2/open.js';
-import { RawFile } from '../devices/block/qcow2/raw-file.js';
+import { RawBackend } from '../devices/block/raw.js';
 import { ConfigError } from '../errors.js';
 import { parseSize } from '../util/size.js';
 import { forEachExtent, isAllZero } from './chain.js';
@@ -19,7 +19,7 @@ export async function convertImage(req) {
         if (req.outputFormat === 'raw') {
             if (Object.keys(req.options).length > 0)
                 throw new ConfigError('-o options need -O qcow2');
-            target = await RawFile.create(req.output, source.size);
+            target = await RawBackend.create(req.output, source.size);
         }
         else {
             for (const key of Object.keys(req.options)) {
@@ -62,7 +62,7 @@ export async function convertImage(req) {
             if (runStart >= 0)
                 await out.write(e.start + runStart, data.subarray(runStart));
         });
-        await out.flush();
+        // No fdatasync at the end: qemu-img convert's default output cache mode is "unsafe" too.
         progress.finish();
     }
     finally {

@@ -1,6 +1,6 @@
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { createQcow2 } from '../devices/block/qcow2/create.js';
-import { RawFile } from '../devices/block/qcow2/raw-file.js';
+import { RawBackend } from '../devices/block/raw.js';
 import { openImage } from '../devices/block/qcow2/open.js';
 import { ConfigError } from '../errors.js';
 import { parseSize } from '../util/size.js';
@@ -43,7 +43,7 @@ export async function createImage(req) {
     if (req.format === 'raw') {
         if (Object.keys(req.options).some((k) => k !== 'size'))
             throw new ConfigError('-o options other than size need -f qcow2');
-        const raw = await RawFile.create(req.file, size);
+        const raw = await RawBackend.create(req.file, size);
         await raw.close();
         return;
     }

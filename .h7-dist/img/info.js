@@ -1,6 +1,6 @@
 import { dirname, isAbsolute, join } from 'node:path';
 import { AUTOCLEAR_BITMAPS, COMPAT_LAZY_REFCOUNTS, EXT_BITMAPS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from '../devices/block/qcow2/format.js';
-import { HostFile } from '../devices/block/qcow2/host-file.js';
+import { HostFile } from '../devices/block/host-file.js';
 import { Qcow2Image } from '../devices/block/qcow2/image.js';
 import { listSnapshots } from '../devices/block/qcow2/snapshots.js';
 import { formatSnapshotTable, snapshotJson } from './snapshot.js';

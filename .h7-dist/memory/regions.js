@@ -1,7 +1,7 @@
 import { statSync } from 'node:fs';
 import { TsvmmError } from '../errors.js';
 import { SysError, ENOMEM } from '../sys/errno.js';
-import { close, ftruncate, memfdCreate, mmap, munmap, open, viewAt, MAP_NORESERVE, MAP_POPULATE, MAP_PRIVATE, MAP_SHARED, MAX_VIEW_BYTES, O_RDONLY, PROT_READ, PROT_WRITE, } from '../sys/libc.js';
+import { close, ftruncate, madvise, memfdCreate, mmap, munmap, open, viewAt, MADV_POPULATE_READ, MAP_NORESERVE, MAP_PRIVATE, MAP_SHARED, MAX_VIEW_BYTES, O_RDONLY, PROT_READ, PROT_WRITE, } from '../sys/libc.js';
 import { GuestMemory } from './guest-memory.js';
 import { MiB, ramLayout } from './layout.js';
 /** Guest RAM the host could not provide, or a backing file that cannot back the RAM asked for. */
@@ -125,11 +125,12 @@ export function mapFileRegionPrivate(path, guestBase, size, options = {}) {
     catch (e) {
         throw new GuestRamError(`cannot open guest memory file ${path}: ${e instanceof SysError ? e.errnoName : String(e)}`, { path });
     }
+    let region;
     try {
         // A private writable mapping of a read-only fd is allowed: writes go to anonymous copies.
-        const flags = MAP_PRIVATE | MAP_NORESERVE | (options.prefault ? MAP_POPULATE : 0);
-        const address = mmap(size, PROT_READ | PROT_WRITE, flags, fd, 0, path);
-        return new MappedRegion(options.index ?? 0, guestBase, size, address, null);
+        // No MAP_POPULATE: on a writable private mapping it would copy every page, holes included.
+        const address = mmap(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd, 0, path);
+        region = new MappedRegion(options.index ?? 0, guestBase, size, address, null);
     }
     catch (e) {
         throw ramFailure(e, size, `mmap of ${path}`);
@@ -137,6 +138,24 @@ export function mapFileRegionPrivate(path, guestBase, size, options = {}) {
     finally {
         // The mapping keeps its own reference to the file.
         close(fd);
+    }
+    for (const [offset, length] of options.prefaultExtents ?? [])
+        prefault(region, offset, length);
+    return region;
+}
+/** Maps [offset, offset+length) of a private file mapping for reading now: no copies are made. */
+function prefault(region, offset, length) {
+    const start = Math.max(0, offset);
+    const end = Math.min(region.size, offset + length);
+    if (end <= start)
+        return;
+    try {
+        madvise(region.hostAddress + BigInt(start), end - start, MADV_POPULATE_READ);
+    }
+    catch {
+        // Kernels before 5.14: touch one byte per page instead (a read, so nothing is copied).
+        for (let i = start; i < end; i += PAGE)
+            void region.bytes[i];
     }
 }
 /** A region viewed from another thread: same pages, no ownership (nothing to unmap). */

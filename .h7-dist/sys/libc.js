@@ -31,10 +31,10 @@ export const MADV_DONTFORK = 10;
 export const MADV_MERGEABLE = 12;
 export const MADV_HUGEPAGE = 14;
 export const MADV_WILLNEED = 3;
+/** Linux 5.14+: populate page tables for reading (file pages stay shared, nothing is copied). */
+export const MADV_POPULATE_READ = 22;
 export const MFD_CLOEXEC = 0x0001;
 export const MFD_ALLOW_SEALING = 0x0002;
-export const FALLOC_FL_KEEP_SIZE = 0x01;
-export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const SEEK_SET = 0;
 export const SEEK_CUR = 1;
 export const SEEK_END = 2;
@@ -67,7 +67,6 @@ const c = {
     madvise: libc.func('int madvise(uintptr_t addr, size_t len, int advice)'),
     memfdCreate: libc.func('int memfd_create(const char *name, unsigned int flags)'),
     ftruncate: libc.func('int ftruncate(int fd, int64_t len)'),
-    fallocate: libc.func('int fallocate(int fd, int mode, int64_t off, int64_t len)'),
     eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
     read: libc.func('intptr_t read(int fd, void *buf, size_t len)'),
     write: libc.func('intptr_t write(int fd, const void *buf, size_t len)'),
@@ -150,9 +149,6 @@ export function lseek(fd, offset, whence) {
 }
 export function ftruncate(fd, length) {
     check(c.ftruncate(fd, length), 'ftruncate');
-}
-export function fallocate(fd, mode, offset, length) {
-    check(c.fallocate(fd, mode, offset, length), 'fallocate');
 }
 export function memfdCreate(name, flags = MFD_CLOEXEC) {
     return check(c.memfdCreate(name, flags), 'memfd_create', name);

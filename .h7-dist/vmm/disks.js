@@ -6,6 +6,7 @@
 import { open as openFile } from 'node:fs/promises';
 import { VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../memory/layout.js';
 import { EventFd } from '../sys/eventfd.js';
+import { sharedPoller } from '../sys/poller.js';
 import { lockImage, unlockImage } from '../devices/block/lock.js';
 import { VirtioBlk } from '../devices/block/virtio-blk.js';
 import { MMIO_QUEUE_NOTIFY, VirtioMmioTransport } from '../devices/virtio/mmio.js';
@@ -104,20 +105,16 @@ export class Disk {
         const transport = saved !== undefined ? VirtioMmioTransport.fromState(args, saved) : new VirtioMmioTransport(args);
         this.transport = transport;
         mmio.insert(`virtio-blk:${this.config.id}`, slot.base, slot.size, transport);
-        // One queue: notifications of queue 0 become eventfd signals inside KVM.
-        const notify = EventFd.create();
+        // One queue: notifications of queue 0 become eventfd signals inside KVM, which the shared
+        // poller turns into queueNotify calls on the main thread.
+        const notify = EventFd.create({ nonBlocking: true });
         vmFd.ioeventfd(notify, slot.base + MMIO_QUEUE_NOTIFY, 4, { datamatch: 0n });
         this.notify = notify;
         this.vmFd = vmFd;
-        void this.serveNotifications(notify, transport);
-    }
-    async serveNotifications(notify, transport) {
-        for (;;) {
-            const n = await notify.readAsync();
-            if (n === null || this.closed)
-                return;
-            transport.queueNotify(0);
-        }
+        sharedPoller().add(notify.fd, () => {
+            if (notify.read() > 0n && !this.closed)
+                transport.queueNotify(0);
+        });
     }
     quiesce() {
         this.quiesced = true;
@@ -139,6 +136,7 @@ export class Disk {
                 this.vmFd?.ioeventfdDeassign(this.notify, this.slot.base + MMIO_QUEUE_NOTIFY, 4, { datamatch: 0n });
             }
             catch { /* the VM may already be gone; closing the eventfd is what matters */ }
+            sharedPoller().remove(this.notify.fd);
             this.notify.close();
         }
         await this.device.drain();

@@ -84,7 +84,7 @@ export async function restoreVm(req, hooksFor) {
     const vmState = fromJsonSafe(doc.vm, 'vm');
     return Vm.restore({
         config,
-        regions: snap.regions.map((r) => ({ index: r.index, guestBase: r.guestBase, size: r.size, path: r.path })),
+        regions: snap.regions.map((r) => ({ index: r.index, guestBase: r.guestBase, size: r.size, path: r.path, dataExtents: r.dataExtents })),
         prefault: req.prefault ?? false,
         state: { vcpus, vm: vmState, platform: platformFromEntries(doc.devices) },
     }, hooksFor(config));

@@ -1,3 +1,4 @@
+import { TsvmmError } from '../errors.js';
 /**
  * MSRs never written back: IA32_ARCH_CAPABILITIES (0x10a) is read-only on these hosts
  * (writes fail under PVM), and KVM itself rejects it from userspace on many hosts.
@@ -42,6 +43,16 @@ export async function saveVcpu(t, msrIndices) {
 /** Applies a saved state to a freshly created vCPU (on the main thread, before its worker runs). */
 export function restoreVcpu(v, s) {
     v.setCpuid2(s.cpuid);
+    // A guest calibrated its clocks against the TSC rate it was saved with: keep that rate when
+    // this host's differs (needs TSC scaling; without it the guest's sense of time would drift).
+    if (s.tsc_khz !== 0 && v.getTscKhz() !== s.tsc_khz) {
+        try {
+            v.setTscKhz(s.tsc_khz);
+        }
+        catch (e) {
+            throw new TsvmmError('EHOSTMISMATCH', `the snapshot's TSC runs at ${s.tsc_khz} kHz, this host's at ${v.getTscKhz()} kHz, and KVM cannot scale it here (${e.message}); restore on a host with the same TSC rate`);
+        }
+    }
     v.setMpState(s.mp_state);
     v.setRegs(s.regs);
     v.setSregs(s.sregs);

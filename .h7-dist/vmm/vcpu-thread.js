@@ -34,8 +34,13 @@ const idleWorkers = [];
 export function prewarmVcpuWorkers(count) {
     while (idleWorkers.length < count) {
         const w = new Worker(WORKER_URL);
-        // An idle worker must not keep the process alive.
+        // An idle worker must not keep the process alive, nor be handed out once it has died.
         w.unref();
+        w.once('exit', () => {
+            const i = idleWorkers.indexOf(w);
+            if (i >= 0)
+                idleWorkers.splice(i, 1);
+        });
         idleWorkers.push(w);
     }
 }
@@ -65,6 +70,10 @@ export class VcpuThread {
         this.mailbox = mailbox;
         worker.on('message', (m) => this.onMessage(m));
         worker.on('error', (e) => this.failAll(new VcpuError(`vCPU ${id} thread failed: ${e.message}`)));
+        worker.on('exit', (code) => {
+            if (!this.closed)
+                this.failAll(new VcpuError(`vCPU ${id} thread exited unexpectedly (code ${code})`));
+        });
     }
     /** Starts a worker for `vcpu` and waits until it is attached and ready to run. */
     static async start(id, vcpu, onAccess, serial) {
@@ -82,6 +91,7 @@ export class VcpuThread {
             };
             worker.on('message', onMsg);
             worker.once('error', reject);
+            worker.once('exit', (code) => reject(new VcpuError(`vCPU ${id} thread exited before it was ready (code ${code})`)));
         });
         const init = { type: 'init', vcpuId: id, fd: vcpu.fd, runAddress: vcpu.runAddress, runSize: vcpu.runSize, mailbox: mailbox.sab, serial };
         worker.postMessage(init);

@@ -172,7 +172,7 @@ export class Vm {
             const regions = [];
             cleanups.push(() => unmapRegions(regions));
             for (const r of src.regions) {
-                regions.push(mapFileRegionPrivate(r.path, r.guestBase, r.size, { prefault: src.prefault, index: r.index }));
+                regions.push(mapFileRegionPrivate(r.path, r.guestBase, r.size, { index: r.index, ...(src.prefault ? { prefaultExtents: r.dataExtents } : {}) }));
             }
             const memory = Vm.registerMemory(vmFd, regions);
             const platform = await Platform.create(config, vmFd, memory, hooks, state.platform);

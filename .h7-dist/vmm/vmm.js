@@ -28,6 +28,7 @@ export class Vmm {
     listeners = new Set();
     consoleListener;
     serialFile;
+    serialFilePath;
     stdinAttached = false;
     api;
     endReported = false;
@@ -95,18 +96,24 @@ export class Vmm {
             case 'Tty':
                 return (b) => { process.stdout.write(b); };
             case 'File': {
-                this.serialFile?.end();
-                // Opened now so a bad path fails the boot instead of losing the console later.
-                let fd;
-                try {
-                    fd = openSync(config.serial.file, 'w');
+                const path = config.serial.file;
+                // A reboot of the same VM keeps appending to the log it already writes.
+                if (this.serialFile === undefined || this.serialFilePath !== path) {
+                    this.serialFile?.end();
+                    // Opened now so a bad path fails the boot instead of losing the console later.
+                    let fd;
+                    try {
+                        fd = openSync(path, 'w');
+                    }
+                    catch (e) {
+                        throw new InputFileError(`cannot open serial file ${path}: ${e.code === 'ENOENT' ? 'no such directory' : e.message}`);
+                    }
+                    const stream = createWriteStream('', { fd });
+                    stream.on('error', (e) => log.error(`serial file ${path}: ${e.message}`));
+                    this.serialFile = stream;
+                    this.serialFilePath = path;
                 }
-                catch (e) {
-                    throw new InputFileError(`cannot open serial file ${config.serial.file}: ${e.code === 'ENOENT' ? 'no such directory' : e.message}`);
-                }
-                const file = createWriteStream('', { fd });
-                file.on('error', (e) => log.error(`serial file ${config.serial.file}: ${e.message}`));
-                this.serialFile = file;
+                const file = this.serialFile;
                 return (b) => { file.write(b); };
             }
             case 'Socket':
@@ -152,9 +159,17 @@ export class Vmm {
         return { build_version: VERSION, version: VERSION, pid: process.pid, features: ['kvm', 'virtio-blk', 'qcow2', 'snapshot'] };
     }
     info() {
-        if (this.config === undefined)
+        if (this.config === undefined) {
+            // A restore in progress is not "no VM": say so, so clients know to retry.
+            if (this.busy === 'vm.restore')
+                throw new ConflictError('the VM is being restored; retry when vm.restore completes');
             throw new NoVmError();
-        return { config: this.config, state: this.vm?.state ?? 'Created', memory_actual_size: this.config.memory.size };
+        }
+        const info = { config: this.config, state: this.vm?.state ?? 'Created', memory_actual_size: this.config.memory.size };
+        const jobs = this.blockJobsManager.list();
+        if (jobs.length > 0)
+            info.block_jobs = jobs;
+        return info;
     }
     counters() {
         return this.requireVm().counters();
@@ -167,8 +182,11 @@ export class Vmm {
     }
     create(config) {
         return this.exclusive('vm.create', async () => {
-            if (this.config !== undefined)
-                throw new InvalidStateError('a VM already exists: shut it down (vm.shutdown) or delete it before creating another');
+            // After vm.shutdown the old configuration may be replaced; a live VM must be shut down first.
+            if (this.vm !== undefined && this.vm.state !== 'Shutdown')
+                throw new InvalidStateError(`a VM already exists and is ${this.vm.state}: shut it down (vm.shutdown) before creating another`);
+            if (this.vm === undefined && this.config !== undefined)
+                throw new InvalidStateError('a VM is already created: boot it (vm.boot), or shut it down before creating another');
             this.config = config;
             this.emit('vm', 'created');
         });

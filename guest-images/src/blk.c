@@ -4,6 +4,7 @@
  *   read:<MiB>    read the first N MiB, print their CRC32
  *   seqread:<MiB> / seqwrite:<MiB>   timed sequential I/O in 64 KiB requests, 32 in flight
  *   randread:<n>  n timed 4 KiB reads at pseudo-random 4 KiB-aligned offsets
+ *   randwrite:<n> n timed 4 KiB writes of the LBA pattern at pseudo-random 4 KiB-aligned offsets
  *   flush         one FLUSH request
  * Pattern: the 8-byte little-endian word at disk byte offset o is o ^ 0x594e495400000000.
  */
@@ -151,12 +152,18 @@ static bool op_timed_seq(const char *kind, u64 mib, bool write)
     return true;
 }
 
-static bool op_randread(u64 count)
+/* n timed 4 KiB requests at pseudo-random aligned offsets; writes carry the LBA pattern. */
+static bool op_random(const char *name, u64 count, bool write)
 {
     const u32 len = 4096;
+    const u32 type = write ? VBLK_T_OUT : VBLK_T_IN;
     u64 blocks = dev.capacity * 512 / len, rng = 0x9e3779b97f4a7c15ULL, sectors[VBLK_MAX_SLOTS];
     if (count == 0 || blocks == 0 || len % dev.blk_size) {
-        kprintf("blk: randread needs a count > 0 and a disk of at least 4 KiB\n");
+        kprintf("blk: %s needs a count > 0 and a disk of at least 4 KiB\n", name);
+        return false;
+    }
+    if (write && dev.ro) {
+        kprintf("blk: ro\n");
         return false;
     }
     u64 t0 = rdtsc();
@@ -167,12 +174,14 @@ static bool op_randread(u64 count)
             rng ^= rng >> 7;
             rng ^= rng << 17;
             sectors[n] = (rng % blocks) * (len / 512);
-            vblk_queue(&dev, n, VBLK_T_IN, sectors[n], dma_buf(n), len);
+            if (write)
+                fill_pattern(dma_buf(n), sectors[n] * 512, len);
+            vblk_queue(&dev, n, type, sectors[n], dma_buf(n), len);
         }
-        if (!run_batch(n, VBLK_T_IN, sectors))
+        if (!run_batch(n, type, sectors))
             return false;
     }
-    kprintf("blk: randread %lu bytes %lu us\n", count * len, tsc_to_us(rdtsc() - t0));
+    kprintf("blk: %s %lu bytes %lu us\n", name, count * len, tsc_to_us(rdtsc() - t0));
     return true;
 }
 
@@ -201,7 +210,7 @@ static bool run_op(const char *op, size_t len)
     if (IS("flush") && colon == len)
         return op_flush();
     if (!has_arg || arg > (1ULL << 24)) {
-        kprintf("blk: bad operation (want write:<MiB>, read:<MiB>, seqread:<MiB>, seqwrite:<MiB>, randread:<n>, flush)\n");
+        kprintf("blk: bad operation (want write:<MiB>, read:<MiB>, seqread:<MiB>, seqwrite:<MiB>, randread:<n>, randwrite:<n>, flush)\n");
         return false;
     }
     if (IS("write"))
@@ -213,7 +222,9 @@ static bool run_op(const char *op, size_t len)
     if (IS("seqwrite"))
         return op_timed_seq("seqwrite", arg, true);
     if (IS("randread"))
-        return op_randread(arg);
+        return op_random("randread", arg, false);
+    if (IS("randwrite"))
+        return op_random("randwrite", arg, true);
 #undef IS
     kprintf("blk: unknown operation\n");
     return false;

@@ -14,6 +14,8 @@ export interface VmInfo {
   config: VmConfig;
   state: VmState;
   memory_actual_size: number;
+  /** tsvmm extension: block-commit / block-pull jobs and their progress (present once any ran). */
+  block_jobs?: BlockJobInfo[];
 }
 
 export interface DeviceCounters {

@@ -180,7 +180,10 @@ export class Vmm implements VmmController {
       if (this.busy === 'vm.restore') throw new ConflictError('the VM is being restored; retry when vm.restore completes');
       throw new NoVmError();
     }
-    return { config: this.config, state: this.vm?.state ?? 'Created', memory_actual_size: this.config.memory.size };
+    const info: VmInfo = { config: this.config, state: this.vm?.state ?? 'Created', memory_actual_size: this.config.memory.size };
+    const jobs = this.blockJobsManager.list();
+    if (jobs.length > 0) info.block_jobs = jobs;
+    return info;
   }
 
   counters(): VmCounters {

@@ -1,57 +1,53 @@
-import { open } from 'node:fs/promises';
-import { constants as fsc } from 'node:fs';
 import { BlockError } from './backend.js';
-import { fallocateAsync, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE } from '../../sys/falloc.js';
-import { SysError } from '../../sys/errno.js';
-import { koffi } from '../../sys/libc-handle.js';
+import { HostFile } from './host-file.js';
 import { lockImage } from './lock.js';
-const EOPNOTSUPP = koffi.os.errno.EOPNOTSUPP ?? 95;
 const ZERO_CHUNK = 1 << 20;
+const EOPNOTSUPP = 95;
 /**
  * A raw disk image: guest byte n is file byte n. The size is the file's size when opened; bytes
- * that are inside `size` but past the current end of file (a file another process truncated)
- * read as zeros. Discard punches holes (a hint: filesystems without hole support just keep the
- * data); write-zeroes uses ZERO_RANGE or PUNCH_HOLE and falls back to writing zeros.
+ * inside `size` but past the current end of file (a shorter backing file, or a file another
+ * process truncated) read as zeros. Discard punches holes (a hint: filesystems without hole
+ * support keep the data); write-zeroes uses ZERO_RANGE or PUNCH_HOLE and falls back to writing
+ * zeros. The fallocate and SEEK_DATA bindings load on first use: tsvmm-img verbs that never need
+ * them do not pay for loading the C library bindings.
  */
 export class RawBackend {
-    fh;
     path;
+    file;
     size;
     readOnly;
     format = 'raw';
     closed = false;
-    constructor(fh, path, size, readOnly) {
-        this.fh = fh;
+    constructor(path, file, size, readOnly) {
         this.path = path;
+        this.file = file;
         this.size = size;
         this.readOnly = readOnly;
     }
     static async open(path, options = {}) {
         const readOnly = options.readOnly ?? false;
-        let fh;
+        const file = await HostFile.open(path, !readOnly);
         try {
-            fh = await open(path, readOnly ? fsc.O_RDONLY : fsc.O_RDWR);
-        }
-        catch (e) {
-            const code = e.code ?? String(e);
-            throw new BlockError(`cannot open disk image ${path} ${readOnly ? 'read-only' : 'read-write'}: ${code}`, { path, code });
-        }
-        try {
-            const st = await fh.stat();
-            if (!st.isFile())
+            if (!(await file.isRegularFile()))
                 throw new BlockError(`disk image ${path} is not a regular file`, { path });
-            if (options.lock ?? true)
-                await lockImage(fh.fd, path, (readOnly ? 'read' : 'write'));
-            return new RawBackend(fh, path, st.size, readOnly);
+            if (options.lock === true)
+                await lockImage(file.fd, path, readOnly ? 'read' : 'write');
+            return new RawBackend(path, file, await file.length(), readOnly);
         }
         catch (e) {
-            await fh.close();
+            await file.close();
             throw e;
         }
     }
+    /** Creates (or truncates) a sparse raw image of `size` bytes, open for writing. */
+    static async create(path, size) {
+        const file = await HostFile.open(path, true, true);
+        await file.truncate(size);
+        return new RawBackend(path, file, size, false);
+    }
     /** The open file descriptor (for callers that take further locks or stat it). */
     get fd() {
-        return this.fh.fd;
+        return this.file.fd;
     }
     check(offset, length, op) {
         if (this.closed)
@@ -64,77 +60,75 @@ export class RawBackend {
         if (this.readOnly)
             throw new BlockError(`${op} on read-only disk image ${this.path}`);
     }
+    /** Whether [offset, offset+maxLength) starts with data or a hole (SEEK_DATA/SEEK_HOLE), and how far. */
+    async allocationAt(offset, maxLength) {
+        const { SEEK_DATA, SEEK_HOLE, lseek } = await import('../../sys/libc.js');
+        const end = Math.min(this.size, offset + maxLength);
+        const data = lseek(this.fd, offset, SEEK_DATA);
+        if (data === -1 || data >= end)
+            return { data: false, length: end - offset };
+        if (data > offset)
+            return { data: false, length: data - offset };
+        const hole = lseek(this.fd, offset, SEEK_HOLE);
+        return { data: true, length: Math.min(end, hole === -1 ? end : hole) - offset };
+    }
     async read(offset, into) {
         this.check(offset, into.byteLength, 'read');
-        let done = 0;
-        while (done < into.byteLength) {
-            const { bytesRead } = await this.fh.read(into, done, into.byteLength - done, offset + done);
-            if (bytesRead === 0) {
-                into.fill(0, done); // inside `size` but past end of file
-                return;
-            }
-            done += bytesRead;
-        }
+        await this.file.readAt(offset, into);
     }
     async write(offset, data) {
         this.checkWritable('write');
         this.check(offset, data.byteLength, 'write');
-        let done = 0;
-        while (done < data.byteLength) {
-            const { bytesWritten } = await this.fh.write(data, done, data.byteLength - done, offset + done);
-            if (bytesWritten === 0)
-                throw new BlockError(`write to disk image ${this.path} made no progress at ${offset + done}`);
-            done += bytesWritten;
-        }
+        await this.file.writeAt(offset, data);
     }
     async flush() {
         if (this.closed)
             throw new BlockError(`flush on closed disk image ${this.path}`);
         if (!this.readOnly)
-            await this.fh.datasync();
+            await this.file.datasync();
+    }
+    /** fallocate(mode) on the pool; false when the file system cannot do it. */
+    async fallocate(mode, offset, length, op) {
+        const { fallocateAsync } = await import('../../sys/falloc.js');
+        const { SysError } = await import('../../sys/errno.js');
+        try {
+            await fallocateAsync(this.fd, mode, offset, length);
+            return true;
+        }
+        catch (e) {
+            if (e instanceof SysError && e.errno === EOPNOTSUPP)
+                return false;
+            throw new BlockError(`${op} on disk image ${this.path} failed: ${e instanceof Error ? e.message : String(e)}`);
+        }
     }
     async discard(offset, length) {
         this.checkWritable('discard');
         this.check(offset, length, 'discard');
         if (length === 0)
             return;
-        try {
-            await fallocateAsync(this.fh.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
-        }
-        catch (e) {
-            // Discard is only a hint: a filesystem without hole punching keeps the data.
-            if (e instanceof SysError && e.errno === EOPNOTSUPP)
-                return;
-            throw this.wrap(e, 'discard');
-        }
+        const { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE } = await import('../../sys/falloc.js');
+        // Discard is only a hint: a file system without hole punching keeps the data.
+        await this.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length, 'discard');
     }
     async writeZeroes(offset, length, unmap) {
         this.checkWritable('write-zeroes');
         this.check(offset, length, 'write-zeroes');
         if (length === 0)
             return;
+        const { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE } = await import('../../sys/falloc.js');
         const mode = unmap ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
-        try {
-            await fallocateAsync(this.fh.fd, mode, offset, length);
+        if (await this.fallocate(mode, offset, length, 'write-zeroes'))
             return;
-        }
-        catch (e) {
-            if (!(e instanceof SysError && e.errno === EOPNOTSUPP))
-                throw this.wrap(e, 'write-zeroes');
-        }
         const zeros = new Uint8Array(Math.min(ZERO_CHUNK, length));
         for (let done = 0; done < length; done += zeros.byteLength) {
-            await this.write(offset + done, zeros.subarray(0, Math.min(zeros.byteLength, length - done)));
+            await this.file.writeAt(offset + done, zeros.subarray(0, Math.min(zeros.byteLength, length - done)));
         }
     }
     async close() {
         if (this.closed)
             return;
         this.closed = true;
-        await this.fh.close();
-    }
-    wrap(e, op) {
-        return new BlockError(`${op} on disk image ${this.path} failed: ${e instanceof Error ? e.message : String(e)}`);
+        await this.file.close();
     }
 }
 //# sourceMappingURL=raw.js.map

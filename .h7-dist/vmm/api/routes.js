@@ -31,6 +31,7 @@ export const ROUTES = [
         kind: 'action', method: 'PUT', name: 'vmm.shutdown', concurrency: 'queued', respondFirst: true,
         run: (c) => c.shutdownVmm(),
     },
+    // Disk snapshots, named checkpoints and block jobs (checkpoint-routes.ts).
     ...CHECKPOINT_ROUTES,
     { kind: 'websocket', method: 'GET', name: 'vmm.events' },
     { kind: 'websocket', method: 'GET', name: 'vm.console' },

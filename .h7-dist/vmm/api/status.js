@@ -6,6 +6,7 @@ import { TsvmmError } from '../../errors.js';
  */
 const STATUS_BY_CODE = new Map([
     ['ENOVM', 404],
+    ['ENOSNAPSHOT', 404],
     ['ENOROUTE', 404],
     ['EINVALIDSTATE', 400],
     ['EINVALIDCONFIG', 400],

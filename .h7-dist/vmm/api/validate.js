@@ -226,7 +226,10 @@ export function parseSnapshotRequest(value) {
     if (o.destination_url === undefined) {
         throw new ConfigError('destination_url: required (file:///dir)', { field: 'destination_url' });
     }
-    const req = { destination_url: parseFileUrl(o.destination_url, 'destination_url') }; if (o.disks !== undefined) req.disks = boolean(o.disks, 'disks'); return req;
+    const req = { destination_url: parseFileUrl(o.destination_url, 'destination_url') };
+    if (o.disks !== undefined)
+        req.disks = boolean(o.disks, 'disks');
+    return req;
 }
 export function parseRestoreRequest(value) {
     const o = object(value, '', ['source_url', 'prefault', 'force', 'disk_paths']);

@@ -10,7 +10,7 @@
  * readable with its content unchanged.
  */
 import { resolve } from 'node:path';
-import { serializeHeader } from '../../devices/block/qcow2/format.js';
+import { writeBackingName as writeBackingHeader } from '../../devices/block/qcow2/backing-name.js';
 import { Qcow2Image } from '../../devices/block/qcow2/image.js';
 import { chainStatus, layersOf } from '../../img/chain.js';
 import { CheckpointError } from './errors.js';
@@ -70,17 +70,7 @@ async function copyClusterUp(top, cluster, zero, buffer) {
 }
 /** Rewrites `top`'s header to name `backingPath` (null: no backing file); in-memory chain untouched. */
 export async function writeBackingName(top, backingPath, backingFormat) {
-    const h = top.header;
-    const name = backingPath === null ? null : backingNameFor(top.path, backingPath);
-    await top.lock.exclusive(async () => {
-        await top.beforeFirstWrite();
-        h.backingFile = name;
-        h.backingFormat = name === null ? null : backingFormat;
-        // Everything written so far must be durable before the image stops reading the old layers.
-        await top.file.datasync();
-        await top.file.writeAt(0, serializeHeader(h));
-        await top.file.datasync();
-    });
+    await writeBackingHeader(top, backingPath === null ? null : backingNameFor(top.path, backingPath), backingFormat);
 }
 /**
  * Makes `replacement` the backing of `parent` in memory (after the headers say so) and closes the

@@ -6,7 +6,7 @@
  */
 import { readdirSync, statSync } from 'node:fs';
 import { access, rm } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../../errors.js';
 import { ConflictError, InvalidStateError, NoVmError } from '../errors.js';
@@ -52,7 +52,9 @@ export class DiskSnapshotService {
     }
     async checkpoint(url) {
         const vm = this.requireVm();
-        return checkpointVm(vm, url, (id, current) => join(dirname(current), `${stemOf(current)}.${stemOf(url)}.qcow2`));
+        // The VM continues on `<disk stem>.<checkpoint folder name>.qcow2` next to each disk.
+        const tag = basename(snapshotUrlToPath(url));
+        return checkpointVm(vm, url, (_id, current) => join(dirname(current), `${stemOf(current)}.${tag}.qcow2`));
     }
     // ---- the catalogue -----------------------------------------------------------------------
     /**

@@ -1,6 +1,6 @@
 import { Qcow2Image } from '../../devices/block/qcow2/image.js';
 import { openImage } from '../../devices/block/qcow2/open.js';
-import { RawFile } from '../../devices/block/qcow2/raw-file.js';
+import { RawBackend } from '../../devices/block/raw.js';
 import { chainStatus, layersOf } from '../../img/chain.js';
 import { lockedHandle } from '../checkpoints/overlay.js';
 import { pathOf, swapBacking, writeBackingName, MERGE_CHUNK } from '../checkpoints/merge.js';
@@ -11,23 +11,30 @@ const MAX_DIRTY_PASSES = 32;
 async function openBaseWritable(base) {
     return openImage(pathOf(base), { readOnly: false, format: base.format });
 }
+/** Bytes copied between cancellation checks and rate-limit sleeps. */
+const COPY_PIECE = 1024 * 1024;
 /** Copies every byte that layers above base provide into `target`, reading the visible content of `top`. */
 async function copyAbove(job, top, baseDepth, target) {
-    const buffer = new Uint8Array(MERGE_CHUNK);
+    const buffer = new Uint8Array(COPY_PIECE);
     const total = top.size;
     for (let at = 0; at < total;) {
         job.checkCancelled();
         const e = await chainStatus(top, at, MERGE_CHUNK);
         if (e.present && e.depth < baseDepth) {
-            if (e.zero) {
-                await target.writeZeroes(e.start, e.length, false);
+            for (let from = e.start; from < e.start + e.length; from += COPY_PIECE) {
+                job.checkCancelled();
+                const n = Math.min(COPY_PIECE, e.start + e.length - from);
+                if (e.zero) {
+                    await target.writeZeroes(from, n, false);
+                }
+                else {
+                    const part = buffer.subarray(0, n);
+                    await top.read(from, part);
+                    await target.write(from, part);
+                }
+                await job.copiedBytes(n);
+                job.progress(from + n, total);
             }
-            else {
-                const part = buffer.subarray(0, e.length);
-                await top.read(e.start, part);
-                await target.write(e.start, part);
-            }
-            await job.copiedBytes(e.length);
         }
         at += e.length;
         job.progress(at, total);
@@ -124,7 +131,7 @@ async function intermediateCommit(job, plan) {
         // A fresh read-only open of base: the old one cached metadata from before the copy.
         const fresh = base instanceof Qcow2Image
             ? await Qcow2Image.open(basePath, { readOnly: true, openBacking: async () => below })
-            : await RawFile.open(basePath, true);
+            : await RawBackend.open(basePath, { readOnly: true });
         await swapBacking(active, fresh, below);
         for (const p of dropped)
             await disk.releaseBackingLock(p);

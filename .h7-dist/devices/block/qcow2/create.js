@@ -1,6 +1,6 @@
 import { ConfigError } from '../../../errors.js';
 import { l1EntriesFor, serializeHeader } from './format.js';
-import { HostFile } from './host-file.js';
+import { HostFile } from '../host-file.js';
 import { writeRefcount } from './refcounts.js';
 /**
  * Writes an empty qcow2 image: header cluster, refcount table, refcount blocks and the L1 table,

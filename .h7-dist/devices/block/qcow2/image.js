@@ -2,11 +2,12 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { inflateRawSync, constants as zc } from 'node:zlib';
 import { BlockError } from '../backend.js';
 import { AUTOCLEAR_BITMAPS, EXT_BITMAPS, HDR_AUTOCLEAR, HDR_INCOMPAT, HDR_L1, INCOMPAT_DIRTY, checkFeatures, parseHeader, peekClusterBits, } from './format.js';
-import { FLAG_COPIED, FLAG_ZERO, compressedHostClusters, dataEntry, decodeL2, getEntry, l1Offset, setEntry, } from './entries.js';
+import { FLAG_COPIED, compressedHostClusters, dataEntry, decodeL2, getEntry, l1Offset, setEntry, } from './entries.js';
 import { Qcow2Error } from './errors.js';
-import { HostFile } from './host-file.js';
+import { HostFile } from '../host-file.js';
 import { RefcountStore } from './refcounts.js';
 import { RwLock } from './rw-lock.js';
+import { zeroRange } from './zeroing.js';
 const L2_CACHE_BYTES = 16 * 1024 * 1024;
 /** Largest number of clusters one write request allocates at once (bounds buffer sizes). */
 const MAX_CLUSTERS_PER_ROUND = 4096;
@@ -443,71 +444,9 @@ export class Qcow2Image {
         this.checkRange(offset, length);
         await this.lock.exclusive(() => this.zeroUnlocked(offset, length, 'discard'));
     }
-    /**
-     * Whole clusters become zero clusters (v3) or unallocated (no backing file, or a discard); the
-     * partial clusters at either end of a zeroing request get explicit zeros.
-     */
+    /** Zeroing, discarding and unallocating ranges (zeroing.ts); the caller holds the exclusive lock. */
     async zeroUnlocked(offset, length, how) {
-        await this.beforeFirstWrite();
-        if (how === 'unallocate')
-            return this.unallocate(offset, length);
-        const cs = this.clusterSize;
-        const end = offset + length;
-        const firstWhole = Math.ceil(offset / cs) * cs;
-        const lastWhole = end === this.size ? Math.ceil(end / cs) * cs : Math.floor(end / cs) * cs;
-        const canDrop = this.backing === null;
-        const useFlag = this.header.version === 3;
-        if (firstWhole >= lastWhole) {
-            if (how !== 'discard')
-                await this.writeUnlocked(offset, new Uint8Array(length));
-            return;
-        }
-        if (how !== 'discard' && offset < firstWhole)
-            await this.writeUnlocked(offset, new Uint8Array(firstWhole - offset));
-        if (how !== 'discard' && lastWhole < end)
-            await this.writeUnlocked(lastWhole, new Uint8Array(end - lastWhole));
-        if (!canDrop && !useFlag) {
-            // v2 with a backing file has no zero flag: only real zeros hide the backing data.
-            if (how === 'discard')
-                return;
-            for (let at = firstWhole; at < Math.min(lastWhole, end); at += 64 * cs) {
-                const n = Math.min(64 * cs, Math.min(lastWhole, end) - at);
-                await this.writeUnlocked(at, new Uint8Array(n));
-            }
-            return;
-        }
-        await this.setWholeClusters(firstWhole / cs, lastWhole / cs, canDrop && (how !== 'zero' || !useFlag) ? 0n : FLAG_ZERO);
-    }
-    /** Makes whole clusters read from the backing file again (commit empties the overlay this way). */
-    async unallocate(offset, length) {
-        const cs = this.clusterSize;
-        const end = offset + length === this.size ? Math.ceil((offset + length) / cs) : Math.floor((offset + length) / cs);
-        await this.setWholeClusters(Math.ceil(offset / cs), end, 0n);
-    }
-    /** Sets the L2 entry of clusters [first, end) to `entry` (0 or the zero flag), freeing what they used. */
-    async setWholeClusters(first, end, entry) {
-        const decrements = [];
-        for (let c = first; c < end; c++) {
-            const m = await this.lookup(c);
-            if (entry === 0n && m.kind === 'unallocated')
-                continue;
-            if (entry === FLAG_ZERO && m.kind === 'zero' && m.hostOffset === 0)
-                continue;
-            const { table, index, offset: l2 } = await this.ownedL2(c, decrements);
-            setEntry(table, index, entry);
-            this.markL2Dirty(l2);
-            decrements.push(...this.releasedClusters(m));
-            if (decrements.length > 4096) {
-                await this.refcounts.writeBack();
-                await this.barrier();
-                await this.writeBackTables();
-                await this.release(decrements.splice(0));
-            }
-        }
-        if (await this.refcounts.writeBack())
-            await this.barrier();
-        await this.writeBackTables();
-        await this.release(decrements);
+        await zeroRange(this, offset, length, how);
     }
     async flush() {
         if (!this.readOnly)

@@ -1,9 +1,9 @@
 import { realpath } from 'node:fs/promises';
 import { QCOW2_MAGIC } from './format.js';
 import { Qcow2Error } from './errors.js';
-import { HostFile } from './host-file.js';
+import { HostFile } from '../host-file.js';
 import { Qcow2Image } from './image.js';
-import { RawFile } from './raw-file.js';
+import { RawBackend } from '../raw.js';
 const MAX_CHAIN_DEPTH = 64;
 /** 'qcow2' when the file starts with the qcow2 magic, else 'raw'. */
 export async function detectFormat(path) {
@@ -46,7 +46,7 @@ export async function openImage(path, options) {
         seen.add(real);
         const fmt = format ?? (await detectFormat(p));
         if (fmt === 'raw')
-            return RawFile.open(p, readOnly);
+            return RawBackend.open(p, { readOnly });
         return Qcow2Image.open(p, {
             readOnly,
             durable: options.durable ?? true,

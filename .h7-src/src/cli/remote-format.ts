@@ -1,0 +1,52 @@
+import type { PingInfo } from '../vmm/api/client.js';
+import type { VmCounters, VmInfo, VmmEvent } from '../vmm/controller.js';
+
+/** tsvmm-remote's human-readable output (the --json output is the API's JSON as-is). */
+
+function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && v % 1024 === 0 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v} ${units[u]}`;
+}
+
+export function formatPing(p: PingInfo): string {
+  const features = p.features.length > 0 ? p.features.join(', ') : 'none';
+  return `tsvmm ${p.version} (build ${p.build_version}), pid ${p.pid}, features: ${features}`;
+}
+
+export function formatInfo(info: VmInfo): string {
+  const c = info.config;
+  const rows: Array<[string, string]> = [
+    ['state', info.state],
+    ['vcpus', `${c.cpus.boot_vcpus} (max ${c.cpus.max_vcpus})`],
+    ['memory', `${bytes(c.memory.size)} (actual ${bytes(info.memory_actual_size)})`],
+    ['kernel', c.payload.kernel],
+  ];
+  if (c.payload.initramfs !== undefined) rows.push(['initramfs', c.payload.initramfs]);
+  if (c.payload.cmdline !== undefined) rows.push(['cmdline', c.payload.cmdline]);
+  for (const d of c.disks) {
+    rows.push([d.id, `${d.path} (${d.readonly ? 'read-only' : 'read-write'}${d.format === undefined ? '' : `, ${d.format}`})`]);
+  }
+  rows.push(['serial', c.serial.file === undefined ? c.serial.mode : `${c.serial.mode} ${c.serial.file}`]);
+  const width = Math.max(...rows.map(([k]) => k.length)) + 1;
+  return rows.map(([k, v]) => `${`${k}:`.padEnd(width)} ${v}`).join('\n');
+}
+
+export function formatCounters(counters: VmCounters): string {
+  const lines = Object.keys(counters)
+    .sort()
+    .flatMap((owner) => Object.entries(counters[owner] ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([name, value]) => `${owner}.${name} ${value}`));
+  return lines.length > 0 ? lines.join('\n') : '(no counters)';
+}
+
+/** Event timestamps count from the VMM's start (as Cloud Hypervisor's do), so they print as seconds. */
+export function formatEvent(e: VmmEvent): string {
+  const when = `${e.timestamp.secs}.${String(Math.floor(e.timestamp.nanos / 1e6)).padStart(3, '0')}s`;
+  const props = e.properties === null || Object.keys(e.properties).length === 0 ? '' : ` ${JSON.stringify(e.properties)}`;
+  return `${when} ${e.source} ${e.event}${props}`;
+}

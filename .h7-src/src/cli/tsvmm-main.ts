@@ -1,0 +1,109 @@
+/**
+ * `tsvmm`: boot a VM from the command line, restore one from a snapshot, or start an empty VMM
+ * that waits for instructions on its API socket. Cloud Hypervisor's flags and syntax.
+ * Loaded by tsvmm.ts once a vCPU thread has started loading.
+ */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { TsvmmError } from '../errors.js';
+import { setLogLevel, type LogLevel } from '../util/log.js';
+import { vmConfigFromCli } from '../vmm/cli-config.js';
+import { EXIT_STATUS, describeEnd, exitStatusOf, type VmEnd } from '../vmm/exit-status.js';
+import { Vmm } from '../vmm/vmm.js';
+import { parseRestoreSpec } from '../vmm/restore-spec.js';
+
+function fail(message: string, status: number): never {
+  // One line whatever the source: yargs reports bad choices over several indented lines.
+  process.stderr.write(`tsvmm: ${message.trim().replace(/\s*\n\s*/g, ' ')}\n`);
+  process.exit(status);
+}
+
+export async function main(): Promise<void> {
+  const argv = await yargs(hideBin(process.argv))
+    .scriptName('tsvmm')
+    .usage('$0 --kernel FILE [options]\n$0 --restore source_url=file:///DIR [options]\n$0 --api-socket PATH')
+    .option('kernel', { type: 'string', describe: 'kernel to boot: bzImage, or ELF vmlinux (PVH note or 64-bit entry)' })
+    .option('initramfs', { type: 'string', describe: 'initramfs loaded high in guest RAM' })
+    .option('cmdline', { type: 'string', describe: 'kernel command line' })
+    .option('cpus', { type: 'string', describe: 'boot=N[,max=N]', default: 'boot=1' })
+    .option('memory', { type: 'string', describe: 'size=BYTES (e.g. 512M, 4G)', default: 'size=512M' })
+    .option('disk', { type: 'string', array: true, describe: 'path=FILE[,readonly=on][,id=NAME][,serial=STR][,format=raw|qcow2] (repeatable)' })
+    .option('serial', { type: 'string', describe: 'tty | file=PATH | socket | null | off', default: 'tty' })
+    .option('api-socket', { type: 'string', describe: 'serve the HTTP API on this Unix socket' })
+    .option('restore', { type: 'string', describe: 'source_url=file:///DIR[,prefault=on][,force=on][,disk.ID=PATH] — restore a snapshot (the VM comes back paused)' })
+    .option('log-level', { choices: ['error', 'warn', 'info', 'debug'] as const, default: 'warn' as const })
+    .strict()
+    .version(false)
+    .help()
+    .fail((msg, err) => {
+      fail(err?.message ?? msg, EXIT_STATUS.usage);
+    })
+    .parseAsync();
+
+  // yargs turns a repeated flag into an array and a bare one into '': only --disk may repeat, and
+  // the file and socket paths cannot be empty.
+  const given = argv as Record<string, unknown>;
+  for (const name of ['kernel', 'initramfs', 'cmdline', 'cpus', 'memory', 'serial', 'api-socket', 'restore', 'log-level']) {
+    if (Array.isArray(given[name])) fail(`--${name} is given more than once`, EXIT_STATUS.usage);
+  }
+  for (const name of ['kernel', 'initramfs', 'api-socket', 'restore']) {
+    if (given[name] === '') fail(`--${name} needs a value`, EXIT_STATUS.usage);
+  }
+
+  setLogLevel(argv['log-level'] as LogLevel);
+  const apiSocket = argv['api-socket'];
+  if (argv.kernel === undefined && argv.restore === undefined && apiSocket === undefined) {
+    fail('nothing to do: give --kernel FILE to boot, --restore source_url=... to restore, or --api-socket PATH to wait for API requests', EXIT_STATUS.usage);
+  }
+  if (argv.kernel !== undefined && argv.restore !== undefined) {
+    fail('--kernel and --restore are exclusive: a restored VM keeps the kernel it was snapshotted with', EXIT_STATUS.usage);
+  }
+
+  let vmm: Vmm;
+  let restore: ReturnType<typeof parseRestoreSpec> | undefined;
+  let config: ReturnType<typeof vmConfigFromCli> | undefined;
+  try {
+    if (argv.restore !== undefined) restore = parseRestoreSpec(argv.restore);
+    if (argv.kernel !== undefined) {
+      const o: Parameters<typeof vmConfigFromCli>[0] = { kernel: argv.kernel, cpus: argv.cpus, memory: argv.memory, serial: argv.serial };
+      if (argv.initramfs !== undefined) o.initramfs = argv.initramfs;
+      if (argv.cmdline !== undefined) o.cmdline = argv.cmdline;
+      if (argv.disk !== undefined) o.disk = argv.disk.map(String);
+      config = vmConfigFromCli(o);
+    }
+  } catch (e) {
+    fail(e instanceof Error ? e.message : String(e), EXIT_STATUS.usage);
+  }
+
+  const ended = new Promise<VmEnd>((resolve) => {
+    vmm = new Vmm({ onVmEnd: resolve, stdinIsConsole: true });
+  });
+
+  const onSignal = (signal: 'SIGINT' | 'SIGTERM') => () => { void vmm.end({ kind: 'signal', signal }); };
+  process.on('SIGINT', onSignal('SIGINT'));
+  process.on('SIGTERM', onSignal('SIGTERM'));
+
+  const startup = (async (): Promise<void> => {
+    if (apiSocket !== undefined) await vmm!.serveApi(apiSocket);
+    if (config !== undefined) {
+      await vmm!.create(config);
+      await vmm!.boot();
+    } else if (restore !== undefined) {
+      await vmm!.restore(restore);
+    }
+  })();
+  try {
+    // A signal (or a guest that ends at once) during start-up ends the process too.
+    await Promise.race([startup, ended]);
+  } catch (e) {
+    await vmm!.dispose();
+    const status = e instanceof TsvmmError && e.code === 'EINVALIDCONFIG' ? EXIT_STATUS.usage : EXIT_STATUS.vmmError;
+    fail(e instanceof Error ? e.message : String(e), status);
+  }
+
+  const end = await ended;
+  await vmm!.dispose();
+  if (end.kind !== 'requested') process.stderr.write(`tsvmm: ${describeEnd(end)}\n`);
+  process.exit(exitStatusOf(end));
+}
+

@@ -1,0 +1,184 @@
+#!/usr/bin/env node
+import { readFileSync, realpathSync } from 'node:fs';
+import { isAbsolute } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { ConfigError, TsvmmError } from '../errors.js';
+import { ApiClient } from '../vmm/api/client.js';
+import { parseRestoreSpec } from '../vmm/restore-spec.js';
+import { runConsole, type ConsoleIo } from './remote-console.js';
+import { formatCounters, formatEvent, formatInfo, formatPing } from './remote-format.js';
+import { CHECKPOINT_COMMANDS, checkpointOptions, runCheckpointCommand } from './remote-checkpoints.js';
+
+/**
+ * tsvmm-remote: drives a running tsvmm over its API socket, like Cloud Hypervisor's ch-remote.
+ * Exit status: 0 success, 1 the VMM refused or could not be reached, 2 bad command line.
+ */
+
+export interface RemoteIo extends ConsoleIo {
+  /** Ends `events` (and `console`) when aborted: the CLI wires SIGINT/SIGTERM to it. */
+  signal?: AbortSignal;
+}
+
+class UsageError extends TsvmmError {
+  constructor(message: string) {
+    super('EUSAGE', message);
+  }
+}
+
+const COMMANDS: Array<[string, string]> = [
+  ['ping', 'show the VMM version and pid'],
+  ['info', 'show the VM configuration and state'],
+  ['counters', 'show per-vCPU exit and per-device counters'],
+  ['create <file>', 'create a VM from a vm.create JSON file (Cloud Hypervisor format)'],
+  ['boot', 'boot the created VM'],
+  ['pause', 'pause the VM'],
+  ['resume', 'resume the paused VM'],
+  ['reboot', 'reboot the VM'],
+  ['shutdown', 'shut the VM down (the VMM keeps running)'],
+  ['shutdown-vmm', 'shut down the VM and end the tsvmm process'],
+  ['snapshot <destination>', 'snapshot the paused VM to file:///dir (or an absolute path); --with-disks: a checkpoint that includes the disks'],
+  ['restore <config>', 'restore from source_url=file:///dir[,prefault=on][,force=on][,disk.ID=PATH] (the VM comes back paused)'],
+  ['events', 'print VMM events, one per line, until interrupted'],
+  ['console', 'attach to the serial console (Ctrl-] detaches)'],
+  ...CHECKPOINT_COMMANDS,
+];
+
+/** `file:///dir`, `destination_url=file:///dir` or `/dir` → a file URL string. */
+function snapshotUrl(arg: string): string {
+  const value = arg.startsWith('destination_url=') ? arg.slice('destination_url='.length) : arg;
+  if (isAbsolute(value)) return pathToFileURL(value).href;
+  if (!value.startsWith('file://')) throw new UsageError(`snapshot destination "${arg}" must be file:///dir or an absolute path`);
+  return value;
+}
+
+function readConfigFile(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw new UsageError(`${file} is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+function waitForAbort(signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal === undefined) return;
+    if (signal.aborted) resolve();
+    else signal.addEventListener('abort', () => resolve(), { once: true });
+  });
+}
+
+async function runEvents(client: ApiClient, json: boolean, io: RemoteIo): Promise<void> {
+  const ws = await client.events((e) => io.stdout.write(`${json ? JSON.stringify(e) : formatEvent(e)}\n`));
+  const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+  await Promise.race([closed, waitForAbort(io.signal)]);
+  ws.close();
+}
+
+async function run(args: { _: Array<string | number>; [k: string]: unknown }, io: RemoteIo): Promise<void> {
+  const client = new ApiClient(String(args['api-socket']));
+  const json = args.json === true;
+  const print = (value: unknown, human: (v: never) => string): void => {
+    io.stdout.write(`${json ? JSON.stringify(value, null, 2) : human(value as never)}\n`);
+  };
+  const command = String(args._[0]);
+  switch (command) {
+    case 'ping': return print(await client.ping(), formatPing);
+    case 'info': return print(await client.info(), formatInfo);
+    case 'counters': return print(await client.counters(), formatCounters);
+    case 'create': return client.create(readConfigFile(String(args.file)));
+    case 'boot': return client.boot();
+    case 'pause': return client.pause();
+    case 'resume': return client.resume();
+    case 'reboot': return client.reboot();
+    case 'shutdown': return client.shutdown();
+    case 'shutdown-vmm': return client.shutdownVmm();
+    case 'snapshot':
+      if (args['with-disks'] === true) return void (await client.call('PUT', 'vm.snapshot', { destination_url: snapshotUrl(String(args.destination)), disks: true }));
+      return client.snapshot(snapshotUrl(String(args.destination)));
+    case 'restore': return client.restore(parseRestoreSpec(String(args.config), 'restore'));
+    case 'events': return runEvents(client, json, io);
+    case 'console': return runConsole(await client.openWebSocket('vm.console'), io, io.signal);
+    default:
+      if (await runCheckpointCommand(client, command, args, print)) return;
+      throw new UsageError(`unknown command "${command}"`);
+  }
+}
+
+/** Runs tsvmm-remote with `argv` (without node and script); returns the exit status. */
+export async function main(argv: string[], io: RemoteIo): Promise<number> {
+  let usageError: string | undefined;
+  const parser = yargs(argv)
+    .scriptName('tsvmm-remote')
+    .usage('$0 --api-socket PATH <command> [args]')
+    .option('api-socket', { type: 'string', demandOption: true, describe: 'the socket given to tsvmm --api-socket', requiresArg: true })
+    .option('json', { type: 'boolean', default: false, describe: 'print JSON (for scripts) instead of text' })
+    .demandCommand(1, 1, 'give a command', 'give only one command')
+    .strict()
+    .help()
+    .version(false)
+    .exitProcess(false)
+    .fail((msg, err) => {
+      usageError ??= msg ?? err?.message ?? 'bad command line';
+    });
+  parser.option('with-disks', { type: 'boolean', describe: 'snapshot: include the disks (each continues on a new overlay)' });
+  checkpointOptions(parser);
+  for (const [cmd, describe] of COMMANDS) parser.command(cmd, describe);
+  let args: Awaited<ReturnType<typeof parser.parseAsync>>;
+  let helpText = '';
+  try {
+    args = await parser.parseAsync(argv, {}, (_err, _argv, output) => {
+      helpText = output;
+    });
+  } catch (err) {
+    usageError ??= (err as Error).message;
+    args = { _: [], $0: '' } as never;
+  }
+  if (usageError !== undefined) {
+    io.stderr.write(`tsvmm-remote: ${usageError} (see tsvmm-remote --help)\n`);
+    return 2;
+  }
+  if (argv.includes('--help') || argv.includes('-h')) {
+    io.stdout.write(`${helpText}\n`);
+    return 0;
+  }
+  try {
+    await run(args, io);
+    return 0;
+  } catch (err) {
+    io.stderr.write(`tsvmm-remote: ${(err as Error).message}\n`);
+    // A bad argument (UsageError, or a ConfigError from parsing one) is a usage error.
+    return err instanceof UsageError || err instanceof ConfigError ? 2 : 1;
+  }
+}
+
+function isEntryPoint(): boolean {
+  const script = process.argv[1];
+  if (script === undefined) return false;
+  try {
+    return realpathSync(script) === realpathSync(fileURLToPath(import.meta.url));
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  const abort = new AbortController();
+  process.once('SIGINT', () => abort.abort());
+  process.once('SIGTERM', () => abort.abort());
+  const io: RemoteIo = { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, signal: abort.signal };
+  main(hideBin(process.argv), io).then(
+    (status) => process.stdout.write('', () => process.exit(status)),
+    (err: unknown) => {
+      process.stderr.write(`tsvmm-remote: ${(err as Error).message}\n`);
+      process.exit(1);
+    },
+  );
+}

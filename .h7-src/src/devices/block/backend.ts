@@ -1,0 +1,33 @@
+import { TsvmmError } from '../../errors.js';
+
+/** An I/O failure of a disk image (the request fails; the VMM keeps running). */
+export class BlockError extends TsvmmError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super('EBLOCK', message, details);
+  }
+}
+
+/**
+ * A virtual disk as virtio-blk and tsvmm-img see it: a byte-addressed device of `size` bytes.
+ * Implementations: raw files (raw.ts) and qcow2 chains (qcow2/). All I/O is asynchronous so the
+ * caller's event loop never waits on the disk; requests may be in flight concurrently, and an
+ * implementation serialises internally whatever must be serialised (e.g. qcow2 metadata updates).
+ * Buffers may be live views of guest RAM: read into them / write from them directly.
+ */
+export interface BlockBackend {
+  /** Virtual size in bytes. */
+  readonly size: number;
+  readonly readOnly: boolean;
+  /** 'raw' | 'qcow2' — what `info` and `vm.info` report. */
+  readonly format: string;
+  /** Reads `into.byteLength` bytes at `offset`; offset + length must be <= size. */
+  read(offset: number, into: Uint8Array): Promise<void>;
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Makes every completed write durable (fdatasync of every file written). */
+  flush(): Promise<void>;
+  /** Hints that [offset, offset+length) is unused; reads may then return zeros or old data. */
+  discard(offset: number, length: number): Promise<void>;
+  /** [offset, offset+length) reads as zeros afterwards; `unmap` allows freeing the space. */
+  writeZeroes(offset: number, length: number, unmap: boolean): Promise<void>;
+  close(): Promise<void>;
+}

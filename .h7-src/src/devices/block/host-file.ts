@@ -1,0 +1,103 @@
+import { close as closeFd, fdatasync, fstat, ftruncate, open, read, write } from 'node:fs';
+import { promisify } from 'node:util';
+import { BlockError } from './backend.js';
+
+const openAsync = promisify(open);
+const closeAsync = promisify(closeFd);
+const fstatAsync = promisify(fstat);
+const ftruncateAsync = promisify(ftruncate);
+const fdatasyncAsync = promisify(fdatasync);
+
+/** fs.read/fs.write with callbacks: measurably cheaper per request than FileHandle's promises. */
+function readAt(fd: number, into: Uint8Array, offset: number, position: number, length: number): Promise<number> {
+  return new Promise((resolve, reject) => read(fd, into, offset, length, position, (e, n) => (e ? reject(e) : resolve(n))));
+}
+
+function writeAt(fd: number, data: Uint8Array, offset: number, position: number, length: number): Promise<number> {
+  return new Promise((resolve, reject) => write(fd, data, offset, length, position, (e, n) => (e ? reject(e) : resolve(n))));
+}
+
+/**
+ * Positional I/O on one host file, for raw images and qcow2 files alike. Reads past the end of
+ * the file return zeros (a qcow2 file may end inside its last cluster; a raw backing file may be
+ * shorter than its overlay). All I/O runs on the libuv pool; nothing blocks the event loop.
+ */
+export class HostFile {
+  private closed = false;
+
+  private constructor(readonly path: string, readonly fd: number, readonly writable: boolean) {}
+
+  /** Opens `path`; `create` makes (or truncates) it. */
+  static async open(path: string, writable: boolean, create = false): Promise<HostFile> {
+    const flags = create ? 'w+' : writable ? 'r+' : 'r';
+    try {
+      return new HostFile(path, await openAsync(path, flags), writable);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'is a directory' : (e.code ?? e.message);
+      throw new BlockError(`cannot open ${path}${writable ? ' for writing' : ''}: ${why}`, { path, errno: e.code });
+    }
+  }
+
+  private ioError(op: string, offset: number, length: number, err: unknown): BlockError {
+    const e = err as NodeJS.ErrnoException;
+    return new BlockError(`${op} of ${length} bytes at offset ${offset} of ${this.path} failed: ${e.code ?? e.message}`, { path: this.path, errno: e.code });
+  }
+
+  /** Fills `into` from `offset`; bytes beyond the end of the file read as zeros. */
+  async readAt(offset: number, into: Uint8Array): Promise<void> {
+    let done = 0;
+    try {
+      while (done < into.byteLength) {
+        const n = await readAt(this.fd, into, done, offset + done, into.byteLength - done);
+        if (n === 0) {
+          into.fill(0, done);
+          return;
+        }
+        done += n;
+      }
+    } catch (err) {
+      throw this.ioError('read', offset, into.byteLength, err);
+    }
+  }
+
+  async writeAt(offset: number, data: Uint8Array): Promise<void> {
+    let done = 0;
+    try {
+      while (done < data.byteLength) {
+        const n = await writeAt(this.fd, data, done, offset + done, data.byteLength - done);
+        if (n === 0) throw new Error('the write made no progress');
+        done += n;
+      }
+    } catch (err) {
+      throw this.ioError('write', offset, data.byteLength, err);
+    }
+  }
+
+  async length(): Promise<number> {
+    return (await fstatAsync(this.fd)).size;
+  }
+
+  /** Bytes actually allocated on the host file system (st_blocks * 512). */
+  async allocatedBytes(): Promise<number> {
+    return (await fstatAsync(this.fd)).blocks * 512;
+  }
+
+  async isRegularFile(): Promise<boolean> {
+    return (await fstatAsync(this.fd)).isFile();
+  }
+
+  async truncate(length: number): Promise<void> {
+    await ftruncateAsync(this.fd, length);
+  }
+
+  async datasync(): Promise<void> {
+    await fdatasyncAsync(this.fd);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await closeAsync(this.fd);
+  }
+}

@@ -1,0 +1,512 @@
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { inflateRawSync, constants as zc } from 'node:zlib';
+import { BlockError, type BlockBackend } from '../backend.js';
+import {
+  AUTOCLEAR_BITMAPS, EXT_BITMAPS, HDR_AUTOCLEAR, HDR_INCOMPAT, HDR_L1, INCOMPAT_DIRTY,
+  checkFeatures, parseHeader, peekClusterBits, type Qcow2Header,
+} from './format.js';
+import {
+  FLAG_COPIED, compressedHostClusters, dataEntry, decodeL2, getEntry, l1Offset, setEntry,
+  type ClusterMapping,
+} from './entries.js';
+import { Qcow2Error } from './errors.js';
+import { HostFile } from '../host-file.js';
+import { RefcountStore } from './refcounts.js';
+import { RwLock } from './rw-lock.js';
+import { zeroRange, type ZeroMode } from './zeroing.js';
+
+const L2_CACHE_BYTES = 16 * 1024 * 1024;
+/** Largest number of clusters one write request allocates at once (bounds buffer sizes). */
+const MAX_CLUSTERS_PER_ROUND = 4096;
+
+export type BackingOpener = (path: string, format: string | null) => Promise<BlockBackend>;
+
+export interface Qcow2OpenOptions {
+  readOnly: boolean;
+  /** Opens a backing file (read-only). Without it the image is opened without its backing chain. */
+  openBacking?: BackingOpener;
+  /**
+   * fdatasync at each metadata ordering point (default true). Only a freshly created image whose
+   * content is worthless after a crash (convert output) turns it off; flush() still syncs.
+   */
+  durable?: boolean;
+}
+
+/** One run of clusters with the same status, as `blockStatus` reports it. */
+export interface ExtentStatus {
+  length: number;
+  mapping: ClusterMapping;
+}
+
+interface PendingWrite {
+  cluster: number; // guest cluster index
+  mapping: ClusterMapping;
+  table: Uint8Array; // L2 table holding its entry
+  index: number; // entry index in that table
+  /** Bytes [from, to) of the cluster covered by the request, taken from data at `source`. */
+  from: number;
+  to: number;
+  source: number;
+}
+
+/**
+ * A qcow2 image (v2/v3) as a BlockBackend. Reads of allocated clusters run concurrently; anything
+ * that may change metadata holds the exclusive lock. Metadata is written in crash-safe order:
+ * refcount increments and guest data, barrier; L2 tables, barrier; L1; barrier; decrements.
+ */
+export class Qcow2Image implements BlockBackend {
+  readonly format = 'qcow2';
+  readonly clusterSize: number;
+  readonly l2Entries: number;
+  readonly lock = new RwLock();
+  /** Set once this process cleared the bitmaps autoclear bit (bitmaps now inconsistent). */
+  bitmapsInvalidated = false;
+  private readonly l2Cache = new Map<number, Uint8Array>();
+  private readonly dirtyL2 = new Set<number>();
+  private l1DirtyLo = Infinity;
+  private l1DirtyHi = -1;
+  private firstWriteDone = false;
+  private lastCompressed: { offset: number; data: Uint8Array } | null = null;
+
+  private constructor(
+    readonly path: string,
+    readonly file: HostFile,
+    readonly header: Qcow2Header,
+    readonly refcounts: RefcountStore,
+    public l1: Uint8Array,
+    public backing: BlockBackend | null,
+    readonly readOnly: boolean,
+    readonly durable: boolean,
+  ) {
+    this.clusterSize = 2 ** header.clusterBits;
+    this.l2Entries = this.clusterSize / 8;
+  }
+
+  static async open(path: string, options: Qcow2OpenOptions): Promise<Qcow2Image> {
+    const file = await HostFile.open(path, !options.readOnly);
+    try {
+      const first = new Uint8Array(512);
+      await file.readAt(0, first);
+      const clusterBits = peekClusterBits(first);
+      const cluster = new Uint8Array(2 ** clusterBits);
+      await file.readAt(0, cluster);
+      const header = parseHeader(cluster);
+      checkFeatures(header, path, !options.readOnly);
+      const durable = options.durable ?? true;
+      const barrier = durable && !options.readOnly ? () => file.datasync() : async () => {};
+      const refcounts = await RefcountStore.load(file, clusterBits, header.refcountOrder, header.refcountTableOffset,
+        header.refcountTableClusters, barrier);
+      const l1 = new Uint8Array(header.l1Size * 8);
+      await file.readAt(header.l1TableOffset, l1);
+      let backing: BlockBackend | null = null;
+      if (header.backingFile !== null && options.openBacking !== undefined) {
+        backing = await options.openBacking(resolveBackingPath(path, header.backingFile), header.backingFormat);
+      }
+      const image = new Qcow2Image(path, file, header, refcounts, l1, backing, options.readOnly, durable);
+      if (!options.readOnly && header.incompatible & INCOMPAT_DIRTY) {
+        // Lazy refcounts left the image dirty: refcounts may be too low, rebuild before writing.
+        const { rebuildRefcounts } = await import('./check.js');
+        await rebuildRefcounts(image);
+        header.incompatible &= ~INCOMPAT_DIRTY;
+        await image.writeHeaderU64(HDR_INCOMPAT, header.incompatible);
+      }
+      return image;
+    } catch (err) {
+      await file.close();
+      throw err;
+    }
+  }
+
+  get size(): number {
+    return this.header.size;
+  }
+
+  get clusterBits(): number {
+    return this.header.clusterBits;
+  }
+
+  get l1Size(): number {
+    return this.header.l1Size;
+  }
+
+  async barrier(): Promise<void> {
+    if (this.durable && !this.readOnly) await this.file.datasync();
+  }
+
+  async writeHeaderU64(at: number, value: bigint): Promise<void> {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, value, false);
+    await this.file.writeAt(at, b);
+    await this.barrier();
+  }
+
+  // ---- metadata access -------------------------------------------------------------------
+
+  async loadL2(offset: number): Promise<Uint8Array> {
+    const hit = this.l2Cache.get(offset);
+    if (hit !== undefined) {
+      this.l2Cache.delete(offset);
+      this.l2Cache.set(offset, hit);
+      return hit;
+    }
+    // Metadata outside the file is corruption; following it would write far beyond the image.
+    if (offset % this.clusterSize !== 0 || offset >= this.refcounts.endCluster * this.clusterSize) {
+      throw new Qcow2Error(`${this.path}: corrupt qcow2 image: L2 table at invalid offset ${offset}; repair it with "tsvmm-img check -r all"`);
+    }
+    const table = new Uint8Array(this.clusterSize);
+    await this.file.readAt(offset, table);
+    this.cacheL2(offset, table);
+    return table;
+  }
+
+  private cacheL2(offset: number, table: Uint8Array): void {
+    this.l2Cache.set(offset, table);
+    let excess = this.l2Cache.size * this.clusterSize - L2_CACHE_BYTES;
+    for (const key of this.l2Cache.keys()) {
+      if (excess <= 0 || this.l2Cache.size <= 2) break;
+      if (this.dirtyL2.has(key)) continue;
+      this.l2Cache.delete(key);
+      excess -= this.clusterSize;
+    }
+  }
+
+  markL2Dirty(offset: number): void {
+    this.dirtyL2.add(offset);
+  }
+
+  setL1(index: number, value: bigint): void {
+    setEntry(this.l1, index, value);
+    this.l1DirtyLo = Math.min(this.l1DirtyLo, index * 8);
+    this.l1DirtyHi = Math.max(this.l1DirtyHi, index * 8 + 8);
+  }
+
+  /** Replaces the active L1 table (after the header points at `offset`). */
+  replaceL1(l1: Uint8Array, offset: number): void {
+    this.l1 = l1;
+    this.header.l1Size = l1.byteLength / 8;
+    this.header.l1TableOffset = offset;
+    this.l1DirtyLo = Infinity;
+    this.l1DirtyHi = -1;
+  }
+
+  /** Forgets cached L2 tables (after another structure rewrote them on disk). */
+  dropCaches(): void {
+    this.l2Cache.clear();
+    this.dirtyL2.clear();
+  }
+
+  /** Writes dirty L2 tables; then, after a barrier, the changed part of the L1 table. */
+  async writeBackTables(): Promise<void> {
+    for (const offset of this.dirtyL2) {
+      const table = this.l2Cache.get(offset);
+      if (table !== undefined) await this.file.writeAt(offset, table);
+    }
+    this.dirtyL2.clear();
+    if (this.l1DirtyHi >= 0) {
+      await this.barrier();
+      await this.file.writeAt(this.header.l1TableOffset + this.l1DirtyLo, this.l1.subarray(this.l1DirtyLo, this.l1DirtyHi));
+      this.l1DirtyLo = Infinity;
+      this.l1DirtyHi = -1;
+    }
+  }
+
+  /** The mapping of guest cluster `cluster` in this image alone. */
+  async lookup(cluster: number): Promise<ClusterMapping> {
+    const i1 = Math.floor(cluster / this.l2Entries);
+    if (i1 >= this.header.l1Size) return { kind: 'unallocated' };
+    const l2 = l1Offset(getEntry(this.l1, i1));
+    if (l2 === 0) return { kind: 'unallocated' };
+    const table = await this.loadL2(l2);
+    const m = decodeL2(getEntry(table, cluster % this.l2Entries), this.header.clusterBits, this.header.version);
+    if ((m.kind === 'data' || m.kind === 'zero') &&
+      (m.hostOffset % this.clusterSize !== 0 || m.hostOffset >= this.refcounts.endCluster * this.clusterSize)) {
+      throw new Qcow2Error(`${this.path}: corrupt qcow2 image: cluster ${cluster} maps to invalid host offset ${m.hostOffset}`);
+    }
+    return m;
+  }
+
+  /** Status of the run starting at `offset` (at most `maxLength` bytes) sharing one kind in this image. */
+  async blockStatus(offset: number, maxLength: number): Promise<ExtentStatus> {
+    return this.lock.shared(async () => {
+      const end = Math.min(this.size, offset + maxLength);
+      const first = await this.lookup(Math.floor(offset / this.clusterSize));
+      let cursor = (Math.floor(offset / this.clusterSize) + 1) * this.clusterSize;
+      let expectHost = first.kind === 'data' ? first.hostOffset + this.clusterSize : -1;
+      while (cursor < end) {
+        const m = await this.lookup(cursor / this.clusterSize);
+        if (m.kind !== first.kind || first.kind === 'compressed') break;
+        if (m.kind === 'data') {
+          if (m.hostOffset !== expectHost) break;
+          expectHost += this.clusterSize;
+        }
+        cursor += this.clusterSize;
+      }
+      return { length: Math.min(cursor, end) - offset, mapping: first };
+    });
+  }
+
+  // ---- reads -----------------------------------------------------------------------------
+
+  async read(offset: number, into: Uint8Array): Promise<void> {
+    this.checkRange(offset, into.byteLength);
+    await this.lock.shared(() => this.readUnlocked(offset, into));
+  }
+
+  private checkRange(offset: number, length: number): void {
+    if (!Number.isSafeInteger(offset) || offset < 0 || length < 0 || offset + length > this.size) {
+      throw new BlockError(`${this.path}: request [${offset}, +${length}) is outside the ${this.size}-byte disk`);
+    }
+  }
+
+  private async readUnlocked(offset: number, into: Uint8Array): Promise<void> {
+    const cs = this.clusterSize;
+    let pos = 0;
+    while (pos < into.byteLength) {
+      const guest = offset + pos;
+      const cluster = Math.floor(guest / cs);
+      const m = await this.lookup(cluster);
+      let length = Math.min(cs - (guest % cs), into.byteLength - pos);
+      // Extend over following clusters of the same contiguous kind: one host read for the run.
+      let nextHost = m.kind === 'data' ? m.hostOffset + cs : 0;
+      while (pos + length < into.byteLength && (m.kind === 'data' || m.kind === 'unallocated' || m.kind === 'zero')) {
+        const n = await this.lookup(Math.floor((guest + length) / cs));
+        if (n.kind !== m.kind || (m.kind === 'data' && (n as { hostOffset: number }).hostOffset !== nextHost)) break;
+        nextHost += cs;
+        length = Math.min(length + cs, into.byteLength - pos);
+      }
+      const part = into.subarray(pos, pos + length);
+      await this.readMapped(guest, m, part);
+      pos += length;
+    }
+  }
+
+  /** Fills `part` (guest bytes from `guest`, within one run of mapping `m`). */
+  private async readMapped(guest: number, m: ClusterMapping, part: Uint8Array): Promise<void> {
+    switch (m.kind) {
+      case 'data':
+        await this.file.readAt(m.hostOffset + (guest % this.clusterSize), part);
+        return;
+      case 'zero':
+        part.fill(0);
+        return;
+      case 'unallocated':
+        await this.readBacking(guest, part);
+        return;
+      case 'compressed': {
+        const data = await this.decompress(m);
+        part.set(data.subarray(guest % this.clusterSize, (guest % this.clusterSize) + part.byteLength));
+        return;
+      }
+    }
+  }
+
+  private async readBacking(guest: number, part: Uint8Array): Promise<void> {
+    const backing = this.backing;
+    const inBacking = backing === null ? 0 : Math.max(0, Math.min(part.byteLength, backing.size - guest));
+    if (inBacking > 0) await backing!.read(guest, part.subarray(0, inBacking));
+    part.fill(0, inBacking);
+  }
+
+  async decompress(m: { hostOffset: number; maxBytes: number }): Promise<Uint8Array> {
+    if (this.lastCompressed?.offset === m.hostOffset) return this.lastCompressed.data;
+    const raw = new Uint8Array(m.maxBytes);
+    await this.file.readAt(m.hostOffset, raw);
+    let data: Uint8Array;
+    try {
+      data = inflateRawSync(raw, { finishFlush: zc.Z_SYNC_FLUSH, maxOutputLength: this.clusterSize });
+    } catch (err) {
+      throw new Qcow2Error(`${this.path}: corrupt compressed cluster at host offset ${m.hostOffset}: ${(err as Error).message}`);
+    }
+    if (data.byteLength !== this.clusterSize) {
+      throw new Qcow2Error(`${this.path}: compressed cluster at host offset ${m.hostOffset} inflates to ${data.byteLength} bytes, not ${this.clusterSize}`);
+    }
+    this.lastCompressed = { offset: m.hostOffset, data };
+    return data;
+  }
+
+  // ---- writes ----------------------------------------------------------------------------
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    this.checkWritable();
+    this.checkRange(offset, data.byteLength);
+    if (data.byteLength === 0) return;
+    await this.lock.exclusive(() => this.writeUnlocked(offset, data));
+  }
+
+  private checkWritable(): void {
+    if (this.readOnly) throw new BlockError(`${this.path}: image is open read-only`);
+  }
+
+  /** Work due before the first change of the image: invalidate bitmaps we cannot maintain. */
+  async beforeFirstWrite(): Promise<void> {
+    if (this.firstWriteDone) return;
+    this.firstWriteDone = true;
+    if (this.header.version === 3 && this.header.autoclear !== 0n) {
+      // Autoclear bits name features whose data a writer must keep consistent (bit 0: bitmaps).
+      // tsvmm does not update them, so the spec requires clearing the bits before writing.
+      if (this.header.autoclear & AUTOCLEAR_BITMAPS && this.header.extensions.some((e) => e.type === EXT_BITMAPS)) {
+        this.bitmapsInvalidated = true;
+      }
+      this.header.autoclear = 0n;
+      await this.writeHeaderU64(HDR_AUTOCLEAR, 0n);
+    }
+  }
+
+  async writeUnlocked(offset: number, data: Uint8Array): Promise<void> {
+    await this.beforeFirstWrite();
+    const cs = this.clusterSize;
+    let pos = 0;
+    while (pos < data.byteLength) {
+      const pending: PendingWrite[] = [];
+      const decrements: number[] = [];
+      let allocations = 0;
+      while (pos < data.byteLength && allocations < MAX_CLUSTERS_PER_ROUND) {
+        const guest = offset + pos;
+        const cluster = Math.floor(guest / cs);
+        const from = guest % cs;
+        const to = Math.min(cs, from + data.byteLength - pos);
+        const { table, index } = await this.ownedL2(cluster, decrements);
+        const mapping = decodeL2(getEntry(table, index), this.header.clusterBits, this.header.version);
+        if (!(mapping.kind === 'data' && mapping.copied)) allocations++;
+        pending.push({ cluster, mapping, table, index, from, to, source: pos });
+        pos += to - from;
+      }
+      await this.applyWrites(pending, data, allocations, decrements);
+    }
+  }
+
+  /**
+   * The L2 table for `cluster`, owned by the active L1 alone (refcount 1): allocated when missing,
+   * copied when shared with a snapshot (the old table's reference is dropped via `decrements`).
+   */
+  async ownedL2(cluster: number, decrements: number[]): Promise<{ table: Uint8Array; index: number; offset: number }> {
+    const i1 = Math.floor(cluster / this.l2Entries);
+    const index = cluster % this.l2Entries;
+    if (i1 >= this.header.l1Size) throw new Qcow2Error(`${this.path}: L1 table too small for cluster ${cluster}`);
+    const entry = getEntry(this.l1, i1);
+    const old = l1Offset(entry);
+    if (old !== 0 && entry & FLAG_COPIED) return { table: await this.loadL2(old), index, offset: old };
+    if (old !== 0 && (await this.refcounts.get(old / this.clusterSize)) === 1) {
+      this.setL1(i1, BigInt(old) | FLAG_COPIED);
+      return { table: await this.loadL2(old), index, offset: old };
+    }
+    const offset = await this.refcounts.allocate(1);
+    const table = new Uint8Array(this.clusterSize);
+    if (old !== 0) {
+      table.set(await this.loadL2(old));
+      // Every cluster the shared table names is also named by the snapshot: none is COPIED.
+      for (let i = 0; i < this.l2Entries; i++) {
+        const e = getEntry(table, i);
+        if (e & FLAG_COPIED) setEntry(table, i, e & ~FLAG_COPIED);
+      }
+      decrements.push(old / this.clusterSize);
+    }
+    this.cacheL2(offset, table);
+    this.markL2Dirty(offset);
+    this.setL1(i1, BigInt(offset) | FLAG_COPIED);
+    return { table, index, offset };
+  }
+
+  /** Host clusters the entry referenced, each to be decremented once it is unreferenced. */
+  releasedClusters(m: ClusterMapping): number[] {
+    if (m.kind === 'data' || (m.kind === 'zero' && m.hostOffset !== 0)) return [m.hostOffset / this.clusterSize];
+    if (m.kind === 'compressed') return compressedHostClusters(m, this.header.clusterBits);
+    return [];
+  }
+
+  private async applyWrites(pending: PendingWrite[], data: Uint8Array, allocations: number, decrements: number[]): Promise<void> {
+    const cs = this.clusterSize;
+    const hosts: number[] = [];
+    for (const run of allocations > 0 ? await this.refcounts.allocateExtents(allocations) : []) {
+      for (let i = 0; i < run.count; i++) hosts.push(run.offset + i * cs);
+    }
+    const fresh: { p: PendingWrite; host: number }[] = [];
+    for (const p of pending) {
+      if (p.mapping.kind === 'data' && p.mapping.copied) {
+        await this.file.writeAt(p.mapping.hostOffset + p.from, data.subarray(p.source, p.source + p.to - p.from));
+        continue;
+      }
+      fresh.push({ p, host: hosts[fresh.length]! });
+    }
+    // Assemble new clusters (old content around partial writes); one write per contiguous host run.
+    if (fresh.length > 0) {
+      const buffer = new Uint8Array(fresh.length * cs);
+      let runStart = 0;
+      for (let i = 0; i < fresh.length; i++) {
+        const { p } = fresh[i]!;
+        const slot = buffer.subarray(i * cs, (i + 1) * cs);
+        if (p.from > 0 || p.to < cs) await this.readOldCluster(p.cluster, p.mapping, slot);
+        slot.set(data.subarray(p.source, p.source + p.to - p.from), p.from);
+        const last = i === fresh.length - 1 || fresh[i + 1]!.host !== fresh[i]!.host + cs;
+        if (last) {
+          await this.file.writeAt(fresh[runStart]!.host, buffer.subarray(runStart * cs, (i + 1) * cs));
+          runStart = i + 1;
+        }
+      }
+    }
+    // Refcounts (and the data) durable before any table names the new clusters.
+    if ((await this.refcounts.writeBack()) || fresh.length > 0) await this.barrier();
+    for (const { p, host } of fresh) {
+      setEntry(p.table, p.index, dataEntry(host, true));
+      this.markL2Dirty(this.l2OffsetOf(p.cluster));
+      decrements.push(...this.releasedClusters(p.mapping));
+    }
+    await this.writeBackTables();
+    await this.release(decrements);
+  }
+
+  /** Drops one reference from each cluster, after the tables no longer naming them are durable. */
+  async release(clusters: number[]): Promise<void> {
+    if (clusters.length === 0) return;
+    await this.barrier();
+    for (const c of clusters) await this.refcounts.adjust(c, -1);
+    await this.refcounts.writeBack();
+  }
+
+  l2OffsetOf(cluster: number): number {
+    return l1Offset(getEntry(this.l1, Math.floor(cluster / this.l2Entries)));
+  }
+
+  /** The current guest content of a whole cluster, from wherever it lives. */
+  private async readOldCluster(cluster: number, m: ClusterMapping, into: Uint8Array): Promise<void> {
+    const guest = cluster * this.clusterSize;
+    const length = Math.min(this.clusterSize, this.size - guest);
+    into.fill(0);
+    await this.readMapped(guest, m, into.subarray(0, length));
+  }
+
+  async writeZeroes(offset: number, length: number, unmap: boolean): Promise<void> {
+    this.checkWritable();
+    this.checkRange(offset, length);
+    await this.lock.exclusive(() => this.zeroUnlocked(offset, length, unmap ? 'zero-unmap' : 'zero'));
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    this.checkWritable();
+    this.checkRange(offset, length);
+    await this.lock.exclusive(() => this.zeroUnlocked(offset, length, 'discard'));
+  }
+
+  /** Zeroing, discarding and unallocating ranges (zeroing.ts); the caller holds the exclusive lock. */
+  async zeroUnlocked(offset: number, length: number, how: ZeroMode): Promise<void> {
+    await zeroRange(this, offset, length, how);
+  }
+
+  async flush(): Promise<void> {
+    if (!this.readOnly) await this.lock.exclusive(() => this.file.datasync());
+  }
+
+  async close(): Promise<void> {
+    if (!this.readOnly) await this.flush();
+    await this.file.close();
+    await this.backing?.close();
+  }
+}
+
+/** A backing file name resolved the way QEMU does: relative names against the overlay's folder. */
+export function resolveBackingPath(overlayPath: string, name: string): string {
+  const plain = name.startsWith('file:') ? name.slice(5) : name;
+  return isAbsolute(plain) ? plain : resolve(dirname(overlayPath), plain);
+}
+
+export { HDR_L1 };

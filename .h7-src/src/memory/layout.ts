@@ -1,0 +1,36 @@
+/**
+ * The x86-64 guest-physical address map, in one place so the builder, the boot tables, the
+ * devices and the snapshot format agree. RAM sits below the 32-bit MMIO hole and, past ~3 GiB,
+ * continues above 4 GiB: the `memory-region-0` / `memory-region-1` layout of the snapshot format.
+ */
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
+
+/** Start of the 32-bit hole: RAM region 0 never goes past this. */
+export const MMIO_HOLE_START = 3 * GiB;
+/** RAM that does not fit below the hole resumes here. */
+export const HIGH_RAM_START = 4 * GiB;
+
+/** virtio-mmio windows, one page each, inside the hole. */
+export const VIRTIO_MMIO_BASE = 0xd000_0000;
+export const VIRTIO_MMIO_SIZE = 0x1000;
+/** First GSI handed to virtio-mmio devices (4 is COM1; ISA lines below 5 are taken). */
+export const VIRTIO_FIRST_IRQ = 5;
+
+export const IOAPIC_BASE = 0xfec0_0000;
+export const LAPIC_BASE = 0xfee0_0000;
+
+export interface RamRange {
+  readonly index: number;
+  readonly guestBase: number;
+  readonly size: number;
+}
+
+/** Splits `ramBytes` of RAM around the 32-bit hole. */
+export function ramLayout(ramBytes: number): RamRange[] {
+  if (ramBytes <= MMIO_HOLE_START) return [{ index: 0, guestBase: 0, size: ramBytes }];
+  return [
+    { index: 0, guestBase: 0, size: MMIO_HOLE_START },
+    { index: 1, guestBase: HIGH_RAM_START, size: ramBytes - MMIO_HOLE_START },
+  ];
+}

@@ -1,0 +1,3 @@
+export * from './errno.js';
+export * from './libc.js';
+export * from './eventfd.js';

@@ -1,0 +1,247 @@
+import { fileURLToPath } from 'node:url';
+import { ConfigError } from '../../errors.js';
+import type { DiskConfig, SerialConfig, SerialMode, VmConfig } from '../config.js';
+import type { RestoreRequest, SnapshotRequest } from '../controller.js';
+
+/**
+ * Hand-written, strict validation of API bodies (and of the same JSON given to the CLI). Every
+ * error names the field by its dotted path and says what was expected, so a person can fix the
+ * body without reading code. Unknown fields are errors: a misspelt `boot_vcpu` silently ignored
+ * would boot a VM the user did not ask for. Independent of HTTP on purpose.
+ */
+
+type Json = Record<string, unknown>;
+
+const MAX_VCPUS = 254; // Cloud Hypervisor's limit (8-bit APIC IDs minus broadcast)
+const PAGE = 4096;
+const MIN_MEMORY = 1 << 20;
+const MAX_MEMORY = 2 ** 46; // 64 TiB: beyond any host this runs on, and well inside 2^53
+export const DEFAULT_MEMORY_SIZE = 512 * 1024 * 1024; // Cloud Hypervisor's default
+const SERIAL_MODES: readonly SerialMode[] = ['Tty', 'File', 'Off', 'Null', 'Socket'];
+const DISK_FORMATS = ['raw', 'qcow2'];
+const VIRTIO_BLK_ID_BYTES = 20;
+
+function describe(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'an array';
+  if (typeof value === 'number' && !Number.isInteger(value)) return `the number ${value}`;
+  return typeof value === 'object' ? 'an object' : `${typeof value} ${JSON.stringify(value)}`;
+}
+
+function fail(field: string, expected: string, value: unknown): never {
+  throw new ConfigError(`${field}: expected ${expected}, got ${describe(value)}`, { field });
+}
+
+function object(value: unknown, field: string, allowed: readonly string[]): Json {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    fail(field === '' ? 'body' : field, 'a JSON object', value);
+  }
+  for (const key of Object.keys(value)) {
+    if (!allowed.includes(key)) {
+      const where = field === '' ? key : `${field}.${key}`;
+      throw new ConfigError(`unknown field "${where}" (allowed here: ${allowed.join(', ')})`, { field: where });
+    }
+  }
+  return value as Json;
+}
+
+function join(parent: string, key: string): string {
+  return parent === '' ? key : `${parent}.${key}`;
+}
+
+function integer(value: unknown, field: string, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value)) fail(field, 'an integer', value);
+  if (value < min || value > max) {
+    throw new ConfigError(`${field}: ${value} is out of range (${min}..${max})`, { field });
+  }
+  return value;
+}
+
+function boolean(value: unknown, field: string): boolean {
+  if (typeof value !== 'boolean') fail(field, 'a boolean (true or false)', value);
+  return value;
+}
+
+function string(value: unknown, field: string): string {
+  if (typeof value !== 'string') fail(field, 'a string', value);
+  return value;
+}
+
+/** A file-system path: non-empty and free of NUL bytes (which would truncate it at the syscall). */
+function path(value: unknown, field: string): string {
+  const s = string(value, field);
+  if (s.length === 0) throw new ConfigError(`${field}: must not be empty`, { field });
+  if (s.includes('\0')) throw new ConfigError(`${field}: must not contain NUL bytes`, { field });
+  return s;
+}
+
+function parseCpus(value: unknown): VmConfig['cpus'] {
+  if (value === undefined) return { boot_vcpus: 1, max_vcpus: 1 };
+  const o = object(value, 'cpus', ['boot_vcpus', 'max_vcpus']);
+  const boot = o.boot_vcpus === undefined ? 1 : integer(o.boot_vcpus, 'cpus.boot_vcpus', 1, MAX_VCPUS);
+  const max = o.max_vcpus === undefined ? boot : integer(o.max_vcpus, 'cpus.max_vcpus', 1, MAX_VCPUS);
+  if (max < boot) {
+    throw new ConfigError(`cpus.max_vcpus (${max}) must be at least cpus.boot_vcpus (${boot})`, { field: 'cpus.max_vcpus' });
+  }
+  return { boot_vcpus: boot, max_vcpus: max };
+}
+
+function parseMemory(value: unknown): VmConfig['memory'] {
+  if (value === undefined) return { size: DEFAULT_MEMORY_SIZE };
+  const o = object(value, 'memory', ['size']);
+  if (o.size === undefined) throw new ConfigError('memory.size: required (bytes)', { field: 'memory.size' });
+  const size = integer(o.size, 'memory.size', MIN_MEMORY, MAX_MEMORY);
+  if (size % PAGE !== 0) {
+    throw new ConfigError(`memory.size: ${size} is not a multiple of the 4096-byte page size`, { field: 'memory.size' });
+  }
+  return { size };
+}
+
+/** The `payload` form, or the older top-level `kernel: {path}`, `initramfs: {path}`, `cmdline: {args}`. */
+function parsePayload(o: Json): VmConfig['payload'] {
+  const legacy = o.kernel !== undefined || o.initramfs !== undefined || o.cmdline !== undefined;
+  if (o.payload !== undefined && legacy) {
+    throw new ConfigError('give either "payload" or the older "kernel"/"initramfs"/"cmdline" fields, not both', { field: 'payload' });
+  }
+  let kernel: unknown;
+  let initramfs: unknown;
+  let cmdline: unknown;
+  let kernelField = 'payload.kernel';
+  let initramfsField = 'payload.initramfs';
+  let cmdlineField = 'payload.cmdline';
+  if (legacy) {
+    kernelField = 'kernel.path';
+    initramfsField = 'initramfs.path';
+    cmdlineField = 'cmdline.args';
+    if (o.kernel !== undefined) kernel = object(o.kernel, 'kernel', ['path']).path;
+    if (o.initramfs !== undefined) initramfs = object(o.initramfs, 'initramfs', ['path']).path;
+    if (o.cmdline !== undefined) cmdline = object(o.cmdline, 'cmdline', ['args']).args;
+  } else {
+    if (o.payload === undefined) throw new ConfigError('payload: required ({"kernel": "/path/to/vmlinux"})', { field: 'payload' });
+    const p = object(o.payload, 'payload', ['kernel', 'initramfs', 'cmdline']);
+    ({ kernel, initramfs, cmdline } = p);
+  }
+  if (kernel === undefined) throw new ConfigError(`${kernelField}: required (path of the guest kernel)`, { field: kernelField });
+  const payload: VmConfig['payload'] = { kernel: path(kernel, kernelField) };
+  if (initramfs !== undefined) payload.initramfs = path(initramfs, initramfsField);
+  if (cmdline !== undefined) {
+    payload.cmdline = string(cmdline, cmdlineField);
+    if (payload.cmdline.includes('\0')) throw new ConfigError(`${cmdlineField}: must not contain NUL bytes`, { field: cmdlineField });
+  }
+  return payload;
+}
+
+function parseDisk(value: unknown, index: number): DiskConfig {
+  const field = `disks[${index}]`;
+  const o = object(value, field, ['path', 'readonly', 'id', 'serial', 'format']);
+  if (o.path === undefined) throw new ConfigError(`${field}.path: required`, { field: `${field}.path` });
+  const disk: DiskConfig = {
+    path: path(o.path, `${field}.path`),
+    readonly: o.readonly === undefined ? false : boolean(o.readonly, `${field}.readonly`),
+    id: o.id === undefined ? `disk${index}` : string(o.id, `${field}.id`),
+  };
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(disk.id)) {
+    throw new ConfigError(`${field}.id: "${disk.id}" must be 1-64 characters of A-Z a-z 0-9 _ . -`, { field: `${field}.id` });
+  }
+  if (o.serial !== undefined) {
+    disk.serial = string(o.serial, `${field}.serial`);
+    if (Buffer.byteLength(disk.serial) > VIRTIO_BLK_ID_BYTES) {
+      throw new ConfigError(`${field}.serial: at most ${VIRTIO_BLK_ID_BYTES} bytes (virtio-blk ID limit)`, { field: `${field}.serial` });
+    }
+  }
+  if (o.format !== undefined) {
+    const format = string(o.format, `${field}.format`);
+    if (!DISK_FORMATS.includes(format)) fail(`${field}.format`, `one of ${DISK_FORMATS.join(', ')}`, format);
+    disk.format = format;
+  }
+  return disk;
+}
+
+function parseDisks(value: unknown): DiskConfig[] {
+  if (value === undefined || value === null) return [];
+  if (!Array.isArray(value)) fail('disks', 'an array', value);
+  const disks = value.map((d, i) => parseDisk(d, i));
+  const seen = new Set<string>();
+  for (const d of disks) {
+    if (seen.has(d.id)) throw new ConfigError(`disks: id "${d.id}" is used by more than one disk`, { field: 'disks' });
+    seen.add(d.id);
+  }
+  return disks;
+}
+
+function parseSerial(value: unknown): SerialConfig {
+  if (value === undefined) return { mode: 'Null' };
+  const o = object(value, 'serial', ['mode', 'file']);
+  const raw = string(o.mode, 'serial.mode');
+  // Case-insensitive like Cloud Hypervisor's CLI ("tty", "off"); stored in the API's spelling.
+  const mode = SERIAL_MODES.find((m) => m.toLowerCase() === raw.toLowerCase());
+  if (mode === undefined) fail('serial.mode', `one of ${SERIAL_MODES.join(', ')}`, raw);
+  if (mode === 'File') {
+    if (o.file === undefined) throw new ConfigError('serial.file: required when serial.mode is File', { field: 'serial.file' });
+    return { mode, file: path(o.file, 'serial.file') };
+  }
+  if (o.file !== undefined && o.file !== null) {
+    throw new ConfigError(`serial.file: only valid when serial.mode is File (it is ${mode})`, { field: 'serial.file' });
+  }
+  return { mode };
+}
+
+/**
+ * A `vm.create` body (Cloud Hypervisor field names) → VmConfig with defaults filled in:
+ * cpus 1/1, memory 512 MiB, no disks, serial Null. Throws ConfigError naming the bad field.
+ */
+export function parseVmConfigJson(value: unknown): VmConfig {
+  const o = object(value, '', ['cpus', 'memory', 'payload', 'kernel', 'initramfs', 'cmdline', 'disks', 'serial']);
+  return {
+    cpus: parseCpus(o.cpus),
+    memory: parseMemory(o.memory),
+    payload: parsePayload(o),
+    disks: parseDisks(o.disks),
+    serial: parseSerial(o.serial),
+  };
+}
+
+/** A `file://` URL naming an absolute local directory; other schemes are not supported. */
+export function parseFileUrl(value: unknown, field: string): string {
+  const s = string(value, field);
+  let url: URL;
+  try {
+    url = new URL(s);
+  } catch {
+    throw new ConfigError(`${field}: "${s}" is not a URL; use file:///absolute/dir`, { field });
+  }
+  if (url.protocol !== 'file:') {
+    throw new ConfigError(`${field}: only file:// URLs are supported, got ${url.protocol}//`, { field });
+  }
+  if (url.host !== '' && url.host !== 'localhost') {
+    throw new ConfigError(`${field}: file URL host must be empty (file:///dir), got "${url.host}"`, { field });
+  }
+  const dir = fileURLToPath(url);
+  if (dir.includes('\0')) throw new ConfigError(`${field}: must not contain NUL bytes`, { field });
+  return s;
+}
+
+export function parseSnapshotRequest(value: unknown): SnapshotRequest {
+  const o = object(value, '', ['destination_url', 'disks']);
+  if (o.destination_url === undefined) {
+    throw new ConfigError('destination_url: required (file:///dir)', { field: 'destination_url' });
+  }
+  const req: SnapshotRequest = { destination_url: parseFileUrl(o.destination_url, 'destination_url') };
+  if (o.disks !== undefined) req.disks = boolean(o.disks, 'disks');
+  return req;
+}
+
+export function parseRestoreRequest(value: unknown): RestoreRequest {
+  const o = object(value, '', ['source_url', 'prefault', 'force', 'disk_paths']);
+  if (o.source_url === undefined) throw new ConfigError('source_url: required (file:///dir)', { field: 'source_url' });
+  const req: RestoreRequest = { source_url: parseFileUrl(o.source_url, 'source_url') };
+  if (o.prefault !== undefined) req.prefault = boolean(o.prefault, 'prefault');
+  if (o.force !== undefined) req.force = boolean(o.force, 'force');
+  if (o.disk_paths !== undefined) {
+    const paths = o.disk_paths;
+    if (typeof paths !== 'object' || paths === null || Array.isArray(paths)) fail('disk_paths', 'a JSON object of disk id to path', paths);
+    req.disk_paths = {};
+    for (const [id, path] of Object.entries(paths as Json)) req.disk_paths[id] = string(path, `disk_paths.${id}`);
+  }
+  return req;
+}

@@ -1,0 +1,96 @@
+import { ConfigError } from '../errors.js';
+import { parseCount, parseKeyValues, parseToggle } from '../util/kv.js';
+import { parseSize } from '../util/size.js';
+import type { DiskConfig, SerialConfig, VmConfig } from './config.js';
+
+/** Highest vCPU count we accept on the command line; KVM's own limit is checked at boot. */
+export const MAX_VCPUS = 254;
+/** Guest RAM bounds: enough for the boot tables, and what x86-64 4-level paging can address. */
+export const MIN_MEMORY = 2 * 1024 * 1024;
+export const MAX_MEMORY = 1024 * 1024 * 1024 * 1024;
+
+export interface CliVmOptions {
+  kernel?: string;
+  initramfs?: string;
+  cmdline?: string;
+  cpus?: string;
+  memory?: string;
+  disk?: string[];
+  serial?: string;
+}
+
+export function parseCpus(text: string): VmConfig['cpus'] {
+  const kv = parseKeyValues(text, 'cpus', ['boot', 'max'], 'boot');
+  const boot = parseCount(kv.get('boot') ?? '1', '--cpus boot', 1, MAX_VCPUS);
+  const max = parseCount(kv.get('max') ?? String(boot), '--cpus max', 1, MAX_VCPUS);
+  if (max < boot) throw new ConfigError(`--cpus: max (${max}) is below boot (${boot})`);
+  return { boot_vcpus: boot, max_vcpus: max };
+}
+
+export function parseMemory(text: string): VmConfig['memory'] {
+  const kv = parseKeyValues(text, 'memory', ['size'], 'size');
+  const size = parseSize(kv.get('size') ?? '512M', '--memory size');
+  if (size < MIN_MEMORY) throw new ConfigError(`--memory size: ${size} bytes is too small (at least 2M)`);
+  if (size > MAX_MEMORY) throw new ConfigError(`--memory size: ${size} bytes is more than tsvmm supports (1T)`);
+  if (size % 4096 !== 0) throw new ConfigError('--memory size: must be a multiple of 4K');
+  return { size };
+}
+
+export function parseDisk(text: string, index: number): DiskConfig {
+  const kv = parseKeyValues(text, 'disk', ['path', 'readonly', 'id', 'serial', 'format'], 'path');
+  const path = kv.get('path');
+  if (path === undefined || path === '') throw new ConfigError('--disk: path= is required');
+  const disk: DiskConfig = {
+    path,
+    readonly: kv.has('readonly') ? parseToggle(kv.get('readonly')!, '--disk readonly') : false,
+    id: kv.get('id') ?? `disk${index}`,
+  };
+  const serial = kv.get('serial');
+  if (serial !== undefined) {
+    if (Buffer.byteLength(serial) > 20) throw new ConfigError('--disk serial: at most 20 bytes (virtio-blk GET_ID)');
+    disk.serial = serial;
+  }
+  const format = kv.get('format');
+  if (format !== undefined) {
+    if (format !== 'raw' && format !== 'qcow2') throw new ConfigError(`--disk format: "${format}" must be raw or qcow2`);
+    disk.format = format;
+  }
+  return disk;
+}
+
+export function parseSerial(text: string): SerialConfig {
+  const lower = text.toLowerCase();
+  if (lower === 'tty') return { mode: 'Tty' };
+  if (lower === 'off') return { mode: 'Off' };
+  if (lower === 'null') return { mode: 'Null' };
+  if (lower === 'socket') return { mode: 'Socket' };
+  if (text.startsWith('file=')) {
+    const file = text.slice(5);
+    if (file === '') throw new ConfigError('--serial file=: a path is required');
+    return { mode: 'File', file };
+  }
+  throw new ConfigError(`--serial: "${text}" must be tty, file=PATH, socket, null or off`);
+}
+
+/** Turns the `tsvmm` command-line options into a VmConfig (Cloud Hypervisor syntax). */
+export function vmConfigFromCli(o: CliVmOptions): VmConfig {
+  if (o.kernel === undefined) throw new ConfigError('--kernel is required to boot a VM');
+  // yargs turns a bare `--disk` into an empty list; booting without the disk would hide the mistake.
+  if (o.disk !== undefined && o.disk.length === 0) throw new ConfigError('--disk: a value is required: path=FILE[,readonly=on][,id=NAME]');
+  const disks = (o.disk ?? []).map((d, i) => parseDisk(d, i));
+  const ids = new Set<string>();
+  for (const d of disks) {
+    if (ids.has(d.id)) throw new ConfigError(`--disk: id "${d.id}" is used twice`);
+    ids.add(d.id);
+  }
+  const payload: VmConfig['payload'] = { kernel: o.kernel };
+  if (o.initramfs !== undefined) payload.initramfs = o.initramfs;
+  if (o.cmdline !== undefined) payload.cmdline = o.cmdline;
+  return {
+    cpus: parseCpus(o.cpus ?? 'boot=1'),
+    memory: parseMemory(o.memory ?? 'size=512M'),
+    payload,
+    disks,
+    serial: parseSerial(o.serial ?? 'tty'),
+  };
+}

@@ -1,0 +1,95 @@
+import type { VmConfig, VmState } from './config.js';
+import type {
+  DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListing, SnapshotListRequest, SnapshotNameRequest,
+} from './checkpoints/service.js';
+import type { BlockJobInfo, BlockCommitRequest, BlockPullRequest, JobCancelRequest } from './jobs/types.js';
+
+/**
+ * What the control plane (HTTP API, CLI) may ask of the VMM. The API server is written against
+ * this interface only; `src/vmm/vmm.ts` implements it. Methods throw TsvmmError subclasses whose
+ * `code` the API maps to HTTP status (see src/vmm/api/status.ts):
+ *   ENOVM -> 404, EINVALIDSTATE / EINVALIDCONFIG -> 400, ECONFLICT -> 409, anything else -> 500.
+ */
+export interface VmInfo {
+  config: VmConfig;
+  state: VmState;
+  memory_actual_size: number;
+  /** tsvmm extension: block-commit / block-pull jobs and their progress (present once any ran). */
+  block_jobs?: BlockJobInfo[];
+}
+
+export interface DeviceCounters {
+  [counter: string]: number;
+}
+
+/** Per-vCPU exit counts ("vcpu0": {"io": n, "mmio": n, ...}) and per-device counters. */
+export type VmCounters = Record<string, DeviceCounters>;
+
+export interface SnapshotRequest {
+  destination_url: string;
+  /**
+   * tsvmm extension: a system checkpoint. Each writable disk continues on a new qcow2 overlay and
+   * the snapshot records the now read-only images, so restoring it (any number of times) gives
+   * disks consistent with memory; each restore writes to its own new overlay.
+   */
+  disks?: boolean;
+}
+
+export interface RestoreRequest {
+  source_url: string;
+  prefault?: boolean;
+  /** tsvmm extension: restore even over disks that changed since the snapshot. */
+  force?: boolean;
+  /** tsvmm extension: disk id → image path to use instead of the recorded one (clones). */
+  disk_paths?: Record<string, string>;
+}
+
+/** Events in Cloud Hypervisor's event-monitor shape. */
+export interface VmmEvent {
+  timestamp: { secs: number; nanos: number };
+  source: 'vmm' | 'vm' | 'vcpu' | 'device';
+  event: string;
+  properties: Record<string, unknown> | null;
+}
+
+export interface ConsoleAttachment {
+  /** Bytes from the guest's serial port. */
+  onOutput(listener: (bytes: Uint8Array) => void): void;
+  /** Bytes typed by the user, to the guest's serial port. */
+  input(bytes: Uint8Array): void;
+  detach(): void;
+}
+
+export interface VmmController {
+  ping(): { build_version: string; version: string; pid: number; features: string[] };
+  info(): VmInfo;
+  counters(): VmCounters;
+  create(config: VmConfig): Promise<void>;
+  boot(): Promise<void>;
+  pause(): Promise<void>;
+  resume(): Promise<void>;
+  shutdown(): Promise<void>;
+  reboot(): Promise<void>;
+  snapshot(req: SnapshotRequest): Promise<void>;
+  restore(req: RestoreRequest): Promise<void>;
+  /** Stops the VM if any, then the VMM process. */
+  shutdownVmm(): Promise<void>;
+  /** Subscribes to lifecycle events; returns an unsubscribe function. */
+  subscribe(listener: (e: VmmEvent) => void): () => void;
+  /** Attaches to the serial port (only when it was configured as `socket`), else throws. */
+  attachConsole(): ConsoleAttachment;
+
+  // Disk snapshots, named checkpoints and block jobs (src/vmm/checkpoints/, src/vmm/jobs/).
+  /** Live external snapshot: the disk continues on a new overlay at `file`. */
+  snapshotDisk?(req: DiskSnapshotRequest): Promise<void>;
+  snapshotCreate?(req: SnapshotCreateRequest): Promise<void>;
+  snapshotList?(req: SnapshotListRequest): SnapshotListing;
+  snapshotRevert?(req: SnapshotNameRequest): Promise<void>;
+  snapshotDelete?(req: SnapshotNameRequest): Promise<void>;
+  /** What the last disk-snapshot operation measured (pause times, files), if any. */
+  lastDiskOperation?(): LastOperation | null;
+  blockCommit?(req: BlockCommitRequest): Promise<void>;
+  blockPull?(req: BlockPullRequest): Promise<void>;
+  blockJobs?(): BlockJobInfo[];
+  blockJobCancel?(req: JobCancelRequest): Promise<void>;
+}

@@ -1,0 +1,206 @@
+/**
+ * A VM disk: the image (raw or qcow2 chain), its lock, the virtio-blk device on a virtio-mmio
+ * window, and the eventfds that connect it to KVM. Queue notifications arrive on an ioeventfd
+ * (the vCPU never leaves the kernel for them) and are served on the main thread's event loop.
+ */
+import { open as openFile, type FileHandle } from 'node:fs/promises';
+import type { VmFd } from '../kvm/vm.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import { VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../memory/layout.js';
+import { EventFd } from '../sys/eventfd.js';
+import { sharedPoller } from '../sys/poller.js';
+import type { Bus, InterruptLine, MmioDevice } from '../devices/bus.js';
+import type { BlockBackend } from '../devices/block/backend.js';
+import { lockImage, unlockImage } from '../devices/block/lock.js';
+import { VirtioBlk, type VirtioBlkState } from '../devices/block/virtio-blk.js';
+import { MMIO_QUEUE_NOTIFY, VirtioMmioTransport, type VirtioMmioState } from '../devices/virtio/mmio.js';
+import { openDisk } from '../devices/block/qcow2/open.js';
+import { InputFileError } from './errors.js';
+import { ConfigError } from '../errors.js';
+import { log } from '../util/log.js';
+import type { DiskConfig } from './config.js';
+
+export interface VirtioSlot {
+  base: number;
+  size: number;
+  gsi: number;
+}
+
+export class Disk {
+  slot: VirtioSlot | undefined;
+  device: VirtioBlk;
+  transport: VirtioMmioTransport | undefined;
+  private notify: EventFd | undefined;
+  private vmFd: VmFd | undefined;
+  private closed = false;
+  /** Set between quiesce() and unquiesce() (VM pause): a backend swap must not restart I/O then. */
+  private quiesced = false;
+  /** Read locks on backing images this VM froze under the disk (external snapshots), by path. */
+  private readonly backingLocks = new Map<string, FileHandle>();
+
+  constructor(readonly config: DiskConfig, private current: BlockBackend, private lockHandle: FileHandle) {
+    const opts: ConstructorParameters<typeof VirtioBlk>[1] = { onError: (m) => log.warn(`disk ${config.id}: ${m}`) };
+    if (config.serial !== undefined) opts.serial = config.serial;
+    this.device = new VirtioBlk(current, opts);
+  }
+
+  /** The image the guest reads and writes now (the top of its chain). */
+  get backend(): BlockBackend {
+    return this.current;
+  }
+
+  /**
+   * Switches the guest to another image atomically with respect to its I/O: new requests wait
+   * (the vCPUs keep running), in-flight ones finish, `prepare` builds the next image (it may flush
+   * the current one and reopen it as a backing file), the device switches, requests flow again.
+   * If `prepare` throws, the guest continues on the current image. Returns how long guest I/O was
+   * held, and the previous image and its lock (null when the swap kept the lock), which the
+   * caller now owns (to close or keep).
+   */
+  async swapBackend(prepare: (current: BlockBackend) => Promise<DiskSwap>): Promise<{ heldMs: number; previous: BlockBackend; previousLock: FileHandle | null }> {
+    if (this.closed) throw new ConfigError(`disk "${this.config.id}" is closed`);
+    const start = performance.now();
+    await this.device.drain();
+    try {
+      const next = await prepare(this.current);
+      this.device.setBackend(next.backend);
+      const previous = this.current;
+      const previousLock = next.lockHandle === undefined ? null : this.lockHandle;
+      this.current = next.backend;
+      if (next.lockHandle !== undefined) this.lockHandle = next.lockHandle;
+      this.config.path = next.path;
+      this.config.format = next.format;
+      return { heldMs: performance.now() - start, previous, previousLock };
+    } finally {
+      if (!this.quiesced) this.device.resumeProcessing();
+    }
+  }
+
+  /** Keeps `handle` open with a read lock on `path` (a frozen backing image) until the disk closes. */
+  async holdBackingLock(path: string, handle: FileHandle): Promise<void> {
+    unlockImage(handle.fd);
+    await lockImage(handle.fd, path, 'read');
+    const old = this.backingLocks.get(path);
+    this.backingLocks.set(path, handle);
+    if (old !== undefined && old !== handle) await old.close();
+  }
+
+  /** Gives up the read lock held on backing image `path` (before it is written or deleted). */
+  async releaseBackingLock(path: string): Promise<void> {
+    const h = this.backingLocks.get(path);
+    this.backingLocks.delete(path);
+    await h?.close();
+  }
+
+  get backingLockPaths(): string[] {
+    return [...this.backingLocks.keys()];
+  }
+
+  /** Puts the device on the MMIO bus at slot `index` and wires its notify/interrupt to KVM. */
+  attach(index: number, vmFd: VmFd, memory: GuestMemory, mmio: Bus<MmioDevice>, lineFor: (gsi: number) => InterruptLine, saved?: VirtioMmioState): void {
+    const slot = { base: VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_SIZE, size: VIRTIO_MMIO_SIZE, gsi: VIRTIO_FIRST_IRQ + index };
+    this.slot = slot;
+    const onError = (m: string): void => log.warn(`disk ${this.config.id}: ${m}`);
+    if (saved !== undefined) this.device = VirtioBlk.fromState({ backend: this.backend, onError }, saved.device as VirtioBlkState);
+    const args = {
+      device: this.device,
+      memory,
+      interrupt: lineFor(slot.gsi),
+      onDeviceError: (reason: string) => log.warn(`disk ${this.config.id} needs reset: ${reason}`),
+    };
+    const transport = saved !== undefined ? VirtioMmioTransport.fromState(args, saved) : new VirtioMmioTransport(args);
+    this.transport = transport;
+    mmio.insert(`virtio-blk:${this.config.id}`, slot.base, slot.size, transport);
+    // One queue: notifications of queue 0 become eventfd signals inside KVM, which the shared
+    // poller turns into queueNotify calls on the main thread.
+    const notify = EventFd.create({ nonBlocking: true });
+    vmFd.ioeventfd(notify, slot.base + MMIO_QUEUE_NOTIFY, 4, { datamatch: 0n });
+    this.notify = notify;
+    this.vmFd = vmFd;
+    sharedPoller().add(notify.fd, () => {
+      if (notify.read() > 0n && !this.closed) transport.queueNotify(0);
+    });
+  }
+
+  quiesce(): Promise<void> {
+    this.quiesced = true;
+    return this.device.drain();
+  }
+
+  unquiesce(): void {
+    this.quiesced = false;
+    this.device.resumeProcessing();
+  }
+
+  counters(): Record<string, number> {
+    return { ...this.device.counters() };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.notify !== undefined && this.slot !== undefined) {
+      try {
+        this.vmFd?.ioeventfdDeassign(this.notify, this.slot.base + MMIO_QUEUE_NOTIFY, 4, { datamatch: 0n });
+      } catch { /* the VM may already be gone; closing the eventfd is what matters */ }
+      sharedPoller().remove(this.notify.fd);
+      this.notify.close();
+    }
+    await this.device.drain();
+    await this.current.close();
+    await this.lockHandle.close();
+    for (const h of this.backingLocks.values()) await h.close();
+    this.backingLocks.clear();
+  }
+}
+
+/**
+ * What Disk.swapBackend switches to: the open image, the handle holding its lock (absent: the same
+ * file stays locked by the current handle, e.g. a wrapper around the same image), and its name.
+ */
+export interface DiskSwap {
+  backend: BlockBackend;
+  lockHandle?: FileHandle;
+  path: string;
+  format: 'raw' | 'qcow2';
+}
+
+/**
+ * Opens every configured disk: the image through its whole backing chain, and a lock on the top
+ * image (write lock when writable) so no other tsvmm or qemu-img writes it under the guest.
+ */
+export async function openDisks(configs: readonly DiskConfig[]): Promise<Disk[]> {
+  const disks: Disk[] = [];
+  try {
+    for (const c of configs) {
+      let lockHandle: FileHandle;
+      try {
+        lockHandle = await openFile(c.path, c.readonly ? 'r' : 'r+');
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied'
+          : code === 'EISDIR' ? 'is a directory, not a disk image file' : (e as Error).message;
+        throw new InputFileError(`--disk ${c.path}: ${why}`);
+      }
+      try {
+        // A read-only open of a directory or a device succeeds; the image code needs a regular file
+        // (its size comes from stat), so refuse anything else here with a message that says so.
+        const st = await lockHandle.stat();
+        if (st.isDirectory()) throw new InputFileError(`--disk ${c.path}: is a directory, not a disk image file`);
+        if (!st.isFile()) throw new InputFileError(`--disk ${c.path}: is not a regular file (tsvmm takes raw or qcow2 image files)`);
+        await lockImage(lockHandle.fd, c.path, c.readonly ? 'read' : 'write');
+        const openOpts: Parameters<typeof openDisk>[1] = { readOnly: c.readonly };
+        if (c.format === 'raw' || c.format === 'qcow2') openOpts.format = c.format;
+        const backend = await openDisk(c.path, openOpts);
+        disks.push(new Disk(c, backend, lockHandle));
+      } catch (e) {
+        await lockHandle.close();
+        throw e;
+      }
+    }
+  } catch (e) {
+    for (const d of disks) await d.close();
+    throw e;
+  }
+  return disks;
+}

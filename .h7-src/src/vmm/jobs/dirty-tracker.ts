@@ -1,0 +1,71 @@
+/**
+ * A pass-through BlockBackend that remembers which clusters the guest changed. An active
+ * block-commit puts it under the device while it copies, so clusters the guest rewrites after
+ * they were copied are copied again; marks are made when a write completes, after which any
+ * copy that read the older data is superseded by the re-copy.
+ */
+import type { BlockBackend } from '../../devices/block/backend.js';
+
+export class DirtyTracker implements BlockBackend {
+  private readonly dirty = new Set<number>();
+
+  constructor(readonly inner: BlockBackend, readonly clusterSize: number) {}
+
+  get size(): number { return this.inner.size; }
+  get readOnly(): boolean { return this.inner.readOnly; }
+  get format(): string { return this.inner.format; }
+  get path(): string | undefined { return (this.inner as { path?: string }).path; }
+
+  /** Clusters changed since the last `take()`, in ascending order; the set starts empty again. */
+  take(): number[] {
+    const out = [...this.dirty].sort((a, b) => a - b);
+    this.dirty.clear();
+    return out;
+  }
+
+  get dirtyCount(): number {
+    return this.dirty.size;
+  }
+
+  private mark(offset: number, length: number): void {
+    if (length <= 0) return;
+    const last = Math.floor((offset + length - 1) / this.clusterSize);
+    for (let c = Math.floor(offset / this.clusterSize); c <= last; c++) this.dirty.add(c);
+  }
+
+  read(offset: number, into: Uint8Array): Promise<void> {
+    return this.inner.read(offset, into);
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    try {
+      await this.inner.write(offset, data);
+    } finally {
+      this.mark(offset, data.byteLength);
+    }
+  }
+
+  flush(): Promise<void> {
+    return this.inner.flush();
+  }
+
+  async discard(offset: number, length: number): Promise<void> {
+    try {
+      await this.inner.discard(offset, length);
+    } finally {
+      this.mark(offset, length);
+    }
+  }
+
+  async writeZeroes(offset: number, length: number, unmap: boolean): Promise<void> {
+    try {
+      await this.inner.writeZeroes(offset, length, unmap);
+    } finally {
+      this.mark(offset, length);
+    }
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

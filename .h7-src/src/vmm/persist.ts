@@ -1,0 +1,99 @@
+/**
+ * Snapshot and restore of a whole VM: gathers component state from a paused Vm into the
+ * snapshot format (src/snapshot/), and rebuilds a paused Vm from a verified snapshot directory.
+ */
+import { ConfigError } from '../errors.js';
+import { dataExtentsOf, fromJsonSafe, readSnapshot, snapshotUrlToPath, toJsonSafe, writeSnapshot } from '../snapshot/index.js';
+import type { DeviceEntry, DiskEntry } from '../snapshot/format.js';
+import type { JsonObject } from '../snapshot/json-codec.js';
+import type { VmConfig } from './config.js';
+import type { RestoreRequest } from './controller.js';
+import { checkDiskIdentity, diskIdentity, type DiskIdentity } from './disk-identity.js';
+import type { PlatformState } from './platform.js';
+import type { VcpuState } from './vcpu-state.js';
+import { Vm, type VmHooks, type VmLevelState } from './vm.js';
+
+/** Device types this VMM can rebuild from a snapshot. */
+export const DEVICE_TYPES = ['serial', 'i8042', 'virtio-blk'] as const;
+
+export interface SnapshotSummary {
+  destination: string;
+  memory_bytes_written: number;
+  memory_bytes_allocated: number;
+}
+
+function deviceEntries(p: PlatformState): Record<string, DeviceEntry> {
+  const out: Record<string, DeviceEntry> = {};
+  // Device states are JSON-safe by contract (Snapshottable); the round trip drops anything else.
+  const json = (v: unknown) => JSON.parse(JSON.stringify(v)) as DeviceEntry['state'];
+  if (p.serial !== undefined) out['serial'] = { type: 'serial', state: json(p.serial) };
+  out['i8042'] = { type: 'i8042', state: json(p.i8042) };
+  for (const [id, s] of Object.entries(p.disks)) out[`disk:${id}`] = { type: 'virtio-blk', state: json(s) };
+  return out;
+}
+
+function platformFromEntries(devices: Record<string, DeviceEntry>): PlatformState {
+  const p: PlatformState = { i8042: undefined as unknown as PlatformState['i8042'], disks: {} };
+  for (const [name, e] of Object.entries(devices)) {
+    if (e.type === 'serial') p.serial = e.state as unknown as NonNullable<PlatformState['serial']>;
+    else if (e.type === 'i8042') p.i8042 = e.state as unknown as PlatformState['i8042'];
+    else if (e.type === 'virtio-blk') p.disks[name.replace(/^disk:/, '')] = e.state as unknown as PlatformState['disks'][string];
+  }
+  if (p.i8042 === undefined) throw new ConfigError('the snapshot has no i8042 device state');
+  return p;
+}
+
+/** Writes a snapshot of a paused VM to `url` (file:///dir); the VM stays paused. */
+export async function snapshotVm(vm: Vm, url: string): Promise<SnapshotSummary> {
+  const dir = snapshotUrlToPath(url);
+  const saved = await vm.saveState();
+  // Everything the guest wrote must be in the image before its identity is recorded.
+  await Promise.all(vm.platform.disks.map((d) => d.backend.flush()));
+  const disks: DiskEntry[] = [];
+  for (const d of vm.platform.disks) {
+    disks.push({ id: d.config.id, path: d.config.path, identity: await diskIdentity(d.config.path) });
+  }
+  const result = await writeSnapshot(dir, {
+    config: vm.config,
+    vcpus: saved.vcpus.map((v) => toJsonSafe(v) as JsonObject),
+    vm: toJsonSafe(saved.vm) as JsonObject,
+    devices: deviceEntries(saved.platform),
+    disks,
+    memory: vm.regions.map((r) => {
+      const source: Parameters<typeof writeSnapshot>[1]['memory'][number] = { guestBase: r.guestBase, size: r.size, bytes: r.bytes };
+      if (r.memfd !== null) source.dataExtents = dataExtentsOf(r.memfd, r.size);
+      return source;
+    }),
+  });
+  return {
+    destination: result.dir,
+    memory_bytes_written: result.regions.reduce((n, r) => n + r.dataBytes, 0),
+    memory_bytes_allocated: result.regions.reduce((n, r) => n + r.allocatedBytes, 0),
+  };
+}
+
+/** Verifies the snapshot in full, then rebuilds the VM (Paused). */
+export async function restoreVm(req: RestoreRequest, hooksFor: (config: VmConfig) => VmHooks): Promise<Vm> {
+  const dir = snapshotUrlToPath(req.source_url);
+  const snap = await readSnapshot(dir, { knownDeviceTypes: DEVICE_TYPES });
+  const doc = snap.document;
+  const config: VmConfig = structuredClone(doc.config);
+  for (const [id, path] of Object.entries(req.disk_paths ?? {})) {
+    const disk = config.disks.find((d) => d.id === id);
+    if (disk === undefined) throw new ConfigError(`restore: the snapshot has no disk "${id}" (its disks: ${config.disks.map((d) => d.id).join(', ') || 'none'})`);
+    disk.path = path;
+  }
+  for (const d of config.disks) {
+    const saved = doc.disks.find((e) => e.id === d.id);
+    if (saved === undefined) throw new ConfigError(`restore: vm.json has no identity for disk "${d.id}"`);
+    await checkDiskIdentity(d, saved.identity as unknown as DiskIdentity, req.force ?? false);
+  }
+  const vcpus = doc.vcpus.map((v, i) => fromJsonSafe(v, `vcpus[${i}]`) as VcpuState);
+  const vmState = fromJsonSafe(doc.vm, 'vm') as VmLevelState;
+  return Vm.restore({
+    config,
+    regions: snap.regions.map((r) => ({ index: r.index, guestBase: r.guestBase, size: r.size, path: r.path, dataExtents: r.dataExtents })),
+    prefault: req.prefault ?? false,
+    state: { vcpus, vm: vmState, platform: platformFromEntries(doc.devices) },
+  }, hooksFor(config));
+}

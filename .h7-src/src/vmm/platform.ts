@@ -1,0 +1,187 @@
+/**
+ * The machine around the vCPUs: the port and MMIO buses and the devices on them (COM1, the i8042
+ * reset line, the power-off port, virtio-blk disks), with their interrupt lines wired to KVM.
+ * Everything here runs on the main thread.
+ */
+import type { VmFd } from '../kvm/vm.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import { EventFd } from '../sys/eventfd.js';
+import { Bus, type InterruptLine, type MmioDevice, type PioDevice } from '../devices/bus.js';
+import { Serial16550, type SerialState } from '../devices/serial.js';
+import { I8042, I8042_BASE, I8042_SIZE, type I8042State } from '../devices/i8042.js';
+import type { VirtioMmioState } from '../devices/virtio/mmio.js';
+import { ConfigError } from '../errors.js';
+import { DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE } from '../devices/debug-exit.js';
+import type { VmConfig } from './config.js';
+import type { VmEnd } from './exit-status.js';
+import { Disk, openDisks, type VirtioSlot } from './disks.js';
+import { SerialFastPath, type SerialShareInit } from './serial-fastpath.js';
+
+export const COM1_PORT = 0x3f8;
+export const COM1_SIZE = 8;
+export const COM1_GSI = 4;
+
+/** Device state in snapshots: `serial` is absent when the VM has no serial port. */
+export interface PlatformState {
+  serial?: SerialState;
+  i8042: I8042State;
+  /** virtio-mmio transport (with the block device inside) per disk id. */
+  disks: Record<string, VirtioMmioState>;
+}
+
+export interface PlatformHooks {
+  /** Bytes the guest wrote to its serial port. */
+  onSerialOutput(bytes: Uint8Array): void;
+  onEnd(end: VmEnd): void;
+}
+
+/** An interrupt line backed by a KVM irqfd: a write to the eventfd raises the GSI in the kernel. */
+export class IrqfdLine implements InterruptLine {
+  private constructor(private readonly vm: VmFd, readonly gsi: number, readonly eventfd: EventFd) {}
+
+  static register(vm: VmFd, gsi: number): IrqfdLine {
+    const efd = EventFd.create();
+    vm.irqfd(efd, gsi);
+    return new IrqfdLine(vm, gsi, efd);
+  }
+
+  trigger(): void {
+    this.eventfd.write(1n);
+  }
+
+  close(): void {
+    this.vm.irqfdDeassign(this.eventfd, this.gsi);
+    this.eventfd.close();
+  }
+}
+
+export class Platform {
+  readonly pio = new Bus<PioDevice>();
+  readonly mmio = new Bus<MmioDevice>();
+  readonly unclaimed = { unclaimed: 0 };
+  readonly serial: Serial16550 | undefined;
+  private readonly serialFastPath: SerialFastPath | undefined;
+  private readonly i8042: I8042;
+  private readonly lines: IrqfdLine[] = [];
+  private pendingInput: Uint8Array[] = [];
+  private closed = false;
+
+  private constructor(
+    private readonly vmFd: VmFd,
+    hooks: PlatformHooks,
+    readonly disks: Disk[],
+    serialEnabled: boolean,
+    saved: PlatformState | undefined,
+  ) {
+    if (serialEnabled) {
+      const opts = { interrupt: this.line(COM1_GSI), output: hooks.onSerialOutput, onInputSpace: () => this.drainInput() };
+      this.serial = saved?.serial !== undefined ? Serial16550.fromState(opts, saved.serial) : new Serial16550(opts);
+      // The fast path stands in front of the UART so trapped accesses see queued bytes first.
+      this.serialFastPath = new SerialFastPath(this.serial, COM1_PORT);
+      this.pio.insert('com1', COM1_PORT, COM1_SIZE, this.serialFastPath);
+    }
+    const onReset = (): void => hooks.onEnd({ kind: 'reset' });
+    this.i8042 = saved !== undefined ? I8042.fromState(onReset, saved.i8042) : new I8042(onReset);
+    this.pio.insert('i8042', I8042_BASE, I8042_SIZE, this.i8042);
+    this.pio.insert('debug-exit', DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, new DebugExit((status) => hooks.onEnd({ kind: 'poweroff', status })));
+  }
+
+  /** Opens the disks and builds the devices, fresh or from a snapshot's `saved` state. */
+  static async create(config: VmConfig, vmFd: VmFd, memory: GuestMemory, hooks: PlatformHooks, saved?: PlatformState): Promise<Platform> {
+    if (saved !== undefined) {
+      if ((saved.serial !== undefined) !== (config.serial.mode !== 'Off')) {
+        throw new ConfigError(`the snapshot's serial port ${saved.serial === undefined ? 'was off' : 'was on'} but the config says mode ${config.serial.mode}`);
+      }
+      for (const d of config.disks) {
+        if (saved.disks[d.id] === undefined) throw new ConfigError(`the snapshot has no device state for disk "${d.id}"`);
+      }
+      const extra = Object.keys(saved.disks).filter((id) => !config.disks.some((d) => d.id === id));
+      if (extra.length > 0) throw new ConfigError(`the snapshot has device state for unknown disk(s) ${extra.join(', ')}`);
+    }
+    const disks = await openDisks(config.disks);
+    let platform: Platform | undefined;
+    try {
+      platform = new Platform(vmFd, hooks, disks, config.serial.mode !== 'Off', saved);
+      const p = platform;
+      disks.forEach((d, i) => d.attach(i, vmFd, memory, p.mmio, (gsi) => p.line(gsi), saved?.disks[d.config.id]));
+    } catch (e) {
+      if (platform !== undefined) await platform.close();
+      else for (const d of disks) await d.close();
+      throw e;
+    }
+    return platform;
+  }
+
+  state(): PlatformState {
+    const disks: Record<string, VirtioMmioState> = {};
+    for (const d of this.disks) disks[d.config.id] = d.transport!.state();
+    const s: PlatformState = { i8042: this.i8042.state(), disks };
+    if (this.serial !== undefined) s.serial = this.serial.state();
+    return s;
+  }
+
+  private line(gsi: number): IrqfdLine {
+    const l = IrqfdLine.register(this.vmFd, gsi);
+    this.lines.push(l);
+    return l;
+  }
+
+  /** The virtio-mmio windows the boot code must describe to the guest. */
+  virtioSlots(): VirtioSlot[] {
+    return this.disks.map((d) => d.slot!);
+  }
+
+  /** Shared state vCPU threads use to send serial output without a trap (none without a UART). */
+  serialShare(): SerialShareInit | undefined {
+    return this.serialFastPath?.init();
+  }
+
+  /** Host keyboard input for the guest's serial port; what the FIFO cannot take waits. */
+  serialInput(bytes: Uint8Array): void {
+    if (this.serial === undefined) return;
+    this.pendingInput.push(bytes);
+    this.drainInput();
+  }
+
+  private drainInput(): void {
+    const serial = this.serial;
+    if (serial === undefined) return;
+    while (this.pendingInput.length > 0) {
+      const head = this.pendingInput[0]!;
+      const n = serial.enqueueInput(head);
+      this.serialFastPath?.publish();
+      if (n < head.length) {
+        this.pendingInput[0] = head.subarray(n);
+        return;
+      }
+      this.pendingInput.shift();
+    }
+  }
+
+  /** Stops taking new disk requests and waits for those in flight (pause and snapshot need it). */
+  async quiesce(): Promise<void> {
+    await Promise.all(this.disks.map((d) => d.quiesce()));
+    this.serialFastPath?.drain();
+    this.serial?.flush();
+  }
+
+  unquiesce(): void {
+    for (const d of this.disks) d.unquiesce();
+  }
+
+  counters(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    for (const d of this.disks) out[d.config.id] = d.counters();
+    out['bus'] = { unclaimed_accesses: this.unclaimed.unclaimed };
+    return out;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.serialFastPath?.close();
+    this.serial?.flush();
+    for (const d of this.disks) await d.close();
+    for (const l of this.lines) l.close();
+  }
+}

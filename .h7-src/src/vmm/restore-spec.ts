@@ -1,0 +1,50 @@
+/**
+ * The restore request in its two spellings:
+ *  - command line (tsvmm --restore, tsvmm-remote restore), Cloud Hypervisor's syntax plus two
+ *    tsvmm keys: `source_url=file:///dir[,prefault=on][,force=on][,disk.ID=/new/path]...`
+ *    (a bare first item is the source URL; an absolute path is accepted for it);
+ *  - JSON (vm.restore): {"source_url", "prefault", "force", "disk_paths": {"ID": "/new/path"}}.
+ * `disk_paths` lets clones restore onto their own copies of the disks; `force` restores even
+ * over disks that changed since the snapshot (which corrupts a guest that cached them).
+ */
+import { isAbsolute } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { ConfigError } from '../errors.js';
+import { parseToggle } from '../util/kv.js';
+import type { RestoreRequest } from './controller.js';
+
+const DISK_KEY = /^disk\.([A-Za-z0-9_.-]+)$/;
+
+function urlOf(value: string, what: string): string {
+  if (isAbsolute(value)) return pathToFileURL(value).href;
+  if (!value.startsWith('file://')) throw new ConfigError(`${what}: "${value}" must be file:///dir or an absolute path`);
+  return value;
+}
+
+export function parseRestoreSpec(text: string, what = '--restore'): RestoreRequest {
+  const req: Partial<RestoreRequest> = {};
+  const items = text.split(',').filter((s) => s.length > 0);
+  if (items.length === 0) throw new ConfigError(`${what}: empty value; use source_url=file:///dir`);
+  items.forEach((item, i) => {
+    const eq = item.indexOf('=');
+    if (eq < 0 && i === 0) {
+      req.source_url = urlOf(item, what);
+      return;
+    }
+    if (eq < 0) throw new ConfigError(`${what}: "${item}" is not key=value`);
+    const key = item.slice(0, eq);
+    const value = item.slice(eq + 1);
+    const disk = DISK_KEY.exec(key);
+    if (key === 'source_url') req.source_url = urlOf(value, `${what} source_url`);
+    else if (key === 'prefault') req.prefault = parseToggle(value, `${what} prefault`);
+    else if (key === 'force') req.force = parseToggle(value, `${what} force`);
+    else if (disk !== null) {
+      if (!isAbsolute(value)) throw new ConfigError(`${what} ${key}: "${value}" must be an absolute path`);
+      req.disk_paths = { ...req.disk_paths, [disk[1]!]: value };
+    } else {
+      throw new ConfigError(`${what}: unknown key "${key}" (known: source_url, prefault, force, disk.ID)`);
+    }
+  });
+  if (req.source_url === undefined) throw new ConfigError(`${what}: source_url=file:///dir is required`);
+  return req as RestoreRequest;
+}

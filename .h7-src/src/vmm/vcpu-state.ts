@@ -1,0 +1,92 @@
+/**
+ * Saving and restoring one vCPU's architectural state, in the order Cloud Hypervisor uses:
+ * save mp_state first and vcpu_events last; restore cpuid, mp_state, regs, sregs, xsave, xcrs,
+ * lapic, fpu, msrs, vcpu_events — later steps depend on earlier ones (e.g. MSR writes are checked
+ * against CPUID, and pending events must be injected into a fully formed CPU).
+ */
+import type { KvmCpuidEntry2, KvmMsrEntry, KvmRegs, KvmSregs, KvmXcrs } from '../kvm/types.js';
+import type { VcpuFd } from '../kvm/vcpu.js';
+import type { VcpuThread } from './vcpu-thread.js';
+import { TsvmmError } from '../errors.js';
+
+export interface VcpuState {
+  id: number;
+  mp_state: number;
+  regs: KvmRegs;
+  sregs: KvmSregs;
+  fpu: Uint8Array;
+  xsave: Uint8Array;
+  xcrs: KvmXcrs;
+  msrs: KvmMsrEntry[];
+  lapic: Uint8Array;
+  debugregs: Uint8Array;
+  tsc_khz: number;
+  cpuid: KvmCpuidEntry2[];
+  vcpu_events: Uint8Array;
+}
+
+/**
+ * MSRs never written back: IA32_ARCH_CAPABILITIES (0x10a) is read-only on these hosts
+ * (writes fail under PVM), and KVM itself rejects it from userspace on many hosts.
+ */
+const NEVER_RESTORED = new Set([0x10a]);
+
+/**
+ * The MSRs of `msrIndexList` that this host lets us both read and write back, probed once per VM
+ * on a vCPU that is not running (one ioctl pair per MSR, a few hundred microseconds in all).
+ */
+export function probeSaveableMsrs(vcpu: VcpuFd, indexList: readonly number[]): number[] {
+  const ok: number[] = [];
+  for (const index of indexList) {
+    if (NEVER_RESTORED.has(index)) continue;
+    try {
+      const entries = vcpu.getMsrs([index]);
+      vcpu.setMsrs(entries);
+      ok.push(index);
+    } catch {
+      // Not readable or not writable on this host: it cannot round-trip through a snapshot.
+    }
+  }
+  return ok;
+}
+
+/** Reads the state of a stopped vCPU thread. */
+export async function saveVcpu(t: VcpuThread, msrIndices: readonly number[]): Promise<VcpuState> {
+  const mp_state = await t.call<number>('getMpState');
+  const regs = await t.call<KvmRegs>('getRegs');
+  const sregs = await t.call<KvmSregs>('getSregs');
+  const fpu = await t.call<Uint8Array>('getFpu');
+  const xsave = await t.call<Uint8Array>('getXsave');
+  const xcrs = await t.call<KvmXcrs>('getXcrs');
+  const msrs = await t.call<KvmMsrEntry[]>('getMsrs', msrIndices);
+  const lapic = await t.call<Uint8Array>('getLapic');
+  const debugregs = await t.call<Uint8Array>('getDebugregs');
+  const tsc_khz = await t.call<number>('getTscKhz');
+  const cpuid = await t.call<KvmCpuidEntry2[]>('getCpuid2');
+  const vcpu_events = await t.call<Uint8Array>('getVcpuEvents');
+  return { id: t.id, mp_state, regs, sregs, fpu, xsave, xcrs, msrs, lapic, debugregs, tsc_khz, cpuid, vcpu_events };
+}
+
+/** Applies a saved state to a freshly created vCPU (on the main thread, before its worker runs). */
+export function restoreVcpu(v: VcpuFd, s: VcpuState): void {
+  v.setCpuid2(s.cpuid);
+  // A guest calibrated its clocks against the TSC rate it was saved with: keep that rate when
+  // this host's differs (needs TSC scaling; without it the guest's sense of time would drift).
+  if (s.tsc_khz !== 0 && v.getTscKhz() !== s.tsc_khz) {
+    try {
+      v.setTscKhz(s.tsc_khz);
+    } catch (e) {
+      throw new TsvmmError('EHOSTMISMATCH', `the snapshot's TSC runs at ${s.tsc_khz} kHz, this host's at ${v.getTscKhz()} kHz, and KVM cannot scale it here (${(e as Error).message}); restore on a host with the same TSC rate`);
+    }
+  }
+  v.setMpState(s.mp_state);
+  v.setRegs(s.regs);
+  v.setSregs(s.sregs);
+  v.setXsave(s.xsave);
+  v.setXcrs(s.xcrs);
+  v.setLapic(s.lapic);
+  v.setFpu(s.fpu);
+  v.setMsrs(s.msrs.filter((m) => !NEVER_RESTORED.has(m.index)));
+  v.setDebugregs(s.debugregs);
+  v.setVcpuEvents(s.vcpu_events);
+}

@@ -1,0 +1,153 @@
+/**
+ * The body of one vCPU thread. It owns nothing but the vCPU fd's run loop: every port or MMIO
+ * access is answered by the main thread through the shared mailbox (see vcpu-protocol.ts), and
+ * every state save/restore happens here while the loop is stopped.
+ */
+import { parentPort } from 'node:worker_threads';
+import { VcpuFd } from '../kvm/vcpu.js';
+import { pthreadSelf } from '../sys/libc.js';
+import { TsvmmError } from '../errors.js';
+import { SerialFastPathClient } from './serial-fastpath.js';
+import {
+  AccessKind, CONTROL_STOP, DATA_BYTES, STATE_IDLE, STATE_REQUEST, STATE_RESPONSE, VCPU_CALLS,
+  WORD_ADDR_HI, WORD_ADDR_LO, WORD_CONTROL, WORD_COUNT, WORD_KIND, WORD_SIZE, WORD_STATE,
+  counterIndex, createMailbox, type FromWorker, type Mailbox, type StopReason, type ToWorker,
+} from './vcpu-protocol.js';
+
+const port = parentPort;
+if (port === null) throw new Error('vcpu-worker must run in a worker thread');
+
+let vcpu: VcpuFd | undefined;
+let mailbox: Mailbox | undefined;
+let serial: SerialFastPathClient | undefined;
+
+const post = (m: FromWorker): void => port.postMessage(m);
+
+const C_IO = counterIndex('io');
+const C_MMIO = counterIndex('mmio');
+const C_INTR = counterIndex('intr');
+const C_HLT = counterIndex('hlt');
+const C_OTHER = counterIndex('other');
+
+/** Hands one access to the main thread and sleeps until it is answered. */
+function exchange(mb: Mailbox, kind: AccessKind, addr: number, size: number, count: number): void {
+  const w = mb.words;
+  w[WORD_KIND] = kind;
+  w[WORD_ADDR_LO] = addr >>> 0;
+  w[WORD_ADDR_HI] = Math.floor(addr / 0x1_0000_0000);
+  w[WORD_SIZE] = size;
+  w[WORD_COUNT] = count;
+  Atomics.store(w, WORD_STATE, STATE_REQUEST);
+  Atomics.notify(w, WORD_STATE);
+  while (Atomics.load(w, WORD_STATE) === STATE_REQUEST) Atomics.wait(w, WORD_STATE, STATE_REQUEST);
+  Atomics.store(w, WORD_STATE, STATE_IDLE);
+}
+
+function runLoop(v: VcpuFd, mb: Mailbox): StopReason {
+  const w = mb.words;
+  const counters = mb.counters;
+  v.setImmediateExit(false);
+  for (;;) {
+    if (Atomics.load(w, WORD_CONTROL) === CONTROL_STOP) return { kind: 'kicked' };
+    const exit = v.run();
+    switch (exit.kind) {
+      case 'io': {
+        counters[C_IO]! += 1;
+        const bytes = exit.size * exit.count;
+        if (serial !== undefined && exit.size === 1) {
+          if (exit.direction === 'out' && exit.port === serial.thrPort && serial.write(exit.data.subarray(0, bytes))) break;
+          if (exit.direction === 'in' && exit.port === serial.lsrPort && exit.count === 1) {
+            const lsr = serial.lsr();
+            if (lsr >= 0) { exit.data[0] = lsr; break; }
+          }
+        }
+        if (bytes > DATA_BYTES) return { kind: 'error', code: 'EVCPU', message: `port I/O of ${bytes} bytes is larger than the mailbox` };
+        if (exit.direction === 'out') {
+          mb.data.set(exit.data.subarray(0, bytes));
+          exchange(mb, AccessKind.PioOut, exit.port, exit.size, exit.count);
+        } else {
+          exchange(mb, AccessKind.PioIn, exit.port, exit.size, exit.count);
+          exit.data.set(mb.data.subarray(0, bytes));
+        }
+        break;
+      }
+      case 'mmio': {
+        counters[C_MMIO]! += 1;
+        const len = exit.data.byteLength;
+        if (exit.isWrite) {
+          mb.data.set(exit.data);
+          exchange(mb, AccessKind.MmioWrite, exit.address, len, 1);
+        } else {
+          exchange(mb, AccessKind.MmioRead, exit.address, len, 1);
+          exit.data.set(mb.data.subarray(0, len));
+        }
+        break;
+      }
+      case 'intr':
+        counters[C_INTR]! += 1;
+        break;
+      case 'hlt':
+        // Only seen without an in-kernel LAPIC; with one, HLT never leaves the kernel.
+        counters[C_HLT]! += 1;
+        break;
+      case 'shutdown':
+        counters[C_OTHER]! += 1;
+        return { kind: 'shutdown' };
+      case 'system_event':
+        counters[C_OTHER]! += 1;
+        return { kind: 'system_event', type: exit.type };
+      case 'internal_error':
+        counters[C_OTHER]! += 1;
+        return { kind: 'internal_error', suberror: exit.suberror, message: `KVM internal error, suberror ${exit.suberror}` };
+      case 'fail_entry':
+        counters[C_OTHER]! += 1;
+        return { kind: 'fail_entry', reason: String(exit.reason) };
+      default:
+        counters[C_OTHER]! += 1;
+        return { kind: 'error', code: 'EVCPU', message: `unsupported vCPU exit: ${JSON.stringify(exit, (_k, x) => (typeof x === 'bigint' ? x.toString() : x))}` };
+    }
+  }
+}
+
+function errorOf(e: unknown): { code: string; message: string } {
+  if (e instanceof TsvmmError) return { code: e.code, message: e.message };
+  return { code: 'EVCPU', message: e instanceof Error ? e.message : String(e) };
+}
+
+port.on('message', (m: ToWorker) => {
+  switch (m.type) {
+    case 'init':
+      mailbox = createMailbox(m.mailbox);
+      serial = m.serial === undefined ? undefined : new SerialFastPathClient(m.serial);
+      vcpu = VcpuFd.attach({ fd: m.fd, runAddress: m.runAddress, runSize: m.runSize });
+      post({ type: 'ready', threadId: pthreadSelf() });
+      return;
+    case 'run': {
+      let reason: StopReason;
+      try {
+        reason = runLoop(vcpu!, mailbox!);
+      } catch (e) {
+        reason = { kind: 'error', ...errorOf(e) };
+      }
+      post({ type: 'stopped', reason });
+      return;
+    }
+    case 'call': {
+      if (!(VCPU_CALLS as readonly string[]).includes(m.method)) {
+        post({ type: 'result', id: m.id, ok: false, error: { code: 'EVCPU', message: `unknown vCPU call ${m.method}` } });
+        return;
+      }
+      try {
+        const fn = (vcpu as unknown as Record<string, (...a: unknown[]) => unknown>)[m.method]!;
+        const value = fn.apply(vcpu, m.args);
+        post({ type: 'result', id: m.id, ok: true, value });
+      } catch (e) {
+        post({ type: 'result', id: m.id, ok: false, error: errorOf(e) });
+      }
+      return;
+    }
+    case 'exit':
+      port.close();
+      return;
+  }
+});

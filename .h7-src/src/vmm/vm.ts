@@ -1,0 +1,343 @@
+/**
+ * One running (or paused) virtual machine: the KVM VM fd, guest RAM, vCPU threads and devices.
+ * `Vm.boot` and `Vm.restore` are the builder (Firecracker's builder.rs in spirit): they read and
+ * validate every input before creating KVM objects, and undo what they did if a later step fails.
+ */
+import { readFileSync } from 'node:fs';
+import { ConfigError } from '../errors.js';
+import { Kvm } from '../kvm/system.js';
+import { OFFSETS } from '../kvm/structs.js';
+import type { KvmClockData } from '../kvm/types.js';
+import type { VcpuFd } from '../kvm/vcpu.js';
+import type { IrqchipId, VmFd } from '../kvm/vm.js';
+import { GuestMemory } from '../memory/guest-memory.js';
+import { createRamRegions, mapFileRegionPrivate, unmapRegions, type MappedRegion } from '../memory/regions.js';
+import { layoutGuest, setLapicLint, type BootFpu } from './boot/index.js';
+import type { VmConfig, VmState } from './config.js';
+import { InputFileError, InvalidStateError } from './errors.js';
+import type { VmEnd } from './exit-status.js';
+import { makeAccessHandler } from './io-dispatch.js';
+import { Platform, type PlatformHooks, type PlatformState } from './platform.js';
+import { probeSaveableMsrs, restoreVcpu, saveVcpu, type VcpuState } from './vcpu-state.js';
+import type { StopReason } from './vcpu-protocol.js';
+import { prewarmVcpuWorkers, VcpuThread } from './vcpu-thread.js';
+
+/** Where KVM keeps its private TSS pages and identity map (just below the BIOS area, as QEMU). */
+const KVM_TSS_ADDRESS = 0xfffb_d000;
+const KVM_IDENTITY_MAP_ADDRESS = 0xfffb_c000;
+const IRQCHIPS: IrqchipId[] = [0, 1, 2];
+
+export interface VmHooks extends PlatformHooks {
+  /** The guest ended the VM (power-off, reset, triple fault) or a vCPU failed. */
+  onEnd(end: VmEnd): void;
+}
+
+/** VM-wide KVM state: PIC master/slave and IOAPIC, the PIT, and kvmclock at the pause. */
+export interface VmLevelState {
+  irqchips: Uint8Array[];
+  pit: Uint8Array;
+  clock: KvmClockData;
+}
+
+/** Everything a snapshot holds besides memory. */
+export interface VmSavedState {
+  vcpus: VcpuState[];
+  vm: VmLevelState;
+  platform: PlatformState;
+}
+
+/** Restore inputs: the verified snapshot's memory files and component states. */
+export interface RestoreSource {
+  config: VmConfig;
+  regions: Array<{ index: number; guestBase: number; size: number; path: string; dataExtents: Array<[number, number]> }>;
+  /** Read the data extents of the memory files up front instead of on first touch. */
+  prefault: boolean;
+  state: VmSavedState;
+}
+
+function readInput(path: string, what: string): Uint8Array {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (e as Error).message;
+    throw new InputFileError(`cannot read ${what} ${path}: ${why}`);
+  }
+}
+
+/** Applies the boot FPU control words to a kvm_fpu image (the rest stays as KVM reset it). */
+function withBootFpu(fpu: Uint8Array, boot: BootFpu): Uint8Array {
+  const dv = new DataView(fpu.buffer, fpu.byteOffset, fpu.byteLength);
+  dv.setUint16(OFFSETS['kvm_fpu.fcw']!, boot.fcw, true);
+  dv.setUint16(OFFSETS['kvm_fpu.fsw']!, boot.fsw, true);
+  dv.setUint8(OFFSETS['kvm_fpu.ftwx']!, boot.ftwx);
+  dv.setUint32(OFFSETS['kvm_fpu.mxcsr']!, boot.mxcsr, true);
+  return fpu;
+}
+
+/** Undo stack for a half-built VM. */
+class Cleanups {
+  private steps: Array<() => unknown> = [];
+  push(step: () => unknown): void { this.steps.push(step); }
+  async run(): Promise<void> {
+    for (const step of this.steps.reverse()) {
+      try { await step(); } catch { /* already failing: the first error is the one to report */ }
+    }
+    this.steps = [];
+  }
+}
+
+interface Parts {
+  kvm: Kvm;
+  vmFd: VmFd;
+  regions: MappedRegion[];
+  memory: GuestMemory;
+  platform: Platform;
+  vcpus: VcpuFd[];
+}
+
+export class Vm {
+  state: VmState = 'Created';
+  private ended = false;
+  /** kvmclock captured at pause, written back at resume so guest time does not jump. */
+  private pausedClock: KvmClockData | undefined;
+
+  private constructor(
+    readonly config: VmConfig,
+    private readonly parts: Parts,
+    readonly threads: VcpuThread[],
+    /** The MSRs that round-trip on this host, saved in snapshots. */
+    readonly msrIndices: number[],
+    private readonly hooks: VmHooks,
+  ) {}
+
+  get memory(): GuestMemory { return this.parts.memory; }
+  get regions(): readonly MappedRegion[] { return this.parts.regions; }
+  get platform(): Platform { return this.parts.platform; }
+
+  /** Creates the KVM VM with its in-kernel irqchip and PIT. */
+  private static createKvmVm(kvm: Kvm, config: VmConfig, cleanups: Cleanups): VmFd {
+    const maxVcpus = kvm.checkExtension('KVM_CAP_MAX_VCPUS') || kvm.checkExtension('KVM_CAP_NR_VCPUS');
+    if (config.cpus.boot_vcpus > maxVcpus) {
+      throw new ConfigError(`--cpus boot=${config.cpus.boot_vcpus} is more than this host's KVM allows (${maxVcpus})`);
+    }
+    const vmFd = kvm.createVm();
+    cleanups.push(() => vmFd.close());
+    vmFd.setTssAddr(KVM_TSS_ADDRESS);
+    vmFd.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDRESS);
+    vmFd.createIrqchip();
+    vmFd.createPit2();
+    return vmFd;
+  }
+
+  private static registerMemory(vmFd: VmFd, regions: MappedRegion[]): GuestMemory {
+    const memory = new GuestMemory(regions);
+    for (const r of regions) vmFd.setUserMemoryRegion(r.index, r.guestBase, r.size, r.hostAddress);
+    return memory;
+  }
+
+  private static async startThreads(config: VmConfig, parts: Parts, hooks: VmHooks, msrIndices: number[], cleanups: Cleanups): Promise<Vm> {
+    const access = makeAccessHandler(parts.platform.pio, parts.platform.mmio, parts.platform.unclaimed);
+    const threads: VcpuThread[] = [];
+    for (const v of parts.vcpus) {
+      const t = await VcpuThread.start(threads.length, v, access, parts.platform.serialShare());
+      threads.push(t);
+      cleanups.push(() => t.close());
+    }
+    return new Vm(config, parts, threads, msrIndices, hooks);
+  }
+
+  /** Builds a VM that boots `config.payload.kernel`; its vCPUs are idle until `start()`. */
+  static async boot(config: VmConfig, hooks: VmHooks): Promise<Vm> {
+    // Worker start-up overlaps with reading the kernel and setting up KVM.
+    prewarmVcpuWorkers(config.cpus.boot_vcpus);
+    const kernel = readInput(config.payload.kernel, 'kernel');
+    const initramfs = config.payload.initramfs === undefined ? undefined : readInput(config.payload.initramfs, 'initramfs');
+    const cleanups = new Cleanups();
+    const kvm = Kvm.open();
+    cleanups.push(() => kvm.close());
+    try {
+      const vmFd = Vm.createKvmVm(kvm, config, cleanups);
+      const regions = createRamRegions(config.memory.size);
+      cleanups.push(() => unmapRegions(regions));
+      const memory = Vm.registerMemory(vmFd, regions);
+      const platform = await Platform.create(config, vmFd, memory, hooks);
+      cleanups.push(() => platform.close());
+
+      const plan = layoutGuest({
+        kernel,
+        initramfs,
+        cmdline: config.payload.cmdline ?? '',
+        memory,
+        vcpus: config.cpus.boot_vcpus,
+        virtioDevices: platform.virtioSlots(),
+        supportedCpuid: kvm.supportedCpuid(),
+      });
+
+      const vcpus: VcpuFd[] = [];
+      for (let i = 0; i < config.cpus.boot_vcpus; i++) {
+        const v = vmFd.createVcpu(i);
+        vcpus.push(v);
+        cleanups.push(() => v.close());
+        v.setCpuid2(plan.cpuidPerVcpu[i]!);
+        v.setMsrs(plan.msrs);
+        const lapic = v.getLapic();
+        setLapicLint(lapic);
+        v.setLapic(lapic);
+        v.setFpu(withBootFpu(v.getFpu(), plan.fpu));
+        if (i === 0) {
+          v.setSregs(plan.bsp.sregs);
+          v.setRegs(plan.bsp.regs);
+        }
+      }
+      const msrIndices = probeSaveableMsrs(vcpus[0]!, kvm.msrIndexList());
+      return await Vm.startThreads(config, { kvm, vmFd, regions, memory, platform, vcpus }, hooks, msrIndices, cleanups);
+    } catch (e) {
+      await cleanups.run();
+      throw e;
+    }
+  }
+
+  /**
+   * Rebuilds a VM from a verified snapshot. Memory files are mapped MAP_PRIVATE (copy-on-write,
+   * so restore time does not grow with RAM and the snapshot stays untouched), or read up front
+   * with `prefault`. The VM comes back Paused.
+   */
+  static async restore(src: RestoreSource, hooks: VmHooks): Promise<Vm> {
+    const { config, state } = src;
+    if (state.vcpus.length !== config.cpus.boot_vcpus) {
+      throw new ConfigError(`snapshot holds ${state.vcpus.length} vCPU states but its config has boot_vcpus=${config.cpus.boot_vcpus}`);
+    }
+    prewarmVcpuWorkers(config.cpus.boot_vcpus);
+    const cleanups = new Cleanups();
+    const kvm = Kvm.open();
+    cleanups.push(() => kvm.close());
+    try {
+      const vmFd = Vm.createKvmVm(kvm, config, cleanups);
+      const regions: MappedRegion[] = [];
+      cleanups.push(() => unmapRegions(regions));
+      for (const r of src.regions) {
+        regions.push(mapFileRegionPrivate(r.path, r.guestBase, r.size, { index: r.index, ...(src.prefault ? { prefaultExtents: r.dataExtents } : {}) }));
+      }
+      const memory = Vm.registerMemory(vmFd, regions);
+      const platform = await Platform.create(config, vmFd, memory, hooks, state.platform);
+      cleanups.push(() => platform.close());
+
+      const vcpus: VcpuFd[] = [];
+      for (const s of state.vcpus) {
+        const v = vmFd.createVcpu(s.id);
+        vcpus.push(v);
+        cleanups.push(() => v.close());
+        restoreVcpu(v, s);
+      }
+      // The irqchip after the LAPICs (their state feeds it), the PIT and the clock last.
+      IRQCHIPS.forEach((chip, i) => vmFd.setIrqchip(chip, state.vm.irqchips[i]!));
+      vmFd.setPit2(state.vm.pit);
+      const msrIndices = state.vcpus[0]!.msrs.map((m) => m.index);
+      const vm = await Vm.startThreads(config, { kvm, vmFd, regions, memory, platform, vcpus }, hooks, msrIndices, cleanups);
+      vm.pausedClock = state.vm.clock;
+      await vm.platform.quiesce();
+      vm.state = 'Paused';
+      return vm;
+    } catch (e) {
+      await cleanups.run();
+      throw e;
+    }
+  }
+
+  /** Starts every vCPU of a freshly built VM. */
+  start(): void {
+    if (this.state !== 'Created') throw new InvalidStateError(`cannot boot a VM that is ${this.state}`);
+    this.runThreads();
+    this.state = 'Running';
+  }
+
+  private runThreads(): void {
+    for (const t of this.threads) {
+      void t.run().then((reason) => this.onThreadStopped(t.id, reason));
+    }
+  }
+
+  private onThreadStopped(vcpu: number, reason: StopReason): void {
+    switch (reason.kind) {
+      case 'kicked':
+        return;
+      case 'shutdown':
+        this.end({ kind: 'triple_fault' });
+        return;
+      case 'system_event':
+        // KVM_SYSTEM_EVENT_SHUTDOWN = 1, RESET = 2, CRASH = 3.
+        this.end(reason.type === 1 ? { kind: 'poweroff', status: 0 } : reason.type === 2 ? { kind: 'reset' } : { kind: 'vcpu_error', vcpu, message: `guest crash event (${reason.type})` });
+        return;
+      case 'internal_error':
+        this.end({ kind: 'vcpu_error', vcpu, message: reason.message });
+        return;
+      case 'fail_entry':
+        this.end({ kind: 'vcpu_error', vcpu, message: `KVM entry failed: ${reason.reason}` });
+        return;
+      case 'error':
+        this.end({ kind: 'vcpu_error', vcpu, message: reason.message });
+        return;
+    }
+  }
+
+  /** Reports the end of the VM once; the owner then disposes of it. */
+  end(end: VmEnd): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.hooks.onEnd(end);
+  }
+
+  /** Stops every vCPU, waits until no disk request is in flight, and freezes kvmclock. */
+  async pause(): Promise<void> {
+    if (this.state !== 'Running') throw new InvalidStateError(`cannot pause a VM that is ${this.state}`);
+    await Promise.all(this.threads.map((t) => t.stop()));
+    await this.platform.quiesce();
+    this.pausedClock = this.parts.vmFd.getClock();
+    this.state = 'Paused';
+  }
+
+  async resume(): Promise<void> {
+    if (this.state !== 'Paused') throw new InvalidStateError(`cannot resume a VM that is ${this.state}`);
+    if (this.pausedClock !== undefined) {
+      // Only the clock value is written back; the flags describe how it was read.
+      this.parts.vmFd.setClock({ ...this.pausedClock, flags: 0 });
+      this.pausedClock = undefined;
+    }
+    this.platform.unquiesce();
+    this.runThreads();
+    this.state = 'Running';
+  }
+
+  /** Component state of a paused VM, for a snapshot. */
+  async saveState(): Promise<VmSavedState> {
+    if (this.state !== 'Paused' || this.pausedClock === undefined) throw new InvalidStateError(`the VM must be paused to save its state (it is ${this.state})`);
+    const vcpus: VcpuState[] = [];
+    for (const t of this.threads) vcpus.push(await saveVcpu(t, this.msrIndices));
+    const vmFd = this.parts.vmFd;
+    return {
+      vcpus,
+      vm: { irqchips: IRQCHIPS.map((c) => vmFd.getIrqchip(c)), pit: vmFd.getPit2(), clock: this.pausedClock },
+      platform: this.platform.state(),
+    };
+  }
+
+  counters(): Record<string, Record<string, number>> {
+    const out: Record<string, Record<string, number>> = {};
+    this.threads.forEach((t) => { out[`vcpu${t.id}`] = t.counters(); });
+    Object.assign(out, this.platform.counters());
+    return out;
+  }
+
+  /** Stops everything and releases every resource. Safe to call more than once. */
+  async close(): Promise<void> {
+    if (this.state === 'Shutdown') return;
+    this.state = 'Shutdown';
+    await Promise.all(this.threads.map((t) => t.close()));
+    await this.platform.close();
+    for (const v of this.parts.vcpus) v.close();
+    unmapRegions(this.parts.regions);
+    this.parts.vmFd.close();
+    this.parts.kvm.close();
+  }
+}

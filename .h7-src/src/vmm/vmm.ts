@@ -1,0 +1,394 @@
+/**
+ * The VMM: owns at most one VM and implements the control-plane contract (controller.ts) for the
+ * CLI and the HTTP API. Every state-changing operation runs one at a time; a request that arrives
+ * while another is in progress is refused with ECONFLICT rather than queued, as the API promises.
+ */
+import { createWriteStream, openSync, type WriteStream } from 'node:fs';
+import { log } from '../util/log.js';
+import type { VmConfig } from './config.js';
+import type {
+  ConsoleAttachment, RestoreRequest, SnapshotRequest, VmCounters, VmInfo, VmmController, VmmEvent,
+} from './controller.js';
+import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './errors.js';
+import type { VmEnd } from './exit-status.js';
+import { Vm, type VmHooks } from './vm.js';
+import { prewarmVcpuWorkers } from './vcpu-thread.js';
+import { restoreVm, snapshotVm } from './persist.js';
+import {
+  DiskSnapshotService, type DiskSnapshotRequest, type LastOperation, type SnapshotCreateRequest, type SnapshotListing,
+  type SnapshotListRequest, type SnapshotNameRequest,
+} from './checkpoints/service.js';
+import { BlockJobManager } from './jobs/manager.js';
+import type { BlockCommitRequest, BlockJobInfo, BlockPullRequest, JobCancelRequest } from './jobs/types.js';
+
+export const VERSION = '0.1.0';
+/** vCPU worker threads an empty VMM keeps loaded for a warm restore or boot. */
+const WARM_VCPU_WORKERS = 2;
+
+export interface VmmOptions {
+  /** Called once when the VM ends by itself or the VMM is asked to stop. */
+  onVmEnd(end: VmEnd): void;
+  /** Wire the process's stdin to the serial port when the serial mode is Tty. */
+  stdinIsConsole: boolean;
+}
+
+/** Event timestamps count from the VMM's start, as Cloud Hypervisor's event monitor does. */
+const STARTED_NS = process.hrtime.bigint();
+function now(): VmmEvent['timestamp'] {
+  const ns = process.hrtime.bigint() - STARTED_NS;
+  return { secs: Number(ns / 1_000_000_000n), nanos: Number(ns % 1_000_000_000n) };
+}
+
+export class Vmm implements VmmController {
+  private vm: Vm | undefined;
+  private config: VmConfig | undefined;
+  private busy: string | undefined;
+  private readonly listeners = new Set<(e: VmmEvent) => void>();
+  private consoleListener: ((bytes: Uint8Array) => void) | undefined;
+  private serialFile: WriteStream | undefined;
+  private serialFilePath: string | undefined;
+  private stdinAttached = false;
+  private api: { close(): Promise<void> } | undefined;
+  private endReported = false;
+  /** Disk snapshots and named checkpoints (src/vmm/checkpoints/), over this VMM's VM. */
+  private readonly diskSnapshots = new DiskSnapshotService({
+    vm: () => this.vm,
+    emit: (event, properties) => this.emit('vm', event, properties),
+    closeVm: async () => {
+      if (this.vm !== undefined && this.vm.state !== 'Shutdown') await this.teardown(this.vm);
+    },
+    adoptVm: (vm) => {
+      this.vm = vm;
+      this.config = vm.config;
+      this.endReported = false;
+      this.attachStdin(vm);
+    },
+    hooksFor: (config) => this.hooks(config),
+  });
+  /** Background block-commit / block-pull jobs (src/vmm/jobs/). */
+  private readonly blockJobsManager = new BlockJobManager({
+    vm: () => this.vm,
+    emit: (event, properties) => this.emit('device', event, properties),
+    protectedImages: () => this.diskSnapshots.protectedImages(),
+  });
+
+  constructor(private readonly options: VmmOptions) {}
+
+  // ---- events -------------------------------------------------------------------------------
+
+  private emit(source: VmmEvent['source'], event: string, properties: Record<string, unknown> | null = null): void {
+    const e: VmmEvent = { timestamp: now(), source, event, properties };
+    for (const l of this.listeners) {
+      try { l(e); } catch (err) { log.warn(`event listener failed: ${(err as Error).message}`); }
+    }
+  }
+
+  subscribe(listener: (e: VmmEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  // ---- serialisation of state changes -------------------------------------------------------
+
+  private async exclusive<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.busy !== undefined) throw new ConflictError(`cannot ${what} while ${this.busy} is in progress; retry when it ends`);
+    this.busy = what;
+    try {
+      return await fn();
+    } finally {
+      this.busy = undefined;
+    }
+  }
+
+  private requireVm(): Vm {
+    if (this.vm === undefined) throw new NoVmError();
+    return this.vm;
+  }
+
+  // ---- serial port plumbing -----------------------------------------------------------------
+
+  private serialOutput(config: VmConfig): (bytes: Uint8Array) => void {
+    switch (config.serial.mode) {
+      case 'Tty':
+        return (b) => { process.stdout.write(b); };
+      case 'File': {
+        const path = config.serial.file!;
+        // A reboot of the same VM keeps appending to the log it already writes.
+        if (this.serialFile === undefined || this.serialFilePath !== path) {
+          this.serialFile?.end();
+          // Opened now so a bad path fails the boot instead of losing the console later.
+          let fd: number;
+          try {
+            fd = openSync(path, 'w');
+          } catch (e) {
+            throw new InputFileError(`cannot open serial file ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (e as Error).message}`);
+          }
+          const stream = createWriteStream('', { fd });
+          stream.on('error', (e) => log.error(`serial file ${path}: ${e.message}`));
+          this.serialFile = stream;
+          this.serialFilePath = path;
+        }
+        const file = this.serialFile;
+        return (b) => { file.write(b); };
+      }
+      case 'Socket':
+        return (b) => { this.consoleListener?.(b); };
+      case 'Null':
+      case 'Off':
+        return () => {};
+    }
+  }
+
+  private attachStdin(vm: Vm): void {
+    if (!this.options.stdinIsConsole || vm.config.serial.mode !== 'Tty' || this.stdinAttached) return;
+    if (!process.stdin.isTTY) return;
+    this.stdinAttached = true;
+    process.stdin.setRawMode(true);
+    process.stdin.on('data', (chunk: Buffer) => this.vm?.platform.serialInput(chunk));
+    process.stdin.resume();
+  }
+
+  private detachStdin(): void {
+    if (!this.stdinAttached) return;
+    this.stdinAttached = false;
+    process.stdin.setRawMode(false);
+    process.stdin.pause();
+  }
+
+  attachConsole(): ConsoleAttachment {
+    const vm = this.requireVm();
+    if (vm.config.serial.mode !== 'Socket') throw new InvalidStateError('the serial port is not in socket mode: start the VM with --serial socket to attach a console');
+    if (this.consoleListener !== undefined) throw new ConflictError('a console is already attached; detach it first');
+    let listener: ((b: Uint8Array) => void) | undefined;
+    this.consoleListener = (b) => listener?.(b);
+    return {
+      onOutput: (l) => { listener = l; },
+      input: (bytes) => { this.vm?.platform.serialInput(bytes); },
+      detach: () => { this.consoleListener = undefined; listener = undefined; },
+    };
+  }
+
+  // ---- VmmController ------------------------------------------------------------------------
+
+  ping(): ReturnType<VmmController['ping']> {
+    return { build_version: VERSION, version: VERSION, pid: process.pid, features: ['kvm', 'virtio-blk', 'qcow2', 'snapshot'] };
+  }
+
+  info(): VmInfo {
+    if (this.config === undefined) {
+      // A restore in progress is not "no VM": say so, so clients know to retry.
+      if (this.busy === 'vm.restore') throw new ConflictError('the VM is being restored; retry when vm.restore completes');
+      throw new NoVmError();
+    }
+    const info: VmInfo = { config: this.config, state: this.vm?.state ?? 'Created', memory_actual_size: this.config.memory.size };
+    const jobs = this.blockJobsManager.list();
+    if (jobs.length > 0) info.block_jobs = jobs;
+    return info;
+  }
+
+  counters(): VmCounters {
+    return this.requireVm().counters();
+  }
+
+  private hooks(config: VmConfig): VmHooks {
+    return {
+      onEnd: (end: VmEnd) => { void this.end(end); },
+      onSerialOutput: this.serialOutput(config),
+    };
+  }
+
+  create(config: VmConfig): Promise<void> {
+    return this.exclusive('vm.create', async () => {
+      // After vm.shutdown the old configuration may be replaced; a live VM must be shut down first.
+      if (this.vm !== undefined && this.vm.state !== 'Shutdown') throw new InvalidStateError(`a VM already exists and is ${this.vm.state}: shut it down (vm.shutdown) before creating another`);
+      if (this.vm === undefined && this.config !== undefined) throw new InvalidStateError('a VM is already created: boot it (vm.boot), or shut it down before creating another');
+      this.config = config;
+      this.emit('vm', 'created');
+    });
+  }
+
+  boot(): Promise<void> {
+    return this.exclusive('vm.boot', async () => {
+      if (this.config === undefined) throw new NoVmError();
+      if (this.vm !== undefined && this.vm.state !== 'Shutdown') throw new InvalidStateError(`cannot boot a VM that is ${this.vm.state}`);
+      this.emit('vm', 'booting');
+      const start = performance.now();
+      const vm = await Vm.boot(this.config, this.hooks(this.config));
+      this.vm = vm;
+      this.endReported = false;
+      vm.start();
+      this.attachStdin(vm);
+      this.emit('vm', 'booted', { duration_ms: performance.now() - start });
+    });
+  }
+
+  pause(): Promise<void> {
+    return this.exclusive('vm.pause', async () => {
+      const vm = this.requireVm();
+      if (vm.state !== 'Running') throw new InvalidStateError(`cannot pause a VM that is ${vm.state}`);
+      this.emit('vm', 'pausing');
+      const start = performance.now();
+      await vm.pause();
+      this.emit('vm', 'paused', { duration_ms: performance.now() - start });
+    });
+  }
+
+  resume(): Promise<void> {
+    return this.exclusive('vm.resume', async () => {
+      const vm = this.requireVm();
+      if (vm.state !== 'Paused') throw new InvalidStateError(`cannot resume a VM that is ${vm.state}`);
+      this.emit('vm', 'resuming');
+      const start = performance.now();
+      await vm.resume();
+      this.emit('vm', 'resumed', { duration_ms: performance.now() - start });
+    });
+  }
+
+  shutdown(): Promise<void> {
+    return this.exclusive('vm.shutdown', async () => {
+      const vm = this.requireVm();
+      if (vm.state === 'Shutdown') throw new InvalidStateError('the VM is already shut down: boot it (vm.boot) or restore a snapshot into it (vm.restore)');
+      await this.teardown(vm);
+      this.emit('vm', 'shutdown');
+    });
+  }
+
+  reboot(): Promise<void> {
+    return this.exclusive('vm.reboot', async () => {
+      const vm = this.requireVm();
+      if (vm.state !== 'Running' && vm.state !== 'Paused') throw new InvalidStateError(`cannot reboot a VM that is ${vm.state}`);
+      this.emit('vm', 'rebooting');
+      await this.teardown(vm);
+      const next = await Vm.boot(vm.config, this.hooks(vm.config));
+      this.vm = next;
+      this.endReported = false;
+      next.start();
+      this.attachStdin(next);
+      this.emit('vm', 'rebooted');
+    });
+  }
+
+  snapshot(req: SnapshotRequest): Promise<void> {
+    return this.exclusive('vm.snapshot', async () => {
+      const vm = this.requireVm();
+      if (vm.state !== 'Paused') throw new InvalidStateError(`the VM must be paused to snapshot it (it is ${vm.state}): send vm.pause first`);
+      this.emit('vm', 'snapshotting');
+      const start = performance.now();
+      if (req.disks === true) this.blockJobsManager.refuseWhileRunning('take a checkpoint with disks');
+      const result = req.disks === true ? await this.diskSnapshots.checkpoint(req.destination_url) : await snapshotVm(vm, req.destination_url);
+      this.emit('vm', 'snapshotted', { duration_ms: performance.now() - start, ...result });
+    });
+  }
+
+  restore(req: RestoreRequest): Promise<void> {
+    return this.exclusive('vm.restore', async () => {
+      if (this.vm !== undefined && this.vm.state !== 'Shutdown') throw new InvalidStateError('a VM already exists: restore needs an empty VMM');
+      this.emit('vm', 'restoring');
+      const start = performance.now();
+      // A checkpoint with disks restores onto new overlays over its frozen images.
+      const vm = await this.diskSnapshots.restoreIfCheckpoint(req) ?? await restoreVm(req, (config: VmConfig) => this.hooks(config));
+      this.vm = vm;
+      this.config = vm.config;
+      this.endReported = false;
+      this.attachStdin(vm);
+      this.emit('vm', 'restored', { duration_ms: performance.now() - start });
+    });
+  }
+
+  shutdownVmm(): Promise<void> {
+    return this.end({ kind: 'requested' });
+  }
+
+  // ---- ending --------------------------------------------------------------------------------
+
+  private async teardown(vm: Vm): Promise<void> {
+    await this.blockJobsManager.cancelAll();
+    this.detachStdin();
+    await vm.close();
+  }
+
+  /** Ends the VM (if any) and tells the owner why; the owner decides whether the process exits. */
+  async end(end: VmEnd): Promise<void> {
+    if (this.endReported) return;
+    this.endReported = true;
+    const events: Record<VmEnd['kind'], string> = {
+      poweroff: 'power-off', reset: 'reset', triple_fault: 'triple-fault', vcpu_error: 'vcpu-error', signal: 'shutdown', requested: 'shutdown',
+    };
+    // The guest ended its VM (source vm, with the guest's status or the failing vCPU), or the VMM
+    // itself is stopping (source vmm, as Cloud Hypervisor's event monitor reports it).
+    const details = end.kind === 'poweroff' ? { status: end.status } : end.kind === 'vcpu_error' ? { vcpu: end.vcpu, message: end.message } : end.kind === 'signal' ? { signal: end.signal } : null;
+    this.emit(end.kind === 'signal' || end.kind === 'requested' ? 'vmm' : 'vm', events[end.kind], details);
+    if (this.vm !== undefined) await this.teardown(this.vm);
+    this.options.onVmEnd(end);
+  }
+
+  // ---- disk snapshots, checkpoints, block jobs -----------------------------------------------
+
+  snapshotDisk(req: DiskSnapshotRequest): Promise<void> {
+    return this.exclusive('vm.snapshot-disk', async () => {
+      this.blockJobsManager.refuseWhileRunning('snapshot a disk');
+      await this.diskSnapshots.snapshotDisk(req);
+    });
+  }
+
+  snapshotCreate(req: SnapshotCreateRequest): Promise<void> {
+    return this.exclusive('vm.snapshot-create', async () => {
+      this.blockJobsManager.refuseWhileRunning('create a snapshot');
+      await this.diskSnapshots.create(req);
+    });
+  }
+
+  snapshotList(req: SnapshotListRequest): SnapshotListing {
+    return this.diskSnapshots.list(req);
+  }
+
+  snapshotRevert(req: SnapshotNameRequest): Promise<void> {
+    return this.exclusive('vm.snapshot-revert', async () => {
+      this.blockJobsManager.refuseWhileRunning('revert to a snapshot');
+      await this.diskSnapshots.revert(req);
+    });
+  }
+
+  snapshotDelete(req: SnapshotNameRequest): Promise<void> {
+    return this.exclusive('vm.snapshot-delete', async () => {
+      this.blockJobsManager.refuseWhileRunning('delete a snapshot');
+      await this.diskSnapshots.delete(req);
+    });
+  }
+
+  lastDiskOperation(): LastOperation | null {
+    return this.diskSnapshots.last ?? null;
+  }
+
+  blockCommit(req: BlockCommitRequest): Promise<void> {
+    return this.exclusive('vm.block-commit', async () => { await this.blockJobsManager.startCommit(req); });
+  }
+
+  blockPull(req: BlockPullRequest): Promise<void> {
+    return this.exclusive('vm.block-pull', async () => { await this.blockJobsManager.startPull(req); });
+  }
+
+  blockJobs(): BlockJobInfo[] {
+    return this.blockJobsManager.list();
+  }
+
+  blockJobCancel(req: JobCancelRequest): Promise<void> {
+    return this.blockJobsManager.cancel(req.id);
+  }
+
+  async serveApi(path: string): Promise<void> {
+    const { startApiServer } = await import('./api/server.js');
+    this.api = await startApiServer({ socketPath: path, controller: this });
+    // An empty VMM waits for vm.create/vm.restore: have vCPU threads ready so a warm restore
+    // does not pay for starting them.
+    if (this.vm === undefined) prewarmVcpuWorkers(WARM_VCPU_WORKERS);
+  }
+
+  /** Releases everything (VM, API socket, serial file). */
+  async dispose(): Promise<void> {
+    this.detachStdin();
+    if (this.vm !== undefined) await this.vm.close();
+    await this.api?.close();
+    this.serialFile?.end();
+  }
+}
