@@ -18,6 +18,15 @@ export const VIRTIO_MMIO_SIZE = 0x1000;
 export const VIRTIO_FIRST_IRQ = 5;
 
 export const IOAPIC_BASE = 0xfec0_0000;
+
+/**
+ * ACPI sleep control and status registers (hardware-reduced ACPI, FADT SLEEP_CONTROL_REG /
+ * SLEEP_STATUS_REG): a guest entering S5 through them powers the VM off.
+ */
+export const ACPI_SLEEP_CONTROL_PORT = 0x3c0;
+export const ACPI_SLEEP_STATUS_PORT = 0x3c1;
+/** The SLP_TYP value the DSDT's \_S5_ package gives for soft-off. */
+export const ACPI_S5_SLEEP_TYPE = 5;
 export const LAPIC_BASE = 0xfee0_0000;
 
 export interface RamRange {

@@ -43,6 +43,19 @@ function exchange(mb: Mailbox, kind: AccessKind, addr: number, size: number, cou
   Atomics.store(w, WORD_STATE, STATE_IDLE);
 }
 
+/** KVM_INTERNAL_ERROR_* names (suberror 1, emulation failure, is the one PVM hosts produce). */
+const INTERNAL_ERRORS: Record<number, string> = { 1: 'emulation failure', 2: 'simultaneous exception', 3: 'delivery event failure', 4: 'unexpected exit reason' };
+
+/** Where the guest was and what KVM reported, so a failure can be traced to an instruction. */
+function describeInternalError(v: VcpuFd, suberror: number, data: bigint[]): string {
+  let where = '';
+  try {
+    where = ` at rip 0x${v.getRegs().rip.toString(16)}`;
+  } catch { /* the registers are a courtesy here; the error itself is what matters */ }
+  const words = data.length > 0 ? ` (data ${data.map((d) => `0x${d.toString(16)}`).join(' ')})` : '';
+  return `KVM internal error: ${INTERNAL_ERRORS[suberror] ?? `suberror ${suberror}`}${where}${words}`;
+}
+
 function runLoop(v: VcpuFd, mb: Mailbox): StopReason {
   const w = mb.words;
   const counters = mb.counters;
@@ -98,7 +111,7 @@ function runLoop(v: VcpuFd, mb: Mailbox): StopReason {
         return { kind: 'system_event', type: exit.type };
       case 'internal_error':
         counters[C_OTHER]! += 1;
-        return { kind: 'internal_error', suberror: exit.suberror, message: `KVM internal error, suberror ${exit.suberror}` };
+        return { kind: 'internal_error', suberror: exit.suberror, message: describeInternalError(v, exit.suberror, exit.data) };
       case 'fail_entry':
         counters[C_OTHER]! += 1;
         return { kind: 'fail_entry', reason: String(exit.reason) };

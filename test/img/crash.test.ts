@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { prng, qemuCheck, qemuContent, qemuImg, qemuIo, tempDir } from '../devices/block/qcow2/helpers.js';
@@ -52,6 +52,55 @@ for (;;) {
 }
 `;
 
+/**
+ * Like runAndKill, and collects the writer's stdout: the number of writes covered by its last
+ * completed flush (stdout to a pipe is synchronous on Linux, so a printed line was sent).
+ */
+function runKillAndRead(args: string[], ms: number): Promise<{ outcome: 'killed' | 'finished'; flushed: number }> {
+  return new Promise((done, fail) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const lines = stdout.split('\n').filter((l) => l.startsWith('flushed '));
+      const flushed = lines.length === 0 ? 0 : Number(lines[lines.length - 1]!.slice(8));
+      if (signal === 'SIGKILL') done({ outcome: 'killed', flushed });
+      else if (code === 0) done({ outcome: 'finished', flushed });
+      else fail(new Error(`writer failed (${code}): ${stderr}`));
+    });
+  });
+}
+
+// Writes each 512-byte block of the disk once, in a scattered order, tagged with its offset;
+// flushes every 40 writes and reports how many writes the flush covered.
+const FLUSHING_WRITER = `
+import { openImage } from ${JSON.stringify(openJs)};
+const img = await openImage(process.argv[1], { readOnly: false });
+const blocks = img.size / 512;
+for (let i = 0; i < blocks; i++) {
+  const block = (i * 40503) % blocks;
+  const data = Buffer.alloc(512, 1 + (block % 200));
+  data.writeUInt32LE(block * 512, 0);
+  await img.write(block * 512, data);
+  if ((i + 1) % 40 === 0) {
+    await img.flush();
+    process.stdout.write('flushed ' + (i + 1) + '\\n');
+  }
+}
+await img.close();
+`;
+
+/** Backing file block `b`: 0xee with its index at byte 4 (never equal to a written block). */
+function backingBlock(b: number): Buffer {
+  const block = Buffer.alloc(512, 0xee);
+  block.writeUInt32LE(b, 4);
+  return block;
+}
+
 describe('a writer killed at a random moment leaves no corruption', () => {
   it('random allocating writes (refcount table growth included)', async () => {
     distIsFresh();
@@ -74,6 +123,49 @@ describe('a writer killed at a random moment leaves no corruption', () => {
       }
     }
     expect(killed).toBe(4); // the writer never ends on its own
+  });
+
+  it('allocating writes with periodic flushes: every flushed write survives the kill', async () => {
+    distIsFresh();
+    const rand = prng(1234);
+    const layouts = [
+      { cluster: 4096, backing: true },
+      { cluster: 65536, backing: true },
+      { cluster: 512, backing: false },
+      { cluster: 65536, backing: true },
+    ];
+    let flushedTotal = 0;
+    for (const [round, layout] of layouts.entries()) {
+      const file = join(tmp.dir, `flush-${round}.qcow2`);
+      const size = 8 << 20;
+      const blocks = size / 512;
+      const backing = Buffer.alloc(size);
+      if (layout.backing) {
+        for (let b = 0; b < blocks; b++) backingBlock(b).copy(backing, b * 512);
+        const base = join(tmp.dir, `flush-${round}-base.raw`);
+        writeFileSync(base, backing);
+        qemuImg('create', '-f', 'qcow2', '-o', `cluster_size=${layout.cluster}`, '-b', base, '-F', 'raw', file);
+      } else qemuImg('create', '-f', 'qcow2', '-o', `cluster_size=${layout.cluster}`, file, String(size));
+      const { flushed } = await runKillAndRead(['--input-type=module', '-e', FLUSHING_WRITER, file], 400 + rand() * 1000);
+      flushedTotal += flushed;
+      const check = qemuCheck(file);
+      expect(check.corruptions, `round ${round}`).toBe(0);
+      expect(check.checkErrors).toBe(0);
+      const content = qemuContent(file, tmp.dir);
+      const order = new Map<number, number>(); // block -> index of the write that wrote it
+      for (let i = 0; i < blocks; i++) order.set((i * 40503) % blocks, i);
+      for (let b = 0; b < blocks; b++) {
+        const got = content.subarray(b * 512, (b + 1) * 512);
+        const written = Buffer.alloc(512, 1 + (b % 200));
+        written.writeUInt32LE(b * 512, 0);
+        if (got.equals(written)) continue;
+        // Not written, or written after the last completed flush: the backing data, untouched
+        // (copy-on-write of a partial cluster kept the rest of the cluster's backing content).
+        expect(order.get(b)! >= flushed, `round ${round}: block ${b} (write ${order.get(b)}) lost after flush ${flushed}`).toBe(true);
+        expect(got.equals(backing.subarray(b * 512, (b + 1) * 512)), `round ${round}: block ${b} is neither written nor backing`).toBe(true);
+      }
+    }
+    expect(flushedTotal).toBeGreaterThan(0); // the writers got far enough to flush
   });
 
   it('tsvmm-img commit killed mid-way', async () => {

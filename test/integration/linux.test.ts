@@ -1,7 +1,7 @@
 /**
  * Slow tier: a stock Debian kernel (from `bash guest-images/debian-linux.sh`) under tsvmm.
  * Runs only with TSVMM_SLOW_TESTS=1. On a PVM host (this project's CI machines: guest ring 0 is
- * emulated at ~2 µs an instruction) the kernel needs ~1 minute to reach its memory set-up and
+ * emulated at ~2 µs an instruction) the kernel needs 0.5–1.5 minutes to reach its memory set-up and
  * later dies on an instruction KVM cannot emulate (`int3` in the alternatives self-test, see
  * docs/linux-guests.md), so there the test checks the milestones that prove our boot tables were
  * read: our command line, our e820 map, the ACPI tables, the MADT's two CPUs, and the kernel's

@@ -4,7 +4,7 @@
  * (LNRO0005) and COM1 so stock kernels, which lack virtio_mmio.device= support, still find them.
  */
 import type { GuestMemory } from '../../memory/guest-memory.js';
-import { IOAPIC_BASE, LAPIC_BASE } from '../../memory/layout.js';
+import { ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, IOAPIC_BASE, LAPIC_BASE } from '../../memory/layout.js';
 import { ACPI_AREA_SIZE, RSDP_ADDR } from './addresses.js';
 import * as aml from './aml.js';
 import { ByteWriter, checksumByte } from './table-writer.js';
@@ -62,6 +62,16 @@ export function buildFadt(dsdtAddr: number): Uint8Array {
   x.setBigUint64(0, BigInt(dsdtAddr), true);
   const b = body.finish();
   b.set(new Uint8Array(x.buffer), at(140)); // X_DSDT
+  // Sleep control / status registers (GAS: system I/O, 8 bits, byte access): how a
+  // hardware-reduced guest enters S5, i.e. powers off.
+  for (const [off, port] of [[244, ACPI_SLEEP_CONTROL_PORT], [256, ACPI_SLEEP_STATUS_PORT]] as const) {
+    const gas = new DataView(b.buffer, b.byteOffset + at(off), 12);
+    gas.setUint8(0, 1);
+    gas.setUint8(1, 8);
+    gas.setUint8(2, 0);
+    gas.setUint8(3, 1);
+    gas.setBigUint64(4, BigInt(port), true);
+  }
   b.set(new TextEncoder().encode('TSVMM\0\0\0'), at(268)); // hypervisor vendor identity
   return sdt('FACP', 6, 'TSVMFACP', b);
 }
@@ -92,7 +102,9 @@ export function buildDsdt(devices: readonly VirtioMmioDevice[]): Uint8Array {
     aml.name('_UID', aml.integer(0)),
     aml.name('_CRS', aml.resourceTemplate([aml.ioPort(COM1_PORT, 8), aml.irqNoFlags(COM1_IRQ)])),
   ]));
-  return sdt('DSDT', 2, 'TSVMDSDT', aml.scope('\\_SB_', children));
+  // \_S5_: the SLP_TYP values for soft-off, which Linux writes to the sleep control register.
+  const s5 = aml.name('\\_S5_', aml.pkg([aml.integer(ACPI_S5_SLEEP_TYPE), aml.integer(0)]));
+  return sdt('DSDT', 2, 'TSVMDSDT', aml.concat([s5, aml.scope('\\_SB_', children)]));
 }
 
 export interface AcpiLayout {

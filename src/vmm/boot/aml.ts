@@ -60,6 +60,13 @@ export function integer(v: number): Uint8Array {
   return out;
 }
 
+/** Package(){...}: PackageOp, PkgLength, NumElements, the elements (at most 255). */
+export function pkg(elements: readonly Uint8Array[]): Uint8Array {
+  if (elements.length > 255) throw new RangeError(`AML package of ${elements.length} elements`);
+  const content = concat([Uint8Array.of(elements.length), ...elements]);
+  return concat([Uint8Array.of(0x12), pkgLength(content.length), content]);
+}
+
 export function string(s: string): Uint8Array {
   if (!/^[\x01-\x7f]*$/.test(s)) throw new RangeError('AML strings are 7-bit ASCII without NUL');
   return concat([Uint8Array.of(0x0d), new TextEncoder().encode(s), Uint8Array.of(0)]);

@@ -14,7 +14,7 @@ import type { VmConfig } from '../config.js';
 import type { Disk } from '../disks.js';
 import type { Vm, VmHooks } from '../vm.js';
 import { diskIdentity } from '../disk-identity.js';
-import { Catalogue, SNAPSHOT_NAME, type CatalogueEntry } from './catalogue.js';
+import { CATALOGUE_FILE, Catalogue, SNAPSHOT_NAME, type CatalogueEntry } from './catalogue.js';
 import { dropLayer, readBackingOf } from './chain-edit.js';
 import { CheckpointError } from './errors.js';
 import { snapshotDiskLive, type DiskSnapshotResult } from './external.js';
@@ -133,6 +133,7 @@ export class DiskSnapshotService {
 
   async create(req: SnapshotCreateRequest): Promise<CatalogueEntry> {
     if (!SNAPSHOT_NAME.test(req.name)) throw new ConfigError(`snapshot name "${req.name}": use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+    if (req.name.startsWith(CATALOGUE_FILE)) throw new ConfigError(`snapshot name "${req.name}" is reserved (the catalogue file's name)`);
     const vm = this.requireVm();
     if (vm.state !== 'Running' && vm.state !== 'Paused') throw new InvalidStateError(`cannot snapshot a VM that is ${vm.state}`);
     const cat = await this.catalogue(req.snapshot_dir);
@@ -223,7 +224,8 @@ export class DiskSnapshotService {
     const old = this.host.vm();
     const abandoned = old === undefined || old.state === 'Shutdown' ? [] : old.platform.disks.filter((d) => !d.config.readonly).map((d) => resolve(d.config.path));
     const diskPaths: Record<string, string> = {};
-    for (const d of entry.disks) diskPaths[d.id] = await freeName((n) => join(dirname(d.path), `${stemOf(d.path).split('.')[0]}.${entry.name}-r${n}.qcow2`));
+    const writable = entry.disks.filter((d) => d.readonly !== true);
+    for (const d of writable) diskPaths[d.id] = await freeName((n) => join(dirname(d.path), `${stemOf(d.path).split('.')[0]}.${entry.name}-r${n}.qcow2`));
     await this.host.closeVm();
     const restored = await restoreCheckpoint(
       { source_url: pathToFileURL(join(cat.dir, entry.state_dir)).href, disk_paths: diskPaths },
@@ -231,7 +233,7 @@ export class DiskSnapshotService {
     );
     this.host.adoptVm(restored.vm);
     await cat.update((doc) => {
-      for (const d of entry.disks) doc.overlays.push({ disk: d.id, path: restored.overlays[d.id]!, backing: d.path });
+      for (const d of writable) doc.overlays.push({ disk: d.id, path: restored.overlays[d.id]!, backing: d.path });
       doc.current = entry.name;
     });
     const discarded = await this.discardUnused(cat, abandoned);

@@ -33,6 +33,8 @@ export interface FrozenDisk {
   format: string;
   size: number;
   identity: DiskIdentity;
+  /** A read-only disk: recorded so a restore checks it is unchanged, but it gets no overlay. */
+  readonly?: true;
 }
 
 export interface CheckpointDisks {
@@ -83,6 +85,10 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
       const r = await snapshotDiskLive(d, overlayFor(d.config.id, resolve(d.config.path)));
       switched.push(r);
       frozen.push(await frozenDiskOf(r, d.backend.size));
+    }
+    for (const d of vm.platform.disks.filter((x) => x.config.readonly)) {
+      const path = resolve(d.config.path);
+      frozen.push({ id: d.config.id, path, format: d.backend.format, size: d.backend.size, identity: await diskIdentity(path), readonly: true });
     }
     disksMs = performance.now() - start - memoryMs;
     const doc: CheckpointDisks = { version: CHECKPOINT_VERSION, disks: frozen };
@@ -143,15 +149,16 @@ export interface CheckpointRestore {
  */
 export async function restoreCheckpoint(req: RestoreRequest, disks: CheckpointDisks, hooksFor: (config: VmConfig) => VmHooks, tag = `restore-${Date.now()}`): Promise<CheckpointRestore> {
   const overlays: Record<string, string> = {};
+  const writable = disks.disks.filter((d) => d.readonly !== true);
   for (const id of Object.keys(req.disk_paths ?? {})) {
-    if (!disks.disks.some((d) => d.id === id)) throw new ConfigError(`restore: the checkpoint has no writable disk "${id}" (its disks: ${disks.disks.map((d) => d.id).join(', ') || 'none'})`);
+    if (!writable.some((d) => d.id === id)) throw new ConfigError(`restore: the checkpoint has no writable disk "${id}" (its writable disks: ${writable.map((d) => d.id).join(', ') || 'none'})`);
   }
   for (const f of disks.disks) {
     // A frozen image that changed would give the guest a disk its memory does not match.
     await checkDiskIdentity({ id: f.id, path: f.path, readonly: true }, f.identity, req.force ?? false);
   }
   try {
-    for (const f of disks.disks) {
+    for (const f of writable) {
       const overlay = resolve(req.disk_paths?.[f.id] ?? join(dirname(f.path), `${stemOf(f.path)}.${tag}.qcow2`));
       await createOverlay(overlay, f.path, f.format, f.size);
       overlays[f.id] = overlay;
@@ -159,7 +166,7 @@ export async function restoreCheckpoint(req: RestoreRequest, disks: CheckpointDi
     // Identities were checked on the frozen images above; the overlays are new by construction.
     const vm = await restoreVm({ ...req, disk_paths: { ...req.disk_paths, ...overlays }, force: true }, hooksFor);
     try {
-      for (const f of disks.disks) {
+      for (const f of writable) {
         const disk = vm.platform.disks.find((d) => d.config.id === f.id);
         if (disk !== undefined) await disk.holdBackingLock(f.path, await lockedHandle(f.path, 'read'));
       }

@@ -99,6 +99,11 @@ describe('ACPI tables', () => {
     expect(f.getUint32(112, true) & FADT_HW_REDUCED_ACPI).toBe(FADT_HW_REDUCED_ACPI);
     expect(f.getUint32(40, true)).toBe(layout.dsdt);
     expect(Number(f.getBigUint64(140, true))).toBe(layout.dsdt);
+    // SLEEP_CONTROL_REG / SLEEP_STATUS_REG: system I/O, 8 bits, byte access, ports 0x3c0 / 0x3c1.
+    expect([...fadt.subarray(244, 248)]).toEqual([1, 8, 0, 1]);
+    expect(Number(f.getBigUint64(248, true))).toBe(0x3c0);
+    expect([...fadt.subarray(256, 260)]).toEqual([1, 8, 0, 1]);
+    expect(Number(f.getBigUint64(260, true))).toBe(0x3c1);
     table(mem, layout.dsdt, 'DSDT');
     expect(layout.end).toBeLessThanOrEqual(0xf0000);
   });
@@ -133,7 +138,9 @@ describe('ACPI tables', () => {
     const layout = writeAcpiTables(mem, 1, devices);
     const dsdt = table(mem, layout.dsdt, 'DSDT');
     expect(dsdt[8]).toBe(2);
-    const body = dsdt.subarray(36);
+    // Name(\_S5_, Package(){5, 0}): the soft-off sleep type for the sleep control register.
+    expect([...dsdt.subarray(36, 48)]).toEqual([0x08, 0x5c, 0x5f, 0x53, 0x35, 0x5f, 0x12, 0x05, 0x02, 0x0a, 0x05, 0x00]);
+    const body = dsdt.subarray(48);
     expect(body[0]).toBe(0x10); // Scope
     const sp = readPkgLength(body, 1);
     expect(1 + sp.len).toBe(body.length);

@@ -12,7 +12,8 @@ export async function writeBackingName(image: Qcow2Image, name: string | null, f
   const h = image.header;
   await image.lock.exclusive(async () => {
     await image.beforeFirstWrite();
-    await image.file.datasync();
+    // Cached metadata and data durable before the header names another backing file.
+    await image.flushUnlocked();
     h.backingFile = name;
     h.backingFormat = name === null ? null : format;
     await image.file.writeAt(0, serializeHeader(h));

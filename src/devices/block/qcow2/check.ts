@@ -158,6 +158,8 @@ async function scanBitmaps(image: Qcow2Image, ref: (offset: number, bytes: numbe
 /** Compares stored and computed refcounts (and COPIED flags); repairs per `mode`. */
 export async function checkImage(image: Qcow2Image, mode: RepairMode = 'none'): Promise<CheckReport> {
   return image.lock.exclusive(async () => {
+    // The check reads the file's structures: cached metadata goes there first.
+    if (!image.readOnly) await image.flushUnlocked();
     const first = await compare(image, mode);
     if (mode === 'none' || (first.leaksFixed === 0 && first.corruptionsFixed === 0)) return first;
     const again = await compare(image, 'none');

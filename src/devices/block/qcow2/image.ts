@@ -16,6 +16,15 @@ import { RwLock } from './rw-lock.js';
 import { zeroRange, type ZeroMode } from './zeroing.js';
 
 const L2_CACHE_BYTES = 16 * 1024 * 1024;
+/**
+ * Dirty metadata (L2 tables and refcount blocks) held in memory before it is written back in
+ * crash-safe order: bounds memory and the metadata a guest that never flushes can lose.
+ */
+export const DIRTY_METADATA_LIMIT = 4 * 1024 * 1024;
+/** Released clusters waiting for their deferred refcount decrement before a write-back. */
+const PENDING_FREE_LIMIT = 65536;
+/** Dirty metadata is written back at most this long after it became dirty (idle guests included). */
+const WRITE_BACK_DELAY_MS = 5000;
 /** Largest number of clusters one write request allocates at once (bounds buffer sizes). */
 const MAX_CLUSTERS_PER_ROUND = 4096;
 
@@ -51,8 +60,16 @@ interface PendingWrite {
 
 /**
  * A qcow2 image (v2/v3) as a BlockBackend. Reads of allocated clusters run concurrently; anything
- * that may change metadata holds the exclusive lock. Metadata is written in crash-safe order:
- * refcount increments and guest data, barrier; L2 tables, barrier; L1; barrier; decrements.
+ * that may change metadata holds the exclusive lock.
+ *
+ * Metadata is write-back cached, as QEMU's qcow2 cache does: a write that allocates writes the
+ * guest data to its new host cluster and changes refcounts and L2 entries in memory only. They
+ * reach the file at a flush (guest FLUSH, close, snapshot/check/header operations), when the dirty
+ * state outgrows DIRTY_METADATA_LIMIT, or WRITE_BACK_DELAY_MS after it became dirty, always in
+ * crash-safe order: refcount blocks (increments), barrier (data and refcounts durable); L2 tables,
+ * barrier; L1; barrier; then the deferred decrements of clusters the tables stopped naming. A
+ * released cluster keeps its reference in memory until that last step, so the allocator cannot
+ * hand it out while a durable table may still name it. A crash thus leaks clusters at worst.
  */
 export class Qcow2Image implements BlockBackend {
   readonly format = 'qcow2';
@@ -67,6 +84,10 @@ export class Qcow2Image implements BlockBackend {
   private l1DirtyHi = -1;
   private firstWriteDone = false;
   private lastCompressed: { offset: number; data: Uint8Array } | null = null;
+  /** Host clusters released by COW, discard or zeroing: decremented after the tables are durable. */
+  private readonly pendingFree: number[] = [];
+  private writeBackTimer: ReturnType<typeof setTimeout> | null = null;
+  private closed = false;
 
   private constructor(
     readonly path: string,
@@ -129,8 +150,20 @@ export class Qcow2Image implements BlockBackend {
     return this.header.l1Size;
   }
 
-  async barrier(): Promise<void> {
+  /** fdatasync of the file (a no-op for images opened with `durable: false` or read-only). */
+  private async sync(): Promise<void> {
     if (this.durable && !this.readOnly) await this.file.datasync();
+  }
+
+  /**
+   * Makes everything written so far durable, cached metadata included (written back in crash-safe
+   * order first). The caller holds the exclusive lock. Callers use it before a header change that
+   * must not get ahead of the image's content.
+   */
+  async barrier(): Promise<void> {
+    if (this.readOnly) return;
+    await this.writeBackMetadata();
+    await this.sync();
   }
 
   async writeHeaderU64(at: number, value: bigint): Promise<void> {
@@ -189,25 +222,86 @@ export class Qcow2Image implements BlockBackend {
     this.l1DirtyHi = -1;
   }
 
-  /** Forgets cached L2 tables (after another structure rewrote them on disk). */
+  /**
+   * Forgets cached L2 tables (after another structure rewrote them on disk). Dirty tables must have
+   * been written back first (barrier()): forgetting them would lose their changes.
+   */
   dropCaches(): void {
+    if (this.dirtyL2.size > 0) throw new Error('dropCaches with dirty L2 tables: write them back first');
     this.l2Cache.clear();
-    this.dirtyL2.clear();
   }
 
-  /** Writes dirty L2 tables; then, after a barrier, the changed part of the L1 table. */
+  /** True while some metadata change or deferred decrement has not been written to the file. */
+  get hasDirtyMetadata(): boolean {
+    return this.dirtyL2.size > 0 || this.l1DirtyHi >= 0 || this.pendingFree.length > 0 || this.refcounts.dirtyBlockCount > 0;
+  }
+
+  /**
+   * Writes dirty L2 tables, then the changed part of the L1 table. Refcount increments (and the
+   * guest data written before) are made durable first: no durable table may name a cluster whose
+   * refcount or data is not on disk. The L1 follows a barrier: it must not name an L2 table that
+   * is not durable yet.
+   */
   async writeBackTables(): Promise<void> {
-    for (const offset of this.dirtyL2) {
+    if (this.dirtyL2.size === 0 && this.l1DirtyHi < 0) return;
+    await this.refcounts.writeBack();
+    await this.sync();
+    for (const offset of [...this.dirtyL2]) {
       const table = this.l2Cache.get(offset);
       if (table !== undefined) await this.file.writeAt(offset, table);
+      this.dirtyL2.delete(offset);
     }
-    this.dirtyL2.clear();
     if (this.l1DirtyHi >= 0) {
-      await this.barrier();
+      await this.sync();
       await this.file.writeAt(this.header.l1TableOffset + this.l1DirtyLo, this.l1.subarray(this.l1DirtyLo, this.l1DirtyHi));
       this.l1DirtyLo = Infinity;
       this.l1DirtyHi = -1;
     }
+  }
+
+  /**
+   * Writes all cached metadata in crash-safe order (see the class comment): refcounts, barrier,
+   * tables, barrier, then the deferred decrements. Ends without a barrier of its own: flush() and
+   * barrier() add one. The caller holds the exclusive lock.
+   */
+  private async writeBackMetadata(): Promise<void> {
+    this.cancelWriteBackTimer();
+    await this.writeBackTables();
+    if (this.pendingFree.length > 0) {
+      // The tables that stopped naming these clusters must be durable before the references go.
+      await this.sync();
+      const clusters = this.pendingFree.splice(0);
+      for (const c of clusters) await this.refcounts.adjust(c, -1);
+    }
+    await this.refcounts.writeBack();
+  }
+
+  /**
+   * Keeps the dirty state bounded: writes it back when it outgrows its limits, and otherwise makes
+   * sure a timer writes it back soon. The caller holds the exclusive lock.
+   */
+  async limitDirtyMetadata(): Promise<void> {
+    const dirtyBytes = (this.dirtyL2.size + this.refcounts.dirtyBlockCount) * this.clusterSize;
+    if (dirtyBytes > DIRTY_METADATA_LIMIT || this.pendingFree.length > PENDING_FREE_LIMIT) {
+      await this.writeBackMetadata();
+      return;
+    }
+    if (this.writeBackTimer === null && this.hasDirtyMetadata) {
+      this.writeBackTimer = setTimeout(() => {
+        this.writeBackTimer = null;
+        // A failed background write-back leaves the state dirty: the next flush retries it and
+        // reports the error to a caller that can act on it.
+        this.lock.exclusive(async () => {
+          if (!this.closed) await this.writeBackMetadata();
+        }).catch(() => {});
+      }, WRITE_BACK_DELAY_MS);
+      this.writeBackTimer.unref();
+    }
+  }
+
+  private cancelWriteBackTimer(): void {
+    if (this.writeBackTimer !== null) clearTimeout(this.writeBackTimer);
+    this.writeBackTimer = null;
   }
 
   /** The mapping of guest cluster `cluster` in this image alone. */
@@ -372,6 +466,7 @@ export class Qcow2Image implements BlockBackend {
         pos += to - from;
       }
       await this.applyWrites(pending, data, allocations, decrements);
+      await this.limitDirtyMetadata();
     }
   }
 
@@ -444,23 +539,23 @@ export class Qcow2Image implements BlockBackend {
         }
       }
     }
-    // Refcounts (and the data) durable before any table names the new clusters.
-    if ((await this.refcounts.writeBack()) || fresh.length > 0) await this.barrier();
+    // The data is in the file; the entries change in the cache only. Write-back makes the data
+    // and refcounts durable before any table naming the new clusters reaches the file.
     for (const { p, host } of fresh) {
       setEntry(p.table, p.index, dataEntry(host, true));
       this.markL2Dirty(this.l2OffsetOf(p.cluster));
       decrements.push(...this.releasedClusters(p.mapping));
     }
-    await this.writeBackTables();
     await this.release(decrements);
   }
 
-  /** Drops one reference from each cluster, after the tables no longer naming them are durable. */
+  /**
+   * Drops one reference from each cluster once no durable table can name it: the decrements are
+   * deferred to the next write-back, after the tables that stopped naming the clusters. Until then
+   * the clusters keep their reference, so the allocator cannot reuse them.
+   */
   async release(clusters: number[]): Promise<void> {
-    if (clusters.length === 0) return;
-    await this.barrier();
-    for (const c of clusters) await this.refcounts.adjust(c, -1);
-    await this.refcounts.writeBack();
+    for (const c of clusters) this.pendingFree.push(c);
   }
 
   l2OffsetOf(cluster: number): number {
@@ -492,12 +587,22 @@ export class Qcow2Image implements BlockBackend {
     await zeroRange(this, offset, length, how);
   }
 
+  /** Writes cached metadata back in crash-safe order and makes every completed write durable. */
   async flush(): Promise<void> {
-    if (!this.readOnly) await this.lock.exclusive(() => this.file.datasync());
+    if (!this.readOnly) await this.lock.exclusive(() => this.flushUnlocked());
+  }
+
+  /** flush() for a caller that holds the exclusive lock. */
+  async flushUnlocked(): Promise<void> {
+    if (this.readOnly) return;
+    await this.writeBackMetadata();
+    await this.file.datasync();
   }
 
   async close(): Promise<void> {
     if (!this.readOnly) await this.flush();
+    this.closed = true;
+    this.cancelWriteBackTimer();
     await this.file.close();
     await this.backing?.close();
   }

@@ -49,7 +49,8 @@ interface CachedBlock {
 /**
  * The two-level refcount structure: a contiguous table of block offsets and one-cluster blocks.
  * Changes stay in the cache until `writeBack()`, which the image calls at its ordering points
- * (refcount increments are durable before anything references the clusters). Allocation places new
+ * (refcount increments are durable before anything references the clusters; decrements are only
+ * made once nothing durable references them, so a dirty block may be written at any time). Allocation places new
  * refcount blocks inside the range they describe, and grows the table by writing a larger copy at
  * the end of the file, switching the header to it, and only then freeing the old one.
  */
@@ -59,6 +60,8 @@ export class RefcountStore {
   readonly maxRefcount: number;
   private readonly clusterSize: number;
   private readonly blocks = new Map<number, CachedBlock>();
+  /** Offsets of blocks with changes not yet written (the image bounds their number). */
+  private readonly dirtyBlocks = new Set<number>();
   private tableDirtyLo = Infinity;
   private tableDirtyHi = -1;
   /** A block was placed this round: blocks must be durable before the table names them. */
@@ -169,6 +172,7 @@ export class RefcountStore {
     const [lo, hi] = entryBytes(index, this.bits);
     block.dirtyLo = Math.min(block.dirtyLo, lo);
     block.dirtyHi = Math.max(block.dirtyHi, hi);
+    this.dirtyBlocks.add(offset);
     if (value === 0) this.hint = Math.min(this.hint, cluster);
     else this.endCluster = Math.max(this.endCluster, cluster + 1);
   }
@@ -239,7 +243,7 @@ export class RefcountStore {
     const data = new Uint8Array(this.clusterSize);
     const index = cluster - t * E;
     writeRefcount(data, index, this.bits, 1);
-    this.blocks.set(cluster * this.clusterSize, { data, dirtyLo: 0, dirtyHi: this.clusterSize });
+    this.addDirtyBlock(cluster * this.clusterSize, data);
     this.setBlockOffset(t, cluster * this.clusterSize);
     this.placedBlocks = true;
     this.endCluster = Math.max(this.endCluster, cluster + 1);
@@ -253,7 +257,7 @@ export class RefcountStore {
       const c = await this.findFree(1, from);
       if (Math.floor(c / E) === t) return this.placeBlock(t, c);
       if (!(await this.ensureCovered(c, 1, false))) continue;
-      this.blocks.set(c * this.clusterSize, { data: new Uint8Array(this.clusterSize), dirtyLo: 0, dirtyHi: this.clusterSize });
+      this.addDirtyBlock(c * this.clusterSize, new Uint8Array(this.clusterSize));
       await this.set(c, 1);
       this.setBlockOffset(t, c * this.clusterSize);
       this.placedBlocks = true;
@@ -328,7 +332,7 @@ export class RefcountStore {
     this.table = newTable;
     newBlocks.forEach((t, i) => {
       const offset = (area + i) * this.clusterSize;
-      this.blocks.set(offset, { data: new Uint8Array(this.clusterSize), dirtyLo: 0, dirtyHi: this.clusterSize });
+      this.addDirtyBlock(offset, new Uint8Array(this.clusterSize));
       this.setBlockOffset(t, offset);
     });
     const areaEnd = area + blockCount + tableClusters;
@@ -352,14 +356,29 @@ export class RefcountStore {
     for (let i = 0; i < oldTableClusters; i++) await this.adjust(oldTableOffset / this.clusterSize + i, -1);
   }
 
+  /** A new block (all of it to be written), cached as dirty. */
+  private addDirtyBlock(offset: number, data: Uint8Array): void {
+    this.blocks.set(offset, { data, dirtyLo: 0, dirtyHi: this.clusterSize });
+    this.dirtyBlocks.add(offset);
+  }
+
+  /** Number of cached blocks with changes not yet written. */
+  get dirtyBlockCount(): number {
+    return this.dirtyBlocks.size;
+  }
+
   private async writeBlocks(): Promise<boolean> {
     let wrote = false;
-    for (const [offset, b] of this.blocks) {
-      if (b.dirtyHi < 0) continue;
-      await this.file.writeAt(offset + b.dirtyLo, b.data.subarray(b.dirtyLo, b.dirtyHi));
-      b.dirtyLo = Infinity;
-      b.dirtyHi = -1;
-      wrote = true;
+    // In offset order: dirty blocks written after a table growth sit next to each other.
+    for (const offset of [...this.dirtyBlocks].sort((a, b) => a - b)) {
+      const b = this.blocks.get(offset);
+      if (b !== undefined && b.dirtyHi >= 0) {
+        await this.file.writeAt(offset + b.dirtyLo, b.data.subarray(b.dirtyLo, b.dirtyHi));
+        b.dirtyLo = Infinity;
+        b.dirtyHi = -1;
+        wrote = true;
+      }
+      this.dirtyBlocks.delete(offset);
     }
     return wrote;
   }

@@ -185,6 +185,8 @@ export async function createSnapshot(image: Qcow2Image, name: string, now = Date
   if (name.length === 0 || new TextEncoder().encode(name).byteLength > 65535) throw new Qcow2Error('snapshot name must be 1 to 65535 bytes');
   return image.lock.exclusive(async () => {
     await image.beforeFirstWrite();
+    // The snapshot's L1 copy names the active L2 tables: cached changes must be in the file first.
+    await image.barrier();
     const list = await readSnapshots(image);
     if (list.some((s) => s.name === name)) throw new Qcow2Error(`${image.path}: a snapshot named "${name}" already exists`);
     // Every cluster the active L1 reaches gains a reference, durable before the snapshot names them.
@@ -202,6 +204,7 @@ export async function createSnapshot(image: Qcow2Image, name: string, now = Date
       diskSize: image.size, extra: new Uint8Array(16),
     };
     await replaceSnapshotTable(image, [...list, info]);
+    await image.barrier();
     return info;
   });
 }
@@ -210,6 +213,8 @@ export async function applySnapshot(image: Qcow2Image, key: string): Promise<voi
   if (image.readOnly) throw new Qcow2Error(`${image.path}: image is open read-only`);
   await image.lock.exclusive(async () => {
     await image.beforeFirstWrite();
+    // The active tables are about to be replaced by the snapshot's: cached changes go out first.
+    await image.barrier();
     const list = await readSnapshots(image);
     const snap = list[findSnapshot(list, key)];
     if (snap === undefined) throw new Qcow2Error(`${image.path}: no snapshot "${key}"`);
@@ -240,8 +245,11 @@ export async function applySnapshot(image: Qcow2Image, key: string): Promise<voi
       await image.release(Array.from({ length: clusters }, (_, i) => oldOffset / image.clusterSize + i));
     }
     await image.release(await referencedClusters(image, oldL1));
+    // Deferred decrements applied (COPIED flags follow refcounts) before the cache is dropped.
+    await image.barrier();
     image.dropCaches();
     await fixCopiedFlags(image);
+    await image.barrier();
   });
 }
 
@@ -249,6 +257,7 @@ export async function deleteSnapshot(image: Qcow2Image, key: string): Promise<vo
   if (image.readOnly) throw new Qcow2Error(`${image.path}: image is open read-only`);
   await image.lock.exclusive(async () => {
     await image.beforeFirstWrite();
+    await image.barrier();
     const list = await readSnapshots(image);
     const index = findSnapshot(list, key);
     const snap = list[index];
@@ -259,9 +268,12 @@ export async function deleteSnapshot(image: Qcow2Image, key: string): Promise<vo
     const l1Clusters = Math.ceil((snap.l1Size * 8) / image.clusterSize);
     const l1Own = Array.from({ length: l1Clusters }, (_, i) => snap.l1TableOffset / image.clusterSize + i);
     await image.release([...reachable, ...(snap.l1Size > 0 ? l1Own : [])]);
-    // Freed L2 tables may be reused for anything: forget their cached copies.
+    // Decrements applied (COPIED flags follow refcounts); freed L2 tables may be reused for
+    // anything, so their cached copies are forgotten.
+    await image.barrier();
     image.dropCaches();
     await fixCopiedFlags(image);
+    await image.barrier();
   });
 }
 

@@ -3,9 +3,6 @@ import type { Qcow2Image } from './image.js';
 
 export type ZeroMode = 'zero' | 'zero-unmap' | 'discard' | 'unallocate';
 
-/** Clusters whose references are dropped per metadata round (bounds the pending list). */
-const RELEASE_BATCH = 4096;
-
 /**
  * Whole clusters become zero clusters (v3) or unallocated (no backing file, or a discard); the
  * partial clusters at either end of a zeroing request get explicit zeros. 'unallocate' makes whole
@@ -38,24 +35,22 @@ export async function zeroRange(image: Qcow2Image, offset: number, length: numbe
   await setWholeClusters(image, firstWhole / cs, lastWhole / cs, canDrop && (how !== 'zero' || !useFlag) ? 0n : FLAG_ZERO);
 }
 
-/** Sets the L2 entry of clusters [first, end) to `entry` (0 or the zero flag), freeing what they used. */
+/**
+ * Sets the L2 entry of clusters [first, end) to `entry` (0 or the zero flag), freeing what they
+ * used. The entries change in the image's metadata cache; the clusters' references are dropped at
+ * the next write-back, after the tables that no longer name them are durable.
+ */
 async function setWholeClusters(image: Qcow2Image, first: number, end: number, entry: bigint): Promise<void> {
-  const decrements: number[] = [];
-  const commit = async (): Promise<void> => {
-    // Same order as a write: refcounts (new L2 tables), L2/L1, then the references dropped.
-    if (await image.refcounts.writeBack()) await image.barrier();
-    await image.writeBackTables();
-    await image.release(decrements.splice(0));
-  };
   for (let c = first; c < end; c++) {
     const m = await image.lookup(c);
     if (entry === 0n && m.kind === 'unallocated') continue;
     if (entry === FLAG_ZERO && m.kind === 'zero' && m.hostOffset === 0) continue;
+    const decrements: number[] = [];
     const { table, index, offset: l2 } = await image.ownedL2(c, decrements);
     setEntry(table, index, entry);
     image.markL2Dirty(l2);
     decrements.push(...image.releasedClusters(m));
-    if (decrements.length > RELEASE_BATCH) await commit();
+    await image.release(decrements);
+    await image.limitDirtyMetadata();
   }
-  await commit();
 }

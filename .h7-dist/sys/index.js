@@ -1,4 +1,0 @@
-export * from './errno.js';
-export * from './libc.js';
-export * from './eventfd.js';
-//# sourceMappingURL=index.js.map

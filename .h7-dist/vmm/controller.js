@@ -1,2 +1,0 @@
-export {};
-//# sourceMappingURL=controller.js.map

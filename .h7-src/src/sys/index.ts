@@ -1,3 +1,0 @@
-export * from './errno.js';
-export * from './libc.js';
-export * from './eventfd.js';
