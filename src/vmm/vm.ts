@@ -75,6 +75,51 @@ function withBootFpu(fpu: Uint8Array, boot: BootFpu): Uint8Array {
   return fpu;
 }
 
+function newKvmVm(kvm: Kvm): VmFd {
+  const vmFd = kvm.createVm();
+  try {
+    vmFd.setTssAddr(KVM_TSS_ADDRESS);
+    vmFd.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDRESS);
+    vmFd.createIrqchip();
+    vmFd.createPit2();
+  } catch (e) {
+    vmFd.close();
+    throw e;
+  }
+  return vmFd;
+}
+
+/**
+ * An empty VM (irqchip and PIT, no memory, no vCPUs) made ahead of time by an idle VMM: creating
+ * one costs from under a millisecond to tens of them on a busy PVM host, time a warm restore
+ * should not pay. Its Kvm handle stays open with it.
+ */
+let spareVm: { kvm: Kvm; vmFd: VmFd } | undefined;
+
+export function prepareSpareVm(): void {
+  if (spareVm !== undefined || !Kvm.available()) return;
+  const kvm = Kvm.open();
+  try {
+    spareVm = { kvm, vmFd: newKvmVm(kvm) };
+  } catch {
+    kvm.close(); // the real build reports the problem with its own context
+  }
+}
+
+/** Closes the spare VM if nobody took it. */
+export function releaseSpareVm(): void {
+  takeSpareVm()?.close();
+}
+
+function takeSpareVm(): VmFd | undefined {
+  const s = spareVm;
+  spareVm = undefined;
+  if (s === undefined) return undefined;
+  // The VM fd keeps its own reference to KVM: the spare's /dev/kvm handle is no longer needed.
+  s.kvm.close();
+  return s.vmFd;
+}
+
 /** Undo stack for a half-built VM. */
 class Cleanups {
   private steps: Array<() => unknown> = [];
@@ -115,18 +160,14 @@ export class Vm {
   get regions(): readonly MappedRegion[] { return this.parts.regions; }
   get platform(): Platform { return this.parts.platform; }
 
-  /** Creates the KVM VM with its in-kernel irqchip and PIT. */
+  /** Creates the KVM VM with its in-kernel irqchip and PIT (or takes the one made in advance). */
   private static createKvmVm(kvm: Kvm, config: VmConfig, cleanups: Cleanups): VmFd {
     const maxVcpus = kvm.checkExtension('KVM_CAP_MAX_VCPUS') || kvm.checkExtension('KVM_CAP_NR_VCPUS');
     if (config.cpus.boot_vcpus > maxVcpus) {
       throw new ConfigError(`--cpus boot=${config.cpus.boot_vcpus} is more than this host's KVM allows (${maxVcpus})`);
     }
-    const vmFd = kvm.createVm();
+    const vmFd = takeSpareVm() ?? newKvmVm(kvm);
     cleanups.push(() => vmFd.close());
-    vmFd.setTssAddr(KVM_TSS_ADDRESS);
-    vmFd.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDRESS);
-    vmFd.createIrqchip();
-    vmFd.createPit2();
     return vmFd;
   }
 

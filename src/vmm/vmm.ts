@@ -11,7 +11,7 @@ import type {
 } from './controller.js';
 import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
-import { Vm, type VmHooks } from './vm.js';
+import { prepareSpareVm, releaseSpareVm, Vm, type VmHooks } from './vm.js';
 import { prewarmVcpuWorkers } from './vcpu-thread.js';
 import { restoreVm, snapshotVm } from './persist.js';
 import {
@@ -381,11 +381,15 @@ export class Vmm implements VmmController {
     this.api = await startApiServer({ socketPath: path, controller: this });
     // An empty VMM waits for vm.create/vm.restore: have vCPU threads ready so a warm restore
     // does not pay for starting them.
-    if (this.vm === undefined) prewarmVcpuWorkers(WARM_VCPU_WORKERS);
+    if (this.vm === undefined) {
+      prewarmVcpuWorkers(WARM_VCPU_WORKERS);
+      prepareSpareVm();
+    }
   }
 
   /** Releases everything (VM, API socket, serial file). */
   async dispose(): Promise<void> {
+    releaseSpareVm();
     this.detachStdin();
     if (this.vm !== undefined) await this.vm.close();
     await this.api?.close();
