@@ -40,6 +40,22 @@ export class MappedRegion implements GuestRegion {
    * Unmaps the RAM and closes the memfd. Every view of it (here and in workers) must be dead by
    * then: touching one afterwards is a segfault, not an exception.
    */
+  /**
+   * Maps [offset, offset+length) into this process for reading now, in one call instead of one
+   * page fault per page (no copies: private pages stay shared with the file until written).
+   */
+  populate(offset: number, length: number): void {
+    const start = Math.max(0, offset);
+    const end = Math.min(this.size, offset + length);
+    if (end <= start) return;
+    try {
+      madvise(this.hostAddress + BigInt(start), end - start, MADV_POPULATE_READ);
+    } catch {
+      // Kernels before 5.14: touch one byte per page instead (a read, so nothing is copied).
+      for (let i = start; i < end; i += PAGE) void this.bytes[i];
+    }
+  }
+
   unmap(): void {
     if (this.unmapped) return;
     this.unmapped = true;
@@ -145,22 +161,10 @@ export function mapFileRegionPrivate(path: string, guestBase: number, size: numb
     // The mapping keeps its own reference to the file.
     close(fd);
   }
-  for (const [offset, length] of options.prefaultExtents ?? []) prefault(region, offset, length);
+  for (const [offset, length] of options.prefaultExtents ?? []) region.populate(offset, length);
   return region;
 }
 
-/** Maps [offset, offset+length) of a private file mapping for reading now: no copies are made. */
-function prefault(region: MappedRegion, offset: number, length: number): void {
-  const start = Math.max(0, offset);
-  const end = Math.min(region.size, offset + length);
-  if (end <= start) return;
-  try {
-    madvise(region.hostAddress + BigInt(start), end - start, MADV_POPULATE_READ);
-  } catch {
-    // Kernels before 5.14: touch one byte per page instead (a read, so nothing is copied).
-    for (let i = start; i < end; i += PAGE) void region.bytes[i];
-  }
-}
 
 /** A region viewed from another thread: same pages, no ownership (nothing to unmap). */
 class AttachedRegion implements GuestRegion {

@@ -61,7 +61,11 @@ export async function snapshotVm(vm: Vm, url: string): Promise<SnapshotSummary> 
     disks,
     memory: vm.regions.map((r) => {
       const source: Parameters<typeof writeSnapshot>[1]['memory'][number] = { guestBase: r.guestBase, size: r.size, bytes: r.bytes };
-      if (r.memfd !== null) source.dataExtents = dataExtentsOf(r.memfd, r.size);
+      if (r.memfd !== null) {
+        source.dataExtents = dataExtentsOf(r.memfd, r.size);
+        // Pages the guest wrote are not yet mapped in this process: fault them in all at once.
+        for (const [offset, length] of source.dataExtents) r.populate(offset, length);
+      }
       return source;
     }),
   });

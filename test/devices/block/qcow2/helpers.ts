@@ -19,7 +19,13 @@ export function qemuIo(file: string, ...commands: string[]): void {
 
 /** Parsed `qemu-img check --output=json`; throws on nothing, reports counts. */
 export function qemuCheck(file: string): { corruptions: number; leaks: number; checkErrors: number; status: number } {
-  const r = qemuImgStatus('check', '--output=json', file);
+  let r = qemuImgStatus('check', '--output=json', file);
+  // A writer SIGKILLed in the middle of a long fdatasync can hold its image lock for a moment
+  // after it was reaped (measured here: up to a few hundred ms): wait for it rather than fail.
+  for (let tries = 0; r.status === 1 && r.stderr.includes('lock') && tries < 50; tries++) {
+    spawnSync('sleep', ['0.1']);
+    r = qemuImgStatus('check', '--output=json', file);
+  }
   const j = JSON.parse(r.stdout) as Record<string, number>;
   return { corruptions: j['corruptions'] ?? 0, leaks: j['leaks'] ?? 0, checkErrors: j['check-errors'] ?? 0, status: r.status };
 }
