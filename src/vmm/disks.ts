@@ -17,6 +17,7 @@ import { MMIO_QUEUE_NOTIFY, VirtioMmioTransport, type VirtioMmioState } from '..
 import { openDisk } from '../devices/block/qcow2/open.js';
 import { InputFileError } from './errors.js';
 import { ConfigError } from '../errors.js';
+import { lockBackingFiles } from './checkpoints/overlay.js';
 import { log } from '../util/log.js';
 import type { DiskConfig } from './config.js';
 
@@ -197,6 +198,9 @@ export async function openDisks(configs: readonly DiskConfig[]): Promise<Disk[]>
         await lockHandle.close();
         throw e;
       }
+      // Backing files are read through, never written: read locks keep others from writing them
+      // (as QEMU does), which also protects snapshot images frozen under the disk.
+      await lockBackingFiles(disks[disks.length - 1]!);
     }
   } catch (e) {
     for (const d of disks) await d.close();

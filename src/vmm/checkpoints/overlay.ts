@@ -10,6 +10,7 @@ import { lockImage } from '../../devices/block/lock.js';
 import { createQcow2 } from '../../devices/block/qcow2/create.js';
 import { Qcow2Image } from '../../devices/block/qcow2/image.js';
 import { ConfigError } from '../../errors.js';
+import type { Disk } from '../disks.js';
 import { syncDir } from './atomic-file.js';
 
 /** The name to store in an overlay for `backingPath`: its base name when both share a folder. */
@@ -73,4 +74,9 @@ export function chainPaths(top: BlockBackend): string[] {
 /** "/d/vm.S1.qcow2" → "vm.S1": a file's name without its folder and last extension. */
 export function stemOf(path: string): string {
   return basename(path, extname(path));
+}
+
+/** Read-locks every backing file of `disk`'s chain (the disk keeps the locks until it closes). */
+export async function lockBackingFiles(disk: Disk): Promise<void> {
+  for (const path of chainPaths(disk.backend).slice(1)) await disk.holdBackingLock(path, await lockedHandle(path, 'read'));
 }

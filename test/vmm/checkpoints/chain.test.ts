@@ -95,6 +95,22 @@ describe('snapshotDiskLive', () => {
   });
 });
 
+describe('openDisks', () => {
+  it('read-locks every backing file of a chain, and lets them go when the disk closes', async () => {
+    const base = join(t.dir, 'base.raw');
+    writeFileSync(base, pattern(MiB, 1));
+    await createOverlay(join(t.dir, 'top.qcow2'), base, 'raw', MiB);
+    const disk = await diskOn(join(t.dir, 'top.qcow2'));
+    expect(disk.backingLockPaths).toEqual([base]);
+    const w = spawnSync('qemu-io', ['-f', 'raw', '-c', 'write 0 512', base], { encoding: 'utf8' });
+    expect(w.status).not.toBe(0);
+    expect(w.stderr + w.stdout).toMatch(/lock/i);
+    await disk.close();
+    open.splice(0);
+    expect(spawnSync('qemu-io', ['-f', 'raw', '-c', 'write 0 512', base]).status).toBe(0);
+  });
+});
+
 describe('copyUp and dropLayer', () => {
   async function chain(): Promise<{ base: string; mid: string; top: string; expected: Buffer }> {
     const base = join(t.dir, 'base.raw');

@@ -227,7 +227,7 @@ export class Qcow2Image implements BlockBackend {
    * been written back first (barrier()): forgetting them would lose their changes.
    */
   dropCaches(): void {
-    if (this.dirtyL2.size > 0) throw new Error('dropCaches with dirty L2 tables: write them back first');
+    if (this.dirtyL2.size > 0) throw new Qcow2Error(`${this.path}: internal error: cached L2 tables dropped before their write-back`);
     this.l2Cache.clear();
   }
 
@@ -511,28 +511,38 @@ export class Qcow2Image implements BlockBackend {
 
   private async applyWrites(pending: PendingWrite[], data: Uint8Array, allocations: number, decrements: number[]): Promise<void> {
     const cs = this.clusterSize;
-    const hosts: number[] = [];
+    const hosts: { offset: number; unwritten: boolean }[] = [];
     for (const run of allocations > 0 ? await this.refcounts.allocateExtents(allocations) : []) {
-      for (let i = 0; i < run.count; i++) hosts.push(run.offset + i * cs);
+      for (let i = 0; i < run.count; i++) hosts.push({ offset: run.offset + i * cs, unwritten: run.fresh });
     }
-    const fresh: { p: PendingWrite; host: number }[] = [];
+    const fresh: { p: PendingWrite; host: number; unwritten: boolean }[] = [];
     for (const p of pending) {
       if (p.mapping.kind === 'data' && p.mapping.copied) {
         await this.file.writeAt(p.mapping.hostOffset + p.from, data.subarray(p.source, p.source + p.to - p.from));
         continue;
       }
-      fresh.push({ p, host: hosts[fresh.length]! });
+      const host = hosts[fresh.length]!;
+      fresh.push({ p, host: host.offset, unwritten: host.unwritten });
     }
     // Assemble new clusters (old content around partial writes); one write per contiguous host run.
     if (fresh.length > 0) {
       const buffer = new Uint8Array(fresh.length * cs);
       let runStart = 0;
       for (let i = 0; i < fresh.length; i++) {
-        const { p } = fresh[i]!;
+        const { p, host, unwritten } = fresh[i]!;
         const slot = buffer.subarray(i * cs, (i + 1) * cs);
+        const part = data.subarray(p.source, p.source + p.to - p.from);
+        if (unwritten && (p.from > 0 || p.to < cs) && this.readsAsZeros(p.cluster, p.mapping)) {
+          // A partial write into zeros, on a host cluster nothing was ever written to (it reads as
+          // zeros): only the written part goes to the file, not a cluster of assembled zeros.
+          if (runStart < i) await this.file.writeAt(fresh[runStart]!.host, buffer.subarray(runStart * cs, i * cs));
+          await this.file.writeAt(host + p.from, part);
+          runStart = i + 1;
+          continue;
+        }
         if (p.from > 0 || p.to < cs) await this.readOldCluster(p.cluster, p.mapping, slot);
-        slot.set(data.subarray(p.source, p.source + p.to - p.from), p.from);
-        const last = i === fresh.length - 1 || fresh[i + 1]!.host !== fresh[i]!.host + cs;
+        slot.set(part, p.from);
+        const last = i === fresh.length - 1 || fresh[i + 1]!.host !== host + cs;
         if (last) {
           await this.file.writeAt(fresh[runStart]!.host, buffer.subarray(runStart * cs, (i + 1) * cs));
           runStart = i + 1;
@@ -560,6 +570,12 @@ export class Qcow2Image implements BlockBackend {
 
   l2OffsetOf(cluster: number): number {
     return l1Offset(getEntry(this.l1, Math.floor(cluster / this.l2Entries)));
+  }
+
+  /** True when guest cluster `cluster`, mapped by `m` in this image, reads as zeros throughout. */
+  private readsAsZeros(cluster: number, m: ClusterMapping): boolean {
+    if (m.kind === 'zero') return true;
+    return m.kind === 'unallocated' && (this.backing === null || cluster * this.clusterSize >= this.backing.size);
   }
 
   /** The current guest content of a whole cluster, from wherever it lives. */

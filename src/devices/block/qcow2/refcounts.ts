@@ -201,15 +201,18 @@ export class RefcountStore {
   /**
    * Allocates `n` clusters (refcount 1) in as few runs as the free space allows; guest data does
    * not need one contiguous run. Missing refcount blocks are placed at the start of their own range.
+   * A run is `fresh` when it lies past everything ever in use (the file's end at open and every
+   * allocation since): nothing was ever written there, so it reads as zeros.
    */
-  async allocateExtents(n: number): Promise<{ offset: number; count: number }[]> {
-    const out: { offset: number; count: number }[] = [];
+  async allocateExtents(n: number): Promise<{ offset: number; count: number; fresh: boolean }[]> {
+    const out: { offset: number; count: number; fresh: boolean }[] = [];
     while (n > 0) {
       const run = await this.findRun(n, this.hint);
       if (!(await this.ensureCovered(run.start, run.count, false))) continue;
+      const fresh = run.start >= this.endCluster;
       for (let c = run.start; c < run.start + run.count; c++) await this.set(c, 1);
       this.hint = run.start + run.count;
-      out.push({ offset: run.start * this.clusterSize, count: run.count });
+      out.push({ offset: run.start * this.clusterSize, count: run.count, fresh });
       n -= run.count;
     }
     return out;

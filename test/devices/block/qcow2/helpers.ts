@@ -9,7 +9,8 @@ export function qemuImg(...args: string[]): string {
 }
 
 export function qemuImgStatus(...args: string[]): { status: number; stdout: string; stderr: string } {
-  const r = spawnSync('qemu-img', args, { encoding: 'utf8' });
+  // A crashed writer may leave many thousands of leaked clusters, one stderr line each.
+  const r = spawnSync('qemu-img', args, { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
   return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -26,6 +27,7 @@ export function qemuCheck(file: string): { corruptions: number; leaks: number; c
     spawnSync('sleep', ['0.1']);
     r = qemuImgStatus('check', '--output=json', file);
   }
+  if (r.stdout.trim() === '') throw new Error(`qemu-img check ${file} failed (${r.status}): ${r.stderr}`);
   const j = JSON.parse(r.stdout) as Record<string, number>;
   return { corruptions: j['corruptions'] ?? 0, leaks: j['leaks'] ?? 0, checkErrors: j['check-errors'] ?? 0, status: r.status };
 }
