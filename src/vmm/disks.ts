@@ -14,7 +14,6 @@ import type { BlockBackend } from '../devices/block/backend.js';
 import { lockImage, unlockImage } from '../devices/block/lock.js';
 import { VirtioBlk, type VirtioBlkState } from '../devices/block/virtio-blk.js';
 import { MMIO_QUEUE_NOTIFY, VirtioMmioTransport, type VirtioMmioState } from '../devices/virtio/mmio.js';
-import { openDisk } from '../devices/block/qcow2/open.js';
 import { InputFileError } from './errors.js';
 import { ConfigError } from '../errors.js';
 import { lockBackingFiles } from './checkpoints/overlay.js';
@@ -172,6 +171,9 @@ export interface DiskSwap {
  */
 export async function openDisks(configs: readonly DiskConfig[]): Promise<Disk[]> {
   const disks: Disk[] = [];
+  if (configs.length === 0) return disks;
+  // The image engines load only for VMs that have disks (start-up time of diskless VMs).
+  const { openDisk } = await import('../devices/block/qcow2/open.js');
   try {
     for (const c of configs) {
       let lockHandle: FileHandle;

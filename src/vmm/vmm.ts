@@ -13,7 +13,6 @@ import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './e
 import type { VmEnd } from './exit-status.js';
 import { prepareSpareVm, releaseSpareVm, Vm, type VmHooks } from './vm.js';
 import { prewarmVcpuWorkers } from './vcpu-thread.js';
-import { restoreVm, snapshotVm } from './persist.js';
 import {
   DiskSnapshotService, type DiskSnapshotRequest, type LastOperation, type SnapshotCreateRequest, type SnapshotListing,
   type SnapshotListRequest, type SnapshotNameRequest,
@@ -34,6 +33,14 @@ export interface VmmOptions {
 
 /** Event timestamps count from the VMM's start, as Cloud Hypervisor's event monitor does. */
 const STARTED_NS = process.hrtime.bigint();
+/**
+ * The snapshot format code loads on first use: a VM booted from the command line may never need
+ * it, and it is a sizeable share of start-up. An idle VMM loads it ahead of a warm restore.
+ */
+function loadPersist(): Promise<typeof import('./persist.js')> {
+  return import('./persist.js');
+}
+
 function now(): VmmEvent['timestamp'] {
   const ns = process.hrtime.bigint() - STARTED_NS;
   return { secs: Number(ns / 1_000_000_000n), nanos: Number(ns % 1_000_000_000n) };
@@ -275,7 +282,7 @@ export class Vmm implements VmmController {
       this.emit('vm', 'snapshotting');
       const start = performance.now();
       if (req.disks === true) this.blockJobsManager.refuseWhileRunning('take a checkpoint with disks');
-      const result = req.disks === true ? await this.diskSnapshots.checkpoint(req.destination_url) : await snapshotVm(vm, req.destination_url);
+      const result = req.disks === true ? await this.diskSnapshots.checkpoint(req.destination_url) : await (await loadPersist()).snapshotVm(vm, req.destination_url);
       this.emit('vm', 'snapshotted', { duration_ms: performance.now() - start, ...result });
     });
   }
@@ -286,7 +293,7 @@ export class Vmm implements VmmController {
       this.emit('vm', 'restoring');
       const start = performance.now();
       // A checkpoint with disks restores onto new overlays over its frozen images.
-      const vm = await this.diskSnapshots.restoreIfCheckpoint(req) ?? await restoreVm(req, (config: VmConfig) => this.hooks(config));
+      const vm = await this.diskSnapshots.restoreIfCheckpoint(req) ?? await (await loadPersist()).restoreVm(req, (config: VmConfig) => this.hooks(config));
       this.vm = vm;
       this.config = vm.config;
       this.endReported = false;
@@ -384,6 +391,7 @@ export class Vmm implements VmmController {
     if (this.vm === undefined) {
       prewarmVcpuWorkers(WARM_VCPU_WORKERS);
       prepareSpareVm();
+      void loadPersist();
     }
   }
 
