@@ -33,15 +33,14 @@ export interface GuestMemoryDescriptor {
  */
 export class GuestMemory {
   readonly regions: readonly GuestRegion[];
-  private readonly views: DataView[];
+  /** DataViews made on first access to each region (see MappedRegion.bytes). */
+  private readonly views: Array<DataView | undefined>;
 
   constructor(regions: readonly GuestRegion[]) {
     const sorted = [...regions].sort((a, b) => a.guestBase - b.guestBase);
     for (let i = 0; i < sorted.length; i++) {
       const r = sorted[i]!;
-      if (r.size <= 0 || r.bytes.byteLength !== r.size) {
-        throw new GuestMemoryError(`region ${r.index} has size ${r.size} but a view of ${r.bytes.byteLength} bytes`);
-      }
+      if (!Number.isSafeInteger(r.size) || r.size <= 0) throw new GuestMemoryError(`region ${r.index} has an invalid size ${r.size}`);
       const prev = sorted[i - 1];
       if (prev !== undefined && prev.guestBase + prev.size > r.guestBase) {
         throw new GuestMemoryError(`regions ${prev.index} and ${r.index} overlap`);
@@ -49,7 +48,7 @@ export class GuestMemory {
     }
     if (sorted.length === 0) throw new GuestMemoryError('guest memory needs at least one region');
     this.regions = sorted;
-    this.views = sorted.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
+    this.views = sorted.map(() => undefined);
   }
 
   /** Total RAM in bytes. */
@@ -113,7 +112,13 @@ export class GuestMemory {
 
   private dv(gpa: number, len: number): [DataView, number] {
     const i = this.locate(gpa, len);
-    return [this.views[i]!, gpa - this.regions[i]!.guestBase];
+    const r = this.regions[i]!;
+    let v = this.views[i];
+    if (v === undefined) {
+      v = new DataView(r.bytes.buffer, r.bytes.byteOffset, r.size);
+      this.views[i] = v;
+    }
+    return [v, gpa - r.guestBase];
   }
 
   readU8(gpa: number): number { const [v, o] = this.dv(gpa, 1); return v.getUint8(o); }
