@@ -1,5 +1,5 @@
 import { Qcow2Image, resolveBackingPath } from '../devices/block/qcow2/image.js';
-import { serializeHeader } from '../devices/block/qcow2/format.js';
+import { writeBackingName } from '../devices/block/qcow2/backing-name.js';
 import { detectFormat, openImage, type ImageFormat } from '../devices/block/qcow2/open.js';
 import { ConfigError } from '../errors.js';
 import { Progress } from './progress.js';
@@ -39,15 +39,8 @@ export async function rebaseImage(req: RebaseRequest): Promise<void> {
         await fresh?.close();
       }
     }
-    const h = top.header;
-    h.backingFile = newPath === null ? null : req.backing;
-    h.backingFormat = newPath === null ? null : format;
-    await top.lock.exclusive(async () => {
-      await top.beforeFirstWrite();
-      await top.barrier();
-      await top.file.writeAt(0, serializeHeader(h));
-      await top.barrier();
-    });
+    // The same header rewrite a live block-pull or snapshot-delete does (qcow2/backing-name.ts).
+    await writeBackingName(top, newPath === null ? null : req.backing, newPath === null ? null : format);
   } finally {
     await top.close();
   }
