@@ -9,6 +9,7 @@ import { ApiClient } from '../vmm/api/client.js';
 import { parseRestoreSpec } from '../vmm/restore-spec.js';
 import { runConsole, type ConsoleIo } from './remote-console.js';
 import { formatCounters, formatEvent, formatInfo, formatPing } from './remote-format.js';
+import { CHECKPOINT_COMMANDS, checkpointOptions, runCheckpointCommand } from './remote-checkpoints.js';
 
 /**
  * tsvmm-remote: drives a running tsvmm over its API socket, like Cloud Hypervisor's ch-remote.
@@ -37,10 +38,11 @@ const COMMANDS: Array<[string, string]> = [
   ['reboot', 'reboot the VM'],
   ['shutdown', 'shut the VM down (the VMM keeps running)'],
   ['shutdown-vmm', 'shut down the VM and end the tsvmm process'],
-  ['snapshot <destination>', 'snapshot the paused VM to file:///dir (or an absolute path)'],
+  ['snapshot <destination>', 'snapshot the paused VM to file:///dir (or an absolute path); --with-disks: a checkpoint that includes the disks'],
   ['restore <config>', 'restore from source_url=file:///dir[,prefault=on][,force=on][,disk.ID=PATH] (the VM comes back paused)'],
   ['events', 'print VMM events, one per line, until interrupted'],
   ['console', 'attach to the serial console (Ctrl-] detaches)'],
+  ...CHECKPOINT_COMMANDS,
 ];
 
 /** `file:///dir`, `destination_url=file:///dir` or `/dir` → a file URL string. */
@@ -98,11 +100,15 @@ async function run(args: { _: Array<string | number>; [k: string]: unknown }, io
     case 'reboot': return client.reboot();
     case 'shutdown': return client.shutdown();
     case 'shutdown-vmm': return client.shutdownVmm();
-    case 'snapshot': return client.snapshot(snapshotUrl(String(args.destination)));
+    case 'snapshot':
+      if (args['with-disks'] === true) return void (await client.call('PUT', 'vm.snapshot', { destination_url: snapshotUrl(String(args.destination)), disks: true }));
+      return client.snapshot(snapshotUrl(String(args.destination)));
     case 'restore': return client.restore(parseRestoreSpec(String(args.config), 'restore'));
     case 'events': return runEvents(client, json, io);
     case 'console': return runConsole(await client.openWebSocket('vm.console'), io, io.signal);
-    default: throw new UsageError(`unknown command "${command}"`);
+    default:
+      if (await runCheckpointCommand(client, command, args, print)) return;
+      throw new UsageError(`unknown command "${command}"`);
   }
 }
 
@@ -122,6 +128,8 @@ export async function main(argv: string[], io: RemoteIo): Promise<number> {
     .fail((msg, err) => {
       usageError ??= msg ?? err?.message ?? 'bad command line';
     });
+  parser.option('with-disks', { type: 'boolean', describe: 'snapshot: include the disks (each continues on a new overlay)' });
+  checkpointOptions(parser);
   for (const [cmd, describe] of COMMANDS) parser.command(cmd, describe);
   let args: Awaited<ReturnType<typeof parser.parseAsync>>;
   let helpText = '';

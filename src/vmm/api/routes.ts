@@ -1,4 +1,5 @@
 import type { VmmController } from '../controller.js';
+import { CHECKPOINT_ROUTES } from './checkpoint-routes.js';
 import { parseRestoreRequest, parseSnapshotRequest, parseVmConfigJson } from './validate.js';
 
 /**
@@ -64,6 +65,8 @@ export const ROUTES: readonly Route[] = [
     kind: 'action', method: 'PUT', name: 'vmm.shutdown', concurrency: 'queued', respondFirst: true,
     run: (c) => c.shutdownVmm(),
   },
+  // Disk snapshots, named checkpoints and block jobs (checkpoint-routes.ts).
+  ...CHECKPOINT_ROUTES,
   { kind: 'websocket', method: 'GET', name: 'vmm.events' },
   { kind: 'websocket', method: 'GET', name: 'vm.console' },
 ];

@@ -7,6 +7,7 @@ import { TsvmmError } from '../../errors.js';
  */
 const STATUS_BY_CODE: ReadonlyMap<string, number> = new Map([
   ['ENOVM', 404],
+  ['ENOSNAPSHOT', 404],
   ['ENOROUTE', 404],
   ['EINVALIDSTATE', 400],
   ['EINVALIDCONFIG', 400],

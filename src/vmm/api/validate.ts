@@ -222,11 +222,13 @@ export function parseFileUrl(value: unknown, field: string): string {
 }
 
 export function parseSnapshotRequest(value: unknown): SnapshotRequest {
-  const o = object(value, '', ['destination_url']);
+  const o = object(value, '', ['destination_url', 'disks']);
   if (o.destination_url === undefined) {
     throw new ConfigError('destination_url: required (file:///dir)', { field: 'destination_url' });
   }
-  return { destination_url: parseFileUrl(o.destination_url, 'destination_url') };
+  const req: SnapshotRequest = { destination_url: parseFileUrl(o.destination_url, 'destination_url') };
+  if (o.disks !== undefined) req.disks = boolean(o.disks, 'disks');
+  return req;
 }
 
 export function parseRestoreRequest(value: unknown): RestoreRequest {

@@ -26,6 +26,26 @@ describe('checkpoint API bodies', () => {
     expect(() => parseJobCancelRequest([])).toThrow(/body: expected a JSON object/);
   });
 
+  it('random bodies only ever give a ConfigError naming a field, or a parsed request', () => {
+    let seed = 0x5eed;
+    const rand = (): number => { seed = (seed * 1103515245 + 12345) >>> 0; return seed / 2 ** 32; };
+    const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
+    const values = [null, 0, -1, 1.5, 2 ** 60, '', 'x', '/abs/path', 'rel/path', 'a\u0000b', 'x'.repeat(5000), true, [], {}, { disk: 'd' }];
+    const keys = ['disk', 'file', 'name', 'disk_only', 'description', 'snapshot_dir', 'top', 'base', 'rate_limit', 'id', 'bogus'];
+    const parsers = [parseDiskSnapshotRequest, parseSnapshotCreateRequest, parseSnapshotNameRequest, parseBlockCommitRequest, parseBlockPullRequest, parseJobCancelRequest];
+    for (let i = 0; i < 2000; i++) {
+      const body: Record<string, unknown> = {};
+      for (let k = Math.floor(rand() * 4); k > 0; k--) body[pick(keys)] = pick(values);
+      const value = rand() < 0.1 ? pick(values) : body;
+      try {
+        const parsed = pick(parsers)(value);
+        expect(typeof parsed).toBe('object');
+      } catch (e) {
+        expect((e as { code?: string }).code, String(e)).toBe('EINVALIDCONFIG');
+      }
+    }
+  });
+
   it('routes have unique names and the methods their kinds need', () => {
     const names = CHECKPOINT_ROUTES.map((r) => r.name);
     expect(new Set(names).size).toBe(names.length);
