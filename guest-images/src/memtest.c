@@ -2,6 +2,8 @@
  * tiny.memtest=<MiB>: fill free RAM (after the kernel and its DMA area, continuing into the
  * >4 GiB region when the map has RAM there) with an address-dependent pattern, then verify.
  * tiny.memtest_loop: keep verifying forever (checks that memory survives snapshot/restore).
+ * tiny.memtest_from=<MiB>: start at this guest-physical address (e.g. 4096 to test only the RAM
+ * above the 32-bit hole without first touching gigabytes below it).
  */
 #include "tiny.h"
 
@@ -16,7 +18,9 @@ static inline u64 pattern(u64 addr) { return addr * 0x9e3779b97f4a7c15ULL ^ 0x54
 /* Free RAM in address order, clipped to [free_base + DMA area, mapped top), up to `want` bytes. */
 static u64 collect_spans(u64 want, u64 mapped_top)
 {
-    u64 lo = free_base + DMA_AREA_SIZE, total = 0;
+    u64 lo = free_base + DMA_AREA_SIZE, total = 0, from_mib = 0;
+    if (cmdline_u64("tiny.memtest_from", &from_mib) && (from_mib << 20) > lo)
+        lo = from_mib << 20;
     span_count = 0;
     u64 cursor = lo;
     while (total < want) {

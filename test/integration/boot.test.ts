@@ -72,14 +72,21 @@ describe.skipIf(!hasKvm)('tsvmm boots the tiny kernel', () => {
     });
   });
 
-  it('5 GiB of RAM (a region below the 32-bit hole and one above 4 GiB) is reported in full', async () => {
-    const r = await runTsvmm(['--kernel', tinyElf, '--cpus', 'boot=2', '--memory', 'size=5G', '--cmdline', 'tiny.memtest=16 tiny.exit=0']);
+  it('5 GiB of RAM (a region below the 32-bit hole and one above 4 GiB) is reported in full and the high region holds data', async () => {
+    // memtest_from=4096: the 16 MiB tested all lie above 4 GiB, in memory-region-1.
+    const r = await runTsvmm(['--kernel', tinyElf, '--cpus', 'boot=2', '--memory', 'size=5G', '--cmdline', 'tiny.memtest=16 tiny.memtest_from=4096 tiny.exit=0']);
     const banner = parseBanner(r.lines[0]);
     expect(banner.memMiB).toBe(5 * 1024);
     expect(banner.cpus).toBe(2);
     expect(r.lines).toContain('memtest: verify ok 16 MiB');
     expect(r.lines.at(-1)).toBe('tiny: exit 0');
     expect(r.code).toBe(0);
+  });
+
+  it('without RAM above 4 GiB, a memtest there finds none (the high-region test above is real)', async () => {
+    const r = await runTsvmm(['--kernel', tinyElf, '--memory', 'size=3G', '--cmdline', 'tiny.memtest=16 tiny.memtest_from=4096 tiny.exit=0']);
+    expect(r.lines).toContain('memtest: not enough free RAM: 0 MiB available');
+    expect(r.code).toBe(1);
   });
 
   it.each([0, 42, 255])('guest power-off status %i becomes the exit status', async (status) => {
