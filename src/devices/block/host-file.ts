@@ -17,6 +17,9 @@ function writeAt(fd: number, data: Uint8Array, offset: number, position: number,
   return new Promise((resolve, reject) => write(fd, data, offset, length, position, (e, n) => (e ? reject(e) : resolve(n))));
 }
 
+/** The RWF_NOWAIT fast path (src/sys/nowait-io.ts), loaded with the first file opened. */
+let nowait: typeof import('../../sys/nowait-io.js') | undefined;
+
 /**
  * Positional I/O on one host file, for raw images and qcow2 files alike. Reads past the end of
  * the file return zeros (a qcow2 file may end inside its last cluster; a raw backing file may be
@@ -24,12 +27,16 @@ function writeAt(fd: number, data: Uint8Array, offset: number, position: number,
  */
 export class HostFile {
   private closed = false;
+  /** Cleared when the file system refuses non-waiting reads or writes, to stop trying. */
+  private readNowWorks = true;
+  private writeNowWorks = true;
 
   private constructor(readonly path: string, readonly fd: number, readonly writable: boolean) {}
 
   /** Opens `path`; `create` makes (or truncates) it. */
   static async open(path: string, writable: boolean, create = false): Promise<HostFile> {
     const flags = create ? 'w+' : writable ? 'r+' : 'r';
+    nowait ??= await import('../../sys/nowait-io.js');
     try {
       return new HostFile(path, await openAsync(path, flags), writable);
     } catch (err) {
@@ -46,7 +53,14 @@ export class HostFile {
 
   /** Fills `into` from `offset`; bytes beyond the end of the file read as zeros. */
   async readAt(offset: number, into: Uint8Array): Promise<void> {
+    // Page-cache hits complete here, without a trip through the libuv pool.
     let done = 0;
+    if (this.readNowWorks) {
+      const n = nowait!.readNow(this.fd, into, offset);
+      if (n === into.byteLength) return;
+      if (n === nowait!.UNSUPPORTED) this.readNowWorks = false;
+      else if (n > 0) done = n;
+    }
     try {
       while (done < into.byteLength) {
         const n = await readAt(this.fd, into, done, offset + done, into.byteLength - done);
@@ -63,6 +77,12 @@ export class HostFile {
 
   async writeAt(offset: number, data: Uint8Array): Promise<void> {
     let done = 0;
+    if (this.writeNowWorks) {
+      const n = nowait!.writeNow(this.fd, data, offset);
+      if (n === data.byteLength) return;
+      if (n === nowait!.UNSUPPORTED) this.writeNowWorks = false;
+      else if (n > 0) done = n;
+    }
     try {
       while (done < data.byteLength) {
         const n = await writeAt(this.fd, data, done, offset + done, data.byteLength - done);
