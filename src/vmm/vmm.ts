@@ -13,11 +13,11 @@ import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './e
 import type { VmEnd } from './exit-status.js';
 import { prepareSpareVm, releaseSpareVm, Vm, type VmHooks } from './vm.js';
 import { prewarmVcpuWorkers } from './vcpu-thread.js';
-import {
-  DiskSnapshotService, type DiskSnapshotRequest, type LastOperation, type SnapshotCreateRequest, type SnapshotListing,
-  type SnapshotListRequest, type SnapshotNameRequest,
+import type {
+  DiskSnapshotService, DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListing,
+  SnapshotListRequest, SnapshotNameRequest,
 } from './checkpoints/service.js';
-import { BlockJobManager } from './jobs/manager.js';
+import type { BlockJobManager } from './jobs/manager.js';
 import type { BlockCommitRequest, BlockJobInfo, BlockPullRequest, JobCancelRequest } from './jobs/types.js';
 
 export const VERSION = '0.1.0';
@@ -57,27 +57,47 @@ export class Vmm implements VmmController {
   private stdinAttached = false;
   private api: { close(): Promise<void> } | undefined;
   private endReported = false;
-  /** Disk snapshots and named checkpoints (src/vmm/checkpoints/), over this VMM's VM. */
-  private readonly diskSnapshots = new DiskSnapshotService({
-    vm: () => this.vm,
-    emit: (event, properties) => this.emit('vm', event, properties),
-    closeVm: async () => {
-      if (this.vm !== undefined && this.vm.state !== 'Shutdown') await this.teardown(this.vm);
-    },
-    adoptVm: (vm) => {
-      this.vm = vm;
-      this.config = vm.config;
-      this.endReported = false;
-      this.attachStdin(vm);
-    },
-    hooksFor: (config) => this.hooks(config),
-  });
-  /** Background block-commit / block-pull jobs (src/vmm/jobs/). */
-  private readonly blockJobsManager = new BlockJobManager({
-    vm: () => this.vm,
-    emit: (event, properties) => this.emit('device', event, properties),
-    protectedImages: () => this.diskSnapshots.protectedImages(),
-  });
+  /**
+   * Disk snapshots and named checkpoints (src/vmm/checkpoints/) and background block jobs
+   * (src/vmm/jobs/), loaded on first use: a VM booted from the command line without an API
+   * socket never needs them, and they are a noticeable share of start-up.
+   */
+  private diskOps: { snapshots: DiskSnapshotService; jobs: BlockJobManager } | undefined;
+
+  private async loadDiskOps(): Promise<{ snapshots: DiskSnapshotService; jobs: BlockJobManager }> {
+    if (this.diskOps === undefined) {
+      const [{ DiskSnapshotService }, { BlockJobManager }] = await Promise.all([import('./checkpoints/service.js'), import('./jobs/manager.js')]);
+      if (this.diskOps === undefined) {
+        const snapshots = new DiskSnapshotService({
+          vm: () => this.vm,
+          emit: (event, properties) => this.emit('vm', event, properties),
+          closeVm: async () => {
+            if (this.vm !== undefined && this.vm.state !== 'Shutdown') await this.teardown(this.vm);
+          },
+          adoptVm: (vm) => {
+            this.vm = vm;
+            this.config = vm.config;
+            this.endReported = false;
+            this.attachStdin(vm);
+          },
+          hooksFor: (config) => this.hooks(config),
+        });
+        const jobs = new BlockJobManager({
+          vm: () => this.vm,
+          emit: (event, properties) => this.emit('device', event, properties),
+          protectedImages: () => snapshots.protectedImages(),
+        });
+        this.diskOps = { snapshots, jobs };
+      }
+    }
+    return this.diskOps;
+  }
+
+  /** The disk-operation services; the API loads them before it serves (serveApi). */
+  private get ops(): { snapshots: DiskSnapshotService; jobs: BlockJobManager } {
+    if (this.diskOps === undefined) throw new ConflictError('disk snapshot support is still loading; retry in a moment');
+    return this.diskOps;
+  }
 
   constructor(private readonly options: VmmOptions) {}
 
@@ -188,7 +208,7 @@ export class Vmm implements VmmController {
       throw new NoVmError();
     }
     const info: VmInfo = { config: this.config, state: this.vm?.state ?? 'Created', memory_actual_size: this.config.memory.size };
-    const jobs = this.blockJobsManager.list();
+    const jobs = this.diskOps?.jobs.list() ?? [];
     if (jobs.length > 0) info.block_jobs = jobs;
     return info;
   }
@@ -281,8 +301,14 @@ export class Vmm implements VmmController {
       if (vm.state !== 'Paused') throw new InvalidStateError(`the VM must be paused to snapshot it (it is ${vm.state}): send vm.pause first`);
       this.emit('vm', 'snapshotting');
       const start = performance.now();
-      if (req.disks === true) this.blockJobsManager.refuseWhileRunning('take a checkpoint with disks');
-      const result = req.disks === true ? await this.diskSnapshots.checkpoint(req.destination_url) : await (await loadPersist()).snapshotVm(vm, req.destination_url);
+      let result;
+      if (req.disks === true) {
+        const ops = await this.loadDiskOps();
+        ops.jobs.refuseWhileRunning('take a checkpoint with disks');
+        result = await ops.snapshots.checkpoint(req.destination_url);
+      } else {
+        result = await (await loadPersist()).snapshotVm(vm, req.destination_url);
+      }
       this.emit('vm', 'snapshotted', { duration_ms: performance.now() - start, ...result });
     });
   }
@@ -293,7 +319,7 @@ export class Vmm implements VmmController {
       this.emit('vm', 'restoring');
       const start = performance.now();
       // A checkpoint with disks restores onto new overlays over its frozen images.
-      const vm = await this.diskSnapshots.restoreIfCheckpoint(req) ?? await (await loadPersist()).restoreVm(req, (config: VmConfig) => this.hooks(config));
+      const vm = await (await this.loadDiskOps()).snapshots.restoreIfCheckpoint(req) ?? await (await loadPersist()).restoreVm(req, (config: VmConfig) => this.hooks(config));
       this.vm = vm;
       this.config = vm.config;
       this.endReported = false;
@@ -309,7 +335,7 @@ export class Vmm implements VmmController {
   // ---- ending --------------------------------------------------------------------------------
 
   private async teardown(vm: Vm): Promise<void> {
-    await this.blockJobsManager.cancelAll();
+    await this.diskOps?.jobs.cancelAll();
     this.detachStdin();
     await vm.close();
   }
@@ -333,58 +359,59 @@ export class Vmm implements VmmController {
 
   snapshotDisk(req: DiskSnapshotRequest): Promise<void> {
     return this.exclusive('vm.snapshot-disk', async () => {
-      this.blockJobsManager.refuseWhileRunning('snapshot a disk');
-      await this.diskSnapshots.snapshotDisk(req);
+      this.ops.jobs.refuseWhileRunning('snapshot a disk');
+      await this.ops.snapshots.snapshotDisk(req);
     });
   }
 
   snapshotCreate(req: SnapshotCreateRequest): Promise<void> {
     return this.exclusive('vm.snapshot-create', async () => {
-      this.blockJobsManager.refuseWhileRunning('create a snapshot');
-      await this.diskSnapshots.create(req);
+      this.ops.jobs.refuseWhileRunning('create a snapshot');
+      await this.ops.snapshots.create(req);
     });
   }
 
   snapshotList(req: SnapshotListRequest): SnapshotListing {
-    return this.diskSnapshots.list(req);
+    return this.ops.snapshots.list(req);
   }
 
   snapshotRevert(req: SnapshotNameRequest): Promise<void> {
     return this.exclusive('vm.snapshot-revert', async () => {
-      this.blockJobsManager.refuseWhileRunning('revert to a snapshot');
-      await this.diskSnapshots.revert(req);
+      this.ops.jobs.refuseWhileRunning('revert to a snapshot');
+      await this.ops.snapshots.revert(req);
     });
   }
 
   snapshotDelete(req: SnapshotNameRequest): Promise<void> {
     return this.exclusive('vm.snapshot-delete', async () => {
-      this.blockJobsManager.refuseWhileRunning('delete a snapshot');
-      await this.diskSnapshots.delete(req);
+      this.ops.jobs.refuseWhileRunning('delete a snapshot');
+      await this.ops.snapshots.delete(req);
     });
   }
 
   lastDiskOperation(): LastOperation | null {
-    return this.diskSnapshots.last ?? null;
+    return this.ops.snapshots.last ?? null;
   }
 
   blockCommit(req: BlockCommitRequest): Promise<void> {
-    return this.exclusive('vm.block-commit', async () => { await this.blockJobsManager.startCommit(req); });
+    return this.exclusive('vm.block-commit', async () => { await this.ops.jobs.startCommit(req); });
   }
 
   blockPull(req: BlockPullRequest): Promise<void> {
-    return this.exclusive('vm.block-pull', async () => { await this.blockJobsManager.startPull(req); });
+    return this.exclusive('vm.block-pull', async () => { await this.ops.jobs.startPull(req); });
   }
 
   blockJobs(): BlockJobInfo[] {
-    return this.blockJobsManager.list();
+    return this.ops.jobs.list();
   }
 
   blockJobCancel(req: JobCancelRequest): Promise<void> {
-    return this.blockJobsManager.cancel(req.id);
+    return this.ops.jobs.cancel(req.id);
   }
 
   async serveApi(path: string): Promise<void> {
     const { startApiServer } = await import('./api/server.js');
+    await this.loadDiskOps();
     this.api = await startApiServer({ socketPath: path, controller: this });
     // An empty VMM waits for vm.create/vm.restore: have vCPU threads ready so a warm restore
     // does not pay for starting them.
