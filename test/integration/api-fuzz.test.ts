@@ -7,6 +7,7 @@ import type { VmmEvent } from '../../src/vmm/controller.js';
 import { parseRawResponse, rawExchange } from '../vmm/api/helpers.js';
 import { RealVmm, realVmmMissing, sleep, type ConsoleTap } from '../vmm/api/real-tsvmm.js';
 import { tinyElf } from '../support/tsvmm-process.js';
+import { prng } from '../support/prng.js';
 
 /**
  * Fuzz of the control plane against the real tsvmm with a ticking tiny guest: a few hundred
@@ -16,17 +17,6 @@ import { tinyElf } from '../support/tsvmm-process.js';
  * one the successful requests imply, and the guest must still tick.
  */
 
-/** mulberry32: small, seeded, reproducible from the seed in the test name. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SEED = 0x5eed_f022;
 const REQUESTS = 360;

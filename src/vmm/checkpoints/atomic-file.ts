@@ -1,15 +1,6 @@
 import { open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-
-/** fsync of a directory, so a rename or a new file in it survives a crash. */
-export async function syncDir(dir: string): Promise<void> {
-  const h = await open(dir, 'r');
-  try {
-    await h.sync();
-  } finally {
-    await h.close();
-  }
-}
+import { syncDirectory } from '../../snapshot/leftovers.js';
 
 /**
  * Replaces `path` with `text` so that after a crash the file holds either the old or the new
@@ -28,5 +19,5 @@ export async function writeFileAtomic(path: string, text: string): Promise<void>
   }
   await h.close();
   await rename(tmp, path);
-  await syncDir(dirname(path));
+  await syncDirectory(dirname(path));
 }

@@ -11,7 +11,7 @@ import { createQcow2 } from '../../devices/block/qcow2/create.js';
 import { Qcow2Image } from '../../devices/block/qcow2/image.js';
 import { ConfigError } from '../../errors.js';
 import type { Disk } from '../disks.js';
-import { syncDir } from './atomic-file.js';
+import { syncDirectory } from '../../snapshot/leftovers.js';
 
 /** The name to store in an overlay for `backingPath`: its base name when both share a folder. */
 export function backingNameFor(overlayPath: string, backingPath: string): string {
@@ -40,7 +40,7 @@ export async function createOverlay(overlayPath: string, backingPath: string, ba
   await reserve.close();
   try {
     await createQcow2(path, { size, backingFile: backingNameFor(path, backingPath), backingFormat });
-    await syncDir(dirname(path));
+    await syncDirectory(dirname(path));
   } catch (e) {
     await rm(path, { force: true });
     throw e;

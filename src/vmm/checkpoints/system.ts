@@ -18,7 +18,8 @@ import type { RestoreRequest } from '../controller.js';
 import { checkDiskIdentity, diskIdentity, type DiskIdentity } from '../disk-identity.js';
 import { restoreVm, snapshotVm, type SnapshotSummary } from '../persist.js';
 import type { Vm, VmHooks } from '../vm.js';
-import { syncDir, writeFileAtomic } from './atomic-file.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { syncDirectory } from '../../snapshot/leftovers.js';
 import { CheckpointError } from './errors.js';
 import { snapshotDiskLive, type DiskSnapshotResult } from './external.js';
 import { createOverlay, lockedHandle, stemOf } from './overlay.js';
@@ -94,7 +95,7 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
     const doc: CheckpointDisks = { version: CHECKPOINT_VERSION, disks: frozen };
     await writeFileAtomic(join(staging, CHECKPOINT_DISKS_FILE), `${JSON.stringify(doc, null, 2)}\n`);
     await rename(staging, dir);
-    await syncDir(dirname(dir));
+    await syncDirectory(dirname(dir));
   } catch (e) {
     // Disks already switched stay on their overlays: the guest lost nothing, only the checkpoint failed.
     for (const [d, f] of formats) if (f !== undefined && !switched.some((s) => s.disk === d.config.id)) d.config.format = f;

@@ -4,18 +4,8 @@ import { CHECKPOINT_ROUTES } from '../../../src/vmm/api/checkpoint-routes.js';
 import { ROUTES } from '../../../src/vmm/api/routes.js';
 import type { VmState } from '../../../src/vmm/config.js';
 import { parseRawResponse, rawExchange, startHarness, TINY_CONFIG } from './helpers.js';
+import { prng } from '../../support/prng.js';
 
-/** mulberry32: small, seeded, good enough to make a fuzz run reproducible from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const SEED = 0x7e57c0de;
 const REQUESTS = 400;
