@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { VmState } from '../../src/vmm/config.js';
 import type { VmmEvent } from '../../src/vmm/controller.js';
 import { parseRawResponse, rawExchange } from '../vmm/api/helpers.js';
-import { RealVmm, realVmmMissing, sleep, type ConsoleTap } from '../vmm/api/real-tsvmm.js';
+import { announceRealVmmSkip, RealVmm, realVmmMissing, sleep, type ConsoleTap } from '../vmm/api/real-tsvmm.js';
 import { tinyElf } from '../support/tsvmm-process.js';
 import { prng } from '../support/prng.js';
 
@@ -289,5 +289,6 @@ describe.skipIf(realVmmMissing.length > 0)('API fuzz against the real VMM', () =
   });
 });
 
-// Say why, loudly, when the real VMM cannot run here.
+// Say why, loudly (stderr banner and a named skipped test), when the real VMM cannot run here.
+announceRealVmmSkip('API fuzz against the real VMM');
 if (realVmmMissing.length > 0) test.skip(`API fuzz against the real VMM: needs ${realVmmMissing.join(', ')}`, () => {});

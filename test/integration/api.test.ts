@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { VmmEvent } from '../../src/vmm/controller.js';
 import { raw } from '../vmm/api/helpers.js';
-import { errorCode, RealVmm, realVmmMissing, sleep, type ConsoleTap } from '../vmm/api/real-tsvmm.js';
+import { announceRealVmmSkip, errorCode, RealVmm, realVmmMissing, sleep, type ConsoleTap } from '../vmm/api/real-tsvmm.js';
 import { remoteBin, run, tinyElf } from '../support/tsvmm-process.js';
 
 /**
@@ -431,5 +431,6 @@ describe.skipIf(realVmmMissing.length > 0)('control plane against the real VMM',
   });
 });
 
-// Say why, loudly, when the real VMM cannot run here.
+// Say why, loudly (stderr banner and a named skipped test), when the real VMM cannot run here.
+announceRealVmmSkip('control plane against the real VMM');
 if (realVmmMissing.length > 0) test.skip(`control plane against the real VMM: needs ${realVmmMissing.join(', ')}`, () => {});

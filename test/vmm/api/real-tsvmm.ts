@@ -15,6 +15,15 @@ import { remoteBin, run, tinyElf, TsvmmProcess, tsvmmBin } from '../../support/t
 /** What is missing for a real-VMM test (empty when it can run). */
 export const realVmmMissing: string[] = ['/dev/kvm', tsvmmBin, remoteBin, tinyElf].filter((f) => !existsSync(f));
 
+/**
+ * Call where a real-VMM suite is skipped: says on stderr, loudly, that it did not run and why,
+ * the same way announceKvmSkip does for the KVM suites.
+ */
+export function announceRealVmmSkip(suite: string): void {
+  if (realVmmMissing.length === 0) return;
+  process.stderr.write(`\n*** SKIPPED KVM TESTS: ${suite} — needs ${realVmmMissing.join(', ')}; these tests did NOT run ***\n\n`);
+}
+
 export interface StartOptions {
   /** Tiny kernel command line; undefined starts an empty VMM (no --kernel). */
   cmdline?: string;
