@@ -11,11 +11,18 @@ import { vmConfigFromCli } from '../vmm/cli-config.js';
 import { EXIT_STATUS, describeEnd, exitStatusOf, type VmEnd } from '../vmm/exit-status.js';
 import { Vmm } from '../vmm/vmm.js';
 import { parseRestoreSpec } from '../vmm/restore-spec.js';
+import { waitForVcpuWorkersLoaded } from '../vmm/vcpu-thread.js';
+
+/** The only way out of the process: vCPU threads still loading koffi cannot be stopped safely. */
+function exitProcess(status: number): never {
+  waitForVcpuWorkersLoaded();
+  process.exit(status);
+}
 
 function fail(message: string, status: number): never {
   // One line whatever the source: yargs reports bad choices over several indented lines.
   process.stderr.write(`tsvmm: ${message.trim().replace(/\s*\n\s*/g, ' ')}\n`);
-  process.exit(status);
+  exitProcess(status);
 }
 
 export async function main(): Promise<void> {
@@ -104,6 +111,6 @@ export async function main(): Promise<void> {
   const end = await ended;
   await vmm!.dispose();
   if (end.kind !== 'requested') process.stderr.write(`tsvmm: ${describeEnd(end)}\n`);
-  process.exit(exitStatusOf(end));
+  exitProcess(exitStatusOf(end));
 }
 

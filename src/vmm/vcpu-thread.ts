@@ -45,9 +45,37 @@ const WORKER_URL = new URL('./vcpu-worker.js', import.meta.url);
  */
 const idleWorkers: Worker[] = [];
 
+/**
+ * One flag per live worker that the worker sets once its imports have evaluated. Node cannot
+ * stop a worker while it is inside koffi's library loading (koffi's exception during termination
+ * aborts the whole process with a native stack trace), so an exit must wait for these first.
+ */
+const loadFlags = new Map<Worker, Int32Array>();
+
+function startWorker(): Worker {
+  const loaded = new Int32Array(new SharedArrayBuffer(4));
+  const w = new Worker(WORKER_URL, { workerData: { loaded } });
+  loadFlags.set(w, loaded);
+  w.once('exit', () => loadFlags.delete(w));
+  return w;
+}
+
+/**
+ * Blocks (at most `timeoutMs`) until every live vCPU worker has finished loading its modules, so
+ * that `process.exit` can stop them safely. Used on the way out of the process.
+ */
+export function waitForVcpuWorkersLoaded(timeoutMs = 2000): void {
+  const deadline = Date.now() + timeoutMs;
+  for (const flag of loadFlags.values()) {
+    const left = deadline - Date.now();
+    if (left <= 0) return;
+    Atomics.wait(flag, 0, 0, left);
+  }
+}
+
 export function prewarmVcpuWorkers(count: number): void {
   while (idleWorkers.length < count) {
-    const w = new Worker(WORKER_URL);
+    const w = startWorker();
     // An idle worker must not keep the process alive, nor be handed out once it has died.
     w.unref();
     w.once('exit', () => {
@@ -59,7 +87,7 @@ export function prewarmVcpuWorkers(count: number): void {
 }
 
 function takeWorker(): Worker {
-  const w = idleWorkers.shift() ?? new Worker(WORKER_URL);
+  const w = idleWorkers.shift() ?? startWorker();
   w.ref();
   return w;
 }

@@ -3,7 +3,7 @@
  * access is answered by the main thread through the shared mailbox (see vcpu-protocol.ts), and
  * every state save/restore happens here while the loop is stopped.
  */
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { VcpuFd } from '../kvm/vcpu.js';
 import { pthreadSelf } from '../sys/libc.js';
 import { TsvmmError } from '../errors.js';
@@ -164,3 +164,8 @@ port.on('message', (m: ToWorker) => {
       return;
   }
 });
+
+// Every import (koffi included) has evaluated: the process may now stop this thread safely.
+const loaded = (workerData as { loaded: Int32Array }).loaded;
+Atomics.store(loaded, 0, 1);
+Atomics.notify(loaded, 0);
