@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // tsvmm-img vs qemu-img on the same 1 GiB qcow2 image: convert -O raw, commit of an overlay with
 // 256 MiB written, check. Medians of N alternating runs (default 3). Runs dist/ (npm run build).
-// Usage: node bench/qcow2-bench.mjs [runs]
+// Usage: [BENCH_DIR=dir] [VERBOSE=1] node bench/qcow2-bench.mjs [runs]
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,7 +11,9 @@ const runs = Number(process.argv[2] ?? 3);
 const root = resolve(import.meta.dirname, '..');
 const tsvmmImg = [process.execPath, join(root, 'dist/cli/tsvmm-img.js')];
 const qemuImg = ['qemu-img'];
-const dir = mkdtempSync(join(tmpdir(), 'qcow2-bench-'));
+// BENCH_DIR=/dev/shm takes the host disk out of the numbers (on a shared virtual disk, writeback
+// of earlier steps makes single runs vary by seconds).
+const dir = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'qcow2-bench-'));
 const sh = (cmd, ...args) => execFileSync(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
 const at = (n) => join(dir, n);
 
@@ -40,9 +42,13 @@ try {
   const results = { convert: { tsvmm: [], qemu: [] }, commit: { tsvmm: [], qemu: [] }, check: { tsvmm: [], qemu: [] } };
   for (let i = 0; i < runs; i++) {
     for (const [name, tool] of i % 2 === 0 ? [['tsvmm', tsvmmImg], ['qemu', qemuImg]] : [['qemu', qemuImg], ['tsvmm', tsvmmImg]]) {
+      // Every timed step starts with no dirty pages: writeback left by the previous step (up to
+      // 512 MiB) would otherwise be charged to whichever tool happens to run next.
       rmSync(at('out.raw'), { force: true });
+      sh('sync');
       results.convert[name].push(timed([...tool, 'convert', '-O', 'raw', at('base.qcow2'), at('out.raw')]));
       rmSync(at('out.raw'), { force: true });
+      sh('sync');
       results.check[name].push(timed([...tool, 'check', at('base.qcow2')]));
       copyFileSync(at('base.pristine'), at('c-base.qcow2'));
       copyFileSync(at('top.pristine'), at('c-top.qcow2'));
@@ -57,7 +63,8 @@ try {
     const q = median(r.qemu);
     return { op, tsvmm: t, qemu: q, ratio: t / q };
   });
-  console.log(`qcow2 bench (1 GiB image, 512 MiB data; commit: 256 MiB overlay), medians of ${runs} alternating runs`);
+  if (process.env.VERBOSE) console.log(JSON.stringify(results));
+  console.log(`qcow2 bench in ${dir} (1 GiB image, 512 MiB data; commit: 256 MiB overlay), medians of ${runs} alternating runs`);
   console.log('operation        tsvmm-img ms   qemu-img ms   ratio');
   for (const r of rows) console.log(`${r.op.padEnd(16)} ${r.tsvmm.toFixed(0).padStart(12)} ${r.qemu.toFixed(0).padStart(13)} ${r.ratio.toFixed(2).padStart(7)}x`);
 } finally {

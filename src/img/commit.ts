@@ -7,6 +7,7 @@ import { ConfigError } from '../errors.js';
 import { forEachExtent, layersOf } from './chain.js';
 import { withWriteLock } from './lock.js';
 import { Progress } from './progress.js';
+import { WriteBehind } from './write-behind.js';
 
 const CHUNK = 16 * 1024 * 1024;
 
@@ -71,17 +72,18 @@ async function copyIntoBase(top: Qcow2Image, target: { path: string; format: str
     : await openImage(target.path, { readOnly: false, format: 'qcow2' });
   try {
     if (layersOf(top).length <= depth) throw new ConfigError('backing chain changed while committing');
-    const buffer = new Uint8Array(CHUNK);
+    const copier = new WriteBehind(CHUNK);
     await forEachExtent(top, CHUNK, async (e) => {
       progress.update(e.start, top.size);
       if (e.depth >= depth || !e.present) return;
       const end = Math.min(e.start + e.length, base.size);
       if (e.start >= end) return;
-      if (e.zero) return base.writeZeroes(e.start, end - e.start, false);
-      const part = buffer.subarray(0, end - e.start);
+      if (e.zero) return copier.submit(() => base.writeZeroes(e.start, end - e.start, false));
+      const part = copier.buffer(end - e.start);
       await top.read(e.start, part);
-      await base.write(e.start, part);
+      await copier.submit(() => base.write(e.start, part));
     });
+    await copier.drain();
     await base.flush();
   } finally {
     await base.close();

@@ -7,6 +7,7 @@ import { ConfigError } from '../errors.js';
 import { parseSize } from '../util/size.js';
 import { forEachExtent, isAllZero } from './chain.js';
 import { Progress } from './progress.js';
+import { WriteBehind } from './write-behind.js';
 
 const CHUNK = 8 * 1024 * 1024;
 
@@ -17,6 +18,21 @@ export interface ConvertRequest {
   outputFormat: ImageFormat;
   options: Record<string, string>;
   progress: boolean;
+}
+
+/** Writes the `grain`-sized pieces of `data` that are not all zero, neighbours merged into one request. */
+async function writeNonZero(out: BlockBackend, offset: number, data: Uint8Array, grain: number): Promise<void> {
+  let runStart = -1;
+  for (let at = 0; at < data.byteLength; at += grain) {
+    const end = Math.min(data.byteLength, at + grain);
+    const keep = !isAllZero(data.subarray(at, end));
+    if (keep && runStart < 0) runStart = at;
+    if (!keep && runStart >= 0) {
+      await out.write(offset + runStart, data.subarray(runStart, at));
+      runStart = -1;
+    }
+  }
+  if (runStart >= 0) await out.write(offset + runStart, data.subarray(runStart));
 }
 
 /**
@@ -49,25 +65,15 @@ export async function convertImage(req: ConvertRequest): Promise<void> {
     const progress = new Progress(req.progress);
     const grain = out instanceof Qcow2Image ? out.clusterSize : 4096;
     const chunk = Math.max(CHUNK, grain);
-    const buffer = new Uint8Array(chunk);
+    const copier = new WriteBehind(chunk);
     await forEachExtent(source, chunk, async (e) => {
       progress.update(e.start, source.size);
       if (!e.present || e.zero) return;
-      const data = buffer.subarray(0, e.length);
+      const data = copier.buffer(e.length);
       await source.read(e.start, data);
-      // Write only the grains that are not all zero, merging neighbours into one request.
-      let runStart = -1;
-      for (let at = 0; at < data.byteLength; at += grain) {
-        const end = Math.min(data.byteLength, at + grain);
-        const keep = !isAllZero(data.subarray(at, end));
-        if (keep && runStart < 0) runStart = at;
-        if (!keep && runStart >= 0) {
-          await out.write(e.start + runStart, data.subarray(runStart, at));
-          runStart = -1;
-        }
-      }
-      if (runStart >= 0) await out.write(e.start + runStart, data.subarray(runStart));
+      await copier.submit(() => writeNonZero(out, e.start, data, grain));
     });
+    await copier.drain();
     // No fdatasync at the end: qemu-img convert's default output cache mode is "unsafe" too.
     progress.finish();
   } finally {

@@ -516,39 +516,33 @@ export class Qcow2Image implements BlockBackend {
       for (let i = 0; i < run.count; i++) hosts.push({ offset: run.offset + i * cs, unwritten: run.fresh });
     }
     const fresh: { p: PendingWrite; host: number; unwritten: boolean }[] = [];
+    const out = new WriteCoalescer(this.file);
     for (const p of pending) {
       if (p.mapping.kind === 'data' && p.mapping.copied) {
-        await this.file.writeAt(p.mapping.hostOffset + p.from, data.subarray(p.source, p.source + p.to - p.from));
+        await out.put(p.mapping.hostOffset + p.from, data.subarray(p.source, p.source + p.to - p.from));
         continue;
       }
       const host = hosts[fresh.length]!;
       fresh.push({ p, host: host.offset, unwritten: host.unwritten });
     }
-    // Assemble new clusters (old content around partial writes); one write per contiguous host run.
-    if (fresh.length > 0) {
-      const buffer = new Uint8Array(fresh.length * cs);
-      let runStart = 0;
-      for (let i = 0; i < fresh.length; i++) {
-        const { p, host, unwritten } = fresh[i]!;
-        const slot = buffer.subarray(i * cs, (i + 1) * cs);
-        const part = data.subarray(p.source, p.source + p.to - p.from);
-        if (unwritten && (p.from > 0 || p.to < cs) && this.readsAsZeros(p.cluster, p.mapping)) {
-          // A partial write into zeros, on a host cluster nothing was ever written to (it reads as
-          // zeros): only the written part goes to the file, not a cluster of assembled zeros.
-          if (runStart < i) await this.file.writeAt(fresh[runStart]!.host, buffer.subarray(runStart * cs, i * cs));
-          await this.file.writeAt(host + p.from, part);
-          runStart = i + 1;
-          continue;
-        }
-        if (p.from > 0 || p.to < cs) await this.readOldCluster(p.cluster, p.mapping, slot);
+    // New clusters: whole ones straight from `data`, partial ones assembled with the old content
+    // around the written part.
+    for (const { p, host, unwritten } of fresh) {
+      const part = data.subarray(p.source, p.source + p.to - p.from);
+      if (p.from === 0 && p.to === cs) {
+        await out.put(host, part);
+      } else if (unwritten && this.readsAsZeros(p.cluster, p.mapping)) {
+        // A partial write into zeros, on a host cluster nothing was ever written to (it reads as
+        // zeros): only the written part goes to the file, not a cluster of assembled zeros.
+        await out.put(host + p.from, part);
+      } else {
+        const slot = new Uint8Array(cs);
+        await this.readOldCluster(p.cluster, p.mapping, slot);
         slot.set(part, p.from);
-        const last = i === fresh.length - 1 || fresh[i + 1]!.host !== host + cs;
-        if (last) {
-          await this.file.writeAt(fresh[runStart]!.host, buffer.subarray(runStart * cs, (i + 1) * cs));
-          runStart = i + 1;
-        }
+        await out.put(host, slot);
       }
     }
+    await out.flush();
     // The data is in the file; the entries change in the cache only. Write-back makes the data
     // and refcounts durable before any table naming the new clusters reaches the file.
     for (const { p, host } of fresh) {
@@ -631,3 +625,29 @@ export function resolveBackingPath(overlayPath: string, name: string): string {
 }
 
 export { HDR_L1 };
+
+/** Merges writes that are adjacent both in the file and in memory into one request. */
+class WriteCoalescer {
+  private host = 0;
+  private bytes: Uint8Array | null = null;
+
+  constructor(private readonly file: HostFile) {}
+
+  async put(host: number, bytes: Uint8Array): Promise<void> {
+    const b = this.bytes;
+    if (b !== null && this.host + b.byteLength === host && b.buffer === bytes.buffer && b.byteOffset + b.byteLength === bytes.byteOffset) {
+      this.bytes = new Uint8Array(b.buffer, b.byteOffset, b.byteLength + bytes.byteLength);
+      return;
+    }
+    await this.flush();
+    this.host = host;
+    this.bytes = bytes;
+  }
+
+  async flush(): Promise<void> {
+    const b = this.bytes;
+    if (b === null) return;
+    this.bytes = null;
+    await this.file.writeAt(this.host, b);
+  }
+}
