@@ -23,6 +23,11 @@ export interface BlockBackend {
   /** Reads `into.byteLength` bytes at `offset`; offset + length must be <= size. */
   read(offset: number, into: Uint8Array): Promise<void>;
   write(offset: number, data: Uint8Array): Promise<void>;
+  /**
+   * Optional: writes `parts` back to back from `offset` as one request (virtio-blk merges the
+   * guest's sequential writes into one; at most 1024 parts).
+   */
+  writev?(offset: number, parts: Uint8Array[]): Promise<void>;
   /** Makes every completed write durable (fdatasync of every file written). */
   flush(): Promise<void>;
   /** Hints that [offset, offset+length) is unused; reads may then return zeros or old data. */

@@ -1,4 +1,4 @@
-import { close as closeFd, fdatasync, fstat, ftruncate, open, read, write } from 'node:fs';
+import { close as closeFd, fdatasync, fstat, ftruncate, open, read, write, writev } from 'node:fs';
 import { promisify } from 'node:util';
 import { BlockError } from './backend.js';
 
@@ -16,6 +16,13 @@ function readAt(fd: number, into: Uint8Array, offset: number, position: number, 
 function writeAt(fd: number, data: Uint8Array, offset: number, position: number, length: number): Promise<number> {
   return new Promise((resolve, reject) => write(fd, data, offset, length, position, (e, n) => (e ? reject(e) : resolve(n))));
 }
+
+function writevAt(fd: number, parts: Uint8Array[], position: number): Promise<number> {
+  return new Promise((resolve, reject) => writev(fd, parts, position, (e, n) => (e ? reject(e) : resolve(n))));
+}
+
+/** pwritev takes at most IOV_MAX (1024 on Linux) buffers per call. */
+export const MAX_WRITEV_PARTS = 1024;
 
 /** The RWF_NOWAIT fast path (src/sys/nowait-io.ts), loaded with the first file opened. */
 let nowait: typeof import('../../sys/nowait-io.js') | undefined;
@@ -91,6 +98,28 @@ export class HostFile {
       }
     } catch (err) {
       throw this.ioError('write', offset, data.byteLength, err);
+    }
+  }
+
+  /** Writes `parts` back to back from `offset`, one pwritev per round (at most MAX_WRITEV_PARTS). */
+  async writevAt(offset: number, parts: Uint8Array[]): Promise<void> {
+    if (parts.length > MAX_WRITEV_PARTS) throw new BlockError(`writev of ${parts.length} buffers to ${this.path}: at most ${MAX_WRITEV_PARTS}`);
+    const total = parts.reduce((n, p) => n + p.byteLength, 0);
+    let rest = parts.filter((p) => p.byteLength > 0);
+    let at = offset;
+    try {
+      while (rest.length > 0) {
+        let n = await writevAt(this.fd, rest, at);
+        if (n === 0) throw new Error('the write made no progress');
+        at += n;
+        // A short write: drop the buffers written in full, trim the one written in part.
+        let i = 0;
+        while (i < rest.length && n >= rest[i]!.byteLength) n -= rest[i++]!.byteLength;
+        rest = rest.slice(i);
+        if (n > 0) rest[0] = rest[0]!.subarray(n);
+      }
+    } catch (err) {
+      throw this.ioError('write', offset, total, err);
     }
   }
 

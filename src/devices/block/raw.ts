@@ -86,6 +86,12 @@ export class RawBackend implements BlockBackend {
     await this.file.writeAt(offset, data);
   }
 
+  async writev(offset: number, parts: Uint8Array[]): Promise<void> {
+    this.checkWritable('write');
+    this.check(offset, parts.reduce((n, p) => n + p.byteLength, 0), 'write');
+    await this.file.writevAt(offset, parts);
+  }
+
   async flush(): Promise<void> {
     if (this.closed) throw new BlockError(`flush on closed disk image ${this.path}`);
     if (!this.readOnly) await this.file.datasync();
