@@ -4,7 +4,7 @@
 // (qemu-img's engine is not in the guest path). Each run starts from a fresh image: the qcow2
 // one is empty, so its writes allocate clusters (the expensive case), and a second pass
 // ("rewrite") measures writes to clusters that already exist. Alternating, medians, ratios.
-// Needs `npm run build` and `npm run guest`. RUNS (default 5), COUNT (default 8000), IMAGE_MIB (256).
+// Needs `npm run build` and `npm run guest`. RUNS (default 5), COUNT (default 8000), IMAGE_MIB (256), TSVMM_DIST.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,10 +14,12 @@ const root = resolve(import.meta.dirname, '..');
 const RUNS = Number(process.env.RUNS ?? 5);
 const COUNT = Number(process.env.COUNT ?? 8000);
 const IMAGE_MIB = Number(process.env.IMAGE_MIB ?? 256);
+// TSVMM_DIST: another build of tsvmm to measure (default dist/), e.g. to compare two versions.
+const dist = resolve(process.env.TSVMM_DIST ?? join(root, 'dist'));
 const dir = mkdtempSync(join(tmpdir(), 'tsvmm-qcow2-guest-'));
 
 function guest(image, ops) {
-  const r = spawnSync(process.execPath, [join(root, 'dist/cli/tsvmm.js'), '--kernel', join(root, 'guest-images/out/tiny.elf'),
+  const r = spawnSync(process.execPath, [join(dist, 'cli/tsvmm.js'), '--kernel', join(root, 'guest-images/out/tiny.elf'),
     '--memory', 'size=128M', '--disk', `path=${image}`, '--cmdline', `tiny.blk=${ops}`], { encoding: 'utf8', timeout: 300_000 });
   if (r.status !== 0) throw new Error(`tsvmm exited ${r.status}: ${r.stdout.slice(-500)} ${r.stderr}`);
   const iops = {};

@@ -12,6 +12,8 @@ export class BlockError extends TsvmmError {
  * Implementations: raw files (raw.ts) and qcow2 chains (qcow2/). All I/O is asynchronous so the
  * caller's event loop never waits on the disk; requests may be in flight concurrently, and an
  * implementation serialises internally whatever must be serialised (e.g. qcow2 metadata updates).
+ * As on a real disk (and as virtio-blk specifies), requests in flight together have no order
+ * among themselves: a read overlapping an unfinished write may see either content.
  * Buffers may be live views of guest RAM: read into them / write from them directly.
  */
 export interface BlockBackend {

@@ -424,7 +424,32 @@ export class Qcow2Image implements BlockBackend {
     this.checkWritable();
     this.checkRange(offset, data.byteLength);
     if (data.byteLength === 0) return;
+    // Overwrites of clusters this image alone owns change no metadata: they run under the shared
+    // lock, side by side with reads and with each other (a guest keeps many writes in flight).
+    if (this.firstWriteDone && await this.lock.shared(() => this.writeInPlace(offset, data))) return;
     await this.lock.exclusive(() => this.writeUnlocked(offset, data));
+  }
+
+  /**
+   * Writes `data` when every cluster it touches is a data cluster with COPIED set (refcount 1, so
+   * no snapshot or other table shares it); otherwise writes nothing and returns false. The caller
+   * holds the shared lock, so no mapping can change meanwhile.
+   */
+  private async writeInPlace(offset: number, data: Uint8Array): Promise<boolean> {
+    const cs = this.clusterSize;
+    const pieces: { host: number; from: number; to: number }[] = [];
+    for (let pos = 0; pos < data.byteLength;) {
+      const guest = offset + pos;
+      const m = await this.lookup(Math.floor(guest / cs));
+      if (m.kind !== 'data' || !m.copied) return false;
+      const length = Math.min(cs - (guest % cs), data.byteLength - pos);
+      pieces.push({ host: m.hostOffset + (guest % cs), from: pos, to: pos + length });
+      pos += length;
+    }
+    const out = new WriteCoalescer(this.file);
+    for (const p of pieces) await out.put(p.host, data.subarray(p.from, p.to));
+    await out.flush();
+    return true;
   }
 
   private checkWritable(): void {

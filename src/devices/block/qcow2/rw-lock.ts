@@ -1,6 +1,6 @@
 /**
- * A readers–writer lock: reads of already-allocated clusters run together; anything that may
- * change metadata (allocation, COW, snapshots) runs alone. Writers are served in arrival order
+ * A readers–writer lock: reads, and overwrites of clusters the image alone owns, run together;
+ * anything that may change metadata (allocation, COW, snapshots) runs alone. Writers are served in arrival order
  * and a waiting writer holds back later readers, so a stream of reads cannot starve it.
  */
 export class RwLock {

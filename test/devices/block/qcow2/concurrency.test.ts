@@ -2,6 +2,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createQcow2 } from '../../../../src/devices/block/qcow2/create.js';
 import { openDisk } from '../../../../src/devices/block/qcow2/open.js';
+import { Qcow2Image } from '../../../../src/devices/block/qcow2/image.js';
+import { applySnapshot, createSnapshot } from '../../../../src/devices/block/qcow2/snapshots.js';
 import { readRefcount, writeRefcount } from '../../../../src/devices/block/qcow2/refcounts.js';
 import { RwLock } from '../../../../src/devices/block/qcow2/rw-lock.js';
 import { prng, qemuCheck, qemuContent, tempDir } from './helpers.js';
@@ -10,7 +12,9 @@ const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
 describe('concurrent requests', () => {
-  it('writes and reads in flight together behave as if applied in submission order', async () => {
+  it('writes and reads in flight together, on disjoint ranges, each see exactly their own data', async () => {
+    // As on a real disk, requests in flight together have no order among themselves (overwrites
+    // of allocated clusters run side by side); those on disjoint ranges must not disturb each other.
     const file = join(tmp.dir, 'conc.qcow2');
     const size = 8 * 1024 * 1024;
     await createQcow2(file, { size, clusterSize: 4096 });
@@ -18,14 +22,17 @@ describe('concurrent requests', () => {
     expect(disk.format).toBe('qcow2');
     const model = Buffer.alloc(size);
     const rand = prng(99);
-    for (let round = 0; round < 5; round++) {
+    const slots = 40;
+    const slot = Math.floor(size / slots);
+    for (let round = 0; round < 8; round++) {
       const inflight: Promise<void>[] = [];
       const reads: { offset: number; into: Buffer; expected: Buffer }[] = [];
-      for (let i = 0; i < 40; i++) {
-        const offset = Math.floor(rand() * (size - 40000));
-        const length = 1 + Math.floor(rand() * 40000);
+      for (let i = 0; i < slots; i++) {
+        // Slot i gets one request somewhere inside it; rounds revisit clusters written before.
+        const length = 1 + Math.floor(rand() * (slot - 1));
+        const offset = i * slot + Math.floor(rand() * (slot - length));
         if (rand() < 0.7) {
-          const data = Buffer.alloc(length, 1 + ((round * 40 + i) % 250));
+          const data = Buffer.alloc(length, 1 + ((round * slots + i) % 250));
           inflight.push(disk.write(offset, data));
           data.copy(model, offset);
         } else {
@@ -40,6 +47,47 @@ describe('concurrent requests', () => {
     await disk.close();
     expect(qemuCheck(file)).toEqual({ corruptions: 0, leaks: 0, checkErrors: 0, status: 0 });
     expect(qemuContent(file, tmp.dir).equals(model)).toBe(true);
+  });
+
+  it('overwrites of allocated clusters run together; an internal snapshot taken meanwhile sees those before it', async () => {
+    const file = join(tmp.dir, 'inplace.qcow2');
+    const cs = 65536;
+    await createQcow2(file, { size: 32 * cs, clusterSize: cs });
+    const disk = await Qcow2Image.open(file, { readOnly: false });
+    await disk.write(0, Buffer.alloc(16 * cs, 0xaa)); // clusters 0-15 allocated, COPIED
+    // Count host writes in flight at once: overwrites must overlap, not queue one by one.
+    let active = 0;
+    let most = 0;
+    const writeAt = disk.file.writeAt.bind(disk.file);
+    disk.file.writeAt = async (offset, data) => {
+      active++;
+      most = Math.max(most, active);
+      try {
+        await new Promise((r) => setTimeout(r, 2));
+        return await writeAt(offset, data);
+      } finally {
+        active--;
+      }
+    };
+    const before = [...Array(8).keys()].map((c) => disk.write(c * cs + 100, Buffer.alloc(4096, 0xbb)));
+    const snapshot = createSnapshot(disk, 'mid');
+    const after = [...Array(8).keys()].map((c) => disk.write((8 + c) * cs + 100, Buffer.alloc(4096, 0xcc)));
+    await Promise.all([...before, snapshot, ...after]);
+    expect(most).toBeGreaterThan(1);
+    const now = Buffer.alloc(16 * cs);
+    await disk.read(0, now);
+    await applySnapshot(disk, 'mid');
+    const atSnapshot = Buffer.alloc(16 * cs);
+    await disk.read(0, atSnapshot);
+    await disk.close();
+    const expected = (tagAfter: number): Buffer => {
+      const b = Buffer.alloc(16 * cs, 0xaa);
+      for (let c = 0; c < 16; c++) b.fill(c < 8 ? 0xbb : tagAfter, c * cs + 100, c * cs + 100 + 4096);
+      return b;
+    };
+    expect(now.equals(expected(0xcc))).toBe(true);
+    expect(atSnapshot.equals(expected(0xaa))).toBe(true); // the later writes went to new clusters
+    expect(qemuCheck(file)).toEqual({ corruptions: 0, leaks: 0, checkErrors: 0, status: 0 });
   });
 
   it('the readers–writer lock lets readers overlap and keeps writers alone, in order', async () => {
