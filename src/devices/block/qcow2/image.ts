@@ -440,7 +440,11 @@ export class Qcow2Image implements BlockBackend {
     const pieces: { host: number; from: number; to: number }[] = [];
     for (let pos = 0; pos < data.byteLength;) {
       const guest = offset + pos;
-      const m = await this.lookup(Math.floor(guest / cs));
+      const cluster = Math.floor(guest / cs);
+      // The table must be this image's alone too: an entry's COPIED flag inside a table shared
+      // with a snapshot would be a corruption, and the exclusive path copes with that.
+      if (!(getEntry(this.l1, Math.floor(cluster / this.l2Entries)) & FLAG_COPIED)) return false;
+      const m = await this.lookup(cluster);
       if (m.kind !== 'data' || !m.copied) return false;
       const length = Math.min(cs - (guest % cs), data.byteLength - pos);
       pieces.push({ host: m.hostOffset + (guest % cs), from: pos, to: pos + length });
