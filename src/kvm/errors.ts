@@ -1,5 +1,5 @@
 import { TsvmmError } from '../errors.js';
-import { SysError } from '../sys/errno.js';
+import { EINTR, SysError } from '../sys/errno.js';
 
 /**
  * A KVM operation that failed: which ioctl (or step) and, when a syscall failed, its errno.
@@ -21,11 +21,22 @@ export class KvmError extends TsvmmError {
   }
 }
 
-/** Runs one ioctl wrapper, re-throwing a SysError as a KvmError that names the operation. */
+/** A signal arriving mid-call is no reason to fail; a call that never stops failing so is. */
+const MAX_EINTR_RETRIES = 100;
+
+/**
+ * Runs one ioctl wrapper, re-throwing a SysError as a KvmError that names the operation. A call
+ * interrupted by a signal (EINTR: e.g. KVM_CREATE_VM on some hosts, under a profiler's SIGPROF or
+ * a terminal's SIGWINCH) is made again, as QEMU does. KVM_RUN does not come through here: its
+ * EINTR is the kick that stops a vCPU.
+ */
 export function kvmCall<T>(what: string, f: () => T): T {
-  try {
-    return f();
-  } catch (e) {
-    throw KvmError.fromSys(what, e);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof SysError && e.errno === EINTR && attempt < MAX_EINTR_RETRIES) continue;
+      throw KvmError.fromSys(what, e);
+    }
   }
 }

@@ -179,12 +179,18 @@ export class Vm {
 
   private static async startThreads(config: VmConfig, parts: Parts, hooks: VmHooks, msrIndices: number[], cleanups: Cleanups): Promise<Vm> {
     const access = makeAccessHandler(parts.platform.pio, parts.platform.mmio, parts.platform.unclaimed);
+    // Every worker is told to attach now (synchronously, before the first await), so they attach
+    // side by side, and while the caller goes on loading vCPU state on this thread.
+    const settled = await Promise.allSettled(parts.vcpus.map((v, i) => VcpuThread.start(i, v, access, parts.platform.serialShare())));
     const threads: VcpuThread[] = [];
-    for (const v of parts.vcpus) {
-      const t = await VcpuThread.start(threads.length, v, access, parts.platform.serialShare());
-      threads.push(t);
-      cleanups.push(() => t.close());
+    for (const r of settled) {
+      if (r.status === 'fulfilled') {
+        threads.push(r.value);
+        cleanups.push(() => r.value.close());
+      }
     }
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
     return new Vm(config, parts, threads, msrIndices, hooks);
   }
 
@@ -269,13 +275,21 @@ export class Vm {
         const v = vmFd.createVcpu(s.id);
         vcpus.push(v);
         cleanups.push(() => v.close());
-        restoreVcpu(v, s);
       }
-      // The irqchip after the LAPICs (their state feeds it), the PIT and the clock last.
-      IRQCHIPS.forEach((chip, i) => vmFd.setIrqchip(chip, state.vm.irqchips[i]!));
-      vmFd.setPit2(state.vm.pit);
       const msrIndices = state.vcpus[0]!.msrs.map((m) => m.index);
-      const vm = await Vm.startThreads(config, { kvm, vmFd, regions, memory, platform, vcpus }, hooks, msrIndices, cleanups);
+      // The vCPU threads attach while this thread loads the saved state into KVM (no thread
+      // runs its vCPU before the VM is resumed).
+      const starting = Vm.startThreads(config, { kvm, vmFd, regions, memory, platform, vcpus }, hooks, msrIndices, cleanups);
+      try {
+        state.vcpus.forEach((s, i) => restoreVcpu(vcpus[i]!, s));
+        // The irqchip after the LAPICs (their state feeds it), the PIT and the clock last.
+        IRQCHIPS.forEach((chip, i) => vmFd.setIrqchip(chip, state.vm.irqchips[i]!));
+        vmFd.setPit2(state.vm.pit);
+      } catch (e) {
+        await starting.catch(() => {}); // its threads are in `cleanups` once it settles
+        throw e;
+      }
+      const vm = await starting;
       vm.pausedClock = state.vm.clock;
       await vm.platform.quiesce();
       vm.state = 'Paused';

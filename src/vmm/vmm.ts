@@ -419,6 +419,8 @@ export class Vmm implements VmmController {
       prewarmVcpuWorkers(WARM_VCPU_WORKERS);
       prepareSpareVm();
       void loadPersist();
+      // Node loads perf_hooks (~3 ms) on the first use of `performance`; restore timing uses it.
+      performance.now();
     }
   }
 
