@@ -12,7 +12,7 @@ import type {
 import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
 import { prepareSpareVm, releaseSpareVm, Vm, type VmHooks } from './vm.js';
-import { prewarmVcpuWorkers } from './vcpu-thread.js';
+import { prewarmVcpuWorkers, waitForVcpuWorkersLoaded } from './vcpu-thread.js';
 import type {
   DiskSnapshotService, DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListing,
   SnapshotListRequest, SnapshotNameRequest,
@@ -427,6 +427,8 @@ export class Vmm implements VmmController {
   /** Releases everything (VM, API socket, serial file). */
   async dispose(): Promise<void> {
     releaseSpareVm();
+    // The process may exit next, and it cannot stop a vCPU thread that is still loading koffi.
+    waitForVcpuWorkersLoaded();
     this.detachStdin();
     if (this.vm !== undefined) await this.vm.close();
     await this.api?.close();
