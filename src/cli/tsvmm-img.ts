@@ -18,6 +18,7 @@ import { formatInfo, imageInfo } from '../img/info.js';
 import { withWriteLock } from '../img/lock.js';
 import { formatMapHuman, formatMapJson, mapImage } from '../img/map.js';
 import { rebaseImage } from '../img/rebase.js';
+import { resizeImage } from '../img/resize.js';
 import { formatSnapshotTable, snapshotJson } from '../img/snapshot.js';
 
 /**
@@ -45,7 +46,17 @@ function jsonOutput(argv: Record<string, unknown>): boolean {
   throw new UsageError(`--output=${String(o)}: use json or human`);
 }
 
-async function run(argv: string[], io: ImgIo): Promise<number> {
+/**
+ * `resize FILE -1G`: as qemu-img does, the size is taken off the end of the command line before
+ * the options are parsed, since a negative size would otherwise read as a flag.
+ */
+function takeResizeSize(argv: string[]): { argv: string[]; size: string | null } {
+  if (argv[0] !== 'resize' || argv.length < 3 || argv.includes('--help')) return { argv, size: null };
+  return { argv: argv.slice(0, -1), size: argv.at(-1)! };
+}
+
+async function run(argvIn: string[], io: ImgIo): Promise<number> {
+  const { argv, size: resizeSize } = takeResizeSize(argvIn);
   let code = 0;
   const set = (c: number): void => {
     code = c;
@@ -161,6 +172,15 @@ async function run(argv: string[], io: ImgIo): Promise<number> {
       const file = String(a['file']);
       await withWriteLock(file, () => rebaseImage({ file, backing: String(a['b']), backingFormat: parseFormat(a['F'], '-F'), unsafe: Boolean(a['u']), progress: Boolean(a['p']) }));
     })
+    .command('resize <file>', 'change the virtual size: resize [--shrink] [-f FMT] FILE [+|-]SIZE', (y) => y
+      .option('f', { type: 'string' })
+      .option('shrink', { type: 'boolean', describe: 'allow making a raw image smaller' })
+      .option('q', { type: 'boolean' }), async (a) => {
+      const file = String(a['file']);
+      if (resizeSize === null) throw new UsageError('resize: give FILE and SIZE (e.g. resize disk.qcow2 +10G)');
+      await withWriteLock(file, () => resizeImage({ file, format: parseFormat(a['f'], '-f'), size: resizeSize, shrink: Boolean(a['shrink']) }));
+      if (a['q'] !== true) io.out('Image resized.\n');
+    })
     .command('convert <input> <output>', 'copy an image (through its chain) into a new raw or qcow2 image', (y) => y
       .option('f', { type: 'string' })
       .option('O', { type: 'string', default: 'raw' })
@@ -210,7 +230,7 @@ async function run(argv: string[], io: ImgIo): Promise<number> {
         await left.close();
       }
     })
-    .demandCommand(1, 'give a command: create, info, check, snapshot, commit, rebase, convert, map, compare');
+    .demandCommand(1, 'give a command: create, info, check, snapshot, commit, rebase, resize, convert, map, compare');
   try {
     await parser.parseAsync();
     return code;

@@ -18,7 +18,10 @@ export const COMPAT_LAZY_REFCOUNTS = 1n << 0n;
 export const AUTOCLEAR_BITMAPS = 1n << 0n;
 
 /** Field offsets the engine rewrites in place (each update is one small write inside sector 0). */
+export const HDR_SIZE = 24; // size u64, then crypt_method u32, l1_size u32, l1_table_offset u64
 export const HDR_L1 = 36; // l1_size u32 + l1_table_offset u64
+/** QEMU's limit on the L1 table: 32 MiB of entries. */
+export const L1_MAX_ENTRIES = (32 * 1024 * 1024) / 8;
 export const HDR_REFCOUNT_TABLE = 48; // refcount_table_offset u64 + refcount_table_clusters u32
 export const HDR_SNAPSHOTS = 60; // nb_snapshots u32 + snapshots_offset u64
 export const HDR_INCOMPAT = 72;
@@ -135,7 +138,7 @@ export function parseHeader(cluster: Uint8Array): Qcow2Header {
   }
   if (h.nbSnapshots > 65536) throw new Qcow2Error(`corrupt qcow2 header: ${h.nbSnapshots} snapshots (limit 65536)`);
   if (h.size > 2 ** 56) throw new Qcow2Error(`corrupt qcow2 header: virtual size ${h.size} is too large`);
-  if (h.l1Size * 8 > 32 * 1024 * 1024) throw new Qcow2Error(`qcow2 L1 table of ${h.l1Size} entries is too large (limit 32 MiB)`);
+  if (h.l1Size > L1_MAX_ENTRIES) throw new Qcow2Error(`qcow2 L1 table of ${h.l1Size} entries is too large (limit 32 MiB)`);
   if (h.l1Size < l1EntriesFor(h.size, clusterBits)) throw new Qcow2Error('corrupt qcow2 header: L1 table too small for the virtual size');
 
   // Extensions run from the end of the header to an end marker, all inside the first cluster.

@@ -2,7 +2,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { inflateRawSync, constants as zc } from 'node:zlib';
 import { BlockError, type BlockBackend } from '../backend.js';
 import {
-  AUTOCLEAR_BITMAPS, EXT_BITMAPS, HDR_AUTOCLEAR, HDR_INCOMPAT, HDR_L1, INCOMPAT_DIRTY,
+  AUTOCLEAR_BITMAPS, EXT_BITMAPS, HDR_AUTOCLEAR, HDR_INCOMPAT, HDR_L1, HDR_SIZE, INCOMPAT_DIRTY, L1_MAX_ENTRIES,
   checkFeatures, parseHeader, peekClusterBits, type Qcow2Header,
 } from './format.js';
 import {
@@ -632,6 +632,54 @@ export class Qcow2Image implements BlockBackend {
   }
 
   /** flush() for a caller that holds the exclusive lock. */
+  /**
+   * Grows the virtual disk to `newSize` bytes (the new part reads as zeros). When the L1 table
+   * must grow it moves to new clusters: the new table and its refcounts are made durable, then one
+   * header write switches size, L1 size and L1 offset together, then the old table is released.
+   * A crash at any point leaves the old or the new image, at worst with leaked clusters.
+   */
+  async grow(newSize: number): Promise<void> {
+    this.checkWritable();
+    if (!Number.isSafeInteger(newSize) || newSize % 512 !== 0) throw new BlockError(`${this.path}: the new size ${newSize} is not a multiple of 512 bytes`);
+    if (newSize < this.size) throw new BlockError(`${this.path}: ${newSize} bytes is smaller than the image (${this.size}); growing only`);
+    if (newSize === this.size) return;
+    await this.lock.exclusive(async () => {
+      await this.beforeFirstWrite();
+      await this.barrier();
+      const header = new Uint8Array(24); // size u64, crypt_method u32, l1_size u32, l1_table_offset u64
+      const view = new DataView(header.buffer);
+      const neededL1 = Math.ceil(newSize / (this.clusterSize * this.l2Entries));
+      const oldL1 = { offset: this.header.l1TableOffset, clusters: Math.ceil((this.header.l1Size * 8) / this.clusterSize) };
+      let l1 = this.l1;
+      let l1Offset = this.header.l1TableOffset;
+      if (neededL1 > this.header.l1Size) {
+        if (neededL1 > L1_MAX_ENTRIES) throw new BlockError(`${this.path}: ${newSize} bytes needs ${neededL1} L1 entries, more than qcow2 allows (${L1_MAX_ENTRIES})`);
+        const clusters = Math.ceil((neededL1 * 8) / this.clusterSize);
+        l1Offset = await this.refcounts.allocate(clusters);
+        const table = new Uint8Array(clusters * this.clusterSize);
+        table.set(this.l1);
+        await this.file.writeAt(l1Offset, table);
+        l1 = table.subarray(0, neededL1 * 8);
+        await this.barrier(); // the new table and its refcounts before the header names them
+      }
+      view.setBigUint64(0, BigInt(newSize), false);
+      view.setUint32(8, this.header.cryptMethod, false);
+      view.setUint32(12, Math.max(neededL1, this.header.l1Size), false);
+      view.setBigUint64(16, BigInt(l1Offset), false);
+      await this.file.writeAt(HDR_SIZE, header);
+      await this.sync();
+      const moved = l1Offset !== this.header.l1TableOffset;
+      this.header.size = newSize;
+      this.header.l1Size = Math.max(neededL1, this.header.l1Size);
+      this.header.l1TableOffset = l1Offset;
+      this.l1 = l1;
+      if (moved && oldL1.offset !== 0) {
+        for (let c = 0; c < oldL1.clusters; c++) await this.release([oldL1.offset / this.clusterSize + c]);
+        await this.barrier();
+      }
+    });
+  }
+
   async flushUnlocked(): Promise<void> {
     if (this.readOnly) return;
     await this.writeBackMetadata();
