@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // tsvmm-img vs qemu-img on the same 1 GiB qcow2 image: convert -O raw, commit of an overlay with
-// 256 MiB written, check, resize +1G. Medians of N alternating runs (default 3). Runs dist/ (npm run build).
+// 256 MiB written, check, resize +1G, convert -c -O qcow2. Medians of N alternating runs (default 3). Runs dist/ (npm run build).
 // Usage: [BENCH_DIR=dir] [VERBOSE=1] node bench/qcow2-bench.mjs [runs]
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -39,7 +39,7 @@ try {
   copyFileSync(at('base.qcow2'), at('base.pristine'));
   copyFileSync(at('top.qcow2'), at('top.pristine'));
 
-  const results = { convert: { tsvmm: [], qemu: [] }, commit: { tsvmm: [], qemu: [] }, check: { tsvmm: [], qemu: [] }, 'resize +1G': { tsvmm: [], qemu: [] } };
+  const results = { convert: { tsvmm: [], qemu: [] }, commit: { tsvmm: [], qemu: [] }, check: { tsvmm: [], qemu: [] }, 'resize +1G': { tsvmm: [], qemu: [] }, 'convert -c -O qcow2': { tsvmm: [], qemu: [] } };
   for (let i = 0; i < runs; i++) {
     for (const [name, tool] of i % 2 === 0 ? [['tsvmm', tsvmmImg], ['qemu', qemuImg]] : [['qemu', qemuImg], ['tsvmm', tsvmmImg]]) {
       // Every timed step starts with no dirty pages: writeback left by the previous step (up to
@@ -53,6 +53,10 @@ try {
       copyFileSync(at('base.pristine'), at('r.qcow2'));
       sh('sync');
       results['resize +1G'][name].push(timed([...tool, 'resize', at('r.qcow2'), '+1G']));
+      rmSync(at('out.qcow2'), { force: true });
+      sh('sync');
+      results['convert -c -O qcow2'][name].push(timed([...tool, 'convert', '-c', '-O', 'qcow2', at('base.qcow2'), at('out.qcow2')]));
+      rmSync(at('out.qcow2'), { force: true });
       copyFileSync(at('base.pristine'), at('c-base.qcow2'));
       copyFileSync(at('top.pristine'), at('c-top.qcow2'));
       sh('qemu-img', 'rebase', '-u', '-b', 'c-base.qcow2', '-F', 'qcow2', at('c-top.qcow2'));

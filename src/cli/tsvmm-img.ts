@@ -185,11 +185,13 @@ async function run(argvIn: string[], io: ImgIo): Promise<number> {
       .option('f', { type: 'string' })
       .option('O', { type: 'string', default: 'raw' })
       .option('o', { type: 'string' })
+      .option('c', { type: 'boolean', describe: 'compress the clusters (qcow2 output)' })
       .option('p', { type: 'boolean' })
       .option('q', { type: 'boolean' }), async (a) => {
       await convertImage({
         input: String(a['input']), inputFormat: parseFormat(a['f'], '-f'), output: String(a['output']),
         outputFormat: parseFormat(a['O'], '-O') ?? 'raw', options: parseOptions(list(a['o'])), progress: Boolean(a['p']),
+        compress: Boolean(a['c']),
       });
     })
     .command('map <file>', 'show where each part of the disk is stored', (y) => y

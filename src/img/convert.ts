@@ -18,6 +18,8 @@ export interface ConvertRequest {
   outputFormat: ImageFormat;
   options: Record<string, string>;
   progress: boolean;
+  /** -c: store clusters deflate-compressed (qcow2 output only). */
+  compress: boolean;
 }
 
 /** Writes the `grain`-sized pieces of `data` that are not all zero, neighbours merged into one request. */
@@ -36,6 +38,28 @@ async function writeNonZero(out: BlockBackend, offset: number, data: Uint8Array,
 }
 
 /**
+ * -c: every target cluster that holds data in the source and is not all zeros is written
+ * compressed. Source extents need not line up with target clusters (other cluster sizes, raw
+ * sources), so each extent is widened to whole target clusters and each cluster done once.
+ */
+async function copyCompressed(source: BlockBackend, out: Qcow2Image, progress: Progress): Promise<void> {
+  const cs = out.clusterSize;
+  const cluster = new Uint8Array(cs);
+  let done = 0; // every target cluster below this byte is written (or all zeros)
+  await forEachExtent(source, CHUNK, async (e) => {
+    progress.update(e.start, source.size);
+    if (!e.present || e.zero) return;
+    const end = Math.min(source.size, Math.ceil((e.start + e.length) / cs) * cs);
+    for (let at = Math.max(done, Math.floor(e.start / cs) * cs); at < end; at += cs) {
+      const part = cluster.subarray(0, Math.min(cs, source.size - at));
+      await source.read(at, part);
+      if (!isAllZero(part)) await out.writeCompressed(at, part);
+    }
+    done = Math.max(done, end);
+  });
+}
+
+/**
  * Copies the guest-visible content of IN (through its backing chain) into a new OUT: regions that
  * are unallocated or zero, and chunks that read as zeros, are skipped (a sparse raw, unallocated
  * qcow2 clusters).
@@ -46,6 +70,7 @@ export async function convertImage(req: ConvertRequest): Promise<void> {
   try {
     if (req.outputFormat === 'raw') {
       if (Object.keys(req.options).length > 0) throw new ConfigError('-o options need -O qcow2');
+      if (req.compress) throw new ConfigError('-c (compressed clusters) needs -O qcow2');
       target = await RawBackend.create(req.output, source.size);
     } else {
       for (const key of Object.keys(req.options)) {
@@ -63,6 +88,11 @@ export async function convertImage(req: ConvertRequest): Promise<void> {
     }
     const out = target;
     const progress = new Progress(req.progress);
+    if (req.compress) {
+      await copyCompressed(source, out as Qcow2Image, progress);
+      progress.finish();
+      return;
+    }
     const grain = out instanceof Qcow2Image ? out.clusterSize : 4096;
     const chunk = Math.max(CHUNK, grain);
     const copier = new WriteBehind(chunk);

@@ -46,6 +46,20 @@ export function dataEntry(hostOffset: number, copied: boolean): bigint {
   return BigInt(hostOffset) | (copied ? FLAG_COPIED : 0n);
 }
 
+/**
+ * The L2 entry of a compressed cluster whose `length` deflate bytes start at host byte `hostOffset`:
+ * the offset in the low x = 62 - (cluster_bits - 8) bits, then the count of 512-byte sectors the
+ * data covers beyond the one holding its first byte.
+ */
+export function compressedEntry(hostOffset: number, length: number, clusterBits: number): bigint {
+  const x = BigInt(62 - (clusterBits - 8));
+  const extraSectors = Math.floor((hostOffset + length - 1) / 512) - Math.floor(hostOffset / 512);
+  if (BigInt(hostOffset) >= 1n << x || BigInt(extraSectors) >= 1n << (62n - x)) {
+    throw new RangeError(`compressed cluster at ${hostOffset} (+${length}) does not fit an L2 entry`);
+  }
+  return FLAG_COMPRESSED | (BigInt(extraSectors) << x) | BigInt(hostOffset);
+}
+
 /** Host clusters a compressed cluster's bytes touch (each holds one reference for it). */
 export function compressedHostClusters(m: { hostOffset: number; maxBytes: number }, clusterBits: number): number[] {
   const first = Math.floor(m.hostOffset / 2 ** clusterBits);

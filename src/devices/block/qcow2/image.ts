@@ -1,12 +1,12 @@
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { inflateRawSync, constants as zc } from 'node:zlib';
+import { deflateRawSync, inflateRawSync, constants as zc } from 'node:zlib';
 import { BlockError, type BlockBackend } from '../backend.js';
 import {
   AUTOCLEAR_BITMAPS, EXT_BITMAPS, HDR_AUTOCLEAR, HDR_INCOMPAT, HDR_L1, HDR_SIZE, INCOMPAT_DIRTY, L1_MAX_ENTRIES,
   checkFeatures, parseHeader, peekClusterBits, type Qcow2Header,
 } from './format.js';
 import {
-  FLAG_COPIED, compressedHostClusters, dataEntry, decodeL2, getEntry, l1Offset, setEntry,
+  FLAG_COPIED, compressedEntry, compressedHostClusters, dataEntry, decodeL2, getEntry, l1Offset, setEntry,
   type ClusterMapping,
 } from './entries.js';
 import { Qcow2Error } from './errors.js';
@@ -87,6 +87,8 @@ export class Qcow2Image implements BlockBackend {
   /** Host clusters released by COW, discard or zeroing: decremented after the tables are durable. */
   private readonly pendingFree: number[] = [];
   private writeBackTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Host byte where the next compressed cluster's data goes (0: in a new host cluster). */
+  private compressedCursor = 0;
   private closed = false;
 
   private constructor(
@@ -589,6 +591,8 @@ export class Qcow2Image implements BlockBackend {
    */
   async release(clusters: number[]): Promise<void> {
     for (const c of clusters) this.pendingFree.push(c);
+    // The next compressed cluster must not be packed into a host cluster that may be freed.
+    if (clusters.length > 0) this.compressedCursor = 0;
   }
 
   l2OffsetOf(cluster: number): number {
@@ -632,6 +636,63 @@ export class Qcow2Image implements BlockBackend {
   }
 
   /** flush() for a caller that holds the exclusive lock. */
+  /**
+   * Stores the guest cluster at `offset` (cluster-aligned, not yet allocated; `data` is the
+   * cluster, shorter only at the end of the disk) as raw deflate with a 4 KiB window, which is
+   * what QEMU writes and reads, packed byte by byte after the previous compressed cluster as
+   * QEMU packs them. Returns false, having written it the normal way, when compression would not
+   * save at least one 512-byte sector.
+   */
+  async writeCompressed(offset: number, data: Uint8Array): Promise<boolean> {
+    this.checkWritable();
+    const cs = this.clusterSize;
+    if (offset % cs !== 0 || data.byteLength !== Math.min(cs, this.size - offset)) {
+      throw new BlockError(`${this.path}: a compressed write covers exactly one cluster (offset ${offset}, ${data.byteLength} bytes)`);
+    }
+    let cluster = data;
+    if (data.byteLength < cs) {
+      cluster = new Uint8Array(cs);
+      cluster.set(data);
+    }
+    const packed = deflateRawSync(cluster, { windowBits: 12 });
+    if (packed.byteLength > cs - 512) {
+      await this.write(offset, data);
+      return false;
+    }
+    await this.lock.exclusive(async () => {
+      await this.beforeFirstWrite();
+      const decrements: number[] = [];
+      const { table, index, offset: l2 } = await this.ownedL2(offset / cs, decrements);
+      if (decodeL2(getEntry(table, index), this.header.clusterBits, this.header.version).kind !== 'unallocated') {
+        throw new BlockError(`${this.path}: compressed writes go to unallocated clusters only (guest offset ${offset})`);
+      }
+      const host = await this.allocateCompressedBytes(packed.byteLength);
+      await this.file.writeAt(host, packed);
+      setEntry(table, index, compressedEntry(host, packed.byteLength, this.header.clusterBits));
+      this.markL2Dirty(l2);
+      await this.release(decrements);
+      await this.limitDirtyMetadata();
+    });
+    return true;
+  }
+
+  /**
+   * `length` bytes for compressed data: right after the previous compressed cluster when they fit
+   * in the host cluster it ends in (which then gains a reference), else at the start of newly
+   * allocated clusters (one reference each), as the refcounts of compressed clusters count.
+   */
+  private async allocateCompressedBytes(length: number): Promise<number> {
+    const cs = this.clusterSize;
+    let at = this.compressedCursor;
+    if (at % cs !== 0 && Math.floor((at + length - 1) / cs) === Math.floor(at / cs)) {
+      await this.refcounts.adjust(Math.floor(at / cs), 1);
+    } else {
+      at = await this.refcounts.allocate(Math.ceil(length / cs));
+    }
+    this.compressedCursor = at + length;
+    return at;
+  }
+
   /**
    * Grows the virtual disk to `newSize` bytes (the new part reads as zeros). When the L1 table
    * must grow it moves to new clusters: the new table and its refcounts are made durable, then one
