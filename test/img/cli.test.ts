@@ -1,23 +1,16 @@
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/tsvmm-img.js';
 import { openImage } from '../../src/devices/block/qcow2/open.js';
 import type { Qcow2Image } from '../../src/devices/block/qcow2/image.js';
 import { qemuCheck, qemuContent, qemuImg, qemuImgStatus, qemuIo, tempDir, writeSampleRaw } from '../devices/block/qcow2/helpers.js';
+import { CLEAN, img } from './run-img.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 const at = (name: string): string => join(tmp.dir, name);
 
-async function img(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { out: (t) => (out += t), err: (t) => (err += t) });
-  return { code, out, err };
-}
 
-const clean = { corruptions: 0, leaks: 0, checkErrors: 0, status: 0 };
 
 describe('create and info', () => {
   it.each([
@@ -28,7 +21,7 @@ describe('create and info', () => {
   ])('-o %s passes qemu-img check and matches qemu-img info', async (opts, cluster, bits, compat) => {
     const file = at(`create-${cluster}-${bits}.qcow2`);
     expect((await img('create', '-f', 'qcow2', '-o', opts, file, '64M')).code).toBe(0);
-    expect(qemuCheck(file)).toEqual(clean);
+    expect(qemuCheck(file)).toEqual(CLEAN);
     const theirs = JSON.parse(qemuImg('info', '--output=json', file)) as Record<string, unknown>;
     const ours = JSON.parse((await img('info', '--output=json', file)).out) as Record<string, unknown>;
     for (const key of ['virtual-size', 'cluster-size', 'format', 'dirty-flag', 'format-specific']) expect(ours[key]).toEqual(theirs[key]);
@@ -48,7 +41,7 @@ describe('create and info', () => {
     expect(ours).toHaveLength(2);
     for (const key of ['virtual-size', 'backing-filename', 'backing-filename-format', 'full-backing-filename']) expect(ours[0]![key]).toEqual(theirs[0]![key]);
     expect(ours[0]!['virtual-size']).toBe(3 * 1024 * 1024);
-    expect(qemuCheck(at('info-top.qcow2'))).toEqual(clean);
+    expect(qemuCheck(at('info-top.qcow2'))).toEqual(CLEAN);
   });
 
   it('raw images, and bad input gives one line and a non-zero exit', async () => {
@@ -90,7 +83,7 @@ describe('check', () => {
     expect(leaky.code).toBe(3);
     expect(JSON.parse(leaky.out)['leaks']).toBe(1);
     expect((await img('check', '-r', 'leaks', file)).code).toBe(0);
-    expect(qemuCheck(file)).toEqual(clean);
+    expect(qemuCheck(file)).toEqual(CLEAN);
     // Corruption: a data cluster's refcount dropped to 0.
     const again = (await openImage(file, { readOnly: false })) as Qcow2Image;
     const host = (await again.lookup(3)) as { hostOffset: number };
@@ -100,7 +93,7 @@ describe('check', () => {
     expect(qemuImgStatus('check', file).status).toBe(2);
     expect((await img('check', file)).code).toBe(2);
     expect((await img('check', '-r', 'all', file)).code).toBe(0);
-    expect(qemuCheck(file)).toEqual(clean);
+    expect(qemuCheck(file)).toEqual(CLEAN);
   });
 });
 
@@ -118,7 +111,7 @@ describe('snapshot, commit, rebase', () => {
     expect(qemuContent(file, tmp.dir)[0]).toBe(7);
     expect((await img('snapshot', '-d', 'two', file)).code).toBe(0);
     expect(qemuImg('snapshot', '-l', file)).not.toMatch(/two/);
-    expect(qemuCheck(file)).toEqual(clean);
+    expect(qemuCheck(file)).toEqual(CLEAN);
     expect((await img('snapshot', '-a', 'nope', file)).code).toBe(1);
   });
 
@@ -134,14 +127,14 @@ describe('snapshot, commit, rebase', () => {
     expect(qemuContent(at('cm-base.qcow2'), tmp.dir).equals(expected)).toBe(true);
     expect(qemuContent(at('cm-top.qcow2'), tmp.dir).equals(expected)).toBe(true);
     expect(qemuImg('map', '--output=json', at('cm-top.qcow2'))).toContain('"depth": 0, "present": true');
-    for (const f of ['cm-base.qcow2', 'cm-mid.qcow2', 'cm-top.qcow2']) expect(qemuCheck(at(f))).toEqual(clean);
+    for (const f of ['cm-base.qcow2', 'cm-mid.qcow2', 'cm-top.qcow2']) expect(qemuCheck(at(f))).toEqual(CLEAN);
     // Implicit base: the top is emptied afterwards.
     qemuIo(at('cm-top.qcow2'), 'write -P 0x41 0 64k');
     const expected2 = qemuContent(at('cm-top.qcow2'), tmp.dir);
     expect((await img('commit', '-p', at('cm-top.qcow2'))).code).toBe(0);
     expect(qemuImg('map', '--output=json', at('cm-top.qcow2'))).not.toContain('"depth": 0, "present": true');
     expect(qemuContent(at('cm-top.qcow2'), tmp.dir).equals(expected2)).toBe(true);
-    for (const f of ['cm-mid.qcow2', 'cm-top.qcow2']) expect(qemuCheck(at(f))).toEqual(clean);
+    for (const f of ['cm-mid.qcow2', 'cm-top.qcow2']) expect(qemuCheck(at(f))).toEqual(CLEAN);
   });
 
   it('rebase keeps the guest content (safe) or only the header (-u)', async () => {
@@ -154,10 +147,10 @@ describe('snapshot, commit, rebase', () => {
     expect((await img('rebase', '-b', 'rb-base.raw', '-F', 'raw', at('rb-top.qcow2'))).code).toBe(0);
     expect(JSON.parse(qemuImg('info', '--output=json', at('rb-top.qcow2')))['backing-filename']).toBe('rb-base.raw');
     expect(qemuContent(at('rb-top.qcow2'), tmp.dir).equals(expected)).toBe(true);
-    expect(qemuCheck(at('rb-top.qcow2'))).toEqual(clean);
+    expect(qemuCheck(at('rb-top.qcow2'))).toEqual(CLEAN);
     expect((await img('rebase', '-u', '-b', 'rb-mid.qcow2', '-F', 'qcow2', at('rb-top.qcow2'))).code).toBe(0);
     expect(JSON.parse(qemuImg('info', '--output=json', at('rb-top.qcow2')))['backing-filename-format']).toBe('qcow2');
-    expect(qemuCheck(at('rb-top.qcow2'))).toEqual(clean);
+    expect(qemuCheck(at('rb-top.qcow2'))).toEqual(CLEAN);
     expect((await img('rebase', '-b', '', at('rb-top.qcow2'))).code).toBe(0);
     expect(qemuContent(at('rb-top.qcow2'), tmp.dir).equals(qemuContent(at('rb-top.qcow2'), tmp.dir))).toBe(true);
   });
@@ -175,7 +168,7 @@ describe('convert, map, compare', () => {
     for (const o of ['cluster_size=512', 'compat=0.10', 'cluster_size=2M,refcount_bits=8']) {
       const out = at(`cv-${o.replace(/\W/g, '')}.qcow2`);
       expect((await img('convert', '-O', 'qcow2', '-o', o, at('cv-top.qcow2'), out)).code).toBe(0);
-      expect(qemuCheck(out)).toEqual(clean);
+      expect(qemuCheck(out)).toEqual(CLEAN);
       expect(qemuImgStatus('compare', out, at('cv-out.raw')).status).toBe(0);
     }
   });

@@ -2,21 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/tsvmm-img.js';
 import { openImage } from '../../src/devices/block/qcow2/open.js';
 import { qemuCheck, qemuContent, qemuImg, qemuIo, tempDir } from '../devices/block/qcow2/helpers.js';
+import { CLEAN, img } from './run-img.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 const at = (name: string): string => join(tmp.dir, name);
-const clean = { corruptions: 0, leaks: 0, checkErrors: 0, status: 0 };
 
-async function img(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { out: (t) => (out += t), err: (t) => (err += t) });
-  return { code, out, err };
-}
 
 /** A 4 KiB-cluster source: compressible patterns, an incompressible run, a partial last cluster. */
 function makeSource(): string {
@@ -39,7 +32,7 @@ describe('tsvmm-img convert -c', () => {
   ])('%s: qemu-img checks, compares and reads it; compressed clusters are counted as such', async (_name, opts) => {
     const out = at(`c-${opts.replace(/[^a-z0-9]/gi, '')}.qcow2`);
     expect((await img('convert', '-c', '-O', 'qcow2', '-o', opts, source, out)).code).toBe(0);
-    expect(qemuCheck(out)).toEqual(clean);
+    expect(qemuCheck(out)).toEqual(CLEAN);
     expect(qemuImg('compare', source, out)).toMatch(/identical/);
     expect(qemuContent(out, tmp.dir).equals(expected)).toBe(true);
     expect(qemuImg('check', out)).toMatch(/[1-9][0-9.]*% compressed clusters/);

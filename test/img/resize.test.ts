@@ -1,23 +1,16 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { main } from '../../src/cli/tsvmm-img.js';
 import { Qcow2Image } from '../../src/devices/block/qcow2/image.js';
 import { targetSize } from '../../src/img/resize.js';
 import { qemuCheck, qemuImg, qemuIo, tempDir } from '../devices/block/qcow2/helpers.js';
+import { CLEAN, img } from './run-img.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 const at = (name: string): string => join(tmp.dir, name);
 const MiB = 1024 * 1024;
-const clean = { corruptions: 0, leaks: 0, checkErrors: 0, status: 0 };
 
-async function img(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await main(argv, { out: (t) => (out += t), err: (t) => (err += t) });
-  return { code, out, err };
-}
 
 /** The header fields of interest, from an image opened and closed again. */
 async function headerOf(file: string): Promise<{ l1TableOffset: number; l1Size: number }> {
@@ -55,7 +48,7 @@ describe('tsvmm-img resize', () => {
     const before = await headerOf(file);
     expect((await img('resize', file, '+1G')).out).toBe('Image resized.\n');
     expect(virtualSize(file)).toBe(64 * MiB + 1024 ** 3);
-    expect(qemuCheck(file)).toEqual(clean); // the old L1 table went back to the allocator
+    expect(qemuCheck(file)).toEqual(CLEAN); // the old L1 table went back to the allocator
     expect(qemuReads(file, '0x5a 0 1M', '0x6b 60M 4M', '0 64M 64M', '0 1000M 88M')).toBe('');
     const after = await headerOf(file);
     expect(after.l1TableOffset).not.toBe(before.l1TableOffset);
@@ -64,7 +57,7 @@ describe('tsvmm-img resize', () => {
     await image.write(1050 * MiB, Buffer.alloc(MiB, 0x7c)); // past the old end: needs the new L1 entries
     await image.close();
     expect(qemuReads(file, '0x7c 1050M 1M', '0x5a 0 1M')).toBe('');
-    expect(qemuCheck(file)).toEqual(clean);
+    expect(qemuCheck(file)).toEqual(CLEAN);
   });
 
   it('grows a qcow2 image within its L1 table with one header write', async () => {
@@ -76,7 +69,7 @@ describe('tsvmm-img resize', () => {
     expect(virtualSize(file)).toBe(1400 * MiB);
     expect((await headerOf(file)).l1TableOffset).toBe(l1);
     expect(qemuReads(file, '0x33 1099M 1M', '0 1100M 300M')).toBe('');
-    expect(qemuCheck(file)).toEqual(clean);
+    expect(qemuCheck(file)).toEqual(CLEAN);
   });
 
   it('raw images grow and, with --shrink only, shrink; negative sizes parse as qemu-img does', async () => {
@@ -101,6 +94,6 @@ describe('tsvmm-img resize', () => {
     qemuImg('snapshot', '-c', 's1', file);
     expect((await img('resize', file, '+1M')).err).toMatch(/internal snapshot.*delete them/);
     expect(virtualSize(file)).toBe(64 * MiB);
-    expect(qemuCheck(file)).toEqual(clean);
+    expect(qemuCheck(file)).toEqual(CLEAN);
   });
 });
