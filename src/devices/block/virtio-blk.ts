@@ -383,7 +383,8 @@ export class VirtioBlk implements VirtioDevice {
 
   /**
    * Validates a request (header + data descriptors, status excluded) and returns either a
-   * status for an immediate completion or the I/O to run.
+   * status for an immediate completion, a write to queue (it may merge with its neighbours), or
+   * the I/O to run.
    */
   private parse(mem: GuestMemory, acked: bigint, descs: Descriptor[]): number | QueuedWrite | (() => Promise<Outcome>) {
     const header = descs[0]!;
