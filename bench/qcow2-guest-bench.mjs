@@ -6,7 +6,7 @@
 // ("rewrite") measures writes to clusters that already exist. Alternating, medians, ratios.
 // Needs `npm run build` and `npm run guest`. RUNS (default 5), COUNT (default 8000), IMAGE_MIB (256), TSVMM_DIST.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -42,10 +42,31 @@ function freshImage(format) {
   return path;
 }
 
+/** A raw base full of data, and a fresh qcow2 overlay on it: the image a clone starts from. */
+function baseImage() {
+  const path = join(dir, 'base.raw');
+  const block = Buffer.alloc(1 << 20);
+  for (let i = 0; i < block.length; i++) block[i] = (i * 131 + 7) & 0xff;
+  const fd = openSync(path, 'w');
+  for (let m = 0; m < IMAGE_MIB; m++) writeSync(fd, block);
+  closeSync(fd);
+  return path;
+}
+
+function freshOverlay(base) {
+  const path = join(dir, 'overlay.qcow2');
+  rmSync(path, { force: true });
+  const r = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', path]);
+  if (r.status !== 0) throw new Error(`qemu-img create failed: ${r.stderr}`);
+  return path;
+}
+
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
-const samples = { raw: [], qcow2: [], qcow2Rewrite: [] };
+const samples = { raw: [], qcow2: [], qcow2Rewrite: [], overlay: [] };
 try {
+  const base = baseImage();
   for (let i = 0; i < RUNS; i++) {
+    samples.overlay.push(guest(freshOverlay(base), `randwrite:${COUNT},randread:${COUNT}`));
     samples.raw.push(guest(freshImage('raw'), `randwrite:${COUNT},randread:${COUNT}`));
     const q = freshImage('qcow2');
     samples.qcow2.push(guest(q, `randwrite:${COUNT},randread:${COUNT}`));
@@ -59,6 +80,8 @@ const rows = [
   ['4 KiB random write, new clusters', m('raw', 'randwrite'), m('qcow2', 'randwrite')],
   ['4 KiB random write, allocated clusters', m('raw', 'randwrite'), m('qcow2Rewrite', 'randwrite')],
   ['4 KiB random read', m('raw', 'randread'), m('qcow2', 'randread')],
+  ['4 KiB random write, new overlay on a raw base (copy-on-write)', m('raw', 'randwrite'), m('overlay', 'randwrite')],
+  ['4 KiB random read, overlay over a raw base', m('raw', 'randread'), m('overlay', 'randread')],
 ];
 console.log(`\nguest IOPS, ${RUNS} alternating runs, ${COUNT} requests, ${IMAGE_MIB} MiB image, 32 in flight\n`);
 console.log('| workload | raw IOPS | qcow2 IOPS | qcow2 / raw |');

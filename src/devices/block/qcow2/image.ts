@@ -27,6 +27,8 @@ const PENDING_FREE_LIMIT = 65536;
 const WRITE_BACK_DELAY_MS = 5000;
 /** Largest number of clusters one write request allocates at once (bounds buffer sizes). */
 const MAX_CLUSTERS_PER_ROUND = 4096;
+/** Scratch cluster buffers kept for copy-on-write (a request has at most two partial clusters). */
+const MAX_SCRATCH_CLUSTERS = 2;
 
 export type BackingOpener = (path: string, format: string | null) => Promise<BlockBackend>;
 
@@ -87,6 +89,8 @@ export class Qcow2Image implements BlockBackend {
   /** Host clusters released by COW, discard or zeroing: decremented after the tables are durable. */
   private readonly pendingFree: number[] = [];
   private writeBackTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Cluster buffers for assembling copy-on-write clusters (used under the exclusive lock). */
+  private readonly scratch: Uint8Array[] = [];
   /** Host byte where the next compressed cluster's data goes (0: in a new host cluster). */
   private compressedCursor = 0;
   private closed = false;
@@ -558,6 +562,7 @@ export class Qcow2Image implements BlockBackend {
     }
     // New clusters: whole ones straight from `data`, partial ones assembled with the old content
     // around the written part.
+    const assembled: Uint8Array[] = [];
     for (const { p, host, unwritten } of fresh) {
       const part = data.subarray(p.source, p.source + p.to - p.from);
       if (p.from === 0 && p.to === cs) {
@@ -567,13 +572,17 @@ export class Qcow2Image implements BlockBackend {
         // zeros): only the written part goes to the file, not a cluster of assembled zeros.
         await out.put(host + p.from, part);
       } else {
-        const slot = new Uint8Array(cs);
+        const slot = this.scratch.pop() ?? new Uint8Array(cs);
+        assembled.push(slot);
         await this.readOldCluster(p.cluster, p.mapping, slot);
         slot.set(part, p.from);
         await out.put(host, slot);
       }
     }
     await out.flush();
+    // Written: the buffers serve the next copy-on-write (a fresh 64 KiB buffer per guest write
+    // cost ~25 µs in allocation, zeroing and garbage collection).
+    this.scratch.push(...assembled.slice(0, MAX_SCRATCH_CLUSTERS - this.scratch.length));
     // The data is in the file; the entries change in the cache only. Write-back makes the data
     // and refcounts durable before any table naming the new clusters reaches the file.
     for (const { p, host } of fresh) {
