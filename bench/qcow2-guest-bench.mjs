@@ -3,7 +3,8 @@
 // of the same size, measured by the tiny kernel (tiny.blk=randwrite:N,randread:N), tsvmm only
 // (qemu-img's engine is not in the guest path). Each run starts from a fresh image: the qcow2
 // one is empty, so its writes allocate clusters (the expensive case), and a second pass
-// ("rewrite") measures writes to clusters that already exist. Alternating, medians, ratios.
+// ("rewrite") measures writes to clusters that already exist; a fresh overlay on a raw base full of
+// data measures the clone case (each write copies a cluster up). Alternating, medians, ratios.
 // Needs `npm run build` and `npm run guest`. RUNS (default 5), COUNT (default 8000), IMAGE_MIB (256), TSVMM_DIST.
 import { spawnSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
