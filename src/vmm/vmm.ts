@@ -357,18 +357,20 @@ export class Vmm implements VmmController {
 
   // ---- disk snapshots, checkpoints, block jobs -----------------------------------------------
 
-  snapshotDisk(req: DiskSnapshotRequest): Promise<void> {
-    return this.exclusive('vm.snapshot-disk', async () => {
-      this.ops.jobs.refuseWhileRunning('snapshot a disk');
-      await this.ops.snapshots.snapshotDisk(req);
+  /** A disk-changing operation: one at a time, and never while a block job runs. */
+  private diskOperation(route: string, doing: string, run: () => Promise<unknown>): Promise<void> {
+    return this.exclusive(route, async () => {
+      this.ops.jobs.refuseWhileRunning(doing);
+      await run();
     });
   }
 
+  snapshotDisk(req: DiskSnapshotRequest): Promise<void> {
+    return this.diskOperation('vm.snapshot-disk', 'snapshot a disk', () => this.ops.snapshots.snapshotDisk(req));
+  }
+
   snapshotCreate(req: SnapshotCreateRequest): Promise<void> {
-    return this.exclusive('vm.snapshot-create', async () => {
-      this.ops.jobs.refuseWhileRunning('create a snapshot');
-      await this.ops.snapshots.create(req);
-    });
+    return this.diskOperation('vm.snapshot-create', 'create a snapshot', () => this.ops.snapshots.create(req));
   }
 
   snapshotList(req: SnapshotListRequest): SnapshotListing {
@@ -376,17 +378,11 @@ export class Vmm implements VmmController {
   }
 
   snapshotRevert(req: SnapshotNameRequest): Promise<void> {
-    return this.exclusive('vm.snapshot-revert', async () => {
-      this.ops.jobs.refuseWhileRunning('revert to a snapshot');
-      await this.ops.snapshots.revert(req);
-    });
+    return this.diskOperation('vm.snapshot-revert', 'revert to a snapshot', () => this.ops.snapshots.revert(req));
   }
 
   snapshotDelete(req: SnapshotNameRequest): Promise<void> {
-    return this.exclusive('vm.snapshot-delete', async () => {
-      this.ops.jobs.refuseWhileRunning('delete a snapshot');
-      await this.ops.snapshots.delete(req);
-    });
+    return this.diskOperation('vm.snapshot-delete', 'delete a snapshot', () => this.ops.snapshots.delete(req));
   }
 
   lastDiskOperation(): LastOperation | null {
