@@ -1,14 +1,33 @@
 import { defineConfig } from 'vitest/config';
 
+/**
+ * Test files that need /dev/kvm (they start guests). `npm test` (tools/test.mjs) runs them on
+ * /dev/kvm where it exists and otherwise nested, inside a QEMU TCG VM that offers KVM
+ * (tools/nested/run.mjs); every other file is the `unit` project and runs natively.
+ */
+export const KVM_TESTS = [
+  'test/integration/**/*.test.ts',
+  'test/guest/**/*.test.ts',
+  'test/linux/**/*.test.ts',
+  'test/kvm/kvm.test.ts',
+  'test/kvm/vcpu-worker.test.ts',
+  'test/vmm/api/real-vmm.kvm.test.ts',
+];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
-    // Integration tests boot real VMs whose vCPUs busy-poll in guest ring 3 (the tiny kernel
-    // cannot halt there on PVM hosts): on a 2-core machine, files running side by side starve
-    // each other's vCPUs and time out. One file at a time keeps timing assertions meaningful.
+    // Integration tests boot real VMs: on a 2-core machine (and nested under TCG) files running
+    // side by side starve each other's vCPUs. One file at a time.
     fileParallelism: false,
     testTimeout: 120_000,
     hookTimeout: 120_000,
     reporters: ['default'],
+    projects: [
+      { extends: true, test: { name: 'unit', include: ['test/**/*.test.ts'], exclude: KVM_TESTS } },
+      {
+        extends: true,
+        test: { name: 'kvm', include: KVM_TESTS, globalSetup: ['test/support/require-kvm.ts'] },
+      },
+    ],
   },
 });
