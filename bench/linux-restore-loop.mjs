@@ -51,6 +51,9 @@ for (const [file, how] of [[tsvmm, 'npm run build'], [join(linux, 'vmlinuz'), 'n
   }
 }
 
+// nmi_watchdog=0 on the guest command line for the same reason: the guest's hard-lockup detector
+// keeps a PMU counter running, a perf event on the vCPU thread in the host, and perf's static key
+// is patched the same way when the host's first such event appears and its last goes.
 // One empty KVM VM held for the whole run: the host kernel live-patches its scheduler when its
 // first KVM VM is created and its last destroyed (KVM's preempt-notifier static key), and under
 // QEMU's TCG (the nested test host) that patching was seen to livelock both host CPUs for
@@ -155,7 +158,7 @@ async function progress(p) {
 const t0 = performance.now();
 let socket = join(work, 'boot.sock');
 let vm = startTsvmm(['--kernel', join(linux, 'vmlinuz'), '--initramfs', join(linux, 'initramfs.cpio.gz'), '--cpus', `boot=${CPUS}`,
-  '--memory', `size=${opt.memory}`, '--cmdline', 'console=ttyS0 panic=-1', '--api-socket', socket]);
+  '--memory', `size=${opt.memory}`, '--cmdline', 'console=ttyS0 panic=-1 nmi_watchdog=0', '--api-socket', socket]);
 await waitFor(vm, /linux: init ok/, 600_000);
 await sh(vm, 'stty -echo; dmesg -n 1');
 const clock = await sh(vm, 'cat /sys/devices/system/clocksource/clocksource0/current_clocksource; grep -o -w -E "constant_tsc|nonstop_tsc|tsc_deadline_timer|x2apic" /proc/cpuinfo | sort -u | tr "\\n" " "; dmesg | grep -i -E "tsc|clocksource" | tail -n 8');

@@ -37,9 +37,13 @@ export function requireLinuxImages(): void {
 
 /**
  * The command line every test guest gets. panic=-1 turns a guest panic into a reset (tsvmm then
- * exits 120) instead of a hang until the test's timeout.
+ * exits 120) instead of a hang until the test's timeout. nmi_watchdog=0: the guest's hard-lockup
+ * detector keeps a PMU counter running, for which the host's KVM creates a perf event on the
+ * vCPU thread; the host's first such event, and its last, make the host kernel live-patch its
+ * scheduler (perf's sched-events static key), which under QEMU's TCG (the nested test host) was
+ * seen to livelock both host CPUs for minutes. The guest does not need the detector here.
  */
-export const BASE_CMDLINE = 'console=ttyS0 panic=-1';
+export const BASE_CMDLINE = 'console=ttyS0 panic=-1 nmi_watchdog=0';
 
 /** A scratch directory on tmpfs for sockets, snapshots and disk copies; remove it with rmSync. */
 export function scratchDir(prefix = 'tsvmm-linux-'): string {
