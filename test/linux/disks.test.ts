@@ -117,14 +117,15 @@ describe('virtio-blk disks under a real Linux guest', () => {
   /**
    * In the guest: mkfs.ext4, write three files of random data, sync, checksum; unmount, drop the
    * page cache, mount again and checksum what comes back from the disk. Returns the sums.
+   * (The checksums run in a subshell: a shell whose directory is in the mount cannot unmount it.)
    */
   async function writeAndReadBack(guest: LinuxGuest, dev: string, mnt: string): Promise<Record<string, string>> {
     await guest.ok(`mkfs.ext4 -q -F ${dev}`);
     await guest.ok(`mount -t ext4 ${dev} ${mnt}`);
     await guest.ok(`mkdir ${mnt}/d; dd if=/dev/urandom of=${mnt}/d/a bs=64k count=16 2>/dev/null; dd if=/dev/urandom of=${mnt}/b bs=4k count=3 2>/dev/null; dd if=/dev/urandom of=${mnt}/c bs=1M count=8 2>/dev/null; sync`);
-    const written = parseSums(await guest.ok(`cd ${mnt}; sha256sum d/a b c`));
+    const written = parseSums(await guest.ok(`(cd ${mnt} && sha256sum d/a b c)`));
     await guest.ok(`umount ${mnt}; echo 3 > /proc/sys/vm/drop_caches; mount -t ext4 ${dev} ${mnt}`);
-    const reread = parseSums(await guest.ok(`cd ${mnt}; sha256sum d/a b c`));
+    const reread = parseSums(await guest.ok(`(cd ${mnt} && sha256sum d/a b c)`));
     expect(reread).toEqual(written);
     await guest.ok(`umount ${mnt}`);
     return written;
