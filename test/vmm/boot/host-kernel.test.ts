@@ -1,8 +1,10 @@
 /**
- * Parses a real distribution kernel when the host has one: /boot/vmlinuz-*, or the file named by
- * TSVMM_TEST_KERNEL. Skipped, with a message saying why, when there is none.
+ * Parses a real distribution kernel: Debian's stock bzImage, which `npm run guest` fetches
+ * (guest-images/linux/debian-kernel.sh), or the file named by TSVMM_TEST_KERNEL, and the vmlinux
+ * inside it. A missing kernel fails the test with what to run; it never skips it.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { anonymousGuestMemory } from '../../../src/memory/guest-memory.js';
 import { ramLayout } from '../../../src/memory/layout.js';
@@ -12,24 +14,14 @@ import { layoutGuest } from '../../../src/vmm/boot/index.js';
 import { parseKernel } from '../../../src/vmm/boot/kernel.js';
 import { BP } from '../../../src/vmm/boot/zero-page.js';
 import { fakeSupportedCpuid } from './fixtures.js';
+import { repoRoot } from '../../support/tsvmm-process.js';
 
-function findHostKernel(): string | undefined {
-  const fromEnv = process.env['TSVMM_TEST_KERNEL'];
-  if (fromEnv !== undefined && existsSync(fromEnv)) return fromEnv;
-  if (!existsSync('/boot')) return undefined;
-  const names = readdirSync('/boot').filter((n) => n.startsWith('vmlinuz-')).sort();
-  const last = names[names.length - 1];
-  return last === undefined ? undefined : `/boot/${last}`;
-}
+const kernelPath = process.env['TSVMM_TEST_KERNEL'] ?? join(repoRoot, 'guest-images', 'out', 'debian', 'vmlinuz');
+if (!existsSync(kernelPath)) throw new Error(`${kernelPath} is missing: run \`npm run guest\` (or set TSVMM_TEST_KERNEL)`);
 
-const kernelPath = findHostKernel();
-if (kernelPath === undefined) {
-  console.warn('host-kernel.test: SKIPPED — no /boot/vmlinuz-* on this host and TSVMM_TEST_KERNEL is not set');
-}
-
-describe.skipIf(kernelPath === undefined)(`host kernel ${kernelPath ?? '(none)'}`, () => {
+describe(`host kernel ${kernelPath}`, () => {
   it('parses as a 64-bit bzImage with a modern boot protocol', () => {
-    const image = new Uint8Array(readFileSync(kernelPath!));
+    const image = new Uint8Array(readFileSync(kernelPath));
     const k = parseKernel(image);
     expect(k.format).toBe('bzimage');
     const bz = parseBzImage(image);
@@ -40,7 +32,7 @@ describe.skipIf(kernelPath === undefined)(`host kernel ${kernelPath ?? '(none)'}
   });
 
   it('lays out a 512 MiB guest around it', () => {
-    const image = new Uint8Array(readFileSync(kernelPath!));
+    const image = new Uint8Array(readFileSync(kernelPath));
     const memory = anonymousGuestMemory(ramLayout(512 << 20));
     const r = layoutGuest({
       kernel: image, cmdline: 'console=ttyS0', memory, vcpus: 2,
@@ -53,10 +45,13 @@ describe.skipIf(kernelPath === undefined)(`host kernel ${kernelPath ?? '(none)'}
   });
 });
 
-const vmlinuxPath = process.env['TSVMM_TEST_VMLINUX'];
-describe.skipIf(vmlinuxPath === undefined || !existsSync(vmlinuxPath))(`vmlinux ${vmlinuxPath ?? '(TSVMM_TEST_VMLINUX unset)'}`, () => {
+/** The same kernel uncompressed (guest-images/linux/build.sh extracts it), or TSVMM_TEST_VMLINUX. */
+const vmlinuxPath = process.env['TSVMM_TEST_VMLINUX'] ?? join(repoRoot, 'guest-images', 'out', 'linux', 'vmlinux');
+if (!existsSync(vmlinuxPath)) throw new Error(`${vmlinuxPath} is missing: run \`npm run guest\` (or set TSVMM_TEST_VMLINUX)`);
+
+describe(`vmlinux ${vmlinuxPath}`, () => {
   it('finds the PVH entry note and the physical startup_64', () => {
-    const k = parseKernel(new Uint8Array(readFileSync(vmlinuxPath!)));
+    const k = parseKernel(new Uint8Array(readFileSync(vmlinuxPath)));
     expect(k.format).toBe('elf');
     if (k.format !== 'elf') return;
     expect(k.elfClass).toBe(64);
