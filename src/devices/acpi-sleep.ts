@@ -25,3 +25,19 @@ export class AcpiSleepControl implements PioDevice {
     if ((v & SLP_EN) !== 0 && ((v >> SLP_TYP_SHIFT) & SLP_TYP_MASK) === this.softOffType) this.onPowerOff();
   }
 }
+
+/**
+ * The ACPI reset register (FADT RESET_REG): a guest that writes the FADT's RESET_VALUE resets the
+ * VM, as Cloud Hypervisor's does; other values are ignored. Reads return 0.
+ */
+export class AcpiResetRegister implements PioDevice {
+  constructor(private readonly resetValue: number, private readonly onReset: () => void) {}
+
+  pioRead(_offset: number, data: Uint8Array): void {
+    data.fill(0);
+  }
+
+  pioWrite(offset: number, data: Uint8Array): void {
+    if (offset === 0 && data.length > 0 && data[0] === this.resetValue) this.onReset();
+  }
+}

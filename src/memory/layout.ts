@@ -25,6 +25,12 @@ export const IOAPIC_BASE = 0xfec0_0000;
  */
 export const ACPI_SLEEP_CONTROL_PORT = 0x3c0;
 export const ACPI_SLEEP_STATUS_PORT = 0x3c1;
+/**
+ * ACPI reset register (FADT RESET_REG, system I/O): writing ACPI_RESET_VALUE resets the VM. Linux
+ * reboots through it first; a hardware-reduced platform has no other reset it must honour.
+ */
+export const ACPI_RESET_PORT = 0x3c2;
+export const ACPI_RESET_VALUE = 1;
 /** The SLP_TYP value the DSDT's \_S5_ package gives for soft-off. */
 export const ACPI_S5_SLEEP_TYPE = 5;
 export const LAPIC_BASE = 0xfee0_0000;

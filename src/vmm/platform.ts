@@ -12,8 +12,8 @@ import { I8042, I8042_BASE, I8042_SIZE, type I8042State } from '../devices/i8042
 import type { VirtioMmioState } from '../devices/virtio/mmio.js';
 import { ConfigError } from '../errors.js';
 import { DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE } from '../devices/debug-exit.js';
-import { AcpiSleepControl } from '../devices/acpi-sleep.js';
-import { ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT } from '../memory/layout.js';
+import { AcpiResetRegister, AcpiSleepControl } from '../devices/acpi-sleep.js';
+import { ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT } from '../memory/layout.js';
 import type { VmConfig } from './config.js';
 import type { VmEnd } from './exit-status.js';
 import { Disk, openDisks, type VirtioSlot } from './disks.js';
@@ -88,6 +88,7 @@ export class Platform {
     this.pio.insert('debug-exit', DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, new DebugExit((status) => hooks.onEnd({ kind: 'poweroff', status })));
     // ACPI soft-off (S5), how a Linux guest's `poweroff` ends the VM.
     this.pio.insert('acpi-sleep', ACPI_SLEEP_CONTROL_PORT, 2, new AcpiSleepControl(ACPI_S5_SLEEP_TYPE, () => hooks.onEnd({ kind: 'poweroff', status: 0 })));
+    this.pio.insert('acpi-reset', ACPI_RESET_PORT, 1, new AcpiResetRegister(ACPI_RESET_VALUE, onReset));
   }
 
   /** Opens the disks and builds the devices, fresh or from a snapshot's `saved` state. */

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { AcpiSleepControl } from '../../src/devices/acpi-sleep.js';
+import { AcpiResetRegister, AcpiSleepControl } from '../../src/devices/acpi-sleep.js';
 
 describe('ACPI sleep control register', () => {
   test('SLP_EN with the soft-off type powers off; other writes do not', () => {
@@ -18,5 +18,18 @@ describe('ACPI sleep control register', () => {
     const d = new Uint8Array(1);
     dev.pioRead(1, d);
     expect(d[0]).toBe(0x80);
+  });
+});
+
+describe('ACPI reset register', () => {
+  test('the FADT reset value resets; other values and offsets do not', () => {
+    let resets = 0;
+    const dev = new AcpiResetRegister(1, () => { resets++; });
+    dev.pioWrite(0, Uint8Array.of(0));
+    dev.pioWrite(0, Uint8Array.of(6));
+    dev.pioWrite(1, Uint8Array.of(1));
+    expect(resets).toBe(0);
+    dev.pioWrite(0, Uint8Array.of(1)); // what Linux's acpi_reboot writes
+    expect(resets).toBe(1);
   });
 });

@@ -4,7 +4,9 @@
  * (LNRO0005) and COM1 so stock kernels, which lack virtio_mmio.device= support, still find them.
  */
 import type { GuestMemory } from '../../memory/guest-memory.js';
-import { ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, IOAPIC_BASE, LAPIC_BASE } from '../../memory/layout.js';
+import {
+  ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, IOAPIC_BASE, LAPIC_BASE,
+} from '../../memory/layout.js';
 import { ACPI_AREA_SIZE, RSDP_ADDR } from './addresses.js';
 import * as aml from './aml.js';
 import { ByteWriter, checksumByte } from './table-writer.js';
@@ -19,6 +21,8 @@ const OEM_ID = 'TSVMM';
 const CREATOR_ID = 'TSVM';
 /** FADT flags bit 20: hardware-reduced ACPI. */
 export const FADT_HW_REDUCED_ACPI = 1 << 20;
+/** FADT flags bit 10: RESET_REG is supported. */
+export const FADT_RESET_REG_SUP = 1 << 10;
 /** IAPC_BOOT_ARCH: no VGA (bit 2), no CMOS RTC (bit 5): keeps the guest from probing them. */
 const IAPC_BOOT_ARCH = (1 << 2) | (1 << 5);
 const MADT_PCAT_COMPAT = 1;
@@ -56,7 +60,8 @@ export function buildFadt(dsdtAddr: number): Uint8Array {
   const at = (off: number): number => off - ACPI_HEADER_SIZE;
   body.setU32(at(40), dsdtAddr); // DSDT
   body.setU16(at(109), IAPC_BOOT_ARCH);
-  body.setU32(at(112), FADT_HW_REDUCED_ACPI);
+  body.setU32(at(112), FADT_HW_REDUCED_ACPI | FADT_RESET_REG_SUP);
+  body.setU8(at(128), ACPI_RESET_VALUE); // RESET_VALUE (RESET_REG is written below)
   body.setU8(at(131), 5); // FADT minor version: ACPI 6.5
   const x = new DataView(new ArrayBuffer(8));
   x.setBigUint64(0, BigInt(dsdtAddr), true);
@@ -64,7 +69,8 @@ export function buildFadt(dsdtAddr: number): Uint8Array {
   b.set(new Uint8Array(x.buffer), at(140)); // X_DSDT
   // Sleep control / status registers (GAS: system I/O, 8 bits, byte access): how a
   // hardware-reduced guest enters S5, i.e. powers off.
-  for (const [off, port] of [[244, ACPI_SLEEP_CONTROL_PORT], [256, ACPI_SLEEP_STATUS_PORT]] as const) {
+  // RESET_REG (offset 116) the same way: how Linux reboots (acpi_reboot) before any legacy method.
+  for (const [off, port] of [[116, ACPI_RESET_PORT], [244, ACPI_SLEEP_CONTROL_PORT], [256, ACPI_SLEEP_STATUS_PORT]] as const) {
     const gas = new DataView(b.buffer, b.byteOffset + at(off), 12);
     gas.setUint8(0, 1);
     gas.setUint8(1, 8);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { anonymousGuestMemory, type GuestMemory } from '../../../src/memory/guest-memory.js';
 import { RSDP_ADDR } from '../../../src/vmm/boot/addresses.js';
-import { FADT_HW_REDUCED_ACPI, writeAcpiTables } from '../../../src/vmm/boot/acpi.js';
+import { FADT_HW_REDUCED_ACPI, FADT_RESET_REG_SUP, writeAcpiTables } from '../../../src/vmm/boot/acpi.js';
 import { eisaId, pkgLength } from '../../../src/vmm/boot/aml.js';
 import { asciiAt, sum8 } from './fixtures.js';
 
@@ -97,6 +97,11 @@ describe('ACPI tables', () => {
     expect(fadt[8]).toBe(6);
     const f = new DataView(fadt.buffer);
     expect(f.getUint32(112, true) & FADT_HW_REDUCED_ACPI).toBe(FADT_HW_REDUCED_ACPI);
+    // RESET_REG: system I/O, 8 bits, byte access, port 0x3c2; RESET_VALUE 1.
+    expect(f.getUint32(112, true) & FADT_RESET_REG_SUP).toBe(FADT_RESET_REG_SUP);
+    expect([...fadt.subarray(116, 120)]).toEqual([1, 8, 0, 1]);
+    expect(Number(f.getBigUint64(120, true))).toBe(0x3c2);
+    expect(fadt[128]).toBe(1);
     expect(f.getUint32(40, true)).toBe(layout.dsdt);
     expect(Number(f.getBigUint64(140, true))).toBe(layout.dsdt);
     // SLEEP_CONTROL_REG / SLEEP_STATUS_REG: system I/O, 8 bits, byte access, ports 0x3c0 / 0x3c1.
