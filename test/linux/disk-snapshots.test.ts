@@ -7,8 +7,7 @@
  * on the chain flattened by `qemu-img convert`, and the log read back by debugfs must be 1..N
  * with no gap (no write lost across the switch of images).
  */
-import { copyFileSync, readFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LinuxGuest, BOOT_TIMEOUT_MS, removeScratch, scratchDir } from '../support/linux-guest.js';
@@ -17,16 +16,9 @@ import {
 } from '../support/linux-counters.js';
 import { apiOk } from '../support/snapshot-vm.js';
 import { run } from '../support/tsvmm-process.js';
+import { expectCleanExt4, sha256, host } from '../support/host-tools.js';
 
 const CASE_TIMEOUT_MS = 600_000;
-
-const sha256 = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
-
-async function host(cmd: string, args: string[]): Promise<string> {
-  const r = await run(cmd, args, { timeoutMs: 300_000 });
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
 
 interface Job { state?: string; finished?: unknown }
 
@@ -77,8 +69,7 @@ describe('disk snapshots while real Linux writes to ext4', () => {
     if (/\.qcow2$/.test(active)) expect(check.code, `qemu-img check ${active}:\n${check.stdout}${check.stderr}`).toBe(0);
     const flat = `${active}.flat.raw`;
     await host('qemu-img', ['convert', '-O', 'raw', active, flat]);
-    const fsck = await run('e2fsck', ['-fn', flat], { timeoutMs: 300_000 });
-    expect(fsck.code, `e2fsck -fn:\n${fsck.stdout}${fsck.stderr}`).toBe(0);
+    await expectCleanExt4(flat);
     expectGaplessLog(await host('debugfs', ['-R', `cat /log0`, flat]), last!);
   }
 

@@ -5,29 +5,15 @@
  * mkfs.ext4, writes and reads files; the host then checks the images with its own tools
  * (e2fsck, debugfs, qemu-img), so a disk that only looks right from inside the guest fails.
  */
-import { copyFileSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { copyFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LinuxGuest, BOOT_TIMEOUT_MS, removeScratch, scratchDir } from '../support/linux-guest.js';
 import { run } from '../support/tsvmm-process.js';
+import { sha256, host, expectCleanExt4 } from '../support/host-tools.js';
 
 const MiB = 1024 * 1024;
 const CASE_TIMEOUT_MS = 300_000;
-
-const sha256 = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
-
-async function host(cmd: string, args: string[]): Promise<string> {
-  const r = await run(cmd, args, { timeoutMs: 120_000 });
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
-
-/** e2fsck -fn on the host: 0 means clean (nothing to fix), anything else fails the test. */
-async function expectCleanExt4(image: string): Promise<void> {
-  const r = await run('e2fsck', ['-fn', image], { timeoutMs: 120_000 });
-  expect(r.code, `e2fsck -fn ${image}:\n${r.stdout}${r.stderr}`).toBe(0);
-}
 
 /** sha256 of each file as the host reads it out of an ext4 image (debugfs, no mount). */
 async function hostChecksums(image: string, files: string[], scratch: string): Promise<Record<string, string>> {

@@ -9,8 +9,7 @@
  * The SMP case repeats restore → run → snapshot → kill several times in a row: a 2-vCPU Linux
  * once came back from a restore with CPU 1 never running its tasks again (an RCU stall).
  */
-import { copyFileSync, readFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LinuxGuest, BOOT_TIMEOUT_MS, removeScratch, scratchDir } from '../support/linux-guest.js';
@@ -18,17 +17,10 @@ import {
   expectGaplessLog, expectNoRcuStall, readProgress, startCounters, stopCounters, waitForProgress, type Progress,
 } from '../support/linux-counters.js';
 import { run } from '../support/tsvmm-process.js';
+import { expectCleanExt4, sha256, host } from '../support/host-tools.js';
 
 const CASE_TIMEOUT_MS = 420_000;
 const SMP_CYCLES = 4;
-
-const sha256 = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
-
-async function host(cmd: string, args: string[]): Promise<string> {
-  const r = await run(cmd, args, { timeoutMs: 120_000 });
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
 
 /** A booted guest's snapshot: where it is, the disk as it was, and the loops' progress then. */
 interface Saved {
@@ -91,8 +83,7 @@ describe('real Linux: pause → snapshot → kill → restore in a new process �
 
   /** e2fsck -fn is clean and every log is 1..last without a gap. */
   async function expectDiskHolds(image: string, cpus: number, last: number[]): Promise<void> {
-    const fsck = await run('e2fsck', ['-fn', image], { timeoutMs: 120_000 });
-    expect(fsck.code, `e2fsck -fn:\n${fsck.stdout}${fsck.stderr}`).toBe(0);
+    await expectCleanExt4(image);
     for (let c = 0; c < cpus; c++) expectGaplessLog(await host('debugfs', ['-R', `cat /log${c}`, image]), last[c]!);
   }
 
