@@ -1,7 +1,7 @@
-import type { BlockBackend } from '../devices/block/backend.js';
-import { Qcow2Image } from '../devices/block/qcow2/image.js';
-import { openImage, type ImageFormat } from '../devices/block/qcow2/open.js';
-import { RawBackend } from '../devices/block/raw.js';
+import type { BlockBackend } from '../block/backend.js';
+import { Qcow2Image } from '../block/qcow2/image.js';
+import { openImage, type ImageFormat } from '../block/open.js';
+import { RawBackend } from '../block/raw.js';
 import { ConfigError } from '../errors.js';
 
 /** One run of the guest disk as `qemu-img map` describes it. */

@@ -1,6 +1,6 @@
-import type { BlockBackend } from '../devices/block/backend.js';
-import { checkImage, type CheckReport, type RepairMode } from '../devices/block/qcow2/check.js';
-import { Qcow2Image } from '../devices/block/qcow2/image.js';
+import type { BlockBackend } from '../block/backend.js';
+import { checkImage, type CheckReport, type RepairMode } from '../block/qcow2/check.js';
+import { Qcow2Image } from '../block/qcow2/image.js';
 import { ConfigError } from '../errors.js';
 
 /** qemu-img check's exit codes. */

@@ -1,8 +1,8 @@
 import { realpath } from 'node:fs/promises';
-import type { BlockBackend } from '../devices/block/backend.js';
-import { Qcow2Image, resolveBackingPath } from '../devices/block/qcow2/image.js';
-import { openImage } from '../devices/block/qcow2/open.js';
-import { RawBackend } from '../devices/block/raw.js';
+import type { BlockBackend } from '../block/backend.js';
+import { Qcow2Image, resolveBackingPath } from '../block/qcow2/image.js';
+import { openImage } from '../block/open.js';
+import { RawBackend } from '../block/raw.js';
 import { ConfigError } from '../errors.js';
 import { forEachExtent, layersOf } from './chain.js';
 import { withWriteLock } from './lock.js';

@@ -1,4 +1,4 @@
-import type { BlockBackend } from '../devices/block/backend.js';
+import type { BlockBackend } from '../block/backend.js';
 import { chainStatus, isAllZero } from './chain.js';
 import { Progress } from './progress.js';
 

@@ -1,9 +1,9 @@
 import { dirname, isAbsolute, join } from 'node:path';
-import type { BlockBackend } from '../devices/block/backend.js';
-import { AUTOCLEAR_BITMAPS, COMPAT_LAZY_REFCOUNTS, EXT_BITMAPS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from '../devices/block/qcow2/format.js';
-import { HostFile } from '../devices/block/host-file.js';
-import { Qcow2Image } from '../devices/block/qcow2/image.js';
-import { listSnapshots } from '../devices/block/qcow2/snapshots.js';
+import type { BlockBackend } from '../block/backend.js';
+import { AUTOCLEAR_BITMAPS, COMPAT_LAZY_REFCOUNTS, EXT_BITMAPS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from '../block/qcow2/format.js';
+import { HostFile } from '../block/host-file.js';
+import { Qcow2Image } from '../block/qcow2/image.js';
+import { listSnapshots } from '../block/qcow2/snapshots.js';
 import { formatSnapshotTable, snapshotJson } from './snapshot.js';
 
 /** `qemu-img info --output=json` for one image, with qemu-img's field names. */

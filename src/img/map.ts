@@ -1,4 +1,4 @@
-import type { BlockBackend } from '../devices/block/backend.js';
+import type { BlockBackend } from '../block/backend.js';
 import { forEachExtent, layersOf, type ChainExtent } from './chain.js';
 
 /** The extents of the whole disk, neighbours with the same status merged (as qemu-img map). */

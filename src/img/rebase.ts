@@ -1,6 +1,6 @@
-import { Qcow2Image, resolveBackingPath } from '../devices/block/qcow2/image.js';
-import { writeBackingName } from '../devices/block/qcow2/backing-name.js';
-import { detectFormat, openImage, type ImageFormat } from '../devices/block/qcow2/open.js';
+import { Qcow2Image, resolveBackingPath } from '../block/qcow2/image.js';
+import { writeBackingName } from '../block/qcow2/backing-name.js';
+import { detectFormat, openImage, type ImageFormat } from '../block/open.js';
 import { ConfigError } from '../errors.js';
 import { Progress } from './progress.js';
 

@@ -1,6 +1,6 @@
 import { open } from 'node:fs/promises';
-import { Qcow2Image } from '../devices/block/qcow2/image.js';
-import { openImage, type ImageFormat } from '../devices/block/qcow2/open.js';
+import { Qcow2Image } from '../block/qcow2/image.js';
+import { openImage, type ImageFormat } from '../block/open.js';
 import { ConfigError } from '../errors.js';
 import { parseSize } from '../util/size.js';
 

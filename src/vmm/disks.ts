@@ -10,8 +10,8 @@ import { VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../memory/
 import { EventFd } from '../sys/eventfd.js';
 import { sharedPoller } from '../sys/poller.js';
 import type { Bus, InterruptLine, MmioDevice } from '../devices/bus.js';
-import type { BlockBackend } from '../devices/block/backend.js';
-import { lockImage, unlockImage } from '../devices/block/lock.js';
+import type { BlockBackend } from '../block/backend.js';
+import { lockImage, unlockImage } from '../block/lock.js';
 import { VirtioBlk, type VirtioBlkState } from '../devices/block/virtio-blk.js';
 import { MMIO_QUEUE_NOTIFY, VirtioMmioTransport, type VirtioMmioState } from '../devices/virtio/mmio.js';
 import { InputFileError } from './errors.js';
@@ -173,7 +173,7 @@ export async function openDisks(configs: readonly DiskConfig[]): Promise<Disk[]>
   const disks: Disk[] = [];
   if (configs.length === 0) return disks;
   // The image engines load only for VMs that have disks (start-up time of diskless VMs).
-  const { openDisk } = await import('../devices/block/qcow2/open.js');
+  const { openDisk } = await import('../block/open.js');
   try {
     for (const c of configs) {
       let lockHandle: FileHandle;

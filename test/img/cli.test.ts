@@ -1,9 +1,9 @@
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openImage } from '../../src/devices/block/qcow2/open.js';
-import type { Qcow2Image } from '../../src/devices/block/qcow2/image.js';
-import { qemuCheck, qemuContent, qemuImg, qemuImgStatus, qemuIo, tempDir, writeSampleRaw } from '../devices/block/qcow2/helpers.js';
+import { openImage } from '../../src/block/open.js';
+import type { Qcow2Image } from '../../src/block/qcow2/image.js';
+import { qemuCheck, qemuContent, qemuImg, qemuImgStatus, qemuIo, tempDir, writeSampleRaw } from '../block/qcow2/helpers.js';
 import { CLEAN, img } from './run-img.js';
 
 const tmp = tempDir();

@@ -1,9 +1,9 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Qcow2Image } from '../../src/devices/block/qcow2/image.js';
+import { Qcow2Image } from '../../src/block/qcow2/image.js';
 import { targetSize } from '../../src/img/resize.js';
-import { qemuCheck, qemuImg, qemuIo, tempDir } from '../devices/block/qcow2/helpers.js';
+import { qemuCheck, qemuImg, qemuIo, tempDir } from '../block/qcow2/helpers.js';
 import { CLEAN, img } from './run-img.js';
 
 const tmp = tempDir();

@@ -1,5 +1,5 @@
-import { BlockError, type BlockBackend } from './backend.js';
-import { MAX_WRITEV_PARTS } from './host-file.js';
+import { BlockError, type BlockBackend } from '../../block/backend.js';
+import { MAX_WRITEV_PARTS } from '../../block/host-file.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
 import { DeviceStateError } from '../errors.js';
 import type { Descriptor } from '../virtio/chain.js';

@@ -6,10 +6,10 @@
  */
 import { open as openFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import type { BlockBackend } from '../../devices/block/backend.js';
-import { parseHeader, peekClusterBits, QCOW2_MAGIC } from '../../devices/block/qcow2/format.js';
-import { Qcow2Image, resolveBackingPath } from '../../devices/block/qcow2/image.js';
-import { openImage } from '../../devices/block/qcow2/open.js';
+import type { BlockBackend } from '../../block/backend.js';
+import { parseHeader, peekClusterBits, QCOW2_MAGIC } from '../../block/qcow2/format.js';
+import { Qcow2Image, resolveBackingPath } from '../../block/qcow2/image.js';
+import { openImage } from '../../block/open.js';
 import { CheckpointError } from './errors.js';
 import { copyUp, findLayer, pathOf, swapBacking, writeBackingName, type MergeControl } from './merge.js';
 

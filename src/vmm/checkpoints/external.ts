@@ -7,8 +7,8 @@
 import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
-import { Qcow2Image } from '../../devices/block/qcow2/image.js';
-import { openImage, type ImageFormat } from '../../devices/block/qcow2/open.js';
+import { Qcow2Image } from '../../block/qcow2/image.js';
+import { openImage, type ImageFormat } from '../../block/open.js';
 import { ConfigError } from '../../errors.js';
 import type { Disk } from '../disks.js';
 import { CheckpointError } from './errors.js';

@@ -10,9 +10,9 @@
  * readable with its content unchanged.
  */
 import { resolve } from 'node:path';
-import type { BlockBackend } from '../../devices/block/backend.js';
-import { writeBackingName as writeBackingHeader } from '../../devices/block/qcow2/backing-name.js';
-import { Qcow2Image } from '../../devices/block/qcow2/image.js';
+import type { BlockBackend } from '../../block/backend.js';
+import { writeBackingName as writeBackingHeader } from '../../block/qcow2/backing-name.js';
+import { Qcow2Image } from '../../block/qcow2/image.js';
 import { chainStatus, layersOf } from '../../img/chain.js';
 import { CheckpointError } from './errors.js';
 import { backingNameFor } from './overlay.js';

@@ -5,10 +5,10 @@
  */
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, extname, resolve } from 'node:path';
-import type { BlockBackend } from '../../devices/block/backend.js';
-import { lockImage } from '../../devices/block/lock.js';
-import { createQcow2 } from '../../devices/block/qcow2/create.js';
-import { Qcow2Image } from '../../devices/block/qcow2/image.js';
+import type { BlockBackend } from '../../block/backend.js';
+import { lockImage } from '../../block/lock.js';
+import { createQcow2 } from '../../block/qcow2/create.js';
+import { Qcow2Image } from '../../block/qcow2/image.js';
 import { ConfigError } from '../../errors.js';
 import type { Disk } from '../disks.js';
 import { syncDirectory } from '../../snapshot/leftovers.js';

@@ -13,10 +13,10 @@
  * is rewritten to name `base` as its backing file, and the live chain drops top..base-exclusive.
  */
 import type { FileHandle } from 'node:fs/promises';
-import type { BlockBackend } from '../../devices/block/backend.js';
-import { Qcow2Image } from '../../devices/block/qcow2/image.js';
-import { openImage, type ImageFormat } from '../../devices/block/qcow2/open.js';
-import { RawBackend } from '../../devices/block/raw.js';
+import type { BlockBackend } from '../../block/backend.js';
+import { Qcow2Image } from '../../block/qcow2/image.js';
+import { openImage, type ImageFormat } from '../../block/open.js';
+import { RawBackend } from '../../block/raw.js';
 import { chainStatus, layersOf } from '../../img/chain.js';
 import type { Disk } from '../disks.js';
 import { lockedHandle } from '../checkpoints/overlay.js';

@@ -4,7 +4,7 @@
  * they were copied are copied again; marks are made when a write completes, after which any
  * copy that read the older data is superseded by the re-copy.
  */
-import type { BlockBackend } from '../../devices/block/backend.js';
+import type { BlockBackend } from '../../block/backend.js';
 
 export class DirtyTracker implements BlockBackend {
   private readonly dirty = new Set<number>();

@@ -5,8 +5,8 @@
  * cancellation. One job per disk at a time; snapshot operations wait for jobs to end.
  */
 import { resolve } from 'node:path';
-import type { BlockBackend } from '../../devices/block/backend.js';
-import { Qcow2Image } from '../../devices/block/qcow2/image.js';
+import type { BlockBackend } from '../../block/backend.js';
+import { Qcow2Image } from '../../block/qcow2/image.js';
 import { ConfigError } from '../../errors.js';
 import { layersOf } from '../../img/chain.js';
 import { log } from '../../util/log.js';

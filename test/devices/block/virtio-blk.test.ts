@@ -3,8 +3,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { anonymousGuestMemory, type GuestMemory } from '../../../src/memory/guest-memory.js';
-import { RawBackend } from '../../../src/devices/block/raw.js';
-import type { BlockBackend } from '../../../src/devices/block/backend.js';
+import { RawBackend } from '../../../src/block/raw.js';
+import type { BlockBackend } from '../../../src/block/backend.js';
 import {
   VirtioBlk, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_F_SEG_MAX,
   VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,

@@ -7,14 +7,14 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Qcow2Image } from '../../../src/devices/block/qcow2/image.js';
-import { openImage } from '../../../src/devices/block/qcow2/open.js';
+import { Qcow2Image } from '../../../src/block/qcow2/image.js';
+import { openImage } from '../../../src/block/open.js';
 import { openDisks, type Disk } from '../../../src/vmm/disks.js';
 import { dropLayer, readBackingOf } from '../../../src/vmm/checkpoints/chain-edit.js';
 import { copyUp } from '../../../src/vmm/checkpoints/merge.js';
 import { backingNameFor, createOverlay } from '../../../src/vmm/checkpoints/overlay.js';
 import { snapshotDiskLive } from '../../../src/vmm/checkpoints/external.js';
-import { pattern, prng, qemuCheck, qemuContent, qemuImg, tempDir } from '../../devices/block/qcow2/helpers.js';
+import { pattern, prng, qemuCheck, qemuContent, qemuImg, tempDir } from '../../block/qcow2/helpers.js';
 
 const MiB = 1024 * 1024;
 let t: ReturnType<typeof tempDir>;

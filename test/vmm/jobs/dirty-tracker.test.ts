@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { BlockBackend } from '../../../src/devices/block/backend.js';
+import type { BlockBackend } from '../../../src/block/backend.js';
 import { DirtyTracker } from '../../../src/vmm/jobs/dirty-tracker.js';
 
 /** A backend whose writes complete only when the test says so. */

@@ -12,7 +12,7 @@ import type { Vm } from '../../../src/vmm/vm.js';
 import { BlockJobManager } from '../../../src/vmm/jobs/manager.js';
 import { readBackingOf } from '../../../src/vmm/checkpoints/chain-edit.js';
 import { createOverlay } from '../../../src/vmm/checkpoints/overlay.js';
-import { pattern, prng, qemuCheck, qemuContent, qemuImg, tempDir } from '../../devices/block/qcow2/helpers.js';
+import { pattern, prng, qemuCheck, qemuContent, qemuImg, tempDir } from '../../block/qcow2/helpers.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 8 * MiB;

@@ -1,6 +1,6 @@
 import { readdir, readFile, stat } from 'node:fs/promises';
-import { TsvmmError } from '../../errors.js';
-import { F_RDLCK, F_UNLCK, F_WRLCK, ofdGetLock, ofdSetLock } from '../../sys/libc.js';
+import { TsvmmError } from '../errors.js';
+import { F_RDLCK, F_UNLCK, F_WRLCK, ofdGetLock, ofdSetLock } from '../sys/libc.js';
 
 /**
  * Disk image locking that interoperates with QEMU (block/file-posix.c, raw_apply_lock_bytes):

@@ -1,4 +1,4 @@
-import { ConfigError } from '../../../errors.js';
+import { ConfigError } from '../../errors.js';
 import { l1EntriesFor, serializeHeader, type Qcow2Header } from './format.js';
 import { HostFile } from '../host-file.js';
 import { writeRefcount } from './refcounts.js';

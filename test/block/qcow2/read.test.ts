@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createQcow2 } from '../../../../src/devices/block/qcow2/create.js';
-import { openImage } from '../../../../src/devices/block/qcow2/open.js';
+import { createQcow2 } from '../../../src/block/qcow2/create.js';
+import { openImage } from '../../../src/block/open.js';
 import { pattern, qemuContent, qemuImg, qemuIo, tempDir, writeSampleRaw } from './helpers.js';
 
 const tmp = tempDir();

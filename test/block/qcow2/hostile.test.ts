@@ -1,11 +1,11 @@
 import { copyFileSync, openSync, readFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { TsvmmError } from '../../../../src/errors.js';
-import { checkImage } from '../../../../src/devices/block/qcow2/check.js';
-import { createSnapshot } from '../../../../src/devices/block/qcow2/snapshots.js';
-import type { Qcow2Image } from '../../../../src/devices/block/qcow2/image.js';
-import { openImage } from '../../../../src/devices/block/qcow2/open.js';
+import { TsvmmError } from '../../../src/errors.js';
+import { checkImage } from '../../../src/block/qcow2/check.js';
+import { createSnapshot } from '../../../src/block/qcow2/snapshots.js';
+import type { Qcow2Image } from '../../../src/block/qcow2/image.js';
+import { openImage } from '../../../src/block/open.js';
 import { prng, qemuImg, qemuIo, tempDir } from './helpers.js';
 
 const tmp = tempDir();

@@ -2,8 +2,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { mkdtemp, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RawBackend } from '../../../src/devices/block/raw.js';
-import { BlockError } from '../../../src/devices/block/backend.js';
+import { RawBackend } from '../../src/block/raw.js';
+import { BlockError } from '../../src/block/backend.js';
 
 let dir: string;
 let image: string;

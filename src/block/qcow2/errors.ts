@@ -1,4 +1,4 @@
-import { TsvmmError } from '../../../errors.js';
+import { TsvmmError } from '../../errors.js';
 
 /**
  * A qcow2 image that tsvmm cannot or must not use as asked: an unsupported feature, a corrupt

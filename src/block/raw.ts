@@ -66,7 +66,7 @@ export class RawBackend implements BlockBackend {
 
   /** Whether [offset, offset+maxLength) starts with data or a hole (SEEK_DATA/SEEK_HOLE), and how far. */
   async allocationAt(offset: number, maxLength: number): Promise<{ data: boolean; length: number }> {
-    const { SEEK_DATA, SEEK_HOLE, lseek } = await import('../../sys/libc.js');
+    const { SEEK_DATA, SEEK_HOLE, lseek } = await import('../sys/libc.js');
     const end = Math.min(this.size, offset + maxLength);
     const data = lseek(this.fd, offset, SEEK_DATA);
     if (data === -1 || data >= end) return { data: false, length: end - offset };
@@ -99,8 +99,8 @@ export class RawBackend implements BlockBackend {
 
   /** fallocate(mode) on the pool; false when the file system cannot do it. */
   private async fallocate(mode: number, offset: number, length: number, op: string): Promise<boolean> {
-    const { fallocateAsync } = await import('../../sys/falloc.js');
-    const { SysError } = await import('../../sys/errno.js');
+    const { fallocateAsync } = await import('../sys/falloc.js');
+    const { SysError } = await import('../sys/errno.js');
     try {
       await fallocateAsync(this.fd, mode, offset, length);
       return true;
@@ -114,7 +114,7 @@ export class RawBackend implements BlockBackend {
     this.checkWritable('discard');
     this.check(offset, length, 'discard');
     if (length === 0) return;
-    const { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE } = await import('../../sys/falloc.js');
+    const { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE } = await import('../sys/falloc.js');
     // Discard is only a hint: a file system without hole punching keeps the data.
     await this.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length, 'discard');
   }
@@ -123,7 +123,7 @@ export class RawBackend implements BlockBackend {
     this.checkWritable('write-zeroes');
     this.check(offset, length, 'write-zeroes');
     if (length === 0) return;
-    const { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE } = await import('../../sys/falloc.js');
+    const { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE } = await import('../sys/falloc.js');
     const mode = unmap ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
     if (await this.fallocate(mode, offset, length, 'write-zeroes')) return;
     const zeros = new Uint8Array(Math.min(ZERO_CHUNK, length));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { compressedEntry, compressedHostClusters, decodeL2 } from '../../../../src/devices/block/qcow2/entries.js';
+import { compressedEntry, compressedHostClusters, decodeL2 } from '../../../src/block/qcow2/entries.js';
 
 describe('compressed cluster descriptors', () => {
   it.each([9, 10, 12, 16, 21])('round-trip through decodeL2 with %i cluster bits, covering every byte', (bits) => {

@@ -1,9 +1,9 @@
 import { openSync, readFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Qcow2Error } from '../../../../src/devices/block/qcow2/errors.js';
-import { Qcow2Image } from '../../../../src/devices/block/qcow2/image.js';
-import { openImage } from '../../../../src/devices/block/qcow2/open.js';
+import { Qcow2Error } from '../../../src/block/qcow2/errors.js';
+import { Qcow2Image } from '../../../src/block/qcow2/image.js';
+import { openImage } from '../../../src/block/open.js';
 import { qemuCheck, qemuContent, qemuImg, qemuIo, tempDir } from './helpers.js';
 
 const tmp = tempDir();

@@ -25,7 +25,7 @@ function writevAt(fd: number, parts: Uint8Array[], position: number): Promise<nu
 export const MAX_WRITEV_PARTS = 1024;
 
 /** The RWF_NOWAIT fast path (src/sys/nowait-io.ts), loaded with the first file opened. */
-let nowait: typeof import('../../sys/nowait-io.js') | undefined;
+let nowait: typeof import('../sys/nowait-io.js') | undefined;
 
 /**
  * Positional I/O on one host file, for raw images and qcow2 files alike. Reads past the end of
@@ -43,7 +43,7 @@ export class HostFile {
   /** Opens `path`; `create` makes (or truncates) it. */
   static async open(path: string, writable: boolean, create = false): Promise<HostFile> {
     const flags = create ? 'w+' : writable ? 'r+' : 'r';
-    nowait ??= await import('../../sys/nowait-io.js');
+    nowait ??= await import('../sys/nowait-io.js');
     try {
       return new HostFile(path, await openAsync(path, flags), writable);
     } catch (err) {

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createQcow2 } from '../../../../src/devices/block/qcow2/create.js';
-import { DIRTY_METADATA_LIMIT, Qcow2Image } from '../../../../src/devices/block/qcow2/image.js';
-import { createSnapshot } from '../../../../src/devices/block/qcow2/snapshots.js';
-import { checkImage } from '../../../../src/devices/block/qcow2/check.js';
+import { createQcow2 } from '../../../src/block/qcow2/create.js';
+import { DIRTY_METADATA_LIMIT, Qcow2Image } from '../../../src/block/qcow2/image.js';
+import { createSnapshot } from '../../../src/block/qcow2/snapshots.js';
+import { checkImage } from '../../../src/block/qcow2/check.js';
 import { pattern, qemuCheck, qemuContent, qemuImg, tempDir } from './helpers.js';
 
 const tmp = tempDir();

@@ -1,11 +1,11 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createQcow2 } from '../../../../src/devices/block/qcow2/create.js';
-import { openDisk } from '../../../../src/devices/block/qcow2/open.js';
-import { Qcow2Image } from '../../../../src/devices/block/qcow2/image.js';
-import { applySnapshot, createSnapshot } from '../../../../src/devices/block/qcow2/snapshots.js';
-import { readRefcount, writeRefcount } from '../../../../src/devices/block/qcow2/refcounts.js';
-import { RwLock } from '../../../../src/devices/block/qcow2/rw-lock.js';
+import { createQcow2 } from '../../../src/block/qcow2/create.js';
+import { openDisk } from '../../../src/block/open.js';
+import { Qcow2Image } from '../../../src/block/qcow2/image.js';
+import { applySnapshot, createSnapshot } from '../../../src/block/qcow2/snapshots.js';
+import { readRefcount, writeRefcount } from '../../../src/block/qcow2/refcounts.js';
+import { RwLock } from '../../../src/block/qcow2/rw-lock.js';
 import { prng, qemuCheck, qemuContent, tempDir } from './helpers.js';
 
 const tmp = tempDir();

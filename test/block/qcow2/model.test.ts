@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createQcow2 } from '../../../../src/devices/block/qcow2/create.js';
-import { Qcow2Image } from '../../../../src/devices/block/qcow2/image.js';
-import { openImage } from '../../../../src/devices/block/qcow2/open.js';
-import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots } from '../../../../src/devices/block/qcow2/snapshots.js';
+import { createQcow2 } from '../../../src/block/qcow2/create.js';
+import { Qcow2Image } from '../../../src/block/qcow2/image.js';
+import { openImage } from '../../../src/block/open.js';
+import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots } from '../../../src/block/qcow2/snapshots.js';
 import { prng, qemuCheck, qemuContent, qemuImg, qemuIo, tempDir, writeSampleRaw } from './helpers.js';
 
 const tmp = tempDir();

@@ -3,8 +3,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RawBackend } from '../../../src/devices/block/raw.js';
-import { ImageLockedError, lockImage } from '../../../src/devices/block/lock.js';
+import { RawBackend } from '../../src/block/raw.js';
+import { ImageLockedError, lockImage } from '../../src/block/lock.js';
 
 /**
  * A second process taking QEMU-style image locks (what QEMU's file-posix does: shared OFD read

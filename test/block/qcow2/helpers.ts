@@ -46,7 +46,7 @@ export function tempDir(): { dir: string; cleanup: () => void } {
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-export { prng } from '../../../support/prng.js';
+export { prng } from '../../support/prng.js';
 
 /** Deterministic non-zero content for [offset, offset+length) tagged by `tag`. */
 export function pattern(length: number, tag: number): Buffer {

@@ -1,4 +1,4 @@
-import { TsvmmError } from '../../errors.js';
+import { TsvmmError } from '../errors.js';
 
 /** An I/O failure of a disk image (the request fails; the VMM keeps running). */
 export class BlockError extends TsvmmError {
