@@ -7,6 +7,19 @@ export class BlockError extends TsvmmError {
   }
 }
 
+export type ImageFormat = 'raw' | 'qcow2';
+
+/**
+ * What one layer holds in a run of bytes: 'data' (stored plainly, at `hostOffset` in the file
+ * when known), 'compressed', 'zero' (reads as zeros without reading the backing file; a raw
+ * file's hole has a `hostOffset` too) or 'unallocated' (reads through to the backing file).
+ */
+export interface LayerStatus {
+  length: number;
+  kind: 'data' | 'compressed' | 'zero' | 'unallocated';
+  hostOffset?: number;
+}
+
 /**
  * A virtual disk as virtio-blk and tsvmm-img see it: a byte-addressed device of `size` bytes.
  * Implementations: raw files (raw.ts) and qcow2 chains (qcow2/). All I/O is asynchronous so the
@@ -17,11 +30,20 @@ export class BlockError extends TsvmmError {
  * Buffers may be live views of guest RAM: read into them / write from them directly.
  */
 export interface BlockBackend {
+  /** The image file as it was opened (callers resolve it to compare layers). */
+  readonly path: string;
   /** Virtual size in bytes. */
   readonly size: number;
   readonly readOnly: boolean;
-  /** 'raw' | 'qcow2' — what `info` and `vm.info` report. */
-  readonly format: string;
+  /** What `info` and `vm.info` report. */
+  readonly format: ImageFormat;
+  /** The image below this one in its chain (null: a raw image, or an image without backing file). */
+  readonly backing: BlockBackend | null;
+  /**
+   * What this layer alone holds at `offset`: one run of at most `maxLength` bytes of one kind.
+   * Chain-wide status (what reads see, through the backing files) is block/chain/walk.ts.
+   */
+  blockStatus(offset: number, maxLength: number): Promise<LayerStatus>;
   /** Reads `into.byteLength` bytes at `offset`; offset + length must be <= size. */
   read(offset: number, into: Uint8Array): Promise<void>;
   write(offset: number, data: Uint8Array): Promise<void>;

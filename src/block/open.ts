@@ -1,12 +1,10 @@
 import { realpath } from 'node:fs/promises';
-import type { BlockBackend } from './backend.js';
+import type { BlockBackend, ImageFormat } from './backend.js';
 import { QCOW2_MAGIC } from './qcow2/format.js';
 import { Qcow2Error } from './qcow2/errors.js';
 import { HostFile } from './host-file.js';
 import { Qcow2Image } from './qcow2/image.js';
 import { RawBackend } from './raw.js';
-
-export type ImageFormat = 'raw' | 'qcow2';
 
 export interface OpenImageOptions {
   readOnly: boolean;

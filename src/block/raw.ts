@@ -1,4 +1,4 @@
-import { BlockError, type BlockBackend } from './backend.js';
+import { BlockError, type BlockBackend, type LayerStatus } from './backend.js';
 import { HostFile } from './host-file.js';
 import { lockImage } from './lock.js';
 
@@ -24,6 +24,7 @@ const EOPNOTSUPP = 95;
  */
 export class RawBackend implements BlockBackend {
   readonly format = 'raw';
+  readonly backing = null;
   private closed = false;
 
   private constructor(readonly path: string, readonly file: HostFile, readonly size: number, readonly readOnly: boolean) {}
@@ -64,15 +65,15 @@ export class RawBackend implements BlockBackend {
     if (this.readOnly) throw new BlockError(`${op} on read-only disk image ${this.path}`);
   }
 
-  /** Whether [offset, offset+maxLength) starts with data or a hole (SEEK_DATA/SEEK_HOLE), and how far. */
-  async allocationAt(offset: number, maxLength: number): Promise<{ data: boolean; length: number }> {
+  /** Data or hole (SEEK_DATA/SEEK_HOLE), and how far; a hole reads as zeros at its own offset. */
+  async blockStatus(offset: number, maxLength: number): Promise<LayerStatus> {
     const { SEEK_DATA, SEEK_HOLE, lseek } = await import('../sys/libc.js');
     const end = Math.min(this.size, offset + maxLength);
     const data = lseek(this.fd, offset, SEEK_DATA);
-    if (data === -1 || data >= end) return { data: false, length: end - offset };
-    if (data > offset) return { data: false, length: data - offset };
+    if (data === -1 || data >= end) return { kind: 'zero', length: end - offset, hostOffset: offset };
+    if (data > offset) return { kind: 'zero', length: data - offset, hostOffset: offset };
     const hole = lseek(this.fd, offset, SEEK_HOLE);
-    return { data: true, length: Math.min(end, hole === -1 ? end : hole) - offset };
+    return { kind: 'data', length: Math.min(end, hole === -1 ? end : hole) - offset, hostOffset: offset };
   }
 
   async read(offset: number, into: Uint8Array): Promise<void> {

@@ -8,7 +8,8 @@ import { Qcow2Image } from '../block/qcow2/image.js';
 import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots } from '../block/qcow2/snapshots.js';
 import type { RepairMode } from '../block/qcow2/check.js';
 import { parseSize } from '../util/size.js';
-import { layersOf, openForTool, parseFormat } from '../img/chain.js';
+import { layersOf } from '../block/chain/walk.js';
+import { openForTool, parseFormat } from '../img/format.js';
 import { runCheck, CHECK_NOT_COMPLETED } from '../img/check.js';
 import { commitImage } from '../img/commit.js';
 import { compareImages } from '../img/compare.js';
@@ -93,7 +94,7 @@ async function run(argvIn: string[], io: ImgIo): Promise<number> {
         const layers = a['backing-chain'] ? layersOf(image) : [image];
         const infos = [];
         for (const [i, layer] of layers.entries()) {
-          infos.push(await imageInfo(layer, i === 0 ? String(a['file']) : (layer as unknown as { path: string }).path));
+          infos.push(await imageInfo(layer, i === 0 ? String(a['file']) : layer.path));
         }
         if (json) io.out(JSON.stringify(a['backing-chain'] ? infos : infos[0], null, 4) + '\n');
         else io.out(infos.map(formatInfo).join('\n'));

@@ -1,6 +1,7 @@
 import { open } from 'node:fs/promises';
 import { Qcow2Image } from '../block/qcow2/image.js';
-import { openImage, type ImageFormat } from '../block/open.js';
+import type { ImageFormat } from '../block/backend.js';
+import { openImage } from '../block/open.js';
 import { ConfigError } from '../errors.js';
 import { parseSize } from '../util/size.js';
 

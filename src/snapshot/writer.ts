@@ -7,7 +7,8 @@ import {
   type DeviceEntry, type DiskEntry, type MemoryRegionEntry, type SnapshotDocument,
 } from './format.js';
 import { assertJsonValue, type JsonObject } from './json-codec.js';
-import { isProcessAlive, recoverSnapshotDir, siblingPath, syncDirectory } from './leftovers.js';
+import { syncDirectory } from '../util/fs.js';
+import { isProcessAlive, recoverSnapshotDir, siblingPath } from './leftovers.js';
 import { DEFAULT_CHECKSUM_ALGORITHM, writeRegionFile, type ChecksumAlgorithm } from './sparse.js';
 
 /**

@@ -12,11 +12,11 @@ import { sharedPoller } from '../sys/poller.js';
 import type { Bus, InterruptLine, MmioDevice } from '../devices/bus.js';
 import type { BlockBackend } from '../block/backend.js';
 import { lockImage, unlockImage } from '../block/lock.js';
+import { lockBackingChain } from '../block/chain/lock.js';
 import { VirtioBlk, type VirtioBlkState } from '../devices/block/virtio-blk.js';
 import { MMIO_QUEUE_NOTIFY, VirtioMmioTransport, type VirtioMmioState } from '../devices/virtio/mmio.js';
 import { InputFileError } from './errors.js';
 import { ConfigError } from '../errors.js';
-import { lockBackingFiles } from './checkpoints/overlay.js';
 import { log } from '../util/log.js';
 import type { DiskConfig } from './config.js';
 
@@ -200,9 +200,10 @@ export async function openDisks(configs: readonly DiskConfig[]): Promise<Disk[]>
         await lockHandle.close();
         throw e;
       }
-      // Backing files are read through, never written: read locks keep others from writing them
-      // (as QEMU does), which also protects snapshot images frozen under the disk.
-      await lockBackingFiles(disks[disks.length - 1]!);
+      // Backing files are read-locked (as QEMU does), which also protects snapshot images frozen
+      // under the disk; the disk holds the locks until it closes.
+      const disk = disks[disks.length - 1]!;
+      await lockBackingChain(disk.backend, (path, handle) => disk.holdBackingLock(path, handle));
     }
   } catch (e) {
     for (const d of disks) await d.close();

@@ -1,6 +1,6 @@
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { deflateRawSync, inflateRawSync, constants as zc } from 'node:zlib';
-import { BlockError, type BlockBackend } from '../backend.js';
+import { BlockError, type BlockBackend, type LayerStatus } from '../backend.js';
 import {
   AUTOCLEAR_BITMAPS, EXT_BITMAPS, HDR_AUTOCLEAR, HDR_INCOMPAT, HDR_L1, HDR_SIZE, INCOMPAT_DIRTY, L1_MAX_ENTRIES,
   checkFeatures, parseHeader, peekClusterBits, type Qcow2Header,
@@ -41,12 +41,6 @@ export interface Qcow2OpenOptions {
    * content is worthless after a crash (convert output) turns it off; flush() still syncs.
    */
   durable?: boolean;
-}
-
-/** One run of clusters with the same status, as `blockStatus` reports it. */
-export interface ExtentStatus {
-  length: number;
-  mapping: ClusterMapping;
 }
 
 interface PendingWrite {
@@ -325,8 +319,11 @@ export class Qcow2Image implements BlockBackend {
     return m;
   }
 
-  /** Status of the run starting at `offset` (at most `maxLength` bytes) sharing one kind in this image. */
-  async blockStatus(offset: number, maxLength: number): Promise<ExtentStatus> {
+  /**
+   * Status of the run starting at `offset` (at most `maxLength` bytes) sharing one kind in this
+   * image; a data run is one whose host clusters follow each other.
+   */
+  async blockStatus(offset: number, maxLength: number): Promise<LayerStatus> {
     return this.lock.shared(async () => {
       const end = Math.min(this.size, offset + maxLength);
       const first = await this.lookup(Math.floor(offset / this.clusterSize));
@@ -341,7 +338,9 @@ export class Qcow2Image implements BlockBackend {
         }
         cursor += this.clusterSize;
       }
-      return { length: Math.min(cursor, end) - offset, mapping: first };
+      const length = Math.min(cursor, end) - offset;
+      if (first.kind === 'data') return { kind: 'data', length, hostOffset: first.hostOffset + (offset % this.clusterSize) };
+      return { kind: first.kind, length };
     });
   }
 

@@ -8,11 +8,13 @@ import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
 import { Qcow2Image } from '../../block/qcow2/image.js';
-import { openImage, type ImageFormat } from '../../block/open.js';
+import type { ImageFormat } from '../../block/backend.js';
+import { openImage } from '../../block/open.js';
 import { ConfigError } from '../../errors.js';
 import type { Disk } from '../disks.js';
 import { CheckpointError } from './errors.js';
-import { createOverlay, lockedHandle } from './overlay.js';
+import { createOverlay } from '../../block/chain/overlay.js';
+import { lockedHandle } from '../../block/chain/lock.js';
 
 /**
  * The frozen image must be durable before the guest's next flush can complete, so it is flushed

@@ -1,11 +1,12 @@
 /**
  * Disk snapshots and named checkpoints of the VMM's VM (virsh snapshot-create/list/revert/delete),
  * on top of live external snapshots (external.ts), system checkpoints (system.ts), the catalogue
- * (catalogue.ts) and layer merging (chain-edit.ts). The VMM serialises calls (one operation at a
+ * (catalogue.ts) and layer merging (block/chain/drop.ts). The VMM serialises calls (one operation at a
  * time) and gives access to its VM through `VmmHost`.
  */
 import { readdirSync, statSync } from 'node:fs';
-import { access, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
+import { exists } from '../../util/fs.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../../errors.js';
@@ -15,10 +16,12 @@ import type { Disk } from '../disks.js';
 import type { Vm, VmHooks } from '../vm.js';
 import { diskIdentity } from '../disk-identity.js';
 import { CATALOGUE_FILE, Catalogue, SNAPSHOT_NAME, type CatalogueEntry } from './catalogue.js';
-import { dropLayer, readBackingOf } from './chain-edit.js';
+import { dropLayer, readBackingOf } from '../../block/chain/drop.js';
+import { lockedHandle } from '../../block/chain/lock.js';
+import { layersOf, pathOf } from '../../block/chain/walk.js';
 import { CheckpointError } from './errors.js';
 import { snapshotDiskLive, type DiskSnapshotResult } from './external.js';
-import { chainPaths, lockedHandle, stemOf } from './overlay.js';
+import { stemOf } from './names.js';
 import { snapshotUrlToPath } from '../../snapshot/index.js';
 import {
   checkpointVm, frozenDiskOf, readCheckpointDisks, restoreCheckpoint, type CheckpointDisks, type CheckpointSummary, type FrozenDisk,
@@ -121,7 +124,7 @@ export class DiskSnapshotService {
     const vm = this.host.vm();
     const first = vm?.platform.disks[0];
     if (first !== undefined) {
-      const root = chainPaths(first.backend).at(-1)!;
+      const root = pathOf(layersOf(first.backend).at(-1)!);
       return join(dirname(resolve(first.config.path)), `${stemOf(root)}.snapshots`);
     }
     throw new ConfigError('no snapshot dir: the VM has no disk to put it next to; give snapshot_dir');
@@ -138,7 +141,7 @@ export class DiskSnapshotService {
     if (vm.state !== 'Running' && vm.state !== 'Paused') throw new InvalidStateError(`cannot snapshot a VM that is ${vm.state}`);
     const cat = await this.catalogue(req.snapshot_dir);
     if (cat.has(req.name)) throw new ConflictError(`a snapshot named "${req.name}" already exists in ${cat.dir}; delete it or choose another name`);
-    const root = (d: Disk): string => stemOf(chainPaths(d.backend).at(-1)!);
+    const root = (d: Disk): string => stemOf(pathOf(layersOf(d.backend).at(-1)!));
     const overlayFor = (d: Disk): string => join(dirname(resolve(d.config.path)), `${root(d)}.${req.name}.qcow2`);
     const vmState = vm.state;
     let frozen: FrozenDisk[];
@@ -299,7 +302,7 @@ export class DiskSnapshotService {
     if (children.length !== 1) return null;
     const child = children[0]!;
     const vm = this.host.vm();
-    const disk = vm?.state === 'Shutdown' ? undefined : vm?.platform.disks.find((d) => chainPaths(d.backend).includes(f.path));
+    const disk = vm?.state === 'Shutdown' ? undefined : vm?.platform.disks.find((d) => layersOf(d.backend).map(pathOf).includes(f.path));
     // Our own read lock goes first; a write lock then proves no other process (a clone) reads it.
     await disk?.releaseBackingLock(f.path);
     let guard;
@@ -356,7 +359,7 @@ export class DiskSnapshotService {
 async function freeName(nameFor: (n: number) => string): Promise<string> {
   for (let n = 1; ; n++) {
     const p = nameFor(n);
-    if (!(await access(p).then(() => true, () => false))) return p;
+    if (!(await exists(p))) return p;
   }
 }
 

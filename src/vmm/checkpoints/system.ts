@@ -8,7 +8,7 @@
  * Restoring a checkpoint never writes the frozen images: each restore creates its own new
  * overlay over them first (a clone per restore), then restores memory over the overlays.
  */
-import { access, readFile, rename, rm } from 'node:fs/promises';
+import { readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { snapshotUrlToPath } from '../../snapshot/index.js';
@@ -19,10 +19,12 @@ import { checkDiskIdentity, diskIdentity, type DiskIdentity } from '../disk-iden
 import { restoreVm, snapshotVm, type SnapshotSummary } from '../persist.js';
 import type { Vm, VmHooks } from '../vm.js';
 import { writeFileAtomic } from './atomic-file.js';
-import { syncDirectory } from '../../snapshot/leftovers.js';
+import { exists, syncDirectory } from '../../util/fs.js';
 import { CheckpointError } from './errors.js';
 import { snapshotDiskLive, type DiskSnapshotResult } from './external.js';
-import { createOverlay, lockedHandle, stemOf } from './overlay.js';
+import { createOverlay } from '../../block/chain/overlay.js';
+import { lockedHandle } from '../../block/chain/lock.js';
+import { stemOf } from './names.js';
 
 export const CHECKPOINT_DISKS_FILE = 'disks.json';
 const CHECKPOINT_VERSION = 1;
@@ -108,10 +110,6 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
 /** The record of an image a snapshot just froze (identity taken once it can no longer change). */
 export async function frozenDiskOf(r: DiskSnapshotResult, size: number): Promise<FrozenDisk> {
   return { id: r.disk, path: r.frozen, format: r.frozen_format, size, identity: await diskIdentity(r.frozen) };
-}
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(() => true, () => false);
 }
 
 /** The frozen-disk list of a checkpoint directory, or null for a plain memory snapshot. */

@@ -6,9 +6,9 @@
  */
 import type { BlockBackend } from '../../block/backend.js';
 import type { Qcow2Image } from '../../block/qcow2/image.js';
-import { layersOf } from '../../img/chain.js';
 import type { Disk } from '../disks.js';
-import { copyUp, pathOf, swapBacking, writeBackingName } from '../checkpoints/merge.js';
+import { copyUp, swapBacking, writeBackingName } from '../../block/chain/merge.js';
+import { layersOf, pathOf } from '../../block/chain/walk.js';
 import { JobCancelled, type BlockJob } from './job.js';
 
 export interface PullPlan {

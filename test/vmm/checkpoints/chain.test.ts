@@ -10,9 +10,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Qcow2Image } from '../../../src/block/qcow2/image.js';
 import { openImage } from '../../../src/block/open.js';
 import { openDisks, type Disk } from '../../../src/vmm/disks.js';
-import { dropLayer, readBackingOf } from '../../../src/vmm/checkpoints/chain-edit.js';
-import { copyUp } from '../../../src/vmm/checkpoints/merge.js';
-import { backingNameFor, createOverlay } from '../../../src/vmm/checkpoints/overlay.js';
+import { dropLayer, readBackingOf } from '../../../src/block/chain/drop.js';
+import { backingNameFor, copyUp } from '../../../src/block/chain/merge.js';
+import { createOverlay } from '../../../src/block/chain/overlay.js';
 import { snapshotDiskLive } from '../../../src/vmm/checkpoints/external.js';
 import { pattern, prng, qemuCheck, qemuContent, qemuImg, tempDir } from '../../block/qcow2/helpers.js';
 

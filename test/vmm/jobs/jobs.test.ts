@@ -10,8 +10,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openDisks, type Disk } from '../../../src/vmm/disks.js';
 import type { Vm } from '../../../src/vmm/vm.js';
 import { BlockJobManager } from '../../../src/vmm/jobs/manager.js';
-import { readBackingOf } from '../../../src/vmm/checkpoints/chain-edit.js';
-import { createOverlay } from '../../../src/vmm/checkpoints/overlay.js';
+import { readBackingOf } from '../../../src/block/chain/drop.js';
+import { createOverlay } from '../../../src/block/chain/overlay.js';
 import { pattern, prng, qemuCheck, qemuContent, qemuImg, tempDir } from '../../block/qcow2/helpers.js';
 
 const MiB = 1024 * 1024;

@@ -9,13 +9,11 @@
  * into an image never changes what that image shows, so a crash at any point leaves every image
  * readable with its content unchanged.
  */
-import { resolve } from 'node:path';
-import type { BlockBackend } from '../../block/backend.js';
-import { writeBackingName as writeBackingHeader } from '../../block/qcow2/backing-name.js';
-import { Qcow2Image } from '../../block/qcow2/image.js';
-import { chainStatus, layersOf } from '../../img/chain.js';
-import { CheckpointError } from './errors.js';
-import { backingNameFor } from './overlay.js';
+import { basename, dirname, resolve } from 'node:path';
+import { BlockError, type BlockBackend } from '../backend.js';
+import { writeBackingName as writeBackingHeader } from '../qcow2/backing-name.js';
+import { Qcow2Image } from '../qcow2/image.js';
+import { chainStatus, layersOf } from './walk.js';
 
 /** Bytes examined per step; also the unit of progress and of cancellation. */
 export const MERGE_CHUNK = 4 * 1024 * 1024;
@@ -29,6 +27,13 @@ export interface MergeControl {
   throttle?: () => Promise<void>;
 }
 
+/** The name to store in an overlay for `backingPath`: its base name when both share a folder. */
+export function backingNameFor(overlayPath: string, backingPath: string): string {
+  const o = resolve(overlayPath);
+  const b = resolve(backingPath);
+  return dirname(o) === dirname(b) ? basename(b) : b;
+}
+
 /**
  * Copies into `top` every cluster that a layer between `top` (exclusive) and `stopAt`
  * (exclusive; null = the whole chain) provides and `top` lacks. Returns false when cancelled.
@@ -38,7 +43,7 @@ export async function copyUp(top: Qcow2Image, stopAt: BlockBackend | null, contr
   if (below === null) return true;
   const layers = layersOf(below);
   const limit = stopAt === null ? layers.length : layers.indexOf(stopAt);
-  if (limit < 0) throw new CheckpointError(`${stopAt && 'path' in stopAt ? String(stopAt.path) : 'the base'} is not below ${top.path} in its backing chain`);
+  if (limit < 0) throw new BlockError(`${stopAt?.path ?? 'the base'} is not below ${top.path} in its backing chain`);
   const cs = top.clusterSize;
   const end = Math.min(top.size, below.size);
   const buffer = new Uint8Array(cs);
@@ -93,26 +98,9 @@ export async function swapBacking(parent: Qcow2Image, replacement: BlockBackend 
     return was;
   });
   if (head === null || head === keep) return;
+  // Unlink `keep` from the replaced layers before closing them: closing a layer closes its backing.
   let layer: BlockBackend | null = head;
   while (layer instanceof Qcow2Image && layer.backing !== keep && layer.backing !== null) layer = layer.backing;
   if (layer instanceof Qcow2Image && layer.backing === keep) layer.backing = null;
   await head.close();
-}
-
-/** The layer of `top`'s chain stored in `path`, and the layer above it (null for the top). */
-export function findLayer(top: BlockBackend, path: string): { layer: BlockBackend; parent: Qcow2Image | null } | null {
-  const want = resolve(path);
-  let parent: Qcow2Image | null = null;
-  for (const layer of layersOf(top)) {
-    if (resolve((layer as { path?: string }).path ?? '') === want) return { layer, parent };
-    parent = layer instanceof Qcow2Image ? layer : null;
-  }
-  return null;
-}
-
-/** The path of a layer as the engine opened it. */
-export function pathOf(layer: BlockBackend): string {
-  const p = (layer as { path?: unknown }).path;
-  if (typeof p !== 'string') throw new CheckpointError(`a ${layer.format} layer has no file path`);
-  return resolve(p);
 }

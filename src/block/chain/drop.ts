@@ -6,12 +6,12 @@
  */
 import { open as openFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import type { BlockBackend } from '../../block/backend.js';
-import { parseHeader, peekClusterBits, QCOW2_MAGIC } from '../../block/qcow2/format.js';
-import { Qcow2Image, resolveBackingPath } from '../../block/qcow2/image.js';
-import { openImage } from '../../block/open.js';
-import { CheckpointError } from './errors.js';
-import { copyUp, findLayer, pathOf, swapBacking, writeBackingName, type MergeControl } from './merge.js';
+import { BlockError, type BlockBackend } from '../backend.js';
+import { openImage } from '../open.js';
+import { parseHeader, peekClusterBits, QCOW2_MAGIC } from '../qcow2/format.js';
+import { Qcow2Image, resolveBackingPath } from '../qcow2/image.js';
+import { copyUp, swapBacking, writeBackingName, type MergeControl } from './merge.js';
+import { findLayer, pathOf } from './walk.js';
 
 /** The backing file a qcow2 image names (resolved), or null (raw image or no backing). */
 export async function readBackingOf(path: string): Promise<string | null> {
@@ -31,21 +31,21 @@ export async function readBackingOf(path: string): Promise<string | null> {
 
 /**
  * Drops the layer stored in `droppedPath` from below the image in `childPath`. `liveTop` is the
- * running disk's top image when a VM uses the chain (its instances are edited in place).
+ * running disk's top image when a VM uses the chain (its instances are edited in place). Returns
+ * false when `control` cancelled the copy (the chain is then unchanged).
  */
-export async function dropLayer(childPath: string, droppedPath: string, liveTop: BlockBackend | null, control: MergeControl = {}): Promise<void> {
+export async function dropLayer(childPath: string, droppedPath: string, liveTop: BlockBackend | null, control: MergeControl = {}): Promise<boolean> {
   const live = liveTop === null ? null : findLayer(liveTop, childPath);
   if (live !== null && live.layer instanceof Qcow2Image && live.parent === null) {
     // The child is the guest's active image: copy up under its lock, beside the guest's writes.
     const child = live.layer;
-    const dropped = checkDropped(child, droppedPath);
-    const keep = dropped.backing;
-    if (!(await copyUp(child, keep, control))) throw new CheckpointError('cancelled');
+    const keep = checkDropped(child, droppedPath).backing;
+    if (!(await copyUp(child, keep, control))) return false;
     await writeBackingName(child, keep === null ? null : pathOf(keep), keep?.format ?? null);
     await swapBacking(child, keep, keep);
-    return;
+    return true;
   }
-  if (live !== null && live.layer instanceof Qcow2Image && live.parent !== null) {
+  if (live !== null && live.layer instanceof Qcow2Image && live.parent instanceof Qcow2Image) {
     // A frozen (read-only) child inside a live chain: copy up through a second, writable open
     // that shares the layers below, then put a fresh read-only open in the chain in its place.
     const childRo = live.layer;
@@ -53,7 +53,7 @@ export async function dropLayer(childPath: string, droppedPath: string, liveTop:
     const keep = dropped.backing;
     const writer = await Qcow2Image.open(childPath, { readOnly: false, openBacking: async () => dropped });
     try {
-      if (!(await copyUp(writer, keep, control))) throw new CheckpointError('cancelled');
+      if (!(await copyUp(writer, keep, control))) return false;
       await writeBackingName(writer, keep === null ? null : pathOf(keep), keep?.format ?? null);
     } finally {
       writer.backing = null;
@@ -61,16 +61,16 @@ export async function dropLayer(childPath: string, droppedPath: string, liveTop:
     }
     const fresh = await Qcow2Image.open(childPath, { readOnly: true, openBacking: async () => keep! });
     await swapBacking(live.parent, fresh, keep);
-    return;
+    return true;
   }
   const child = await openImage(childPath, { readOnly: false, format: 'qcow2' });
   try {
-    if (!(child instanceof Qcow2Image)) throw new CheckpointError(`${childPath} is not a qcow2 image`);
-    const dropped = checkDropped(child, droppedPath);
-    const keep = dropped.backing;
-    if (!(await copyUp(child, keep, control))) throw new CheckpointError('cancelled');
+    if (!(child instanceof Qcow2Image)) throw new BlockError(`${childPath} is not a qcow2 image`);
+    const keep = checkDropped(child, droppedPath).backing;
+    if (!(await copyUp(child, keep, control))) return false;
     await writeBackingName(child, keep === null ? null : pathOf(keep), keep?.format ?? null);
     await swapBacking(child, keep, keep);
+    return true;
   } finally {
     await child.close();
   }
@@ -79,8 +79,8 @@ export async function dropLayer(childPath: string, droppedPath: string, liveTop:
 function checkDropped(child: Qcow2Image, droppedPath: string): Qcow2Image {
   const dropped = child.backing;
   if (dropped === null || pathOf(dropped) !== resolve(droppedPath)) {
-    throw new CheckpointError(`${droppedPath} is not the backing file of ${child.path}`);
+    throw new BlockError(`${droppedPath} is not the backing file of ${child.path}`);
   }
-  if (!(dropped instanceof Qcow2Image)) throw new CheckpointError(`${droppedPath} is a raw image: it is the base of the chain and has nothing below it to merge onto`);
+  if (!(dropped instanceof Qcow2Image)) throw new BlockError(`${droppedPath} is a raw image: it is the base of the chain and has nothing below it to merge onto`);
   return dropped;
 }

@@ -1,0 +1,16 @@
+import { access, open } from 'node:fs/promises';
+
+/** Whether `path` names something (a dangling symlink does not count). */
+export async function exists(path: string): Promise<boolean> {
+  return access(path).then(() => true, () => false);
+}
+
+/** fsync on a directory makes the creations and renames inside it durable. */
+export async function syncDirectory(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
