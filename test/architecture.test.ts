@@ -97,7 +97,6 @@ const KNOWN_UPWARD: string[] = [
   'snapshot/writer.ts → vmm/config.ts',
 ];
 const KNOWN_CYCLES: string[][] = [
-  ['block/qcow2/check.ts', 'block/qcow2/image.ts', 'block/qcow2/snapshots.ts', 'block/qcow2/zeroing.ts'],
   ['vmm/checkpoints/catalogue.ts', 'vmm/checkpoints/service.ts', 'vmm/checkpoints/system.ts', 'vmm/controller.ts', 'vmm/persist.ts'],
   ['vmm/api/checkpoint-routes.ts', 'vmm/api/routes.ts'],
 ];

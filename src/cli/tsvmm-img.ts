@@ -143,11 +143,11 @@ async function run(argvIn: string[], io: ImgIo): Promise<number> {
         try {
           if (!(image instanceof Qcow2Image)) throw new UsageError(`${file}: not a qcow2 image`);
           if (action === 'l') {
-            const snaps = await listSnapshots(image);
+            const snaps = await listSnapshots(image.meta);
             if (snaps.length > 0) io.out(formatSnapshotTable(snaps.map(snapshotJson)));
-          } else if (action === 'c') await createSnapshot(image, String(a['c']));
-          else if (action === 'a') await applySnapshot(image, String(a['a']));
-          else await deleteSnapshot(image, String(a['d']));
+          } else if (action === 'c') await createSnapshot(image.meta, String(a['c']));
+          else if (action === 'a') await applySnapshot(image.meta, String(a['a']));
+          else await deleteSnapshot(image.meta, String(a['d']));
         } finally {
           await image.close();
         }

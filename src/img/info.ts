@@ -19,7 +19,7 @@ export async function imageInfo(image: BlockBackend, filename: string): Promise<
     'dirty-flag': false,
   };
   if (!(image instanceof Qcow2Image)) return info;
-  const h = image.header;
+  const h = image.meta.header;
   info['cluster-size'] = image.clusterSize;
   info['dirty-flag'] = (h.incompatible & INCOMPAT_DIRTY) !== 0n;
   if (h.backingFile !== null) {
@@ -27,7 +27,7 @@ export async function imageInfo(image: BlockBackend, filename: string): Promise<
     info['full-backing-filename'] = isAbsolute(h.backingFile) ? h.backingFile : join(dirname(filename), h.backingFile);
     if (h.backingFormat !== null) info['backing-filename-format'] = h.backingFormat;
   }
-  const snapshots = await listSnapshots(image);
+  const snapshots = await listSnapshots(image.meta);
   if (snapshots.length > 0) info['snapshots'] = snapshots.map(snapshotJson);
   const data: Record<string, unknown> = {
     compat: h.version === 2 ? '0.10' : '1.1',

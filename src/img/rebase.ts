@@ -41,7 +41,7 @@ export async function rebaseImage(req: RebaseRequest): Promise<void> {
       }
     }
     // The same header rewrite a live block-pull or snapshot-delete does (qcow2/backing-name.ts).
-    await writeBackingName(top, newPath === null ? null : req.backing, newPath === null ? null : format);
+    await writeBackingName(top.meta, newPath === null ? null : req.backing, newPath === null ? null : format);
   } finally {
     await top.close();
   }

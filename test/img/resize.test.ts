@@ -15,7 +15,7 @@ const MiB = 1024 * 1024;
 /** The header fields of interest, from an image opened and closed again. */
 async function headerOf(file: string): Promise<{ l1TableOffset: number; l1Size: number }> {
   const image = await Qcow2Image.open(file, { readOnly: true });
-  const { l1TableOffset, l1Size } = image.header;
+  const { l1TableOffset, l1Size } = image.meta.header;
   await image.close();
   return { l1TableOffset, l1Size };
 }

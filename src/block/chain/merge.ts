@@ -70,8 +70,8 @@ async function copyClusterUp(top: Qcow2Image, cluster: number, zero: boolean, bu
   if (length <= 0) return;
   await top.lock.exclusive(async () => {
     // Re-checked under the lock: a guest write that got here first must not be overwritten.
-    if ((await top.lookup(cluster)).kind !== 'unallocated') return;
-    if (zero && top.header.version === 3) {
+    if ((await top.meta.lookup(cluster)).kind !== 'unallocated') return;
+    if (zero && top.meta.header.version === 3) {
       await top.zeroUnlocked(offset, length, 'zero');
       return;
     }
@@ -83,7 +83,7 @@ async function copyClusterUp(top: Qcow2Image, cluster: number, zero: boolean, bu
 
 /** Rewrites `top`'s header to name `backingPath` (null: no backing file); in-memory chain untouched. */
 export async function writeBackingName(top: Qcow2Image, backingPath: string | null, backingFormat: string | null): Promise<void> {
-  await writeBackingHeader(top, backingPath === null ? null : backingNameFor(top.path, backingPath), backingFormat);
+  await writeBackingHeader(top.meta, backingPath === null ? null : backingNameFor(top.path, backingPath), backingFormat);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { serializeHeader } from './format.js';
-import type { Qcow2Image } from './image.js';
+import type { Qcow2Metadata } from './metadata.js';
 
 /**
  * Rewrites the backing file name and format in `image`'s header (null: no backing file), as
@@ -8,7 +8,7 @@ import type { Qcow2Image } from './image.js';
  * (with the name, in cluster 0) is one write between two barriers. The in-memory chain
  * (`image.backing`) is the caller's to change.
  */
-export async function writeBackingName(image: Qcow2Image, name: string | null, format: string | null): Promise<void> {
+export async function writeBackingName(image: Qcow2Metadata, name: string | null, format: string | null): Promise<void> {
   const h = image.header;
   await image.lock.exclusive(async () => {
     await image.beforeFirstWrite();

@@ -1,6 +1,6 @@
 import { AUTOCLEAR_BITMAPS, EXT_BITMAPS } from './format.js';
 import { decodeL2, getEntry, l1Offset } from './entries.js';
-import type { Qcow2Image } from './image.js';
+import type { Qcow2Metadata } from './metadata.js';
 import { readRefcount } from './refcounts.js';
 import { fixCopiedFlags, readSnapshots, serializeSnapshots } from './snapshots.js';
 
@@ -33,7 +33,7 @@ interface Scan {
  * and of each snapshot, refcount structures, snapshot table, bitmaps) and compares it with the
  * stored refcounts: stored < computed is a corruption, stored > computed a leak.
  */
-async function scan(image: Qcow2Image): Promise<Scan> {
+async function scan(image: Qcow2Metadata): Promise<Scan> {
   const cs = image.clusterSize;
   const fileClusters = Math.ceil((await image.file.length()) / cs);
   const refs = new Map<number, number>();
@@ -126,7 +126,7 @@ async function scan(image: Qcow2Image): Promise<Scan> {
 }
 
 /** Bitmap directory, bitmap tables and their data clusters (only while the extension is valid). */
-async function scanBitmaps(image: Qcow2Image, ref: (offset: number, bytes: number, what: string) => void): Promise<void> {
+async function scanBitmaps(image: Qcow2Metadata, ref: (offset: number, bytes: number, what: string) => void): Promise<void> {
   const ext = image.header.extensions.find((e) => e.type === EXT_BITMAPS);
   if (ext === undefined || !(image.header.autoclear & AUTOCLEAR_BITMAPS) || ext.data.byteLength < 24) return;
   const v = new DataView(ext.data.buffer, ext.data.byteOffset);
@@ -156,7 +156,7 @@ async function scanBitmaps(image: Qcow2Image, ref: (offset: number, bytes: numbe
 }
 
 /** Compares stored and computed refcounts (and COPIED flags); repairs per `mode`. */
-export async function checkImage(image: Qcow2Image, mode: RepairMode = 'none'): Promise<CheckReport> {
+export async function checkImage(image: Qcow2Metadata, mode: RepairMode = 'none'): Promise<CheckReport> {
   return image.lock.exclusive(async () => {
     // The check reads the file's structures: cached metadata goes there first.
     if (!image.readOnly) await image.flushUnlocked();
@@ -170,7 +170,7 @@ export async function checkImage(image: Qcow2Image, mode: RepairMode = 'none'): 
   });
 }
 
-async function compare(image: Qcow2Image, mode: RepairMode): Promise<CheckReport> {
+async function compare(image: Qcow2Metadata, mode: RepairMode): Promise<CheckReport> {
   const { refs, report, fileClusters } = await scan(image);
   const E = image.refcounts.entriesPerBlock;
   // Stored refcounts of every cluster inside the file, one pass over the refcount blocks.
@@ -219,7 +219,7 @@ async function compare(image: Qcow2Image, mode: RepairMode): Promise<CheckReport
   return report;
 }
 
-async function countCopiedErrors(image: Qcow2Image, report: CheckReport, stored: Float64Array | null): Promise<number> {
+async function countCopiedErrors(image: Qcow2Metadata, report: CheckReport, stored: Float64Array | null): Promise<number> {
   const refcount = async (cluster: number): Promise<number> =>
     stored !== null && cluster < stored.length ? stored[cluster]! : image.refcounts.get(cluster);
   let errors = 0;
@@ -250,6 +250,6 @@ async function countCopiedErrors(image: Qcow2Image, report: CheckReport, stored:
 }
 
 /** Makes the stored refcounts equal to the computed ones (dirty images; `check -r all`). */
-export async function rebuildRefcounts(image: Qcow2Image): Promise<void> {
+export async function rebuildRefcounts(image: Qcow2Metadata): Promise<void> {
   await compare(image, 'all');
 }

@@ -1,7 +1,7 @@
 import { HDR_L1, HDR_SNAPSHOTS } from './format.js';
 import { FLAG_COPIED, decodeL2, getEntry, l1Offset, setEntry } from './entries.js';
 import { Qcow2Error } from './errors.js';
-import type { Qcow2Image } from './image.js';
+import type { Qcow2Metadata } from './metadata.js';
 
 /** One entry of the internal snapshot table. */
 export interface SnapshotInfo {
@@ -21,7 +21,7 @@ export interface SnapshotInfo {
 
 const MAX_SNAPSHOTS = 65536;
 
-export async function readSnapshots(image: Qcow2Image): Promise<SnapshotInfo[]> {
+export async function readSnapshots(image: Qcow2Metadata): Promise<SnapshotInfo[]> {
   const h = image.header;
   if (h.nbSnapshots > MAX_SNAPSHOTS) throw new Qcow2Error(`${image.path}: corrupt qcow2 image: ${h.nbSnapshots} snapshots`);
   const out: SnapshotInfo[] = [];
@@ -93,7 +93,7 @@ export function serializeSnapshots(list: SnapshotInfo[]): Uint8Array {
 }
 
 /** Host clusters reachable from an L1 table: each L2 table, and each cluster its entries use. */
-export async function referencedClusters(image: Qcow2Image, l1: Uint8Array): Promise<number[]> {
+export async function referencedClusters(image: Qcow2Metadata, l1: Uint8Array): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < l1.byteLength / 8; i++) {
     const l2 = l1Offset(getEntry(l1, i));
@@ -107,14 +107,14 @@ export async function referencedClusters(image: Qcow2Image, l1: Uint8Array): Pro
   return out;
 }
 
-async function readL1(image: Qcow2Image, offset: number, size: number): Promise<Uint8Array> {
+async function readL1(image: Qcow2Metadata, offset: number, size: number): Promise<Uint8Array> {
   if (offset % image.clusterSize !== 0 || size * 8 > 32 * 1024 * 1024) throw new Qcow2Error(`${image.path}: corrupt snapshot L1 table`);
   const l1 = new Uint8Array(size * 8);
   await image.file.readAt(offset, l1);
   return l1;
 }
 
-async function writeNewArea(image: Qcow2Image, data: Uint8Array): Promise<number> {
+async function writeNewArea(image: Qcow2Metadata, data: Uint8Array): Promise<number> {
   const clusters = Math.max(1, Math.ceil(data.byteLength / image.clusterSize));
   const offset = await image.refcounts.allocate(clusters);
   await image.file.writeAt(offset, data);
@@ -122,7 +122,7 @@ async function writeNewArea(image: Qcow2Image, data: Uint8Array): Promise<number
 }
 
 /** Rewrites the snapshot table at a new place, switches the header to it, frees the old one. */
-async function replaceSnapshotTable(image: Qcow2Image, list: SnapshotInfo[]): Promise<void> {
+async function replaceSnapshotTable(image: Qcow2Metadata, list: SnapshotInfo[]): Promise<void> {
   const h = image.header;
   const oldOffset = h.snapshotsOffset;
   const oldBytes = serializeSnapshots(await readSnapshots(image)).byteLength;
@@ -147,7 +147,7 @@ async function replaceSnapshotTable(image: Qcow2Image, list: SnapshotInfo[]): Pr
  * Sets bit 63 of every active L1/L2 entry exactly when the cluster's refcount is 1 (needed after a
  * snapshot changes refcounts; the spec only keeps these bits accurate in the active tables).
  */
-export async function fixCopiedFlags(image: Qcow2Image): Promise<number> {
+export async function fixCopiedFlags(image: Qcow2Metadata): Promise<number> {
   let changed = 0;
   for (let i = 0; i < image.l1Size; i++) {
     const e = getEntry(image.l1, i);
@@ -180,7 +180,7 @@ function findSnapshot(list: SnapshotInfo[], key: string): number {
   return byId >= 0 ? byId : list.findIndex((s) => s.name === key);
 }
 
-export async function createSnapshot(image: Qcow2Image, name: string, now = Date.now()): Promise<SnapshotInfo> {
+export async function createSnapshot(image: Qcow2Metadata, name: string, now = Date.now()): Promise<SnapshotInfo> {
   if (image.readOnly) throw new Qcow2Error(`${image.path}: image is open read-only`);
   if (name.length === 0 || new TextEncoder().encode(name).byteLength > 65535) throw new Qcow2Error('snapshot name must be 1 to 65535 bytes');
   return image.lock.exclusive(async () => {
@@ -209,7 +209,7 @@ export async function createSnapshot(image: Qcow2Image, name: string, now = Date
   });
 }
 
-export async function applySnapshot(image: Qcow2Image, key: string): Promise<void> {
+export async function applySnapshot(image: Qcow2Metadata, key: string): Promise<void> {
   if (image.readOnly) throw new Qcow2Error(`${image.path}: image is open read-only`);
   await image.lock.exclusive(async () => {
     await image.beforeFirstWrite();
@@ -253,7 +253,7 @@ export async function applySnapshot(image: Qcow2Image, key: string): Promise<voi
   });
 }
 
-export async function deleteSnapshot(image: Qcow2Image, key: string): Promise<void> {
+export async function deleteSnapshot(image: Qcow2Metadata, key: string): Promise<void> {
   if (image.readOnly) throw new Qcow2Error(`${image.path}: image is open read-only`);
   await image.lock.exclusive(async () => {
     await image.beforeFirstWrite();
@@ -277,6 +277,6 @@ export async function deleteSnapshot(image: Qcow2Image, key: string): Promise<vo
   });
 }
 
-export async function listSnapshots(image: Qcow2Image): Promise<SnapshotInfo[]> {
+export async function listSnapshots(image: Qcow2Metadata): Promise<SnapshotInfo[]> {
   return image.lock.shared(() => readSnapshots(image));
 }

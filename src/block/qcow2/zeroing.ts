@@ -1,5 +1,6 @@
 import { FLAG_ZERO, setEntry } from './entries.js';
-import type { Qcow2Image } from './image.js';
+import type { ClusterIo } from './clusters.js';
+import type { Qcow2Metadata } from './metadata.js';
 
 export type ZeroMode = 'zero' | 'zero-unmap' | 'discard' | 'unallocate';
 
@@ -9,7 +10,7 @@ export type ZeroMode = 'zero' | 'zero-unmap' | 'discard' | 'unallocate';
  * clusters read through to the backing file again (commit empties an overlay this way).
  * The caller holds the image's exclusive lock.
  */
-export async function zeroRange(image: Qcow2Image, offset: number, length: number, how: ZeroMode): Promise<void> {
+export async function zeroRange(image: Qcow2Metadata, io: ClusterIo, offset: number, length: number, how: ZeroMode): Promise<void> {
   await image.beforeFirstWrite();
   const cs = image.clusterSize;
   const end = offset + length;
@@ -18,18 +19,18 @@ export async function zeroRange(image: Qcow2Image, offset: number, length: numbe
   const firstWhole = Math.ceil(offset / cs) * cs;
   if (how === 'unallocate') return setWholeClusters(image, firstWhole / cs, lastWhole / cs, 0n);
   if (firstWhole >= lastWhole) {
-    if (how !== 'discard') await image.writeUnlocked(offset, new Uint8Array(length));
+    if (how !== 'discard') await io.writeUnlocked(offset, new Uint8Array(length));
     return;
   }
-  if (how !== 'discard' && offset < firstWhole) await image.writeUnlocked(offset, new Uint8Array(firstWhole - offset));
-  if (how !== 'discard' && lastWhole < end) await image.writeUnlocked(lastWhole, new Uint8Array(end - lastWhole));
-  const canDrop = image.backing === null;
+  if (how !== 'discard' && offset < firstWhole) await io.writeUnlocked(offset, new Uint8Array(firstWhole - offset));
+  if (how !== 'discard' && lastWhole < end) await io.writeUnlocked(lastWhole, new Uint8Array(end - lastWhole));
+  const canDrop = io.backingImage === null;
   const useFlag = image.header.version === 3;
   if (!canDrop && !useFlag) {
     // v2 with a backing file has no zero flag: only real zeros hide the backing data.
     if (how === 'discard') return;
     const stop = Math.min(lastWhole, end);
-    for (let at = firstWhole; at < stop; at += 64 * cs) await image.writeUnlocked(at, new Uint8Array(Math.min(64 * cs, stop - at)));
+    for (let at = firstWhole; at < stop; at += 64 * cs) await io.writeUnlocked(at, new Uint8Array(Math.min(64 * cs, stop - at)));
     return;
   }
   await setWholeClusters(image, firstWhole / cs, lastWhole / cs, canDrop && (how !== 'zero' || !useFlag) ? 0n : FLAG_ZERO);
@@ -40,7 +41,7 @@ export async function zeroRange(image: Qcow2Image, offset: number, length: numbe
  * used. The entries change in the image's metadata cache; the clusters' references are dropped at
  * the next write-back, after the tables that no longer name them are durable.
  */
-async function setWholeClusters(image: Qcow2Image, first: number, end: number, entry: bigint): Promise<void> {
+async function setWholeClusters(image: Qcow2Metadata, first: number, end: number, entry: bigint): Promise<void> {
   for (let c = first; c < end; c++) {
     const m = await image.lookup(c);
     if (entry === 0n && m.kind === 'unallocated') continue;

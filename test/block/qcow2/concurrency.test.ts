@@ -58,8 +58,8 @@ describe('concurrent requests', () => {
     // Count host writes in flight at once: overwrites must overlap, not queue one by one.
     let active = 0;
     let most = 0;
-    const writeAt = disk.file.writeAt.bind(disk.file);
-    disk.file.writeAt = async (offset, data) => {
+    const writeAt = disk.meta.file.writeAt.bind(disk.meta.file);
+    disk.meta.file.writeAt = async (offset, data) => {
       active++;
       most = Math.max(most, active);
       try {
@@ -70,13 +70,13 @@ describe('concurrent requests', () => {
       }
     };
     const before = [...Array(8).keys()].map((c) => disk.write(c * cs + 100, Buffer.alloc(4096, 0xbb)));
-    const snapshot = createSnapshot(disk, 'mid');
+    const snapshot = createSnapshot(disk.meta, 'mid');
     const after = [...Array(8).keys()].map((c) => disk.write((8 + c) * cs + 100, Buffer.alloc(4096, 0xcc)));
     await Promise.all([...before, snapshot, ...after]);
     expect(most).toBeGreaterThan(1);
     const now = Buffer.alloc(16 * cs);
     await disk.read(0, now);
-    await applySnapshot(disk, 'mid');
+    await applySnapshot(disk.meta, 'mid');
     const atSnapshot = Buffer.alloc(16 * cs);
     await disk.read(0, atSnapshot);
     await disk.close();

@@ -60,17 +60,17 @@ describe('random operations against an in-memory model, then qemu-img check', ()
         model.fill(0, offset, offset + length);
       } else if (v.snapshots && r < 0.85) {
         const name = `s${snapCounter++}`;
-        await createSnapshot(image, name);
+        await createSnapshot(image.meta, name);
         saved.set(name, Buffer.from(model));
       } else if (v.snapshots && r < 0.93 && saved.size > 0) {
         const names = [...saved.keys()];
         const name = names[Math.floor(rand() * names.length)]!;
-        await applySnapshot(image, name);
+        await applySnapshot(image.meta, name);
         model = Buffer.from(saved.get(name)!);
       } else if (v.snapshots && saved.size > 2) {
         const names = [...saved.keys()];
         const name = names[Math.floor(rand() * names.length)]!;
-        await deleteSnapshot(image, name);
+        await deleteSnapshot(image.meta, name);
         saved.delete(name);
       } else {
         const probe = Buffer.alloc(length);
@@ -81,7 +81,7 @@ describe('random operations against an in-memory model, then qemu-img check', ()
     const all = Buffer.alloc(size);
     await image.read(0, all);
     expect(all.equals(model)).toBe(true);
-    expect((await listSnapshots(image)).map((s) => s.name).sort()).toEqual([...saved.keys()].sort());
+    expect((await listSnapshots(image.meta)).map((s) => s.name).sort()).toEqual([...saved.keys()].sort());
     await image.close();
     const check = qemuCheck(file);
     expect(check).toEqual({ corruptions: 0, leaks: 0, checkErrors: 0, status: 0 });
@@ -104,9 +104,9 @@ describe('snapshots across tools', () => {
     qemuImg('snapshot', '-c', 'from-qemu', file);
     qemuIo(file, 'write -P 0x62 64k 128k');
     const image = (await openImage(file, { readOnly: false })) as Qcow2Image;
-    expect((await listSnapshots(image)).map((s) => s.name)).toEqual(['from-qemu']);
-    await createSnapshot(image, 'from-tsvmm');
-    await applySnapshot(image, 'from-qemu');
+    expect((await listSnapshots(image.meta)).map((s) => s.name)).toEqual(['from-qemu']);
+    await createSnapshot(image.meta, 'from-tsvmm');
+    await applySnapshot(image.meta, 'from-qemu');
     const head = Buffer.alloc(192 * 1024);
     await image.read(0, head);
     expect(head.subarray(0, 128 * 1024).every((b) => b === 0x61)).toBe(true);
@@ -119,7 +119,7 @@ describe('snapshots across tools', () => {
     expect(content.subarray(64 * 1024, 192 * 1024).every((b) => b === 0x62)).toBe(true);
     qemuImg('snapshot', '-d', 'from-qemu', file);
     const again = (await openImage(file, { readOnly: false })) as Qcow2Image;
-    await deleteSnapshot(again, 'from-tsvmm');
+    await deleteSnapshot(again.meta, 'from-tsvmm');
     await again.close();
     expect(qemuCheck(file)).toEqual({ corruptions: 0, leaks: 0, checkErrors: 0, status: 0 });
   });

@@ -97,7 +97,7 @@ describe('header bits with defined handling', () => {
     // Simulate a crash with lazy refcounts: dirty bit set, the data clusters' refcounts lost.
     patch(file, 79, [1]);
     const img = (await openImage(file, { readOnly: true })) as Qcow2Image;
-    const block = img.refcounts.blockOffset(0);
+    const block = img.meta.refcounts.blockOffset(0);
     await img.close();
     const firstData = 5; // header, refcount table, refcount block, L1, L2, then data
     patch(file, block + firstData * 2, [0, 0, 0, 0]);
@@ -118,9 +118,9 @@ describe('header bits with defined handling', () => {
     qemuImg('bitmap', '--add', file, 'b0');
     expect(qemuImg('info', file)).toContain('b0');
     const img = (await openImage(file, { readOnly: false })) as Qcow2Image;
-    expect(img.header.autoclear & 1n).toBe(1n);
+    expect(img.meta.header.autoclear & 1n).toBe(1n);
     await img.write(0, Buffer.alloc(512, 1));
-    expect(img.bitmapsInvalidated).toBe(true);
+    expect(img.meta.bitmapsInvalidated).toBe(true);
     await img.close();
     expect(readFileSync(file)[95]! & 1).toBe(0);
     // qemu-img now treats the bitmaps as inconsistent rather than trusting stale ones.

@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createQcow2 } from '../../../src/block/qcow2/create.js';
-import { DIRTY_METADATA_LIMIT, Qcow2Image } from '../../../src/block/qcow2/image.js';
+import { Qcow2Image } from '../../../src/block/qcow2/image.js';
+import { DIRTY_METADATA_LIMIT } from '../../../src/block/qcow2/metadata.js';
 import { createSnapshot } from '../../../src/block/qcow2/snapshots.js';
 import { checkImage } from '../../../src/block/qcow2/check.js';
 import { pattern, qemuCheck, qemuContent, qemuImg, tempDir } from './helpers.js';
@@ -16,14 +17,14 @@ async function openCounting(file: string): Promise<{ image: Qcow2Image; syncs: (
   let syncs = 0;
   const writes: number[] = [];
   const trace: (number | 'sync')[] = [];
-  const datasync = image.file.datasync.bind(image.file);
-  const writeAt = image.file.writeAt.bind(image.file);
-  image.file.datasync = async () => {
+  const datasync = image.meta.file.datasync.bind(image.meta.file);
+  const writeAt = image.meta.file.writeAt.bind(image.meta.file);
+  image.meta.file.datasync = async () => {
     syncs++;
     trace.push('sync');
     await datasync();
   };
-  image.file.writeAt = async (offset: number, data: Uint8Array) => {
+  image.meta.file.writeAt = async (offset: number, data: Uint8Array) => {
     writes.push(offset);
     trace.push(offset);
     await writeAt(offset, data);
@@ -41,18 +42,18 @@ describe('qcow2 metadata write-back', () => {
     // Only the assembled data clusters went to the file: no L2 table, refcount block or L1 write.
     const dataHosts = new Set<number>();
     for (let i = 0; i < 200; i++) {
-      const m = await image.lookup(i * 7919 % 1024);
+      const m = await image.meta.lookup(i * 7919 % 1024);
       if (m.kind === 'data') dataHosts.add(m.hostOffset);
     }
     expect(writes().filter((w) => !dataHosts.has(w - (w % 65536)))).toEqual([]);
-    expect(image.hasDirtyMetadata).toBe(true);
+    expect(image.meta.hasDirtyMetadata).toBe(true);
     const flushStart = trace.length;
     await image.flush();
     // Order inside the flush: refcount block, barrier, L2 table, barrier, L1, barrier.
     const flushTrace = trace.slice(flushStart);
-    const refcountBlock = image.refcounts.blockOffset(0);
-    const l2 = image.l2OffsetOf(0);
-    const l1 = image.header.l1TableOffset;
+    const refcountBlock = image.meta.refcounts.blockOffset(0);
+    const l2 = image.meta.l2OffsetOf(0);
+    const l1 = image.meta.header.l1TableOffset;
     const at = (pred: (e: number | 'sync') => boolean): number => flushTrace.findIndex(pred);
     const rcWrite = at((e) => typeof e === 'number' && e >= refcountBlock && e < refcountBlock + 65536);
     const l2Write = at((e) => e === l2);
@@ -63,7 +64,7 @@ describe('qcow2 metadata write-back', () => {
     expect(flushTrace.slice(rcWrite, l2Write)).toContain('sync');
     expect(flushTrace.slice(l2Write, l1Write)).toContain('sync');
     expect(flushTrace.slice(l1Write)).toContain('sync');
-    expect(image.hasDirtyMetadata).toBe(false);
+    expect(image.meta.hasDirtyMetadata).toBe(false);
     // refcounts, barrier, L2 tables, barrier, L1, final barrier: at least three syncs.
     expect(syncs()).toBeGreaterThanOrEqual(3);
     await image.close();
@@ -96,9 +97,9 @@ describe('qcow2 metadata write-back', () => {
     await createQcow2(file, { size: 16 << 20, clusterSize: 65536, refcountBits: 16, compat: '1.1' });
     const image = await Qcow2Image.open(file, { readOnly: false });
     await image.write(65536, pattern(4096, 9));
-    expect(image.hasDirtyMetadata).toBe(true);
+    expect(image.meta.hasDirtyMetadata).toBe(true);
     await new Promise((r) => setTimeout(r, 6000));
-    expect(image.hasDirtyMetadata).toBe(false);
+    expect(image.meta.hasDirtyMetadata).toBe(false);
     // The metadata is in the file although nobody flushed: qemu-img (read-only, no lock) sees it.
     const content = qemuImg('convert', '-U', '-O', 'raw', file, join(tmp.dir, 'idle.raw'));
     expect(content).toBe('');
@@ -111,7 +112,7 @@ describe('qcow2 metadata write-back', () => {
     await createQcow2(file, { size: 16 << 20, clusterSize: 65536, refcountBits: 16, compat: '1.1' });
     const image = await Qcow2Image.open(file, { readOnly: false });
     const host = async (cluster: number): Promise<number> => {
-      const m = await image.lookup(cluster);
+      const m = await image.meta.lookup(cluster);
       if (m.kind !== 'data') throw new Error(`cluster ${cluster} is ${m.kind}`);
       return m.hostOffset;
     };
@@ -121,9 +122,9 @@ describe('qcow2 metadata write-back', () => {
     await image.write(65536, pattern(65536, 2));
     expect(await host(1)).not.toBe(first); // still referenced on disk by the durable table
     // The discarded cluster's refcount stays 1 until the table without it is durable.
-    expect(await image.refcounts.get(first / 65536)).toBe(1);
+    expect(await image.meta.refcounts.get(first / 65536)).toBe(1);
     await image.flush();
-    expect(await image.refcounts.get(first / 65536)).toBe(0);
+    expect(await image.meta.refcounts.get(first / 65536)).toBe(0);
     // A partial write: the reused cluster still holds the discarded data, which must not show.
     await image.write(2 * 65536 + 8192, pattern(4096, 3));
     expect(await host(2)).toBe(first); // free once the flush made the decrement durable
@@ -141,8 +142,8 @@ describe('qcow2 metadata write-back', () => {
     await createQcow2(file, { size: 8 << 20, clusterSize: 4096, refcountBits: 16, compat: '1.1' });
     const image = await Qcow2Image.open(file, { readOnly: false });
     await image.write(8192, pattern(12288, 5));
-    expect((await checkImage(image)).corruptions).toBe(0);
-    await createSnapshot(image, 's1');
+    expect((await checkImage(image.meta)).corruptions).toBe(0);
+    await createSnapshot(image.meta, 's1');
     await image.write(8192, pattern(4096, 6)); // copy-on-write of a cluster the snapshot shares
     await image.close();
     expect(qemuCheck(file).corruptions).toBe(0);
