@@ -7,7 +7,7 @@ import { dataExtentsOf, fromJsonSafe, readSnapshot, snapshotUrlToPath, toJsonSaf
 import type { DeviceEntry, DiskEntry } from '../snapshot/format.js';
 import type { JsonObject } from '../snapshot/json-codec.js';
 import type { VmConfig } from './config.js';
-import type { RestoreRequest } from './controller.js';
+import type { RestoreRequest } from './requests.js';
 import { checkDiskIdentity, diskIdentity, type DiskIdentity } from './disk-identity.js';
 import type { PlatformState } from './platform.js';
 import type { VcpuState } from './vcpu-state.js';

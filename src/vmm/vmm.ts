@@ -6,17 +6,16 @@
 import { createWriteStream, openSync, type WriteStream } from 'node:fs';
 import { log } from '../util/log.js';
 import type { VmConfig } from './config.js';
-import type {
-  ConsoleAttachment, RestoreRequest, SnapshotRequest, VmCounters, VmInfo, VmmController, VmmEvent,
-} from './controller.js';
+import type { ConsoleAttachment, VmCounters, VmInfo, VmmController, VmmEvent } from './controller.js';
+import type { RestoreRequest, SnapshotRequest } from './requests.js';
 import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
 import { prepareSpareVm, releaseSpareVm, Vm, type VmHooks } from './vm.js';
 import { prewarmVcpuWorkers, waitForVcpuWorkersLoaded } from './vcpu-thread.js';
+import type { DiskSnapshotService } from './checkpoints/service.js';
 import type {
-  DiskSnapshotService, DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListing,
-  SnapshotListRequest, SnapshotNameRequest,
-} from './checkpoints/service.js';
+  DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListing, SnapshotListRequest, SnapshotNameRequest,
+} from './checkpoints/types.js';
 import type { BlockJobManager } from './jobs/manager.js';
 import type { BlockCommitRequest, BlockJobInfo, BlockPullRequest, JobCancelRequest } from './jobs/types.js';
 

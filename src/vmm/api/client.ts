@@ -1,7 +1,8 @@
 import { request } from 'node:http';
 import { WebSocket } from 'ws';
 import { TsvmmError } from '../../errors.js';
-import type { RestoreRequest, VmCounters, VmInfo, VmmEvent } from '../controller.js';
+import type { VmCounters, VmInfo, VmmEvent } from '../controller.js';
+import type { RestoreRequest } from '../requests.js';
 import { API_BASE } from './routes.js';
 
 /**

@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../../errors.js';
 import type { DiskConfig, SerialConfig, SerialMode, VmConfig } from '../config.js';
-import type { RestoreRequest, SnapshotRequest } from '../controller.js';
+import type { RestoreRequest, SnapshotRequest } from '../requests.js';
 
 /**
  * Hand-written, strict validation of API bodies (and of the same JSON given to the CLI). Every

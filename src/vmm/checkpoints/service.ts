@@ -20,11 +20,15 @@ import { dropLayer, readBackingOf } from '../../block/chain/drop.js';
 import { lockedHandle } from '../../block/chain/lock.js';
 import { layersOf, pathOf } from '../../block/chain/walk.js';
 import { CheckpointError } from './errors.js';
+import type { FrozenDisk } from './frozen.js';
+import type {
+  DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListItem, SnapshotListing, SnapshotListRequest, SnapshotNameRequest,
+} from './types.js';
 import { snapshotDiskLive, type DiskSnapshotResult } from './external.js';
 import { stemOf } from './names.js';
 import { snapshotUrlToPath } from '../../snapshot/index.js';
 import {
-  checkpointVm, frozenDiskOf, readCheckpointDisks, restoreCheckpoint, type CheckpointDisks, type CheckpointSummary, type FrozenDisk,
+  checkpointVm, frozenDiskOf, readCheckpointDisks, restoreCheckpoint, type CheckpointDisks, type CheckpointSummary,
 } from './system.js';
 
 export interface VmmHost {
@@ -35,38 +39,6 @@ export interface VmmHost {
   /** Installs a restored (Paused) VM as the VMM's VM. */
   adoptVm(vm: Vm): void;
   hooksFor(config: VmConfig): VmHooks;
-}
-
-export interface DiskSnapshotRequest { disk: string; file: string }
-export interface SnapshotCreateRequest { name: string; disk_only?: boolean; description?: string; snapshot_dir?: string }
-export interface SnapshotNameRequest { name: string; snapshot_dir?: string }
-export interface SnapshotListRequest { snapshot_dir?: string }
-
-export interface SnapshotListItem {
-  name: string;
-  created: string;
-  kind: CatalogueEntry['kind'];
-  parent: string | null;
-  description: string;
-  vm_state: CatalogueEntry['vm_state'];
-  paused_ms: number;
-  current: boolean;
-  /** Bytes on disk: the memory state plus the frozen overlays this catalogue created. */
-  size_bytes: number;
-  disks: Array<{ id: string; path: string }>;
-}
-
-export interface SnapshotListing {
-  snapshot_dir: string;
-  current: string | null;
-  snapshots: SnapshotListItem[];
-}
-
-/** The result of the last operation, for the API (PUT routes answer 204 without a body). */
-export interface LastOperation {
-  operation: string;
-  finished: string;
-  result: Record<string, unknown>;
 }
 
 export class DiskSnapshotService {

@@ -14,8 +14,9 @@ import { pathToFileURL } from 'node:url';
 import { snapshotUrlToPath } from '../../snapshot/index.js';
 import { ConfigError } from '../../errors.js';
 import type { VmConfig } from '../config.js';
-import type { RestoreRequest } from '../controller.js';
-import { checkDiskIdentity, diskIdentity, type DiskIdentity } from '../disk-identity.js';
+import type { RestoreRequest } from '../requests.js';
+import { checkDiskIdentity, diskIdentity } from '../disk-identity.js';
+import type { FrozenDisk } from './frozen.js';
 import { restoreVm, snapshotVm, type SnapshotSummary } from '../persist.js';
 import type { Vm, VmHooks } from '../vm.js';
 import { writeFileAtomic } from './atomic-file.js';
@@ -29,16 +30,6 @@ import { stemOf } from './names.js';
 export const CHECKPOINT_DISKS_FILE = 'disks.json';
 const CHECKPOINT_VERSION = 1;
 
-export interface FrozenDisk {
-  id: string;
-  /** The read-only image holding the disk as it was at the checkpoint. */
-  path: string;
-  format: string;
-  size: number;
-  identity: DiskIdentity;
-  /** A read-only disk: recorded so a restore checks it is unchanged, but it gets no overlay. */
-  readonly?: true;
-}
 
 export interface CheckpointDisks {
   version: number;
