@@ -21,6 +21,7 @@ import { restoreVm, snapshotVm, type SnapshotSummary } from '../persist.js';
 import type { Vm, VmHooks } from '../vm.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { exists, syncDirectory } from '../../util/fs.js';
+import { InvalidStateError } from '../errors.js';
 import { CheckpointError } from './errors.js';
 import { snapshotDiskLive, type DiskSnapshotResult } from './external.js';
 import { createOverlay } from '../../block/chain/overlay.js';
@@ -52,7 +53,7 @@ export function defaultOverlayName(tag: string): OverlayNamer {
 
 /** Writes a checkpoint of a paused VM to `url`; its writable disks continue on new overlays. */
 export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer): Promise<CheckpointSummary> {
-  if (vm.state !== 'Paused') throw new CheckpointError(`the VM must be paused for a checkpoint (it is ${vm.state})`);
+  if (vm.state !== 'Paused') throw new InvalidStateError(`the VM must be paused for a checkpoint (it is ${vm.state})`);
   const dir = snapshotUrlToPath(url);
   if (await exists(dir)) throw new ConfigError(`${dir} already exists: a checkpoint is never written over another; choose a new destination`);
   const staging = `${dir}.ckpt-${process.pid}`;
