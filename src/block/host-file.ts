@@ -1,5 +1,6 @@
 import { close as closeFd, fdatasync, fstat, ftruncate, open, read, write, writev } from 'node:fs';
 import { promisify } from 'node:util';
+import { fileErrorReason } from '../util/fs.js';
 import { BlockError } from './backend.js';
 
 const openAsync = promisify(open);
@@ -47,9 +48,7 @@ export class HostFile {
     try {
       return new HostFile(path, await openAsync(path, flags), writable);
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'is a directory' : (e.code ?? e.message);
-      throw new BlockError(`cannot open ${path}${writable ? ' for writing' : ''}: ${why}`, { path, errno: e.code });
+      throw new BlockError(`cannot open ${path}${writable ? ' for writing' : ''}: ${fileErrorReason(err)}`, { path, errno: (err as NodeJS.ErrnoException).code });
     }
   }
 

@@ -14,3 +14,12 @@ export async function syncDirectory(path: string): Promise<void> {
     await fh.close();
   }
 }
+
+/** Why opening or reading a file failed, in words for an error message (the caller names the file). */
+export function fileErrorReason(e: unknown): string {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return 'no such file';
+  if (code === 'EACCES') return 'permission denied';
+  if (code === 'EISDIR') return 'is a directory';
+  return code ?? (e instanceof Error ? e.message : String(e));
+}

@@ -8,6 +8,7 @@ import type { VmFd } from '../kvm/vm.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../memory/layout.js';
 import { EventFd } from '../sys/eventfd.js';
+import { fileErrorReason } from '../util/fs.js';
 import { sharedPoller } from '../sys/poller.js';
 import type { Bus, InterruptLine, MmioDevice } from '../devices/bus.js';
 import type { BlockBackend } from '../block/backend.js';
@@ -180,10 +181,8 @@ export async function openDisks(configs: readonly DiskConfig[]): Promise<Disk[]>
       try {
         lockHandle = await openFile(c.path, c.readonly ? 'r' : 'r+');
       } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied'
-          : code === 'EISDIR' ? 'is a directory, not a disk image file' : (e as Error).message;
-        throw new InputFileError(`--disk ${c.path}: ${why}`);
+        const why = fileErrorReason(e);
+        throw new InputFileError(`--disk ${c.path}: ${why === 'is a directory' ? 'is a directory, not a disk image file' : why}`);
       }
       try {
         // A read-only open of a directory or a device succeeds; the image code needs a regular file

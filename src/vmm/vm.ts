@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.js';
+import { fileErrorReason } from '../util/fs.js';
 import { Kvm } from '../kvm/system.js';
 import { OFFSETS } from '../kvm/structs.js';
 import type { KvmClockData } from '../kvm/types.js';
@@ -59,9 +60,7 @@ function readInput(path: string, what: string): Uint8Array {
   try {
     return readFileSync(path);
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? '';
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (e as Error).message;
-    throw new InputFileError(`cannot read ${what} ${path}: ${why}`);
+    throw new InputFileError(`cannot read ${what} ${path}: ${fileErrorReason(e)}`);
   }
 }
 
