@@ -5,11 +5,12 @@ import { join } from 'node:path';
 import { anonymousGuestMemory, type GuestMemory } from '../../../src/memory/guest-memory.js';
 import { RawBackend } from '../../../src/block/raw.js';
 import type { BlockBackend } from '../../../src/block/backend.js';
+import { VirtioBlk } from '../../../src/devices/block/virtio-blk/device.js';
 import {
-  VirtioBlk, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_F_SEG_MAX,
+  VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_F_SEG_MAX,
   VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
   VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_ID_BLOCK,
-} from '../../../src/devices/block/virtio-blk.js';
+} from '../../../src/devices/block/virtio-blk/spec.js';
 import { VirtioMmioTransport, MMIO_DEVICE_ID, MMIO_CONFIG, MMIO_STATUS } from '../../../src/devices/virtio/mmio.js';
 import { STATUS_DEVICE_NEEDS_RESET, STATUS_FEATURES_OK, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, bit } from '../../../src/devices/virtio/device.js';
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../../src/devices/virtio/chain.js';

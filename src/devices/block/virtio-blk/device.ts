@@ -1,50 +1,19 @@
-import { BlockError, type BlockBackend } from '../../block/backend.js';
-import { MAX_WRITEV_PARTS } from '../../block/host-file.js';
-import type { GuestMemory } from '../../memory/guest-memory.js';
-import { DeviceStateError } from '../errors.js';
-import type { Descriptor } from '../virtio/chain.js';
-import type { Virtqueue } from '../virtio/queue.js';
+import { BlockError, type BlockBackend } from '../../../block/backend.js';
+import { MAX_WRITEV_PARTS } from '../../../block/host-file.js';
+import type { GuestMemory } from '../../../memory/guest-memory.js';
+import type { Descriptor } from '../../virtio/chain.js';
+import type { Virtqueue } from '../../virtio/queue.js';
 import {
   VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, bit,
   type VirtioActivation, type VirtioDevice,
-} from '../virtio/device.js';
-
-/** virtio-blk (virtio 1.x §5.2). */
-export const VIRTIO_ID_BLOCK = 2;
-
-export const VIRTIO_BLK_F_SIZE_MAX = 1n;
-export const VIRTIO_BLK_F_SEG_MAX = 2n;
-export const VIRTIO_BLK_F_RO = 5n;
-export const VIRTIO_BLK_F_BLK_SIZE = 6n;
-export const VIRTIO_BLK_F_FLUSH = 9n;
-export const VIRTIO_BLK_F_DISCARD = 13n;
-export const VIRTIO_BLK_F_WRITE_ZEROES = 14n;
-
-export const VIRTIO_BLK_T_IN = 0;
-export const VIRTIO_BLK_T_OUT = 1;
-export const VIRTIO_BLK_T_FLUSH = 4;
-export const VIRTIO_BLK_T_GET_ID = 8;
-export const VIRTIO_BLK_T_DISCARD = 11;
-export const VIRTIO_BLK_T_WRITE_ZEROES = 13;
-
-export const VIRTIO_BLK_S_OK = 0;
-export const VIRTIO_BLK_S_IOERR = 1;
-export const VIRTIO_BLK_S_UNSUPP = 2;
-
-export const VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = 1;
-
-export const SECTOR_SIZE = 512;
-export const VIRTIO_BLK_ID_BYTES = 20;
-export const REQUEST_HEADER_SIZE = 16;
-export const DISCARD_SEGMENT_SIZE = 16;
-export const BLK_CONFIG_SIZE = 60;
-
-export const DEFAULT_QUEUE_SIZE = 256;
-const SIZE_MAX = 1 << 20; // largest single data segment the driver should build
-/** Per segment: keeps one range below 2 GiB so byte counts stay small integers. */
-const MAX_DISCARD_SECTORS = 0x3fffff;
-const MAX_DISCARD_SEG = 32;
-const BLOCK_SIZE = 512;
+} from '../../virtio/device.js';
+import { checkSameDisk, parseVirtioBlkState, stateError, type VirtioBlkState } from './persist.js';
+import { parseRequest, type BlkRange, type BlkRequest } from './request.js';
+import {
+  DEFAULT_QUEUE_SIZE, SECTOR_SIZE, VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO,
+  VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_SIZE_MAX, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
+  VIRTIO_ID_BLOCK, configSpace,
+} from './spec.js';
 
 export interface VirtioBlkCounters {
   read_ops: number;
@@ -55,13 +24,6 @@ export interface VirtioBlkCounters {
   discard_ops: number;
   write_zeroes_ops: number;
   errors: number;
-}
-
-export interface VirtioBlkState {
-  capacitySectors: number;
-  readOnly: boolean;
-  serial: string;
-  queueSize: number;
 }
 
 export interface VirtioBlkOptions {
@@ -76,10 +38,12 @@ export interface VirtioBlkOptions {
 interface Outcome { status: number; written: number }
 
 /** A validated guest write, held until the end of the queue pass so neighbours can merge. */
-class QueuedWrite {
-  head = 0;
-  statusAddr = 0;
-  constructor(readonly offset: number, readonly total: number, readonly parts: Uint8Array[]) {}
+interface QueuedWrite {
+  head: number;
+  statusAddr: number;
+  offset: number;
+  total: number;
+  parts: Uint8Array[];
 }
 
 /** Merged writes stay below these (QEMU's virtio-blk merges the same way, up to IOV_MAX). */
@@ -127,23 +91,7 @@ export class VirtioBlk implements VirtioDevice {
     if (backend.readOnly) f |= bit(VIRTIO_BLK_F_RO);
     else f |= bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
     this.deviceFeatures = f;
-    this.config = this.buildConfig(queueSize);
-  }
-
-  private buildConfig(queueSize: number): Uint8Array {
-    const b = new Uint8Array(BLK_CONFIG_SIZE);
-    const v = new DataView(b.buffer);
-    v.setBigUint64(0, BigInt(this.capacitySectors), true);
-    v.setUint32(8, SIZE_MAX, true);
-    v.setUint32(12, queueSize - 2, true); // seg_max: header and status take two descriptors
-    v.setUint32(20, BLOCK_SIZE, true);
-    v.setUint32(36, MAX_DISCARD_SECTORS, true);
-    v.setUint32(40, MAX_DISCARD_SEG, true);
-    v.setUint32(44, 1, true); // discard_sector_alignment, in sectors
-    v.setUint32(48, MAX_DISCARD_SECTORS, true);
-    v.setUint32(52, MAX_DISCARD_SEG, true);
-    v.setUint8(56, 1); // write_zeroes_may_unmap
-    return b;
+    this.config = configSpace(this.capacitySectors, queueSize);
   }
 
   counters(): VirtioBlkCounters {
@@ -185,18 +133,15 @@ export class VirtioBlk implements VirtioDevice {
 
   /** Rebuilds the device over `backend`, refusing a disk that is not the one it was saved with. */
   static fromState(args: { backend: BlockBackend; onError?: (message: string) => void }, s: VirtioBlkState): VirtioBlk {
-    const bad = (m: string): never => { throw new DeviceStateError('virtio-blk', m); };
-    if (typeof s !== 'object' || s === null) bad('state is not an object');
-    if (typeof s.serial !== 'string' || typeof s.readOnly !== 'boolean' || typeof s.queueSize !== 'number' || typeof s.capacitySectors !== 'number') bad('state fields have wrong types');
+    const state = parseVirtioBlkState(s);
     const dev = (() => {
       try {
-        return new VirtioBlk(args.backend, { serial: s.serial, queueSize: s.queueSize, ...(args.onError ? { onError: args.onError } : {}) });
+        return new VirtioBlk(args.backend, { serial: state.serial, queueSize: state.queueSize, ...(args.onError ? { onError: args.onError } : {}) });
       } catch (e) {
-        return bad(e instanceof Error ? e.message : String(e));
+        return stateError(e instanceof Error ? e.message : String(e));
       }
     })();
-    if (dev.capacitySectors !== s.capacitySectors) bad(`disk has ${dev.capacitySectors} sectors but the snapshot expects ${s.capacitySectors}`);
-    if (args.backend.readOnly !== s.readOnly) bad(`disk is ${args.backend.readOnly ? 'read-only' : 'writable'} but was ${s.readOnly ? 'read-only' : 'writable'} when saved`);
+    checkSameDisk(state, dev.capacitySectors, args.backend.readOnly);
     return dev;
   }
 
@@ -275,21 +220,19 @@ export class VirtioBlk implements VirtioDevice {
       this.complete(act, qi, q, head, null, statusOnly(VIRTIO_BLK_S_IOERR), this.generation);
       return;
     }
-    const parsed = this.parse(act.memory, act.ackedFeatures, descs.slice(0, -1));
-    if (typeof parsed === 'number') {
+    const request = parseRequest(act.memory, act.ackedFeatures, descs.slice(0, -1), this.disk);
+    if (request.kind === 'refused') {
       this.stats.errors++;
-      this.complete(act, qi, q, head, status.addr, statusOnly(parsed), this.generation);
+      this.complete(act, qi, q, head, status.addr, statusOnly(request.status), this.generation);
       return;
     }
-    if (parsed instanceof QueuedWrite) {
-      parsed.head = head;
-      parsed.statusAddr = status.addr;
-      writes.push(parsed);
+    if (request.kind === 'write') {
+      writes.push({ head, statusAddr: status.addr, offset: request.offset, total: request.total, parts: request.parts });
       return;
     }
     // Writes queued before this request start before it, as the guest ordered them.
     this.startWrites(act, qi, q, writes.splice(0));
-    this.track(act, qi, q, head, status.addr, parsed());
+    this.track(act, qi, q, head, status.addr, this.run(act.memory, request));
   }
 
   /**
@@ -381,111 +324,43 @@ export class VirtioBlk implements VirtioDevice {
     }
   }
 
-  /**
-   * Validates a request (header + data descriptors, status excluded) and returns either a
-   * status for an immediate completion, a write to queue (it may merge with its neighbours), or
-   * the I/O to run.
-   */
-  private parse(mem: GuestMemory, acked: bigint, descs: Descriptor[]): number | QueuedWrite | (() => Promise<Outcome>) {
-    const header = descs[0]!;
-    if (header.writable || header.len < REQUEST_HEADER_SIZE) return VIRTIO_BLK_S_IOERR;
-    const type = mem.readU32(header.addr);
-    const sector = mem.readU64(header.addr + 8);
-    // Bytes of the header descriptor past the 16-byte header are the start of the data (any layout).
-    const data: Descriptor[] = [];
-    if (header.len > REQUEST_HEADER_SIZE) data.push({ addr: header.addr + REQUEST_HEADER_SIZE, len: header.len - REQUEST_HEADER_SIZE, writable: false });
-    data.push(...descs.slice(1));
-    const total = data.reduce((n, d) => n + d.len, 0);
-    const allWritable = data.every((d) => d.writable);
-    const allReadable = data.every((d) => !d.writable);
-    const ro = this.backend.readOnly;
+  /** What request parsing needs to know of the device. */
+  private get disk(): { capacitySectors: number; readOnly: boolean; serial: string } {
+    return { capacitySectors: this.capacitySectors, readOnly: this.backend.readOnly, serial: this.serial };
+  }
 
-    switch (type) {
-      case VIRTIO_BLK_T_IN: {
-        if (!allWritable || total % SECTOR_SIZE !== 0) return VIRTIO_BLK_S_IOERR;
-        const offset = this.byteRange(sector, total);
-        if (offset === null) return VIRTIO_BLK_S_IOERR;
-        return async () => {
-          let at = offset;
-          for (const d of data) { await this.backend.read(at, mem.slice(d.addr, d.len)); at += d.len; }
-          this.stats.read_ops++;
-          this.stats.read_bytes += total;
-          return { status: VIRTIO_BLK_S_OK, written: total };
-        };
-      }
-      case VIRTIO_BLK_T_OUT: {
-        if (ro || !allReadable || total % SECTOR_SIZE !== 0) return VIRTIO_BLK_S_IOERR;
-        const offset = this.byteRange(sector, total);
-        if (offset === null) return VIRTIO_BLK_S_IOERR;
-        return new QueuedWrite(offset, total, data.map((d) => mem.slice(d.addr, d.len)));
-      }
-      case VIRTIO_BLK_T_FLUSH:
-        if (total !== 0) return VIRTIO_BLK_S_IOERR;
-        return async () => {
-          await this.backend.flush();
-          this.stats.flush_ops++;
-          return statusOnly(VIRTIO_BLK_S_OK);
-        };
-      case VIRTIO_BLK_T_GET_ID: {
-        if (!allWritable || total === 0) return VIRTIO_BLK_S_IOERR;
-        const id = new Uint8Array(VIRTIO_BLK_ID_BYTES);
-        new TextEncoder().encodeInto(this.serial, id);
-        let written = 0;
-        for (const d of data) {
-          const n = Math.min(d.len, VIRTIO_BLK_ID_BYTES - written);
-          if (n <= 0) break;
-          mem.write(d.addr, id.subarray(written, written + n));
-          written += n;
-        }
-        return async () => ({ status: VIRTIO_BLK_S_OK, written });
-      }
-      case VIRTIO_BLK_T_DISCARD:
-      case VIRTIO_BLK_T_WRITE_ZEROES:
-        return this.parseRanges(mem, acked, type, data, total, allReadable, ro);
-      default:
-        return VIRTIO_BLK_S_UNSUPP;
+  /** Runs a parsed request other than a write (writes are queued: startWrites). */
+  private async run(mem: GuestMemory, request: Exclude<BlkRequest, { kind: 'refused' } | { kind: 'write' }>): Promise<Outcome> {
+    switch (request.kind) {
+      case 'read':
+        return this.read(mem, request.offset, request.total, request.buffers);
+      case 'flush':
+        await this.backend.flush();
+        this.stats.flush_ops++;
+        return statusOnly(VIRTIO_BLK_S_OK);
+      case 'get-id':
+        return { status: VIRTIO_BLK_S_OK, written: request.written };
+      case 'discard':
+      case 'write-zeroes':
+        return this.zeroRanges(request.kind === 'discard', request.ranges);
     }
   }
 
-  private parseRanges(mem: GuestMemory, acked: bigint, type: number, data: Descriptor[], total: number, allReadable: boolean, ro: boolean): number | (() => Promise<Outcome>) {
-    const discard = type === VIRTIO_BLK_T_DISCARD;
-    const feature = discard ? VIRTIO_BLK_F_DISCARD : VIRTIO_BLK_F_WRITE_ZEROES;
-    if (!(acked & bit(feature))) return VIRTIO_BLK_S_UNSUPP;
-    if (ro || !allReadable || total === 0 || total % DISCARD_SEGMENT_SIZE !== 0) return VIRTIO_BLK_S_IOERR;
-    const count = total / DISCARD_SEGMENT_SIZE;
-    if (count > MAX_DISCARD_SEG) return VIRTIO_BLK_S_IOERR;
-    // Gather the segment array across descriptors, then check every segment before any I/O.
-    const raw = new Uint8Array(total);
-    let at = 0;
-    for (const d of data) { raw.set(mem.slice(d.addr, d.len), at); at += d.len; }
-    const view = new DataView(raw.buffer);
-    const ranges: Array<{ offset: number; length: number; unmap: boolean }> = [];
-    for (let i = 0; i < count; i++) {
-      const sector = view.getBigUint64(i * 16, true);
-      const sectors = view.getUint32(i * 16 + 8, true);
-      const flags = view.getUint32(i * 16 + 12, true);
-      // §5.2.6.2: unknown flags, and unmap on a discard, are UNSUPP.
-      if (flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP || (discard && flags !== 0)) return VIRTIO_BLK_S_UNSUPP;
-      if (sectors > MAX_DISCARD_SECTORS) return VIRTIO_BLK_S_IOERR;
-      const offset = this.byteRange(sector, sectors * SECTOR_SIZE);
-      if (offset === null) return VIRTIO_BLK_S_IOERR;
-      ranges.push({ offset, length: sectors * SECTOR_SIZE, unmap: (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0 });
-    }
-    return async () => {
-      for (const r of ranges) {
-        if (discard) await this.backend.discard(r.offset, r.length);
-        else await this.backend.writeZeroes(r.offset, r.length, r.unmap);
-      }
-      if (discard) this.stats.discard_ops++;
-      else this.stats.write_zeroes_ops++;
-      return statusOnly(VIRTIO_BLK_S_OK);
-    };
+  private async read(mem: GuestMemory, offset: number, total: number, buffers: Descriptor[]): Promise<Outcome> {
+    let at = offset;
+    for (const d of buffers) { await this.backend.read(at, mem.slice(d.addr, d.len)); at += d.len; }
+    this.stats.read_ops++;
+    this.stats.read_bytes += total;
+    return { status: VIRTIO_BLK_S_OK, written: total };
   }
 
-  /** Byte offset of `sector` when [sector, sector + bytes) lies inside the disk, else null. */
-  private byteRange(sector: bigint, bytes: number): number | null {
-    const start = sector * BigInt(SECTOR_SIZE);
-    if (start + BigInt(bytes) > BigInt(this.capacitySectors) * BigInt(SECTOR_SIZE)) return null;
-    return Number(start);
+  private async zeroRanges(discard: boolean, ranges: BlkRange[]): Promise<Outcome> {
+    for (const r of ranges) {
+      if (discard) await this.backend.discard(r.offset, r.length);
+      else await this.backend.writeZeroes(r.offset, r.length, r.unmap);
+    }
+    if (discard) this.stats.discard_ops++;
+    else this.stats.write_zeroes_ops++;
+    return statusOnly(VIRTIO_BLK_S_OK);
   }
 }
