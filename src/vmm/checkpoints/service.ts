@@ -28,7 +28,7 @@ import { snapshotDiskLive, type DiskSnapshotResult } from './external.js';
 import { stemOf } from './names.js';
 import { snapshotUrlToPath } from '../../snapshot/index.js';
 import {
-  checkpointVm, frozenDiskOf, readCheckpointDisks, restoreCheckpoint, type CheckpointDisks, type CheckpointSummary,
+  checkpointVm, defaultOverlayName, frozenDiskOf, readCheckpointDisks, restoreCheckpoint, type CheckpointDisks, type CheckpointSummary,
 } from './system.js';
 
 export interface VmmHost {
@@ -78,7 +78,7 @@ export class DiskSnapshotService {
     const vm = this.requireVm();
     // The VM continues on `<disk stem>.<checkpoint folder name>.qcow2` next to each disk.
     const tag = basename(snapshotUrlToPath(url));
-    return checkpointVm(vm, url, (_id, current) => join(dirname(current), `${stemOf(current)}.${tag}.qcow2`));
+    return checkpointVm(vm, url, defaultOverlayName(tag));
   }
 
   // ---- the catalogue -----------------------------------------------------------------------

@@ -47,6 +47,7 @@ export interface CheckpointSummary extends SnapshotSummary {
 /** Where the running VM continues after the checkpoint, per disk: default next to the disk. */
 export type OverlayNamer = (diskId: string, currentPath: string) => string;
 
+/** Each disk's overlay next to its current image, named after it and the checkpoint's tag. */
 export function defaultOverlayName(tag: string): OverlayNamer {
   return (_id, current) => join(dirname(current), `${stemOf(current)}.${tag}.qcow2`);
 }
