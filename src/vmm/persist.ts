@@ -10,8 +10,9 @@ import type { VmConfig } from './config.js';
 import type { RestoreRequest } from './requests.js';
 import { checkDiskIdentity, diskIdentity, type DiskIdentity } from './disk-identity.js';
 import type { PlatformState } from './platform.js';
-import type { VcpuState } from './vcpu-state.js';
-import { Vm, type VmHooks, type VmLevelState } from './vm.js';
+import { vcpuStateFromJson } from './vcpu-state.js';
+import { Vm, type VmHooks } from './vm.js';
+import { vmLevelStateFromJson } from './vm-state.js';
 
 /** Device types this VMM can rebuild from a snapshot. */
 export const DEVICE_TYPES = ['serial', 'i8042', 'virtio-blk'] as const;
@@ -92,8 +93,8 @@ export async function restoreVm(req: RestoreRequest, hooksFor: (config: VmConfig
     if (saved === undefined) throw new ConfigError(`restore: vm.json has no identity for disk "${d.id}"`);
     await checkDiskIdentity(d, saved.identity as unknown as DiskIdentity, req.force ?? false);
   }
-  const vcpus = doc.vcpus.map((v, i) => fromJsonSafe(v, `vcpus[${i}]`) as VcpuState);
-  const vmState = fromJsonSafe(doc.vm, 'vm') as VmLevelState;
+  const vcpus = doc.vcpus.map((v, i) => vcpuStateFromJson(fromJsonSafe(v, `vcpus[${i}]`), i));
+  const vmState = vmLevelStateFromJson(fromJsonSafe(doc.vm, 'vm'));
   return Vm.restore({
     config,
     regions: snap.regions.map((r) => ({ index: r.index, guestBase: r.guestBase, size: r.size, path: r.path, dataExtents: r.dataExtents })),

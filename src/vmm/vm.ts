@@ -18,8 +18,9 @@ import type { VmConfig, VmState } from './config.js';
 import { InputFileError, InvalidStateError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
 import { makeAccessHandler } from './io-dispatch.js';
-import { Platform, type PlatformHooks, type PlatformState } from './platform.js';
+import { Platform, type PlatformHooks } from './platform.js';
 import { probeSaveableMsrs, restoreVcpu, saveVcpu, type VcpuState } from './vcpu-state.js';
+import type { VmSavedState } from './vm-state.js';
 import type { StopReason } from './vcpu-protocol.js';
 import { prewarmVcpuWorkers, VcpuThread } from './vcpu-thread.js';
 
@@ -31,20 +32,6 @@ const IRQCHIPS: IrqchipId[] = [0, 1, 2];
 export interface VmHooks extends PlatformHooks {
   /** The guest ended the VM (power-off, reset, triple fault) or a vCPU failed. */
   onEnd(end: VmEnd): void;
-}
-
-/** VM-wide KVM state: PIC master/slave and IOAPIC, the PIT, and kvmclock at the pause. */
-export interface VmLevelState {
-  irqchips: Uint8Array[];
-  pit: Uint8Array;
-  clock: KvmClockData;
-}
-
-/** Everything a snapshot holds besides memory. */
-export interface VmSavedState {
-  vcpus: VcpuState[];
-  vm: VmLevelState;
-  platform: PlatformState;
 }
 
 /** Restore inputs: the verified snapshot's memory files and component states. */
