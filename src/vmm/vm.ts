@@ -23,10 +23,9 @@ import { probeSaveableMsrs, restoreVcpu, saveVcpu, type VcpuState } from './vcpu
 import type { VmSavedState } from './vm-state.js';
 import type { StopReason } from './vcpu-protocol.js';
 import { prewarmVcpuWorkers, VcpuThread } from './vcpu-thread.js';
+import { newKvmVm, takeSpareVm } from './spare-vm.js';
 
 /** Where KVM keeps its private TSS pages and identity map (just below the BIOS area, as QEMU). */
-const KVM_TSS_ADDRESS = 0xfffb_d000;
-const KVM_IDENTITY_MAP_ADDRESS = 0xfffb_c000;
 const IRQCHIPS: IrqchipId[] = [0, 1, 2];
 
 export interface VmHooks extends PlatformHooks {
@@ -59,51 +58,6 @@ function withBootFpu(fpu: Uint8Array, boot: BootFpu): Uint8Array {
   dv.setUint8(OFFSETS['kvm_fpu.ftwx']!, boot.ftwx);
   dv.setUint32(OFFSETS['kvm_fpu.mxcsr']!, boot.mxcsr, true);
   return fpu;
-}
-
-function newKvmVm(kvm: Kvm): VmFd {
-  const vmFd = kvm.createVm();
-  try {
-    vmFd.setTssAddr(KVM_TSS_ADDRESS);
-    vmFd.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDRESS);
-    vmFd.createIrqchip();
-    vmFd.createPit2();
-  } catch (e) {
-    vmFd.close();
-    throw e;
-  }
-  return vmFd;
-}
-
-/**
- * An empty VM (irqchip and PIT, no memory, no vCPUs) made ahead of time by an idle VMM: creating
- * one costs from under a millisecond to tens of them on a busy PVM host, time a warm restore
- * should not pay. Its Kvm handle stays open with it.
- */
-let spareVm: { kvm: Kvm; vmFd: VmFd } | undefined;
-
-export function prepareSpareVm(): void {
-  if (spareVm !== undefined || !Kvm.available()) return;
-  const kvm = Kvm.open();
-  try {
-    spareVm = { kvm, vmFd: newKvmVm(kvm) };
-  } catch {
-    kvm.close(); // the real build reports the problem with its own context
-  }
-}
-
-/** Closes the spare VM if nobody took it. */
-export function releaseSpareVm(): void {
-  takeSpareVm()?.close();
-}
-
-function takeSpareVm(): VmFd | undefined {
-  const s = spareVm;
-  spareVm = undefined;
-  if (s === undefined) return undefined;
-  // The VM fd keeps its own reference to KVM: the spare's /dev/kvm handle is no longer needed.
-  s.kvm.close();
-  return s.vmFd;
 }
 
 /** Undo stack for a half-built VM. */

@@ -10,7 +10,8 @@ import type { ConsoleAttachment, VmCounters, VmInfo, VmmController, VmmEvent } f
 import type { RestoreRequest, SnapshotRequest } from './requests.js';
 import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
-import { prepareSpareVm, releaseSpareVm, Vm, type VmHooks } from './vm.js';
+import { prepareSpareVm, releaseSpareVm } from './spare-vm.js';
+import { Vm, type VmHooks } from './vm.js';
 import { prewarmVcpuWorkers, waitForVcpuWorkersLoaded } from './vcpu-thread.js';
 import type { DiskSnapshotService } from './checkpoints/service.js';
 import type {
