@@ -9,8 +9,8 @@ import { describe, expect, it } from 'vitest';
  *
  * Layers, lowest first: sys → kvm → memory → block → devices → snapshot → vmm → cli. A module may
  * import its own layer and the layers below it. img (tsvmm-img's verbs) sits beside vmm on block:
- * it may import block and below, and only cli imports it. util/ and the root errors.ts and error-codes.ts are the
- * foundation every layer may use (they import only each other). No import cycle, between layers or inside one.
+ * it may import block and below, and only cli imports it. util/, errors.ts and error-codes.ts are
+ * the foundation every layer may use (they import only each other). No import cycle anywhere.
  */
 const ROOT = resolve(import.meta.dirname, '..');
 const SRC = join(ROOT, 'src');
