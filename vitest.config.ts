@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { deadline } from './test/support/timing.js';
 
 /**
  * Test files that need /dev/kvm (they start guests). `npm test` (tools/test.mjs) runs them on
@@ -26,7 +27,14 @@ export default defineConfig({
       { extends: true, test: { name: 'unit', include: ['test/**/*.test.ts'], exclude: KVM_TESTS } },
       {
         extends: true,
-        test: { name: 'kvm', include: KVM_TESTS, globalSetup: ['test/support/require-kvm.ts'] },
+        test: {
+          name: 'kvm',
+          include: KVM_TESTS,
+          globalSetup: ['test/support/require-kvm.ts'],
+          // Nested KVM is 10-30x slower than a KVM host (test/support/timing.ts).
+          testTimeout: deadline(120_000),
+          hookTimeout: deadline(120_000),
+        },
       },
     ],
   },

@@ -9,7 +9,7 @@
 //   [SECONDS_PER_RUN=60] node bench/linux-boot-compare.mjs [--seconds 60] [--rounds 1] [--vmm tsvmm,qemu-microvm,qemu-pc]
 //        [--kernel F] [--initramfs F] [--cmdline S] [--cpus 2] [--memory 256M] [--log DIR]
 //
-// Defaults: the kernel and initramfs of `bash guest-images/debian-linux.sh` (the uncompressed ELF
+// Defaults: the kernel and initramfs of `npm run guest` (guest-images/linux/build.sh) (the uncompressed ELF
 // `vmlinux` when present: on a PVM host the bzImage's xz decompressor, run in emulated ring 0, does
 // not finish in minutes), and a command line that hides CX16 and XSAVE from the kernel — the
 // instructions they enable cannot be emulated here (see docs/linux-guests.md). Rounds alternate the
@@ -55,7 +55,7 @@ if (!(seconds > 0) || !Number.isInteger(rounds) || rounds < 1) {
   process.exit(2);
 }
 const tsvmm = join(root, 'dist/cli/tsvmm.js');
-for (const [file, how] of [[tsvmm, 'npm run build'], [opt.kernel, 'bash guest-images/debian-linux.sh'], [opt.initramfs, 'bash guest-images/debian-linux.sh']]) {
+for (const [file, how] of [[tsvmm, 'npm run build'], [opt.kernel, 'npm run guest'], [opt.initramfs, 'npm run guest']]) {
   if (!existsSync(file)) {
     console.error(`linux-boot-compare: ${file} is missing; run \`${how}\` first`);
     process.exit(2);

@@ -56,13 +56,30 @@ function describeInternalError(v: VcpuFd, suberror: number, data: bigint[]): str
   return `KVM internal error: ${INTERNAL_ERRORS[suberror] ?? `suberror ${suberror}`}${where}${words}`;
 }
 
+/**
+ * Runs the vCPU until it is stopped or the guest ends the VM.
+ *
+ * A port or MMIO access that left KVM_RUN is only complete once KVM_RUN is entered again: KVM
+ * then writes the data of an `in`/MMIO read into the guest's registers and moves RIP past the
+ * instruction (KVM API, "KVM_RUN": complete pending operations before saving state). So a stop
+ * requested while an access is being answered runs KVM_RUN once more with immediate_exit set,
+ * which completes the access and returns at once, before the loop ends. Stopping without it
+ * left RIP on the instruction in the saved state: a restored guest executed it a second time,
+ * repeating the access (a second read of a UART's IIR or RBR consumes an event or a byte the
+ * first read already took).
+ */
 function runLoop(v: VcpuFd, mb: Mailbox): StopReason {
   const w = mb.words;
   const counters = mb.counters;
   v.setImmediateExit(false);
+  let accessPending = false;
   for (;;) {
-    if (Atomics.load(w, WORD_CONTROL) === CONTROL_STOP) return { kind: 'kicked' };
+    if (Atomics.load(w, WORD_CONTROL) === CONTROL_STOP) {
+      if (!accessPending) return { kind: 'kicked' };
+      v.setImmediateExit(true);
+    }
     const exit = v.run();
+    accessPending = exit.kind === 'io' || exit.kind === 'mmio';
     switch (exit.kind) {
       case 'io': {
         counters[C_IO]! += 1;

@@ -166,19 +166,25 @@ export class Vmm implements VmmController {
     }
   }
 
+  /**
+   * Feeds stdin to the guest's serial port, as Cloud Hypervisor's `--serial tty` does: a terminal
+   * in raw mode (the guest does its own line editing and echo), and a pipe or file as it comes,
+   * so programs (tests, expect-style scripts) can drive a guest shell through tsvmm's stdio.
+   */
   private attachStdin(vm: Vm): void {
     if (!this.options.stdinIsConsole || vm.config.serial.mode !== 'Tty' || this.stdinAttached) return;
-    if (!process.stdin.isTTY) return;
     this.stdinAttached = true;
-    process.stdin.setRawMode(true);
+    if (process.stdin.isTTY) process.stdin.setRawMode(true);
     process.stdin.on('data', (chunk: Buffer) => this.vm?.platform.serialInput(chunk));
+    // A closed stdin (EOF, or /dev/null) only means no more input; the VM runs on.
+    process.stdin.on('error', (e) => log.warn(`stdin: ${e.message}`));
     process.stdin.resume();
   }
 
   private detachStdin(): void {
     if (!this.stdinAttached) return;
     this.stdinAttached = false;
-    process.stdin.setRawMode(false);
+    if (process.stdin.isTTY) process.stdin.setRawMode(false);
     process.stdin.pause();
   }
 

@@ -5,9 +5,10 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { VmState } from '../../src/vmm/config.js';
 import type { VmmEvent } from '../../src/vmm/controller.js';
 import { parseRawResponse, rawExchange } from '../vmm/api/helpers.js';
-import { announceRealVmmSkip, RealVmm, realVmmMissing, sleep, type ConsoleTap } from '../vmm/api/real-tsvmm.js';
+import { RealVmm, sleep, type ConsoleTap } from '../vmm/api/real-tsvmm.js';
 import { tinyElf } from '../support/tsvmm-process.js';
 import { prng } from '../support/prng.js';
+import { deadline } from '../support/timing.js';
 
 /**
  * Fuzz of the control plane against the real tsvmm with a ticking tiny guest: a few hundred
@@ -126,7 +127,7 @@ function trickleExchange(socketPath: string, data: Buffer, halfClose: boolean): 
     const timer = setTimeout(() => {
       s.destroy();
       reject(new Error('trickled request: no close from the server within 15 s'));
-    }, 15_000);
+    }, deadline(15_000));
     s.on('data', (c) => chunks.push(c));
     s.on('error', () => {});
     s.on('close', () => {
@@ -166,7 +167,7 @@ function replay(events: readonly VmmEvent[]): VmState | undefined {
   return state;
 }
 
-describe.skipIf(realVmmMissing.length > 0)('API fuzz against the real VMM', () => {
+describe('API fuzz against the real VMM', () => {
   let v: RealVmm;
   let tap: ConsoleTap;
   const events: VmmEvent[] = [];
@@ -182,7 +183,7 @@ describe.skipIf(realVmmMissing.length > 0)('API fuzz against the real VMM', () =
     await v?.stop();
   });
 
-  test(`${REQUESTS} seeded random requests (seed ${SEED.toString(16)}) leave the VMM serving, consistent and ticking`, { timeout: 240_000 }, async () => {
+  test(`${REQUESTS} seeded random requests (seed ${SEED.toString(16)}) leave the VMM serving, consistent and ticking`, { timeout: deadline(240_000) }, async () => {
     const rand = prng(SEED);
     const snapshots: string[] = [];
     const statuses = new Map<number, number>();
@@ -195,7 +196,7 @@ describe.skipIf(realVmmMissing.length > 0)('API fuzz against the real VMM', () =
     const send = async (req: Req, label: string): Promise<number | undefined> => {
       const text = req.trickle === true
         ? await trickleExchange(v.socketPath, req.data, req.halfClose)
-        : await rawExchange(v.socketPath, req.data, { halfClose: req.halfClose, timeoutMs: 60_000 });
+        : await rawExchange(v.socketPath, req.data, { halfClose: req.halfClose, timeoutMs: deadline(60_000) });
       if (text === '') {
         if (process.env.FUZZ_DEBUG) console.log('UNANSWERED', JSON.stringify({ half: req.halfClose, trickle: req.trickle, head: req.data.subarray(0, 200).toString('latin1') }));
         unanswered++;
@@ -257,7 +258,7 @@ describe.skipIf(realVmmMissing.length > 0)('API fuzz against the real VMM', () =
     // The stalled clients were cut off by the server's header timeout, with a 408.
     for (const s of await Promise.all(stalled)) {
       expect(parseRawResponse(s.answer).status).toBe(408);
-      expect(s.ms).toBeLessThan(30_000);
+      expect(s.ms).toBeLessThan(deadline(30_000));
     }
 
     // The VMM answers, and its state is the one the successful requests imply.
@@ -290,5 +291,3 @@ describe.skipIf(realVmmMissing.length > 0)('API fuzz against the real VMM', () =
 });
 
 // Say why, loudly (stderr banner and a named skipped test), when the real VMM cannot run here.
-announceRealVmmSkip('API fuzz against the real VMM');
-if (realVmmMissing.length > 0) test.skip(`API fuzz against the real VMM: needs ${realVmmMissing.join(', ')}`, () => {});

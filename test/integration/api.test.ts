@@ -5,8 +5,9 @@ import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { VmmEvent } from '../../src/vmm/controller.js';
 import { raw } from '../vmm/api/helpers.js';
-import { announceRealVmmSkip, errorCode, RealVmm, realVmmMissing, sleep, type ConsoleTap } from '../vmm/api/real-tsvmm.js';
+import { errorCode, RealVmm, sleep, type ConsoleTap } from '../vmm/api/real-tsvmm.js';
 import { remoteBin, run, tinyElf } from '../support/tsvmm-process.js';
+import { deadline } from '../support/timing.js';
 
 /**
  * The control plane end to end: the real tsvmm binary booting the tiny guest, driven over its
@@ -28,7 +29,7 @@ interface Answer {
 async function curl(socket: string, method: string, route: string, body?: string): Promise<Answer> {
   const args = ['-sS', '--unix-socket', socket, '-X', method, '-o', '-', '-w', '\n%{http_code}', `http://localhost/api/v1/${route}`];
   if (body !== undefined) args.push('-H', 'Content-Type: application/json', '-d', body);
-  const r = await run('curl', args, { timeoutMs: 20_000 });
+  const r = await run('curl', args, { timeoutMs: deadline(20_000) });
   expect(r.code, r.stderr).toBe(0);
   const cut = r.stdout.lastIndexOf('\n');
   return { status: Number(r.stdout.slice(cut + 1)), body: r.stdout.slice(0, cut) };
@@ -57,7 +58,7 @@ async function expectVmmGone(v: RealVmm): Promise<void> {
 }
 
 // Generous per-test limit: on a loaded 2-core host a reboot or boot can take seconds.
-describe.skipIf(realVmmMissing.length > 0)('control plane against the real VMM', { timeout: 180_000 }, () => {
+describe('control plane against the real VMM', { timeout: deadline(180_000) }, () => {
   let scratch: string;
   /** A snapshot made by an early test, restored into empty VMMs by a later one. */
   let snapshotDir: string | undefined;
@@ -302,7 +303,7 @@ describe.skipIf(realVmmMissing.length > 0)('control plane against the real VMM',
       await expect.poll(() => events.map((e) => e.event)).toEqual(expected);
       expect(new Set(events.map((e) => e.source))).toEqual(new Set(['vm']));
       // Timestamps count from the VMM's start (Cloud Hypervisor's convention), not the host's boot.
-      expect(events[0]!.timestamp.secs).toBeLessThan(120);
+      expect(events[0]!.timestamp.secs).toBeLessThan(deadline(120));
       const ns = events.map((e) => BigInt(e.timestamp.secs) * 1_000_000_000n + BigInt(e.timestamp.nanos));
       for (let i = 1; i < ns.length; i++) expect(ns[i]! >= ns[i - 1]!).toBe(true);
       const byName = (name: string) => events.filter((e) => e.event === name).map((e) => e.properties);
@@ -341,7 +342,7 @@ describe.skipIf(realVmmMissing.length > 0)('control plane against the real VMM',
       const mark = out.length;
       await v.client.pause();
       const when = String.raw`\d+\.\d{3}s`;
-      await expect.poll(() => out.slice(mark), { timeout: 10_000 })
+      await expect.poll(() => out.slice(mark), { timeout: deadline(10_000) })
         .toMatch(new RegExp(String.raw`^${when} vm pausing\n${when} vm paused \{"duration_ms":[\d.e-]+\}\n$`));
       child.kill('SIGINT');
       expect(await childExit).toBe(0);
@@ -363,7 +364,7 @@ describe.skipIf(realVmmMissing.length > 0)('control plane against the real VMM',
         return { child, exit, out: () => out };
       };
       const first = attach();
-      await expect.poll(() => (first.out().match(/^tick \d+$/gm) ?? []).length, { timeout: 10_000 }).toBeGreaterThanOrEqual(3);
+      await expect.poll(() => (first.out().match(/^tick \d+$/gm) ?? []).length, { timeout: deadline(10_000) }).toBeGreaterThanOrEqual(3);
       // A second client is refused while the first is attached.
       const busy = await v.remote(['console']);
       expect(busy.code).toBe(1);
@@ -376,7 +377,7 @@ describe.skipIf(realVmmMissing.length > 0)('control plane against the real VMM',
 
       // The guest kept ticking through the detach, and a second attach works.
       const second = attach();
-      await expect.poll(() => (second.out().match(/^tick \d+$/gm) ?? []).length, { timeout: 10_000 }).toBeGreaterThanOrEqual(2);
+      await expect.poll(() => (second.out().match(/^tick \d+$/gm) ?? []).length, { timeout: deadline(10_000) }).toBeGreaterThanOrEqual(2);
       const resumedAt = Number(/^tick (\d+)$/m.exec(second.out())![1]);
       expect(resumedAt).toBeGreaterThan(lastSeen);
       second.child.stdin.end();
@@ -432,5 +433,3 @@ describe.skipIf(realVmmMissing.length > 0)('control plane against the real VMM',
 });
 
 // Say why, loudly (stderr banner and a named skipped test), when the real VMM cannot run here.
-announceRealVmmSkip('control plane against the real VMM');
-if (realVmmMissing.length > 0) test.skip(`control plane against the real VMM: needs ${realVmmMissing.join(', ')}`, () => {});

@@ -9,13 +9,11 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { announceKvmSkip, hasKvm } from '../support/kvm.js';
 import { crcHex, expectedPattern, noise, parseBlkDev, parseBlkTimings, patternWordAt } from '../support/blk-disk.js';
 import { apiOk, waitForApi } from '../support/snapshot-vm.js';
 import { runTsvmm, type TsvmmResult } from '../support/tiny-console.js';
 import { TsvmmProcess, run, tinyElf } from '../support/tsvmm-process.js';
-
-announceKvmSkip('test/integration/blk.test.ts');
+import { deadline } from '../support/timing.js';
 
 const MiB = 1 << 20;
 
@@ -43,7 +41,7 @@ function expectOneLineError(r: TsvmmResult, ...fragments: string[]): void {
   expect(r.stdout).not.toContain('tiny: boot=');
 }
 
-describe.skipIf(!hasKvm)('virtio-blk with the tiny kernel', () => {
+describe('virtio-blk with the tiny kernel', () => {
   let dir = '';
   const file = (name: string): string => join(dir, name);
 
@@ -134,7 +132,7 @@ describe.skipIf(!hasKvm)('virtio-blk with the tiny kernel', () => {
   it('eight disks at once: the last one still does I/O (each disk parks a libuv pool thread on its notify eventfd)', async () => {
     const paths = Array.from({ length: 8 }, (_, i) => file(`eight-${i}.raw`));
     paths.forEach((p, i) => writeFileSync(p, noise(2 * MiB, 20 + i)));
-    const r = await runTsvmm(tinyArgs('tiny.blk_dev=7 tiny.blk=read:2,write:1', paths.map((p) => `path=${p}`)), 25_000);
+    const r = await runTsvmm(tinyArgs('tiny.blk_dev=7 tiny.blk=read:2,write:1', paths.map((p) => `path=${p}`)), deadline(25_000));
     expectExit(r, 0);
     expect(parseBlkDev(r.lines)).toMatchObject({ index: 7, address: 0xd0007000 });
     expect(r.lines).toContain(`blk: read 2 MiB crc=${crcHex(noise(2 * MiB, 27))}`);

@@ -9,18 +9,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EXIT_STATUS } from '../../src/vmm/exit-status.js';
-import { announceKvmSkip, hasKvm } from '../support/kvm.js';
 import { consoleLines, parseBanner, parseTicks, runTsvmm } from '../support/tiny-console.js';
 import { TsvmmProcess, tinyBzImage, tinyElf } from '../support/tsvmm-process.js';
-
-announceKvmSkip('test/integration/boot.test.ts');
+import { deadline } from '../support/timing.js';
 
 const formats = [
   { name: 'tiny.elf (PVH)', kernel: tinyElf, boot: 'pvh' },
   { name: 'tiny.bzImage (64-bit boot protocol)', kernel: tinyBzImage, boot: 'linux' },
 ] as const;
 
-describe.skipIf(!hasKvm)('tsvmm boots the tiny kernel', () => {
+describe('tsvmm boots the tiny kernel', () => {
   describe.each(formats)('$name', ({ kernel, boot }) => {
     it.each([1, 2])('%i vCPU(s), 128 MiB: banner, ticks, memtest and the power-off status', async (cpus) => {
       const cmdline = 'tiny.ticks=4 tiny.tick_ms=50 tiny.memtest=16 tiny.exit=7';
@@ -129,7 +127,7 @@ describe.skipIf(!hasKvm)('tsvmm boots the tiny kernel', () => {
       p.child.kill(signal);
       const ended = await Promise.race([
         p.exited,
-        new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), 10_000)),
+        new Promise<'hung'>((resolve) => setTimeout(() => resolve('hung'), deadline(10_000))),
       ]);
       expect(ended).toEqual({ code: status, signal: null });
       expect(p.stderr).toBe(`tsvmm: received ${signal}\n`);

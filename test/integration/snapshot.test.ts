@@ -8,14 +8,12 @@ import { crc32 } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { announceKvmSkip, hasKvm } from '../support/kvm.js';
 import {
   apiOk, apiRequest, bootTiny, diskUsageBytes, fileUrl, fingerprintDir, killHard, memtestPassesIn,
   pauseAndSnapshot, restoreProcess, ticksIn, waitForApi,
 } from '../support/snapshot-vm.js';
 import { TsvmmProcess } from '../support/tsvmm-process.js';
-
-announceKvmSkip('integration/snapshot');
+import { deadline } from '../support/timing.js';
 
 const MiB = 1024 * 1024;
 const WORKLOAD = 'tiny.ticks tiny.tick_ms=50 tiny.memtest=32 tiny.memtest_loop';
@@ -42,8 +40,8 @@ interface PausedPoint {
 async function snapshotRunningWorkload(name: string, cpus: number, dir: string): Promise<PausedPoint> {
   const sock = join(work, `${name}.sock`);
   const vm = track(await bootTiny({ cpus, memory: '256M', cmdline: WORKLOAD, socketPath: sock }));
-  await vm.waitFor(/^memtest: pass 2 ok$/m, 60_000);
-  await vm.waitFor(/^tick 3\b/m, 30_000);
+  await vm.waitFor(/^memtest: pass 2 ok$/m, deadline(60_000));
+  await vm.waitFor(/^tick 3\b/m, deadline(30_000));
   const { consoleAtPause } = await pauseAndSnapshot(vm, sock, dir);
   await killHard(vm);
   // Nothing may run between the pause and the kill.
@@ -64,8 +62,8 @@ async function resumeAndCheckContinues(vm: TsvmmProcess, sock: string, at: Pause
   await new Promise((r) => setTimeout(r, 200));
   expect(vm.stdout).toBe('');
   await apiOk(sock, 'PUT', 'vm.resume');
-  await vm.waitFor(new RegExp(`^tick ${at.lastTick + 3}\\b`, 'm'), 30_000);
-  await vm.waitFor(new RegExp(`^memtest: pass ${at.lastPass + 2} ok$`, 'm'), 60_000);
+  await vm.waitFor(new RegExp(`^tick ${at.lastTick + 3}\\b`, 'm'), deadline(30_000));
+  await vm.waitFor(new RegExp(`^memtest: pass ${at.lastPass + 2} ok$`, 'm'), deadline(60_000));
   // The pause may have cut a line in two: judge the whole console, before and after.
   const whole = at.console + vm.stdout;
   expect(vm.stdout).not.toMatch(/tiny: boot/);
@@ -86,7 +84,7 @@ async function resumeAndCheckContinues(vm: TsvmmProcess, sock: string, at: Pause
   }
 }
 
-describe.skipIf(!hasKvm)('snapshot → kill -9 → restore in a new process → resume', () => {
+describe('snapshot → kill -9 → restore in a new process → resume', () => {
   for (const cpus of [1, 2]) {
     for (const prefault of [false, true]) {
       it(`${cpus} vCPU${cpus > 1 ? 's' : ''}, ${prefault ? 'prefault=on' : 'lazy (MAP_PRIVATE)'}: ticks and memtest continue`, async () => {
@@ -97,7 +95,7 @@ describe.skipIf(!hasKvm)('snapshot → kill -9 → restore in a new process → 
         const restored = track(await restoreProcess(dir, sock, prefault ? ',prefault=on' : ''));
         await resumeAndCheckContinues(restored, sock, at, cpus);
         await killHard(restored);
-      }, 180_000);
+      }, deadline(180_000));
     }
   }
 
@@ -110,7 +108,7 @@ describe.skipIf(!hasKvm)('snapshot → kill -9 → restore in a new process → 
     await apiOk(sock, 'PUT', 'vm.restore', { source_url: fileUrl(dir), prefault: true });
     await resumeAndCheckContinues(empty, sock, at, 2);
     await killHard(empty);
-  }, 180_000);
+  }, deadline(180_000));
 
   it('vm.snapshot on a running VM is refused with 400 and writes nothing', async () => {
     const sock = join(work, 'running.sock');
@@ -127,10 +125,10 @@ describe.skipIf(!hasKvm)('snapshot → kill -9 → restore in a new process → 
     const ticksBefore = ticksIn(vm.stdout).length;
     await vm.waitFor(new RegExp(`^tick ${ticksBefore + 1}\\b`, 'm'));
     await killHard(vm);
-  }, 120_000);
+  }, deadline(120_000));
 });
 
-describe.skipIf(!hasKvm)('clones', () => {
+describe('clones', () => {
   it('three clones restored at once from one snapshot all run, and the snapshot is untouched', async () => {
     const dir = join(work, 'clone-src');
     const at = await snapshotRunningWorkload('clone-src', 2, dir);
@@ -152,10 +150,10 @@ describe.skipIf(!hasKvm)('clones', () => {
       const g = after.get(name)!;
       expect({ name, sha256: g.sha256, size: g.size, mtimeNs: g.mtimeNs, ino: g.ino }).toEqual({ name, ...f });
     }
-  }, 240_000);
+  }, deadline(240_000));
 });
 
-describe.skipIf(!hasKvm)('snapshot size and replacement', () => {
+describe('snapshot size and replacement', () => {
   it('a 1 GiB VM makes a snapshot as large as the memory it uses, not its RAM size', async () => {
     const results: Array<{ touched: number; du: number; ms: number }> = [];
     for (const touched of [0, 128]) {
@@ -163,7 +161,7 @@ describe.skipIf(!hasKvm)('snapshot size and replacement', () => {
       const sock = join(work, `${name}.sock`);
       const cmdline = touched === 0 ? 'tiny.ticks tiny.tick_ms=50' : `tiny.memtest=${touched} tiny.ticks tiny.tick_ms=50`;
       const vm = track(await bootTiny({ cpus: 1, memory: '1G', cmdline, socketPath: sock }));
-      if (touched > 0) await vm.waitFor(/^memtest: verify ok/m, 60_000);
+      if (touched > 0) await vm.waitFor(/^memtest: verify ok/m, deadline(60_000));
       await vm.waitFor(/^tick 1\b/m);
       const dir = join(work, name);
       const { snapshotMs } = await pauseAndSnapshot(vm, sock, dir);
@@ -177,7 +175,7 @@ describe.skipIf(!hasKvm)('snapshot size and replacement', () => {
     expect(idle.du).toBeLessThan(8 * MiB);
     expect(busy.du).toBeGreaterThanOrEqual(128 * MiB);
     expect(busy.du).toBeLessThan(128 * MiB + 8 * MiB);
-  }, 300_000);
+  }, deadline(300_000));
 
   it('re-snapshotting into the same directory replaces it whole, and a kill -9 mid-write leaves a restorable snapshot', async () => {
     const name = 'replace';
@@ -185,7 +183,7 @@ describe.skipIf(!hasKvm)('snapshot size and replacement', () => {
     const dir = join(work, name);
     // 512 MiB of data makes the write long enough to kill the VMM in the middle of it.
     const vm = track(await bootTiny({ cpus: 1, memory: '1G', cmdline: 'tiny.memtest=512 tiny.ticks tiny.tick_ms=50', socketPath: sock }));
-    await vm.waitFor(/^memtest: verify ok/m, 120_000);
+    await vm.waitFor(/^memtest: verify ok/m, deadline(120_000));
     await vm.waitFor(/^tick 2\b/m);
     const first = await pauseAndSnapshot(vm, sock, dir);
     const firstTick = ticksIn(first.consoleAtPause).at(-1)!.n;
@@ -228,7 +226,7 @@ describe.skipIf(!hasKvm)('snapshot size and replacement', () => {
     expect(restored.stdout).not.toMatch(/tiny: boot|FAILED/);
     console.log(`kill -9 during a ${second.snapshotMs.toFixed(0)} ms snapshot write: ${completed ? 'the write had completed' : 'old snapshot intact'}; leftovers: ${siblings().join(', ') || 'none'}`);
     await killHard(restored);
-  }, 300_000);
+  }, deadline(300_000));
 });
 
 /** The guest's LBA pattern (guest-images/src/blk.c): the u64 at disk offset o is o ^ KEY. */
@@ -238,7 +236,7 @@ function blkPattern(bytes: number): Buffer {
   return b;
 }
 
-describe.skipIf(!hasKvm)('snapshot while the guest disk workload runs', () => {
+describe('snapshot while the guest disk workload runs', () => {
   it('restore, resume: the workload completes with the right checksum and the disk holds the pattern', async () => {
     const name = 'blk';
     const sock = join(work, `${name}.sock`);
@@ -248,7 +246,7 @@ describe.skipIf(!hasKvm)('snapshot while the guest disk workload runs', () => {
     // Several passes so the pause lands while requests are being issued and completed.
     const ops = Array.from({ length: 6 }, () => `write:${MIB},read:${MIB}`).join(',');
     const vm = track(await bootTiny({ cpus: 1, memory: '128M', cmdline: `tiny.blk=${ops} tiny.exit=0`, socketPath: sock, disks: [`path=${diskPath},id=disk0`] }));
-    await vm.waitFor(/^blk: write \d+ MiB ok crc=/m, 60_000);
+    await vm.waitFor(/^blk: write \d+ MiB ok crc=/m, deadline(60_000));
     const dir = join(work, name);
     const { consoleAtPause } = await pauseAndSnapshot(vm, sock, dir);
     await killHard(vm);
@@ -260,7 +258,7 @@ describe.skipIf(!hasKvm)('snapshot while the guest disk workload runs', () => {
     const restored = track(await restoreProcess(dir, rsock));
     await apiOk(rsock, 'PUT', 'vm.resume');
     // tiny.exit=0: the guest powers off when the workload is done, and tsvmm exits.
-    const exit = await Promise.race([restored.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 60_000))]);
+    const exit = await Promise.race([restored.exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), deadline(60_000)))]);
     expect(exit, restored.stderr).toEqual({ code: 0, signal: null });
     const whole = consoleAtPause + restored.stdout;
     expect(whole).toMatch(/^tiny: exit 0$/m);
@@ -271,5 +269,5 @@ describe.skipIf(!hasKvm)('snapshot while the guest disk workload runs', () => {
     const expectedCrc = (crc32(blkPattern(MIB * MiB)) >>> 0).toString(16).padStart(8, '0');
     for (const r of results) expect(r[3]).toBe(expectedCrc);
     expect(readFileSync(diskPath).subarray(0, MIB * MiB).equals(blkPattern(MIB * MiB))).toBe(true);
-  }, 240_000);
+  }, deadline(240_000));
 });

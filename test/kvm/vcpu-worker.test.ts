@@ -7,9 +7,6 @@ import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { createRamRegions, unmapRegions } from '../../src/memory/regions.js';
 import { pthreadKill, SIGUSR2 } from '../../src/sys/libc.js';
 import { buildForWorkers } from './helpers/build-for-workers.js';
-import { kvm as host, warnIfSkipped } from './helpers/kvm-available.js';
-
-warnIfSkipped('test/kvm/vcpu-worker.test.ts');
 
 const here = dirname(fileURLToPath(import.meta.url));
 type Msg = { type: 'ready'; thread: bigint } | { type: 'intr'; at: number } | { type: 'unexpected'; exit: string } | { type: 'done' };
@@ -18,7 +15,7 @@ function now(): number {
   return performance.timeOrigin + performance.now();
 }
 
-describe.skipIf(!host.available)('vCPU in a worker thread', () => {
+describe('vCPU in a worker thread', () => {
   it('is kicked out of a guest spinning in `jmp $` by immediate_exit + pthread_kill', async () => {
     // libuv installs a process-wide, async-signal-safe handler: the signal then interrupts KVM_RUN
     // in the worker (EINTR) instead of killing the process.
@@ -85,7 +82,6 @@ describe.skipIf(!host.available)('vCPU in a worker thread', () => {
         `max ${Math.max(...exitLatency).toFixed(3)} ms; signal→message on main thread median ${median(roundTrip).toFixed(3)} ms, ` +
         `max ${Math.max(...roundTrip).toFixed(3)} ms`,
       );
-      expect(median(roundTrip)).toBeLessThan(50);
     } finally {
       await worker.terminate();
       process.off('SIGUSR2', onSignal);

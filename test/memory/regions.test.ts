@@ -68,7 +68,7 @@ describe('mapFileRegionPrivate', () => {
 
   it('maps a snapshot file copy-on-write: guest writes never reach the file', () => {
     for (const prefault of [false, true]) {
-      const r = mapFileRegionPrivate(path, 0, 2 * MiB, { prefault });
+      const r = mapFileRegionPrivate(path, 0, 2 * MiB, prefault ? { prefaultExtents: [[0, 2 * MiB]] } : {});
       try {
         expect(r.memfd).toBeNull();
         expect(r.bytes[0x1234]).toBe(0xab);

@@ -10,6 +10,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { TsvmmProcess, repoRoot, tinyElf, tsvmmBin } from './tsvmm-process.js';
+import { deadline } from './timing.js';
 
 export interface HttpResult {
   status: number;
@@ -19,7 +20,7 @@ export interface HttpResult {
 }
 
 /** One HTTP request over a Unix socket (`curl --unix-socket`), body as JSON when given. */
-export function apiRequest(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body?: unknown, timeoutMs = 30_000): Promise<HttpResult> {
+export function apiRequest(socketPath: string, method: 'GET' | 'PUT', endpoint: string, body?: unknown, timeoutMs = deadline(30_000)): Promise<HttpResult> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const req = request({
@@ -47,19 +48,19 @@ export async function apiOk(socketPath: string, method: 'GET' | 'PUT', endpoint:
 }
 
 /** Waits until the API answers vmm.ping (the socket file appears before listen() completes). */
-export async function waitForApi(socketPath: string, proc?: TsvmmProcess, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+export async function waitForApi(socketPath: string, proc?: TsvmmProcess, timeoutMs = deadline(20_000)): Promise<void> {
+  const giveUpAt = Date.now() + timeoutMs;
   for (;;) {
     if (proc !== undefined && (proc.child.exitCode !== null || proc.child.signalCode !== null)) {
       throw new Error(`tsvmm exited before its API came up; stderr:\n${proc.stderr}`);
     }
     if (existsSync(socketPath)) {
       try {
-        const r = await apiRequest(socketPath, 'GET', 'vmm.ping', undefined, 2_000);
+        const r = await apiRequest(socketPath, 'GET', 'vmm.ping', undefined, deadline(2_000));
         if (r.status === 200) return;
       } catch { /* not listening yet */ }
     }
-    if (Date.now() > deadline) throw new Error(`API at ${socketPath} did not come up in ${timeoutMs} ms`);
+    if (Date.now() > giveUpAt) throw new Error(`API at ${socketPath} did not come up in ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
@@ -106,17 +107,17 @@ export async function bootTiny(o: BootOptions): Promise<TsvmmProcess> {
  * Restores `dir` in a new tsvmm process (`--restore`) and waits until the VM exists (the API
  * socket is served before the restore runs, and vm.info answers 409 while it does).
  */
-export async function restoreProcess(dir: string, socketPath: string, extra = '', timeoutMs = 30_000): Promise<TsvmmProcess> {
+export async function restoreProcess(dir: string, socketPath: string, extra = '', timeoutMs = deadline(30_000)): Promise<TsvmmProcess> {
   const proc = new TsvmmProcess(['--restore', `source_url=${fileUrl(dir)}${extra}`, '--api-socket', socketPath]);
   try {
     await waitForApi(socketPath, proc);
-    const deadline = Date.now() + timeoutMs;
+    const giveUpAt = Date.now() + timeoutMs;
     for (;;) {
       const r = await apiRequest(socketPath, 'GET', 'vm.info');
       if (r.status === 200) return proc;
       if (r.status !== 409) throw new Error(`vm.info after --restore: HTTP ${r.status} ${r.body}`);
       if (proc.child.exitCode !== null || proc.child.signalCode !== null) throw new Error(`tsvmm --restore exited; stderr:\n${proc.stderr}`);
-      if (Date.now() > deadline) throw new Error(`tsvmm --restore did not finish in ${timeoutMs} ms; stderr:\n${proc.stderr}`);
+      if (Date.now() > giveUpAt) throw new Error(`tsvmm --restore did not finish in ${timeoutMs} ms; stderr:\n${proc.stderr}`);
       await new Promise((r2) => setTimeout(r2, 10));
     }
   } catch (e) {
@@ -168,7 +169,7 @@ export async function diskUsageBytes(dir: string): Promise<number> {
 }
 
 /** Runs tsvmm to completion with no stdin (so a quick exit cannot race a stdin write). */
-export function runTsvmm(args: string[], timeoutMs = 30_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runTsvmm(args: string[], timeoutMs = deadline(30_000)): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [tsvmmBin, ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';

@@ -3,6 +3,7 @@
  * guest-images/README.md), so integration tests assert on parsed fields, not on loose substrings.
  */
 import { TsvmmProcess } from './tsvmm-process.js';
+import { deadline } from './timing.js';
 
 export interface TsvmmResult {
   code: number | null;
@@ -16,7 +17,7 @@ export interface TsvmmResult {
  * Starts `tsvmm ARGS` and waits for it to exit. A run that outlives `timeoutMs` is killed and
  * reported as a failure with its output, so a hung VMM fails the test instead of stalling it.
  */
-export async function runTsvmm(args: string[], timeoutMs = 30_000): Promise<TsvmmResult> {
+export async function runTsvmm(args: string[], timeoutMs = deadline(30_000)): Promise<TsvmmResult> {
   const p = new TsvmmProcess(args);
   let timedOut = false;
   const timer = setTimeout(() => { timedOut = true; p.kill('SIGKILL'); }, timeoutMs);

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { deadline } from './timing.js';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const tsvmmBin = join(repoRoot, 'dist', 'cli', 'tsvmm.js');
@@ -8,6 +9,15 @@ export const remoteBin = join(repoRoot, 'dist', 'cli', 'tsvmm-remote.js');
 export const imgBin = join(repoRoot, 'dist', 'cli', 'tsvmm-img.js');
 export const tinyElf = join(repoRoot, 'guest-images', 'out', 'tiny.elf');
 export const tinyBzImage = join(repoRoot, 'guest-images', 'out', 'tiny.bzImage');
+
+export interface TsvmmProcessOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  /** 'pipe' to type into the guest's serial console with write() (tsvmm feeds stdin to it). */
+  stdin?: 'pipe' | 'ignore';
+  /** The Node.js program to run (default tsvmm; e.g. tsvmm-remote for `console`). */
+  bin?: string;
+}
 
 /** A tsvmm child process whose serial console (stdout) and stderr are collected as text. */
 export class TsvmmProcess {
@@ -17,12 +27,14 @@ export class TsvmmProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private waiters: Array<() => void> = [];
 
-  constructor(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}) {
-    this.child = spawn(process.execPath, [tsvmmBin, ...args], {
+  constructor(args: string[], opts: TsvmmProcessOptions = {}) {
+    this.child = spawn(process.execPath, [opts.bin ?? tsvmmBin, ...args], {
       cwd: opts.cwd ?? repoRoot,
       env: { ...process.env, ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],
     });
+    // A guest that ends while a test is still typing closes the pipe: that is not an error here.
+    this.child.stdin?.on('error', () => {});
     this.child.stdout!.setEncoding('utf8').on('data', (d: string) => { this.stdout += d; this.wake(); });
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => { this.stderr += d; this.wake(); });
     this.exited = new Promise((resolve) => {
@@ -37,21 +49,27 @@ export class TsvmmProcess {
   }
 
   /** Waits until `pattern` matches the console output; returns the match. */
-  async waitFor(pattern: RegExp, timeoutMs = 20_000, from = 0): Promise<RegExpMatchArray> {
-    const deadline = Date.now() + timeoutMs;
+  async waitFor(pattern: RegExp, timeoutMs = deadline(20_000), from = 0): Promise<RegExpMatchArray> {
+    const giveUpAt = Date.now() + timeoutMs;
     for (;;) {
       const m = this.stdout.slice(from).match(pattern);
       if (m !== null) return m;
       if (this.child.exitCode !== null || this.child.signalCode !== null) {
         throw new Error(`tsvmm exited (${this.child.exitCode ?? this.child.signalCode}) before ${pattern}; stdout:\n${this.stdout.slice(-2000)}\nstderr:\n${this.stderr.slice(-2000)}`);
       }
-      const left = deadline - Date.now();
+      const left = giveUpAt - Date.now();
       if (left <= 0) throw new Error(`timed out waiting for ${pattern}; stdout:\n${this.stdout.slice(-2000)}\nstderr:\n${this.stderr.slice(-2000)}`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.waiters.push(() => { clearTimeout(t); resolve(); });
       });
     }
+  }
+
+  /** Types `text` on the process's stdin (needs `stdin: 'pipe'`). */
+  write(text: string): void {
+    if (this.child.stdin === null) throw new Error('this process was started without a stdin pipe');
+    this.child.stdin.write(text);
   }
 
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
@@ -65,7 +83,7 @@ export function run(cmd: string, args: string[], opts: { cwd?: string; input?: s
     const child = spawn(cmd, args, { cwd: opts.cwd ?? repoRoot, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? deadline(60_000));
     child.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
     child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
     child.on('error', reject);

@@ -111,9 +111,10 @@ export async function runNested(argv, options = {}) {
     else if (INIT_FAILED.test(line)) log(line);
     else out.write(`${line}\n`);
   };
-  qemu.stdout.on('data', (chunk) => {
+  // setEncoding: a character split across two reads must not become two replacement characters.
+  qemu.stdout.setEncoding('utf8').on('data', (text) => {
     lastOutput = Date.now();
-    pending += chunk.toString('utf8').replace(/\r/g, '');
+    pending += text.replace(/\r/g, '');
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';
     for (const line of lines) onLine(line);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { anonymousGuestMemory, type GuestMemory } from '../../../src/memory/guest-memory.js';
 import { RawBackend } from '../../../src/block/raw.js';
-import type { BlockBackend } from '../../../src/block/backend.js';
+import type { BlockBackend, ImageFormat } from '../../../src/block/backend.js';
 import { VirtioBlk } from '../../../src/devices/block/virtio-blk/device.js';
 import {
   VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_F_SEG_MAX,
@@ -359,9 +359,12 @@ describe('virtio-blk broken queues set DEVICE_NEEDS_RESET and recover after rese
 class GatedBackend implements BlockBackend {
   readonly gates: Array<() => void> = [];
   constructor(private readonly inner: BlockBackend) {}
+  get path() { return this.inner.path; }
   get size() { return this.inner.size; }
   get readOnly() { return this.inner.readOnly; }
-  get format() { return this.inner.format; }
+  get format(): ImageFormat { return this.inner.format; }
+  get backing() { return this.inner.backing; }
+  blockStatus(o: number, l: number) { return this.inner.blockStatus(o, l); }
   async read(offset: number, into: Uint8Array): Promise<void> {
     await new Promise<void>((r) => this.gates.push(r));
     return this.inner.read(offset, into);
@@ -465,9 +468,12 @@ class RecordingBackend implements BlockBackend {
   readonly calls: Array<{ op: 'write' | 'writev'; offset: number; lengths: number[] }> = [];
   failWritev = false;
   constructor(private readonly inner: RawBackend) {}
+  get path() { return this.inner.path; }
   get size() { return this.inner.size; }
   get readOnly() { return this.inner.readOnly; }
-  get format() { return this.inner.format; }
+  get format(): ImageFormat { return this.inner.format; }
+  get backing() { return this.inner.backing; }
+  blockStatus(o: number, l: number) { return this.inner.blockStatus(o, l); }
   read(o: number, into: Uint8Array) { return this.inner.read(o, into); }
   write(o: number, d: Uint8Array) {
     this.calls.push({ op: 'write', offset: o, lengths: [d.byteLength] });

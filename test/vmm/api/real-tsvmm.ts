@@ -1,28 +1,17 @@
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { WebSocket } from 'ws';
 import { ApiClient } from '../../../src/vmm/api/client.js';
 import type { VmState } from '../../../src/vmm/config.js';
-import { remoteBin, run, tinyElf, TsvmmProcess, tsvmmBin } from '../../support/tsvmm-process.js';
+import { remoteBin, run, tinyElf, TsvmmProcess } from '../../support/tsvmm-process.js';
+import { deadline } from '../../support/timing.js';
 
 /**
  * Harness for control-plane tests against the real `tsvmm` binary (dist/) and the tiny guest:
  * a VMM process with an API socket in a scratch directory, a console tap that timestamps every
  * line the guest prints, and a runner for the `tsvmm-remote` binary.
  */
-
-/** What is missing for a real-VMM test (empty when it can run). */
-export const realVmmMissing: string[] = ['/dev/kvm', tsvmmBin, remoteBin, tinyElf].filter((f) => !existsSync(f));
-
-/**
- * Call where a real-VMM suite is skipped: says on stderr, loudly, that it did not run and why,
- * the same way announceKvmSkip does for the KVM suites.
- */
-export function announceRealVmmSkip(suite: string): void {
-  if (realVmmMissing.length === 0) return;
-  process.stderr.write(`\n*** SKIPPED KVM TESTS: ${suite} — needs ${realVmmMissing.join(', ')}; these tests did NOT run ***\n\n`);
-}
 
 export interface StartOptions {
   /** Tiny kernel command line; undefined starts an empty VMM (no --kernel). */
@@ -42,7 +31,7 @@ export class RealVmm {
     readonly proc: TsvmmProcess,
     private readonly ownsDir: boolean,
   ) {
-    this.client = new ApiClient(socketPath, 15_000);
+    this.client = new ApiClient(socketPath, deadline(15_000));
   }
 
   /** Starts tsvmm and waits until its API answers (and, with a kernel, until the VM is Running). */
@@ -56,7 +45,7 @@ export class RealVmm {
       await vmm.waitUntil(async () => {
         await vmm.client.ping();
         return opts.cmdline === undefined || (await vmm.client.info()).state === 'Running';
-      }, 30_000);
+      }, deadline(30_000));
     } catch (err) {
       vmm.proc.kill();
       throw err;
@@ -73,8 +62,8 @@ export class RealVmm {
   }
 
   /** Polls `check` (errors count as "not yet") until it returns true; fails with tsvmm's stderr. */
-  async waitUntil(check: () => Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+  async waitUntil(check: () => Promise<boolean>, timeoutMs = deadline(15_000)): Promise<void> {
+    const giveUpAt = Date.now() + timeoutMs;
     let last = '';
     for (;;) {
       if (this.exited) throw new Error(`tsvmm exited (${this.proc.child.exitCode ?? this.proc.child.signalCode}); stderr:\n${this.proc.stderr}`);
@@ -83,7 +72,7 @@ export class RealVmm {
       } catch (err) {
         last = (err as Error).message;
       }
-      if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms (last error: ${last}); stderr:\n${this.proc.stderr}`);
+      if (Date.now() > giveUpAt) throw new Error(`condition not met within ${timeoutMs} ms (last error: ${last}); stderr:\n${this.proc.stderr}`);
       await sleep(20);
     }
   }
@@ -94,7 +83,7 @@ export class RealVmm {
 
   /** Runs `tsvmm-remote --api-socket S ARGS`. */
   remote(args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    const opts: Parameters<typeof run>[2] = { timeoutMs: 30_000 };
+    const opts: Parameters<typeof run>[2] = { timeoutMs: deadline(30_000) };
     if (input !== undefined) opts.input = input;
     return run(process.execPath, [remoteBin, '--api-socket', this.socketPath, ...args], opts);
   }
@@ -105,7 +94,7 @@ export class RealVmm {
   }
 
   /** Waits for the process to end; kills it after `timeoutMs`. */
-  async waitExit(timeoutMs = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  async waitExit(timeoutMs = deadline(15_000)): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     const timer = setTimeout(() => this.proc.kill('SIGKILL'), timeoutMs);
     const result = await this.proc.exited;
     clearTimeout(timer);
@@ -171,13 +160,13 @@ export class ConsoleTap {
   }
 
   /** Waits until a line from index `from` on matches; returns its index. */
-  async waitForLine(pattern: RegExp, from = 0, timeoutMs = 30_000): Promise<number> {
-    const deadline = Date.now() + timeoutMs;
+  async waitForLine(pattern: RegExp, from = 0, timeoutMs = deadline(30_000)): Promise<number> {
+    const giveUpAt = Date.now() + timeoutMs;
     for (;;) {
       const i = this.lines.findIndex((l, k) => k >= from && pattern.test(l.text));
       if (i >= 0) return i;
       if (this.closed) throw new Error(`console closed before ${pattern}; last lines: ${this.tail()}`);
-      const left = deadline - Date.now();
+      const left = giveUpAt - Date.now();
       if (left <= 0) throw new Error(`no console line matching ${pattern} within ${timeoutMs} ms; last lines: ${this.tail()}`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
@@ -194,10 +183,10 @@ export class ConsoleTap {
    * them. Take `from` (lines.length) before a request when the ticks it causes may arrive while
    * waiting for its answer.
    */
-  async moreTicks(count: number, from = this.lines.length, timeoutMs = 30_000): Promise<Array<{ n: number; at: number }>> {
-    const deadline = Date.now() + timeoutMs;
+  async moreTicks(count: number, from = this.lines.length, timeoutMs = deadline(30_000)): Promise<Array<{ n: number; at: number }>> {
+    const giveUpAt = Date.now() + timeoutMs;
     while (this.ticks(from).length < count) {
-      await this.waitForLine(/^tick \d+/, Math.max(from, this.lines.length), Math.max(1, deadline - Date.now()));
+      await this.waitForLine(/^tick \d+/, Math.max(from, this.lines.length), Math.max(1, giveUpAt - Date.now()));
     }
     return this.ticks(from);
   }

@@ -1,0 +1,116 @@
+#!/usr/bin/env node
+// `npm test`: the one test command. The `unit` project runs natively; the `kvm` project (tests that
+// boot guests, see vitest.config.ts) runs on /dev/kvm when the host has it, and otherwise nested,
+// inside a QEMU TCG VM that offers KVM (tools/nested/run.mjs). A host with neither gets one line
+// saying what to install. Ends with one summary line per tier and a total:
+// `tests: N passed, N failed, N skipped`.
+//
+//   npm test                      every test
+//   npm test -- FILE...           just those files (each in its tier, nested where needed)
+//   npm test -- -t NAME FILE...   other arguments go to vitest as they are
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { kvmMode, NO_KVM_MESSAGE, runNested } from './nested/run.mjs';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const vitest = join(repo, 'node_modules', 'vitest', 'vitest.mjs');
+/** vitest options that take a value as the next argument (everything else that is not an option is a file filter). */
+const OPTIONS_WITH_VALUE = new Set(['-t', '--testNamePattern', '--reporter', '--outputFile', '--bail', '--retry', '--shard', '--maxWorkers', '--testTimeout', '--hookTimeout', '--seed']);
+
+function splitArgs(args) {
+  const filters = [];
+  const options = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a.startsWith('-')) {
+      options.push(a);
+      if (OPTIONS_WITH_VALUE.has(a) && i + 1 < args.length) options.push(args[++i]);
+    } else filters.push(a);
+  }
+  return { filters, options };
+}
+
+/** Whether any file of the project matches the filters (vitest's own matching). */
+function projectHasFiles(project, filters) {
+  if (filters.length === 0) return true;
+  const r = spawnSync(process.execPath, [vitest, 'list', '--filesOnly', '--project', project, ...filters], {
+    cwd: repo, encoding: 'utf8',
+  });
+  return r.stdout.split('\n').some((line) => line.startsWith(`[${project}] `));
+}
+
+function vitestArgs(project, jsonFile, options, filters) {
+  return ['run', '--project', project, '--reporter=verbose', '--reporter=json', `--outputFile.json=${jsonFile}`, ...options, ...filters];
+}
+
+function runNative(args) {
+  return new Promise((res) => {
+    const child = spawn(process.execPath, [vitest, ...args], { cwd: repo, stdio: 'inherit' });
+    child.on('exit', (code, signal) => res(code ?? (signal ? 128 : 1)));
+  });
+}
+
+function readCounts(jsonFile) {
+  try {
+    const r = JSON.parse(readFileSync(jsonFile, 'utf8'));
+    return { passed: r.numPassedTests, failed: r.numFailedTests, skipped: r.numPendingTests + r.numTodoTests };
+  } catch {
+    return undefined;
+  }
+}
+
+async function main() {
+  const { filters, options } = splitArgs(process.argv.slice(2));
+  // Results go where both this host and the nested VM can write (the VM's /tmp is its own tmpfs).
+  mkdirSync('/var/tmp/tsvmm-test', { recursive: true });
+  const resultsDir = mkdtempSync('/var/tmp/tsvmm-test/run-');
+  const tiers = [];
+
+  if (projectHasFiles('unit', filters)) {
+    const json = join(resultsDir, 'unit.json');
+    const started = Date.now();
+    const status = await runNative(vitestArgs('unit', json, options, filters));
+    tiers.push({ name: 'unit (native)', status, seconds: (Date.now() - started) / 1000, counts: readCounts(json) });
+  }
+  if (projectHasFiles('kvm', filters)) {
+    const json = join(resultsDir, 'kvm.json');
+    const mode = kvmMode();
+    const started = Date.now();
+    let status;
+    if (mode === 'none') {
+      process.stderr.write(`npm test: ${NO_KVM_MESSAGE}\n`);
+      status = 2;
+    } else if (mode === 'direct') {
+      status = await runNative(vitestArgs('kvm', json, options, filters));
+    } else {
+      status = await runNested([process.execPath, vitest, ...vitestArgs('kvm', json, options, filters)], { cwd: repo });
+    }
+    tiers.push({ name: `kvm (${mode === 'nested' ? 'nested KVM under QEMU TCG' : mode === 'direct' ? '/dev/kvm' : 'no KVM'})`, status, seconds: (Date.now() - started) / 1000, counts: readCounts(json) });
+  }
+  rmSync(resultsDir, { recursive: true, force: true });
+  if (tiers.length === 0) {
+    process.stderr.write(`npm test: no test file matches ${filters.join(' ')}\n`);
+    process.exitCode = 1;
+    return;
+  }
+
+  const total = { passed: 0, failed: 0, skipped: 0 };
+  process.stdout.write('\n');
+  for (const t of tiers) {
+    const c = t.counts ?? { passed: 0, failed: 0, skipped: 0 };
+    for (const k of Object.keys(total)) total[k] += c[k];
+    const result = t.counts ? `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped` : 'no results (the run did not complete)';
+    process.stdout.write(`tier ${t.name}: ${result} in ${t.seconds.toFixed(0)} s (exit ${t.status})\n`);
+  }
+  const ok = tiers.every((t) => t.status === 0 && t.counts);
+  if (!ok && total.failed === 0) total.failed = 1; // a tier that died counts as a failure
+  process.stdout.write(`tests: ${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped\n`);
+  process.exitCode = ok ? 0 : 1;
+}
+
+main().catch((e) => {
+  process.stderr.write(`npm test: ${e.message}\n`);
+  process.exitCode = 2;
+});
