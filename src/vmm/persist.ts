@@ -4,7 +4,7 @@
  */
 import { ConfigError } from '../errors.js';
 import { dataExtentsOf, fromJsonSafe, readSnapshot, snapshotUrlToPath, toJsonSafe, writeSnapshot } from '../snapshot/index.js';
-import type { DeviceEntry, DiskEntry } from '../snapshot/format.js';
+import type { DeviceEntry, DiskEntry, MemorySource } from '../snapshot/index.js';
 import type { JsonObject } from '../snapshot/json-codec.js';
 import type { VmConfig } from './config.js';
 import type { RestoreRequest } from './requests.js';
@@ -13,6 +13,7 @@ import type { PlatformState } from './platform.js';
 import { vcpuStateFromJson } from './vcpu-state.js';
 import { Vm, type VmHooks } from './vm.js';
 import { vmLevelStateFromJson } from './vm-state.js';
+import { SNAPSHOT_CONFIG } from './snapshot-config.js';
 
 /** Device types this VMM can rebuild from a snapshot. */
 export const DEVICE_TYPES = ['serial', 'i8042', 'virtio-blk'] as const;
@@ -56,12 +57,13 @@ export async function snapshotVm(vm: Vm, url: string): Promise<SnapshotSummary> 
   }
   const result = await writeSnapshot(dir, {
     config: vm.config,
+    configCodec: SNAPSHOT_CONFIG,
     vcpus: saved.vcpus.map((v) => toJsonSafe(v) as JsonObject),
     vm: toJsonSafe(saved.vm) as JsonObject,
     devices: deviceEntries(saved.platform),
     disks,
     memory: vm.regions.map((r) => {
-      const source: Parameters<typeof writeSnapshot>[1]['memory'][number] = { guestBase: r.guestBase, size: r.size, bytes: r.bytes };
+      const source: MemorySource = { guestBase: r.guestBase, size: r.size, bytes: r.bytes };
       if (r.memfd !== null) {
         source.dataExtents = dataExtentsOf(r.memfd, r.size);
         // Pages the guest wrote are not yet mapped in this process: fault them in all at once.
@@ -80,7 +82,7 @@ export async function snapshotVm(vm: Vm, url: string): Promise<SnapshotSummary> 
 /** Verifies the snapshot in full, then rebuilds the VM (Paused). */
 export async function restoreVm(req: RestoreRequest, hooksFor: (config: VmConfig) => VmHooks): Promise<Vm> {
   const dir = snapshotUrlToPath(req.source_url);
-  const snap = await readSnapshot(dir, { knownDeviceTypes: DEVICE_TYPES });
+  const snap = await readSnapshot(dir, { knownDeviceTypes: DEVICE_TYPES, configCodec: SNAPSHOT_CONFIG });
   const doc = snap.document;
   const config: VmConfig = structuredClone(doc.config);
   for (const [id, path] of Object.entries(req.disk_paths ?? {})) {

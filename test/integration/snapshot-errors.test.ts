@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { documentChecksum, type SnapshotDocument } from '../../src/snapshot/format.js';
+import type { VmConfig } from '../../src/vmm/config.js';
 import { checkDiskIdentity, diskIdentity } from '../../src/vmm/disk-identity.js';
 import {
   apiOk, apiRequest, bootTiny, fileUrl, killHard, pauseAndSnapshot, runTsvmm, ticksIn, waitForApi,
@@ -36,9 +37,9 @@ function copyOfBase(name: string, from = base): string {
 }
 
 /** Rewrites vm.json through `edit`, re-sealing its checksum so only the edited field is wrong. */
-function editVmJson(dir: string, edit: (doc: SnapshotDocument) => void): void {
+function editVmJson(dir: string, edit: (doc: SnapshotDocument<VmConfig>) => void): void {
   const file = join(dir, 'vm.json');
-  const doc = JSON.parse(readFileSync(file, 'utf8')) as SnapshotDocument;
+  const doc = JSON.parse(readFileSync(file, 'utf8')) as SnapshotDocument<VmConfig>;
   edit(doc);
   doc.checksum = documentChecksum(doc as unknown as Record<string, unknown>);
   writeFileSync(file, JSON.stringify(doc));
@@ -211,7 +212,7 @@ describe('restoring a bad snapshot is refused cleanly', () => {
 
   it('a disk whose content changed since the snapshot is refused (and accepted when forced)', async () => {
     const dir = copyOfBase('disk-changed', diskBase);
-    const doc = JSON.parse(readFileSync(join(dir, 'vm.json'), 'utf8')) as SnapshotDocument;
+    const doc = JSON.parse(readFileSync(join(dir, 'vm.json'), 'utf8')) as SnapshotDocument<VmConfig>;
     const saved = doc.disks[0]!.identity as unknown as Parameters<typeof checkDiskIdentity>[1];
     const fd = openSync(disk, 'r+');
     writeSync(fd, Buffer.from('changed'), 0, 7, 2 * MiB);

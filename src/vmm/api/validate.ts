@@ -131,7 +131,7 @@ function parsePayload(o: Json): VmConfig['payload'] {
   return payload;
 }
 
-function parseDisk(value: unknown, index: number): DiskConfig {
+function parseDisk(value: unknown, index: number, rules: VmConfigRules): DiskConfig {
   const field = `disks[${index}]`;
   const o = object(value, field, ['path', 'readonly', 'id', 'serial', 'format']);
   if (o.path === undefined) throw new ConfigError(`${field}.path: required`, { field: `${field}.path` });
@@ -140,7 +140,7 @@ function parseDisk(value: unknown, index: number): DiskConfig {
     readonly: o.readonly === undefined ? false : boolean(o.readonly, `${field}.readonly`),
     id: o.id === undefined ? `disk${index}` : string(o.id, `${field}.id`),
   };
-  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(disk.id)) {
+  if (rules.cliDiskIds === true ? disk.id === '' : !/^[A-Za-z0-9_.-]{1,64}$/.test(disk.id)) {
     throw new ConfigError(`${field}.id: "${disk.id}" must be 1-64 characters of A-Z a-z 0-9 _ . -`, { field: `${field}.id` });
   }
   if (o.serial !== undefined) {
@@ -157,10 +157,10 @@ function parseDisk(value: unknown, index: number): DiskConfig {
   return disk;
 }
 
-function parseDisks(value: unknown): DiskConfig[] {
+function parseDisks(value: unknown, rules: VmConfigRules): DiskConfig[] {
   if (value === undefined || value === null) return [];
   if (!Array.isArray(value)) fail('disks', 'an array', value);
-  const disks = value.map((d, i) => parseDisk(d, i));
+  const disks = value.map((d, i) => parseDisk(d, i, rules));
   const seen = new Set<string>();
   for (const d of disks) {
     if (seen.has(d.id)) throw new ConfigError(`disks: id "${d.id}" is used by more than one disk`, { field: 'disks' });
@@ -186,17 +186,25 @@ function parseSerial(value: unknown): SerialConfig {
   return { mode };
 }
 
+export interface VmConfigRules {
+  /**
+   * Accept any non-empty disk id, as `--disk id=` does, not only the API's 1-64 characters of
+   * A-Z a-z 0-9 _ . -: a snapshot stores the config of a VM the CLI may have made.
+   */
+  cliDiskIds?: boolean;
+}
+
 /**
  * A `vm.create` body (Cloud Hypervisor field names) → VmConfig with defaults filled in:
  * cpus 1/1, memory 512 MiB, no disks, serial Null. Throws ConfigError naming the bad field.
  */
-export function parseVmConfigJson(value: unknown): VmConfig {
+export function parseVmConfigJson(value: unknown, rules: VmConfigRules = {}): VmConfig {
   const o = object(value, '', ['cpus', 'memory', 'payload', 'kernel', 'initramfs', 'cmdline', 'disks', 'serial']);
   return {
     cpus: parseCpus(o.cpus),
     memory: parseMemory(o.memory),
     payload: parsePayload(o),
-    disks: parseDisks(o.disks),
+    disks: parseDisks(o.disks, rules),
     serial: parseSerial(o.serial),
   };
 }
