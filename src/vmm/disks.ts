@@ -39,8 +39,15 @@ export class Disk {
   private quiesced = false;
   /** Read locks on backing images this VM froze under the disk (external snapshots), by path. */
   private readonly backingLocks = new Map<string, FileHandle>();
+  /** The current image's file name as configured or switched to (the config keeps the first). */
+  private currentPath: string;
+  /** The format as configured (absent: detected), then that of each image switched to. */
+  private currentFormat: string | undefined;
 
+  /** `config` is the disk as the VM was built with it; `path` and `format` tell where it is now. */
   constructor(readonly config: DiskConfig, private current: BlockBackend, private lockHandle: FileHandle) {
+    this.currentPath = config.path;
+    this.currentFormat = config.format;
     const opts: ConstructorParameters<typeof VirtioBlk>[1] = { onError: (m) => log.warn(`disk ${config.id}: ${m}`) };
     if (config.serial !== undefined) opts.serial = config.serial;
     this.device = new VirtioBlk(current, opts);
@@ -49,6 +56,21 @@ export class Disk {
   /** The image the guest reads and writes now (the top of its chain). */
   get backend(): BlockBackend {
     return this.current;
+  }
+
+  /** The file name of the current image, as given (not resolved). */
+  get path(): string {
+    return this.currentPath;
+  }
+
+  get format(): string | undefined {
+    return this.currentFormat;
+  }
+
+  /** The disk's config as it stands now: what vm.info reports, a reboot opens and a snapshot stores. */
+  currentConfig(): DiskConfig {
+    const { format: _configured, ...rest } = this.config;
+    return { ...rest, path: this.currentPath, ...(this.currentFormat === undefined ? {} : { format: this.currentFormat }) };
   }
 
   /**
@@ -70,8 +92,8 @@ export class Disk {
       const previousLock = next.lockHandle === undefined ? null : this.lockHandle;
       this.current = next.backend;
       if (next.lockHandle !== undefined) this.lockHandle = next.lockHandle;
-      this.config.path = next.path;
-      this.config.format = next.format;
+      this.currentPath = next.path;
+      this.currentFormat = next.format;
       return { heldMs: performance.now() - start, previous, previousLock };
     } finally {
       if (!this.quiesced) this.device.resumeProcessing();

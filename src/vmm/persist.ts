@@ -45,18 +45,21 @@ function platformFromEntries(devices: Record<string, DeviceEntry>): PlatformStat
   return p;
 }
 
-/** Writes a snapshot of a paused VM to `url` (file:///dir); the VM stays paused. */
-export async function snapshotVm(vm: Vm, url: string): Promise<SnapshotSummary> {
+/**
+ * Writes a snapshot of a paused VM to `url` (file:///dir); the VM stays paused. `config` is what
+ * vm.json records (default: the VM's config as it stands now).
+ */
+export async function snapshotVm(vm: Vm, url: string, config: VmConfig = vm.config): Promise<SnapshotSummary> {
   const dir = snapshotUrlToPath(url);
   const saved = await vm.saveState();
   // Everything the guest wrote must be in the image before its identity is recorded.
   await Promise.all(vm.platform.disks.map((d) => d.backend.flush()));
   const disks: DiskEntry[] = [];
   for (const d of vm.platform.disks) {
-    disks.push({ id: d.config.id, path: d.config.path, identity: await diskIdentity(d.config.path) });
+    disks.push({ id: d.config.id, path: d.path, identity: await diskIdentity(d.path) });
   }
   const result = await writeSnapshot(dir, {
-    config: vm.config,
+    config,
     configCodec: SNAPSHOT_CONFIG,
     vcpus: saved.vcpus.map((v) => toJsonSafe(v) as JsonObject),
     vm: toJsonSafe(saved.vm) as JsonObject,
@@ -84,12 +87,13 @@ export async function restoreVm(req: RestoreRequest, hooksFor: (config: VmConfig
   const dir = snapshotUrlToPath(req.source_url);
   const snap = await readSnapshot(dir, { knownDeviceTypes: DEVICE_TYPES, configCodec: SNAPSHOT_CONFIG });
   const doc = snap.document;
-  const config: VmConfig = structuredClone(doc.config);
-  for (const [id, path] of Object.entries(req.disk_paths ?? {})) {
-    const disk = config.disks.find((d) => d.id === id);
-    if (disk === undefined) throw new ConfigError(`restore: the snapshot has no disk "${id}" (its disks: ${config.disks.map((d) => d.id).join(', ') || 'none'})`);
-    disk.path = path;
+  const newPaths = new Map(Object.entries(req.disk_paths ?? {}));
+  for (const id of newPaths.keys()) {
+    if (!doc.config.disks.some((d) => d.id === id)) {
+      throw new ConfigError(`restore: the snapshot has no disk "${id}" (its disks: ${doc.config.disks.map((d) => d.id).join(', ') || 'none'})`);
+    }
   }
+  const config: VmConfig = { ...doc.config, disks: doc.config.disks.map((d) => ({ ...d, path: newPaths.get(d.id) ?? d.path })) };
   for (const d of config.disks) {
     const saved = doc.disks.find((e) => e.id === d.id);
     if (saved === undefined) throw new ConfigError(`restore: vm.json has no identity for disk "${d.id}"`);

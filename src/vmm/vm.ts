@@ -88,13 +88,22 @@ export class Vm {
   private pausedClock: KvmClockData | undefined;
 
   private constructor(
-    readonly config: VmConfig,
+    /** The config the VM was built from (never changed; `config` is the current one). */
+    private readonly built: VmConfig,
     private readonly parts: Parts,
     readonly threads: VcpuThread[],
     /** The MSRs that round-trip on this host, saved in snapshots. */
     readonly msrIndices: number[],
     private readonly hooks: VmHooks,
   ) {}
+
+  /**
+   * The config as it stands now: as built, with each disk's current image (a disk snapshot or a
+   * block job moves a running disk to another file). vm.info reports it, a reboot boots it.
+   */
+  get config(): VmConfig {
+    return { ...this.built, disks: this.platform.disks.map((d) => d.currentConfig()) };
+  }
 
   get memory(): GuestMemory { return this.parts.memory; }
   get regions(): readonly MappedRegion[] { return this.parts.regions; }

@@ -36,10 +36,13 @@ function copyOfBase(name: string, from = base): string {
   return dir;
 }
 
+/** vm.json's config as parsed JSON: unlike a VmConfig, the tests may damage it. */
+type EditableConfig = { -readonly [K in keyof VmConfig]: { -readonly [F in keyof VmConfig[K]]: VmConfig[K][F] } };
+
 /** Rewrites vm.json through `edit`, re-sealing its checksum so only the edited field is wrong. */
-function editVmJson(dir: string, edit: (doc: SnapshotDocument<VmConfig>) => void): void {
+function editVmJson(dir: string, edit: (doc: SnapshotDocument<EditableConfig>) => void): void {
   const file = join(dir, 'vm.json');
-  const doc = JSON.parse(readFileSync(file, 'utf8')) as SnapshotDocument<VmConfig>;
+  const doc = JSON.parse(readFileSync(file, 'utf8')) as SnapshotDocument<EditableConfig>;
   edit(doc);
   doc.checksum = documentChecksum(doc as unknown as Record<string, unknown>);
   writeFileSync(file, JSON.stringify(doc));

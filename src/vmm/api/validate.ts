@@ -122,39 +122,38 @@ function parsePayload(o: Json): VmConfig['payload'] {
     ({ kernel, initramfs, cmdline } = p);
   }
   if (kernel === undefined) throw new ConfigError(`${kernelField}: required (path of the guest kernel)`, { field: kernelField });
-  const payload: VmConfig['payload'] = { kernel: path(kernel, kernelField) };
-  if (initramfs !== undefined) payload.initramfs = path(initramfs, initramfsField);
-  if (cmdline !== undefined) {
-    payload.cmdline = string(cmdline, cmdlineField);
-    if (payload.cmdline.includes('\0')) throw new ConfigError(`${cmdlineField}: must not contain NUL bytes`, { field: cmdlineField });
-  }
-  return payload;
+  const kernelPath = path(kernel, kernelField);
+  const initramfsPath = initramfs === undefined ? undefined : path(initramfs, initramfsField);
+  const args = cmdline === undefined ? undefined : string(cmdline, cmdlineField);
+  if (args?.includes('\0') === true) throw new ConfigError(`${cmdlineField}: must not contain NUL bytes`, { field: cmdlineField });
+  return {
+    kernel: kernelPath,
+    ...(initramfsPath === undefined ? {} : { initramfs: initramfsPath }),
+    ...(args === undefined ? {} : { cmdline: args }),
+  };
 }
 
 function parseDisk(value: unknown, index: number, rules: VmConfigRules): DiskConfig {
   const field = `disks[${index}]`;
   const o = object(value, field, ['path', 'readonly', 'id', 'serial', 'format']);
   if (o.path === undefined) throw new ConfigError(`${field}.path: required`, { field: `${field}.path` });
-  const disk: DiskConfig = {
-    path: path(o.path, `${field}.path`),
-    readonly: o.readonly === undefined ? false : boolean(o.readonly, `${field}.readonly`),
-    id: o.id === undefined ? `disk${index}` : string(o.id, `${field}.id`),
+  const diskPath = path(o.path, `${field}.path`);
+  const readonly = o.readonly === undefined ? false : boolean(o.readonly, `${field}.readonly`);
+  const id = o.id === undefined ? `disk${index}` : string(o.id, `${field}.id`);
+  if (rules.cliDiskIds === true ? id === '' : !/^[A-Za-z0-9_.-]{1,64}$/.test(id)) {
+    throw new ConfigError(`${field}.id: "${id}" must be 1-64 characters of A-Z a-z 0-9 _ . -`, { field: `${field}.id` });
+  }
+  const serial = o.serial === undefined ? undefined : string(o.serial, `${field}.serial`);
+  if (serial !== undefined && Buffer.byteLength(serial) > VIRTIO_BLK_ID_BYTES) {
+    throw new ConfigError(`${field}.serial: at most ${VIRTIO_BLK_ID_BYTES} bytes (virtio-blk ID limit)`, { field: `${field}.serial` });
+  }
+  const format = o.format === undefined ? undefined : string(o.format, `${field}.format`);
+  if (format !== undefined && !DISK_FORMATS.includes(format)) fail(`${field}.format`, `one of ${DISK_FORMATS.join(', ')}`, format);
+  return {
+    path: diskPath, readonly, id,
+    ...(serial === undefined ? {} : { serial }),
+    ...(format === undefined ? {} : { format }),
   };
-  if (rules.cliDiskIds === true ? disk.id === '' : !/^[A-Za-z0-9_.-]{1,64}$/.test(disk.id)) {
-    throw new ConfigError(`${field}.id: "${disk.id}" must be 1-64 characters of A-Z a-z 0-9 _ . -`, { field: `${field}.id` });
-  }
-  if (o.serial !== undefined) {
-    disk.serial = string(o.serial, `${field}.serial`);
-    if (Buffer.byteLength(disk.serial) > VIRTIO_BLK_ID_BYTES) {
-      throw new ConfigError(`${field}.serial: at most ${VIRTIO_BLK_ID_BYTES} bytes (virtio-blk ID limit)`, { field: `${field}.serial` });
-    }
-  }
-  if (o.format !== undefined) {
-    const format = string(o.format, `${field}.format`);
-    if (!DISK_FORMATS.includes(format)) fail(`${field}.format`, `one of ${DISK_FORMATS.join(', ')}`, format);
-    disk.format = format;
-  }
-  return disk;
 }
 
 function parseDisks(value: unknown, rules: VmConfigRules): DiskConfig[] {

@@ -39,7 +39,7 @@ export interface DiskSnapshotResult {
 export async function snapshotDiskLive(disk: Disk, file: string): Promise<DiskSnapshotResult> {
   if (disk.config.readonly) throw new ConfigError(`disk "${disk.config.id}" is read-only: it never changes, so it needs no snapshot`);
   const overlay = resolve(file);
-  const frozen = resolve(disk.config.path);
+  const frozen = resolve(disk.path);
   const frozenFormat = disk.backend.format;
   await createOverlay(overlay, frozen, frozenFormat, disk.backend.size);
   // Work that does not depend on the disk's content happens while the guest still runs: most of

@@ -97,7 +97,7 @@ export class DiskSnapshotService {
     const first = vm?.platform.disks[0];
     if (first !== undefined) {
       const root = pathOf(layersOf(first.backend).at(-1)!);
-      return join(dirname(resolve(first.config.path)), `${stemOf(root)}.snapshots`);
+      return join(dirname(resolve(first.path)), `${stemOf(root)}.snapshots`);
     }
     throw new ConfigError('no snapshot dir: the VM has no disk to put it next to; give snapshot_dir');
   }
@@ -114,7 +114,7 @@ export class DiskSnapshotService {
     const cat = await this.catalogue(req.snapshot_dir);
     if (cat.has(req.name)) throw new ConflictError(`a snapshot named "${req.name}" already exists in ${cat.dir}; delete it or choose another name`);
     const root = (d: Disk): string => stemOf(pathOf(layersOf(d.backend).at(-1)!));
-    const overlayFor = (d: Disk): string => join(dirname(resolve(d.config.path)), `${root(d)}.${req.name}.qcow2`);
+    const overlayFor = (d: Disk): string => join(dirname(resolve(d.path)), `${root(d)}.${req.name}.qcow2`);
     const vmState = vm.state;
     let frozen: FrozenDisk[];
     let pausedMs: number;
@@ -197,7 +197,7 @@ export class DiskSnapshotService {
     }
     const start = performance.now();
     const old = this.host.vm();
-    const abandoned = old === undefined || old.state === 'Shutdown' ? [] : old.platform.disks.filter((d) => !d.config.readonly).map((d) => resolve(d.config.path));
+    const abandoned = old === undefined || old.state === 'Shutdown' ? [] : old.platform.disks.filter((d) => !d.config.readonly).map((d) => resolve(d.path));
     const diskPaths: Record<string, string> = {};
     const writable = entry.disks.filter((d) => d.readonly !== true);
     for (const d of writable) diskPaths[d.id] = await freeName((n) => join(dirname(d.path), `${stemOf(d.path).split('.')[0]}.${entry.name}-r${n}.qcow2`));

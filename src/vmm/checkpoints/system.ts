@@ -13,7 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { snapshotUrlToPath } from '../../snapshot/index.js';
 import { ConfigError } from '../../errors.js';
-import type { VmConfig } from '../config.js';
+import type { DiskConfig, VmConfig } from '../config.js';
 import type { RestoreRequest } from '../requests.js';
 import { checkDiskIdentity, diskIdentity } from '../disk-identity.js';
 import type { FrozenDisk } from './frozen.js';
@@ -52,6 +52,10 @@ export function defaultOverlayName(tag: string): OverlayNamer {
   return (_id, current) => join(dirname(current), `${stemOf(current)}.${tag}.qcow2`);
 }
 
+function withoutFormat({ format: _probed, ...disk }: DiskConfig): DiskConfig {
+  return disk;
+}
+
 /** Writes a checkpoint of a paused VM to `url`; its writable disks continue on new overlays. */
 export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer): Promise<CheckpointSummary> {
   if (vm.state !== 'Paused') throw new InvalidStateError(`the VM must be paused for a checkpoint (it is ${vm.state})`);
@@ -61,14 +65,13 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
   await rm(staging, { recursive: true, force: true });
   const writable = vm.platform.disks.filter((d) => !d.config.readonly);
   // The overlays are qcow2 whatever the disks are now: a restore must probe, not trust `raw`.
-  const formats = new Map(writable.map((d) => [d, d.config.format]));
-  for (const d of writable) delete d.config.format;
+  const current = vm.config;
+  const config = { ...current, disks: current.disks.map((d) => (d.readonly ? d : withoutFormat(d))) };
   let summary: SnapshotSummary;
   const start = performance.now();
   try {
-    summary = await snapshotVm(vm, pathToFileURL(staging).href);
+    summary = await snapshotVm(vm, pathToFileURL(staging).href, config);
   } catch (e) {
-    for (const [d, f] of formats) if (f !== undefined) d.config.format = f;
     await rm(staging, { recursive: true, force: true });
     throw e;
   }
@@ -78,12 +81,12 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
   let disksMs = 0;
   try {
     for (const d of writable) {
-      const r = await snapshotDiskLive(d, overlayFor(d.config.id, resolve(d.config.path)));
+      const r = await snapshotDiskLive(d, overlayFor(d.config.id, resolve(d.path)));
       switched.push(r);
       frozen.push(await frozenDiskOf(r, d.backend.size));
     }
     for (const d of vm.platform.disks.filter((x) => x.config.readonly)) {
-      const path = resolve(d.config.path);
+      const path = resolve(d.path);
       frozen.push({ id: d.config.id, path, format: d.backend.format, size: d.backend.size, identity: await diskIdentity(path), readonly: true });
     }
     disksMs = performance.now() - start - memoryMs;
@@ -93,7 +96,6 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
     await syncDirectory(dirname(dir));
   } catch (e) {
     // Disks already switched stay on their overlays: the guest lost nothing, only the checkpoint failed.
-    for (const [d, f] of formats) if (f !== undefined && !switched.some((s) => s.disk === d.config.id)) d.config.format = f;
     await rm(staging, { recursive: true, force: true });
     throw e;
   }

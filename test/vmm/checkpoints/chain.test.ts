@@ -61,7 +61,7 @@ describe('snapshotDiskLive', () => {
     const r = await snapshotDiskLive(disk, join(t.dir, 'vm.s1.qcow2'));
     expect(r.frozen).toBe(base);
     expect(r.io_pause_ms).toBeGreaterThanOrEqual(0);
-    expect(disk.config.path).toBe(join(t.dir, 'vm.s1.qcow2'));
+    expect(disk.path).toBe(join(t.dir, 'vm.s1.qcow2'));
     expect(disk.backend.format).toBe('qcow2');
     await disk.backend.write(MiB, pattern(MiB, 3)); // after: only in the overlay
     await disk.backend.flush();
@@ -82,7 +82,7 @@ describe('snapshotDiskLive', () => {
     writeFileSync(base, pattern(MiB, 1));
     const disk = await diskOn(base);
     await expect(snapshotDiskLive(disk, join(t.dir, 'missing-dir', 'x.qcow2'))).rejects.toThrow(/folder does not exist/);
-    expect(disk.config.path).toBe(base);
+    expect(disk.path).toBe(base);
     await disk.backend.write(0, pattern(512, 9));
   });
 

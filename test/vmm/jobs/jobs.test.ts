@@ -118,7 +118,7 @@ describe('block-commit', () => {
     const info = s.manager.list()[0]!;
     expect(info.state).toBe('completed');
     expect(info.pivot_pause_ms).toBeGreaterThanOrEqual(0);
-    expect(disk!.config.path).toBe(s.base);
+    expect(disk!.path).toBe(s.base);
     expect((await liveContent()).equals(s.model)).toBe(true);
     await disk!.close();
     disk = undefined;
@@ -149,7 +149,7 @@ describe('block-commit', () => {
     await s.manager.cancel(job.id);
     expect(s.manager.list()[0]!.state).toBe('cancelled');
     expect(s.events).toContain('block-job-cancelled');
-    expect(disk!.config.path).toBe(s.top);
+    expect(disk!.path).toBe(s.top);
     await writeWhile(s.model, () => false, 6);
     expect((await liveContent()).equals(s.model)).toBe(true);
   });
