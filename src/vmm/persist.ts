@@ -11,7 +11,8 @@ import type { RestoreRequest } from './requests.js';
 import { checkDiskIdentity, diskIdentity, type DiskIdentity } from './disk-identity.js';
 import type { PlatformState } from './platform.js';
 import { vcpuStateFromJson } from './vcpu-state.js';
-import { Vm, type VmHooks } from './vm.js';
+import { VmBuilder } from './builder.js';
+import type { Vm, VmHooks } from './vm.js';
 import { vmLevelStateFromJson } from './vm-state.js';
 import { SNAPSHOT_CONFIG } from './snapshot-config.js';
 
@@ -101,7 +102,7 @@ export async function restoreVm(req: RestoreRequest, hooksFor: (config: VmConfig
   }
   const vcpus = doc.vcpus.map((v, i) => vcpuStateFromJson(fromJsonSafe(v, `vcpus[${i}]`), i));
   const vmState = vmLevelStateFromJson(fromJsonSafe(doc.vm, 'vm'));
-  return Vm.restore({
+  return VmBuilder.restore({
     config,
     regions: snap.regions.map((r) => ({ index: r.index, guestBase: r.guestBase, size: r.size, path: r.path, dataExtents: r.dataExtents })),
     prefault: req.prefault ?? false,

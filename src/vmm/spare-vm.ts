@@ -1,6 +1,6 @@
 /**
  * The spare-VM pool of an idle VMM: one empty KVM VM made ahead of time, taken by the next
- * VM the builder (vm.ts) makes.
+ * VM the builder (builder.ts) makes.
  */
 import { Kvm } from '../kvm/system.js';
 import type { VmFd } from '../kvm/vm.js';

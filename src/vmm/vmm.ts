@@ -11,7 +11,8 @@ import type { RestoreRequest, SnapshotRequest } from './requests.js';
 import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
 import { prepareSpareVm, releaseSpareVm } from './spare-vm.js';
-import { Vm, type VmHooks } from './vm.js';
+import { VmBuilder } from './builder.js';
+import type { Vm, VmHooks } from './vm.js';
 import { prewarmVcpuWorkers, waitForVcpuWorkersLoaded } from './vcpu-thread.js';
 import type { DiskSnapshotService } from './checkpoints/service.js';
 import type {
@@ -252,7 +253,7 @@ export class Vmm implements VmmController {
       this.emit('vm', 'booting');
       const start = performance.now();
       const config = this.configSource.config;
-      const vm = await Vm.boot(config, this.hooks(config));
+      const vm = await VmBuilder.boot(config, this.hooks(config));
       this.vm = vm;
       this.configSource = vm;
       this.endReported = false;
@@ -300,7 +301,7 @@ export class Vmm implements VmmController {
       this.emit('vm', 'rebooting');
       await this.teardown(vm);
       const config = vm.config;
-      const next = await Vm.boot(config, this.hooks(config));
+      const next = await VmBuilder.boot(config, this.hooks(config));
       this.vm = next;
       this.configSource = next;
       this.endReported = false;
