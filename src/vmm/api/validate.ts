@@ -1,5 +1,6 @@
-import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../../errors.js';
+import { SnapshotError } from '../../snapshot/errors.js';
+import { snapshotUrlToPath } from '../../snapshot/url.js';
 import type { DiskConfig, SerialConfig, SerialMode, VmConfig } from '../config.js';
 import type { RestoreRequest, SnapshotRequest } from '../requests.js';
 
@@ -43,10 +44,6 @@ function object(value: unknown, field: string, allowed: readonly string[]): Json
     }
   }
   return value as Json;
-}
-
-function join(parent: string, key: string): string {
-  return parent === '' ? key : `${parent}.${key}`;
 }
 
 function integer(value: unknown, field: string, min: number, max: number): number {
@@ -208,23 +205,19 @@ export function parseVmConfigJson(value: unknown, rules: VmConfigRules = {}): Vm
   };
 }
 
-/** A `file://` URL naming an absolute local directory; other schemes are not supported. */
+/**
+ * A `file://` URL naming a local directory, returned as given. The snapshot layer's parser
+ * (snapshotUrlToPath) decides, so a body is refused here exactly when the snapshot or restore
+ * would refuse its URL; the refusal names the field, as every body error does.
+ */
 export function parseFileUrl(value: unknown, field: string): string {
   const s = string(value, field);
-  let url: URL;
   try {
-    url = new URL(s);
-  } catch {
-    throw new ConfigError(`${field}: "${s}" is not a URL; use file:///absolute/dir`, { field });
+    snapshotUrlToPath(s);
+  } catch (e) {
+    if (e instanceof SnapshotError) throw new ConfigError(`${field}: ${e.message}`, { field });
+    throw e;
   }
-  if (url.protocol !== 'file:') {
-    throw new ConfigError(`${field}: only file:// URLs are supported, got ${url.protocol}//`, { field });
-  }
-  if (url.host !== '' && url.host !== 'localhost') {
-    throw new ConfigError(`${field}: file URL host must be empty (file:///dir), got "${url.host}"`, { field });
-  }
-  const dir = fileURLToPath(url);
-  if (dir.includes('\0')) throw new ConfigError(`${field}: must not contain NUL bytes`, { field });
   return s;
 }
 
