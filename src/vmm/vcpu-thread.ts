@@ -64,9 +64,11 @@ function startWorker(): Worker {
 
 /**
  * Blocks (at most `timeoutMs`) until every live vCPU worker has finished loading its modules, so
- * that `process.exit` can stop them safely. Used on the way out of the process.
+ * that `process.exit` can stop them safely. Used on the way out of the process. The bound is
+ * generous: loading takes tens of milliseconds on a KVM host but seconds nested under TCG, and
+ * giving up early brings back the abort this wait exists to prevent.
  */
-export function waitForVcpuWorkersLoaded(timeoutMs = 2000): void {
+export function waitForVcpuWorkersLoaded(timeoutMs = 60_000): void {
   const deadline = Date.now() + timeoutMs;
   for (const flag of loadFlags.values()) {
     const left = deadline - Date.now();

@@ -46,6 +46,9 @@ const shellQuote = (s) => `'${String(s).replace(/'/g, `'\\''`)}'`;
 /** Variables that describe the outer shell rather than the job; the chroot sets its own. */
 const NOT_PASSED = new Set(['_', 'PWD', 'OLDPWD', 'SHLVL', 'TERM', 'COLUMNS', 'LINES']);
 
+/** Opens /dev/kvm, creates a VM (KVM_CREATE_VM = _IO(0xAE, 1)) and keeps it until killed. */
+const HOLD_KVM_VM = "import fcntl, os, signal; kvm = os.open('/dev/kvm', os.O_RDWR); vm = fcntl.ioctl(kvm, 0xAE01, 0); signal.pause()";
+
 function jobScript(argv, cwd, env) {
   const exports = Object.entries(env)
     .filter(([k, v]) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k) && !NOT_PASSED.has(k) && v !== undefined)
@@ -54,6 +57,11 @@ function jobScript(argv, cwd, env) {
     '# written by tools/nested/run.mjs',
     ...exports,
     'export TSVMM_NESTED=1',
+    // Hold one KVM VM for the whole job. The first VM a host creates and the last it destroys
+    // make KVM flip a static key (preempt notifiers), which live-patches the kernel's scheduler;
+    // under TCG that patching was seen to livelock both CPUs for minutes (soft lockups in
+    // finish_task_switch, KVM_CREATE_VM on the stack). With a VM always open it never flips.
+    `python3 -c ${shellQuote(HOLD_KVM_VM)} &`,
     `cd ${shellQuote(cwd)} || exit 125`,
     // Through a pipe: the job sees no terminal (no interactive redraws on a serial console).
     `${argv.map(shellQuote).join(' ')} </dev/null 2>&1 | cat`,
@@ -87,6 +95,7 @@ export async function runNested(argv, options = {}) {
   const cmdline = [
     'console=ttyS0', 'quiet', 'loglevel=1', 'panic=-1', `nested.job=${jobFile}`,
     ...(underTmp ? [`nested.keep=${cwd}`] : []),
+    ...(process.env.TSVMM_NESTED_APPEND ? [process.env.TSVMM_NESTED_APPEND] : []),
   ].join(' ');
   const args = [
     '-machine', 'q35', '-accel', 'tcg,thread=multi', '-cpu', 'max', '-smp', String(cpus),

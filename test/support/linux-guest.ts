@@ -1,0 +1,261 @@
+/**
+ * A real Linux guest (Debian's stock kernel and the initramfs of guest-images/linux/build.sh)
+ * under tsvmm, driven through its serial console: tsvmm's stdin/stdout (`--serial tty`, the
+ * default) or `tsvmm-remote console` (`--serial socket`). Booting Linux is slow (about 40 s when
+ * KVM itself runs nested under TCG), restoring a snapshot is not, so a test file boots once,
+ * snapshots the shell, and restores that snapshot for each case.
+ *
+ * Sockets and snapshot directories belong on tmpfs (/tmp in the nested test VM): the host tree
+ * is a 9p mount there, and 9p refuses Unix sockets.
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Kvm } from '../../src/kvm/system.js';
+import type { VmFd } from '../../src/kvm/vm.js';
+import { GuestShell, type CommandResult } from './guest-shell.js';
+import { apiOk, apiRequest, fileUrl, waitForApi } from './snapshot-vm.js';
+import { TsvmmProcess, remoteBin, repoRoot } from './tsvmm-process.js';
+
+const linuxDir = join(repoRoot, 'guest-images', 'out', 'linux');
+export const LINUX = {
+  /** Debian's bzImage (64-bit boot protocol entry). */
+  vmlinuz: join(linuxDir, 'vmlinuz'),
+  /** The same kernel uncompressed: an ELF entered through its PVH note. */
+  vmlinux: join(linuxDir, 'vmlinux'),
+  initramfs: join(linuxDir, 'initramfs.cpio.gz'),
+  /** ext4 root disk whose /sbin/init prints `rootfs: init ok`; boot a copy of it. */
+  rootfs: join(linuxDir, 'rootfs.ext4'),
+};
+
+/** Throws with what to run when the images are missing (a missing image must fail, not skip). */
+export function requireLinuxImages(): void {
+  for (const f of Object.values(LINUX)) {
+    if (!existsSync(f)) throw new Error(`${f} is missing: run \`npm run guest\` (guest-images/linux/build.sh)`);
+  }
+}
+
+/**
+ * The command line every test guest gets. panic=-1 turns a guest panic into a reset (tsvmm then
+ * exits 120) instead of a hang until the test's timeout. nmi_watchdog=0: the guest's hard-lockup
+ * detector keeps a PMU counter running, for which the host's KVM creates a perf event on the
+ * vCPU thread; the host's first such event, and its last, make the host kernel live-patch its
+ * scheduler (perf's sched-events static key), which under QEMU's TCG (the nested test host) was
+ * seen to livelock both host CPUs for minutes. The guest does not need the detector here.
+ */
+export const BASE_CMDLINE = 'console=ttyS0 panic=-1 nmi_watchdog=0';
+
+/** A scratch directory on tmpfs for sockets, snapshots and disk copies; remove it with rmSync. */
+export function scratchDir(prefix = 'tsvmm-linux-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export interface LinuxBootOptions {
+  cpus: number;
+  memoryMiB: number;
+  /** Appended to BASE_CMDLINE. */
+  cmdline?: string;
+  /** The kernel file (default LINUX.vmlinuz). */
+  kernel?: string;
+  /** `--disk` values. */
+  disks?: string[];
+  /** API socket path (required: snapshots and restores go through it). */
+  apiSocket: string;
+  /** How the test reaches the console (default 'tty': tsvmm's stdin/stdout). */
+  console?: 'tty' | 'socket';
+  /** What to wait for before the shell is used (default the initramfs's `linux: init ok`). */
+  ready?: RegExp;
+}
+
+export interface LinuxRestoreOptions {
+  apiSocket: string;
+  prefault?: boolean;
+  force?: boolean;
+  /** disk id → the image this restore uses instead of the snapshot's. */
+  diskPaths?: Record<string, string>;
+  console?: 'tty' | 'socket';
+}
+
+let heldVm: { kvm: Kvm; vm: VmFd } | undefined;
+
+/**
+ * Keeps one empty KVM VM open in this (test) process for as long as it lives. The first VM a
+ * host creates, and the last it destroys, make the host kernel live-patch its scheduler (KVM
+ * turns its preempt-notifier static key on and off). On the nested test host, under QEMU's TCG,
+ * that patching was seen to livelock both host CPUs for minutes (soft lockups in
+ * finish_task_switch, looping through asm_exc_int3, with KVM_CREATE_VM on the stack), stalling
+ * every guest. Each restore here kills one tsvmm and starts another, which is such a transition
+ * every time; with this VM held the key never turns off.
+ */
+export function holdKvmVm(): void {
+  if (heldVm !== undefined) return;
+  const kvm = Kvm.open();
+  heldVm = { kvm, vm: kvm.createVm() };
+}
+
+/** How long a Linux boot may take: 40 s to 3 min nested under TCG, with room for a loaded host. */
+export const BOOT_TIMEOUT_MS = 420_000;
+/** How long tsvmm itself may take to start and serve its API. */
+const STARTUP_TIMEOUT_MS = 300_000;
+
+export class LinuxGuest {
+  readonly shell: GuestShell;
+
+  private constructor(
+    /** The tsvmm process. */
+    readonly vmm: TsvmmProcess,
+    /** Whatever carries the console: the tsvmm process itself, or a `tsvmm-remote console`. */
+    readonly console: TsvmmProcess,
+    readonly apiSocket: string,
+  ) {
+    this.shell = new GuestShell(console);
+  }
+
+  /** Boots Linux, waits for its init and readies the shell (no echo, no kernel messages). */
+  static async boot(o: LinuxBootOptions): Promise<LinuxGuest> {
+    requireLinuxImages();
+    holdKvmVm();
+    const args = [
+      '--kernel', o.kernel ?? LINUX.vmlinuz, '--initramfs', LINUX.initramfs,
+      '--cpus', `boot=${o.cpus}`, '--memory', `size=${o.memoryMiB}M`,
+      '--cmdline', [BASE_CMDLINE, o.cmdline ?? ''].join(' ').trim(),
+      '--api-socket', o.apiSocket, '--serial', o.console === 'socket' ? 'socket' : 'tty',
+    ];
+    for (const d of o.disks ?? []) args.push('--disk', d);
+    const vmm = new TsvmmProcess(args, { stdin: o.console === 'socket' ? 'ignore' : 'pipe' });
+    const guest = await LinuxGuest.attach(vmm, o.apiSocket, o.console ?? 'tty', false);
+    try {
+      await guest.console.waitFor(o.ready ?? /linux: init ok/, BOOT_TIMEOUT_MS, 0);
+      await guest.quietShell();
+      return guest;
+    } catch (e) {
+      guest.kill();
+      throw new Error(`${(e as Error).message}\n${guest.diagnostics()}`);
+    }
+  }
+
+  /**
+   * Restores `dir` in a new tsvmm process and resumes it. The shell is used as it was at the
+   * snapshot (quiet, no echo).
+   */
+  static async restore(dir: string, o: LinuxRestoreOptions): Promise<LinuxGuest> {
+    holdKvmVm();
+    const spec = [`source_url=${fileUrl(dir)}`];
+    if (o.prefault === true) spec.push('prefault=on');
+    if (o.force === true) spec.push('force=on');
+    for (const [id, path] of Object.entries(o.diskPaths ?? {})) spec.push(`disk.${id}=${path}`);
+    const vmm = new TsvmmProcess(['--restore', spec.join(','), '--api-socket', o.apiSocket], {
+      stdin: o.console === 'socket' ? 'ignore' : 'pipe',
+    });
+    const guest = await LinuxGuest.attach(vmm, o.apiSocket, o.console ?? 'tty', true);
+    try {
+      await guest.resume();
+      return guest;
+    } catch (e) {
+      guest.kill();
+      throw e;
+    }
+  }
+
+  /**
+   * Waits for the API and the VM (vm.info answers 409 while a restore runs, 404 before a boot has
+   * created the VM), then connects the console: a console client needs the VM to exist.
+   */
+  private static async attach(vmm: TsvmmProcess, apiSocket: string, mode: 'tty' | 'socket', restoring: boolean): Promise<LinuxGuest> {
+    try {
+      // Generous: a cold tsvmm start is Node.js start-up and module loading, which nested under
+      // TCG on a busy host was seen to take more than a minute.
+      await waitForApi(apiSocket, vmm, STARTUP_TIMEOUT_MS);
+      for (;;) {
+        const r = await apiRequest(apiSocket, 'GET', 'vm.info');
+        if (r.status === 200) break;
+        if (r.status !== 409 && r.status !== 404) throw new Error(`vm.info: HTTP ${r.status} ${r.body}`);
+        if (vmm.child.exitCode !== null) throw new Error(`tsvmm ${restoring ? '--restore ' : ''}exited ${vmm.child.exitCode}; stderr:\n${vmm.stderr}`);
+        await new Promise((r2) => setTimeout(r2, 20));
+      }
+    } catch (e) {
+      vmm.kill();
+      throw e;
+    }
+    if (mode === 'tty') return new LinuxGuest(vmm, vmm, apiSocket);
+    // tsvmm-remote copies its stdin to the guest and the guest's output to its stdout.
+    const remote = new TsvmmProcess(['--api-socket', apiSocket, 'console'], { bin: remoteBin, stdin: 'pipe' });
+    return new LinuxGuest(vmm, remote, apiSocket);
+  }
+
+  /** Turns off the terminal's echo and kernel messages on the console: they would mix with output. */
+  private async quietShell(): Promise<void> {
+    await this.shell.ok('stty -echo; dmesg -n 1');
+  }
+
+  run(command: string, timeoutMs?: number): Promise<CommandResult> {
+    return this.shell.run(command, timeoutMs);
+  }
+
+  ok(command: string, timeoutMs?: number): Promise<string> {
+    return this.shell.ok(command, timeoutMs);
+  }
+
+  async pause(): Promise<void> {
+    await apiOk(this.apiSocket, 'PUT', 'vm.pause');
+  }
+
+  async resume(): Promise<void> {
+    await apiOk(this.apiSocket, 'PUT', 'vm.resume');
+  }
+
+  /** Pauses the VM and writes a snapshot to `dir` (the VM stays paused). */
+  async snapshot(dir: string): Promise<void> {
+    await this.pause();
+    await apiOk(this.apiSocket, 'PUT', 'vm.snapshot', { destination_url: fileUrl(dir) });
+  }
+
+  /**
+   * Types a command that ends the guest (e.g. `poweroff -f`) and resolves with tsvmm's exit
+   * status once it has exited.
+   */
+  async end(command: string, timeoutMs = 120_000): Promise<number | null> {
+    this.console.write(`${command}\n`);
+    const timer = setTimeout(() => this.kill(), timeoutMs);
+    try {
+      const { code } = await this.vmm.exited;
+      return code;
+    } finally {
+      clearTimeout(timer);
+      this.console.kill();
+    }
+  }
+
+  /** SIGKILLs tsvmm (and the console client) and waits for it to be gone. */
+  async killHard(): Promise<void> {
+    this.kill();
+    await this.vmm.exited;
+  }
+
+  kill(): void {
+    this.vmm.kill('SIGKILL');
+    if (this.console !== this.vmm) this.console.kill('SIGKILL');
+  }
+
+  /** The end of the console log and tsvmm's stderr, for failure messages. */
+  diagnostics(): string {
+    return `console:\n${this.console.stdout.slice(-3000)}\ntsvmm stderr:\n${this.vmm.stderr.slice(-2000)}`;
+  }
+}
+
+/** Removes a scratch directory (and everything in it). */
+export function removeScratch(dir: string | undefined): void {
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+}
+
+/** Per-CPU counts of the `LOC:` (local timer interrupts) line of /proc/interrupts. */
+export function localTimerInterrupts(procInterrupts: string): number[] {
+  const line = procInterrupts.split('\n').find((l) => /^\s*LOC:/.test(l));
+  if (line === undefined) throw new Error(`no LOC: line in /proc/interrupts:\n${procInterrupts}`);
+  const counts: number[] = [];
+  for (const field of line.replace(/^\s*LOC:/, '').trim().split(/\s+/)) {
+    if (!/^\d+$/.test(field)) break;
+    counts.push(Number(field));
+  }
+  return counts;
+}
