@@ -1,0 +1,160 @@
+/**
+ * Disk snapshots on a running Linux guest (docs/disk-snapshots.md) while Linux writes to ext4: a
+ * live external snapshot, a named checkpoint then a revert, and block-commit and block-pull. One
+ * 1-vCPU guest is booted with an ext4 data disk and a counter loop appending to a log on it
+ * (support/linux-counters.ts), then snapshotted; each case restores it on a fresh copy of the
+ * disk. Afterwards the host checks the images with its own tools: `qemu-img check`, `e2fsck -fn`
+ * on the chain flattened by `qemu-img convert`, and the log read back by debugfs must be 1..N
+ * with no gap (no write lost across the switch of images).
+ */
+import { copyFileSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LinuxGuest, BOOT_TIMEOUT_MS, removeScratch, scratchDir } from '../support/linux-guest.js';
+import {
+  expectGaplessLog, readProgress, startCounters, stopCounters, waitForProgress, MOUNT,
+} from '../support/linux-counters.js';
+import { apiOk } from '../support/snapshot-vm.js';
+import { run } from '../support/tsvmm-process.js';
+
+const CASE_TIMEOUT_MS = 600_000;
+
+const sha256 = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
+
+async function host(cmd: string, args: string[]): Promise<string> {
+  const r = await run(cmd, args, { timeoutMs: 300_000 });
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stdout}${r.stderr}`);
+  return r.stdout;
+}
+
+interface Job { state?: string; finished?: unknown }
+
+describe('disk snapshots while real Linux writes to ext4', () => {
+  let dir: string;
+  let snap: string;
+  let golden: string;
+  let caseNo = 0;
+
+  beforeAll(async () => {
+    dir = scratchDir('tsvmm-linux-disksnap-');
+    golden = join(dir, 'golden.raw');
+    await host('truncate', ['-s', '64M', golden]);
+    const guest = await LinuxGuest.boot({ cpus: 1, memoryMiB: 256, apiSocket: join(dir, 'boot.sock'), disks: [`path=${golden},id=data`] });
+    try {
+      await startCounters(guest, 1);
+      snap = join(dir, 'snap');
+      await guest.snapshot(snap);
+    } finally {
+      await guest.killHard();
+    }
+  }, 2 * BOOT_TIMEOUT_MS);
+
+  afterAll(() => removeScratch(dir));
+
+  /** Restores the snapshot on a fresh copy of the data disk; returns the guest and the copy. */
+  async function restore(): Promise<{ guest: LinuxGuest; disk: string; sock: string }> {
+    const n = caseNo++;
+    const disk = join(dir, `case-${n}.raw`);
+    copyFileSync(golden, disk);
+    const sock = join(dir, `case-${n}.sock`);
+    const guest = await LinuxGuest.restore(snap, { apiSocket: sock, diskPaths: { data: disk } });
+    return { guest, disk, sock };
+  }
+
+  /** Lets the loop write a few more lines: the operation before this really happened mid-writes. */
+  async function moreWrites(guest: LinuxGuest): Promise<void> {
+    await waitForProgress(guest, 1, await readProgress(guest, 1));
+  }
+
+  /** Stops the writer, powers off, and checks the image the guest ended on. */
+  async function finish(guest: LinuxGuest, sock: string): Promise<void> {
+    const info = await apiOk(sock, 'GET', 'vm.info');
+    const active = (info.json as { config: { disks: Array<{ path: string }> } }).config.disks[0]!.path;
+    const [last] = await stopCounters(guest, 1);
+    expect(await guest.end('poweroff -f')).toBe(0);
+    const check = await run('qemu-img', ['check', active], { timeoutMs: 300_000 });
+    if (/\.qcow2$/.test(active)) expect(check.code, `qemu-img check ${active}:\n${check.stdout}${check.stderr}`).toBe(0);
+    const flat = `${active}.flat.raw`;
+    await host('qemu-img', ['convert', '-O', 'raw', active, flat]);
+    const fsck = await run('e2fsck', ['-fn', flat], { timeoutMs: 300_000 });
+    expect(fsck.code, `e2fsck -fn:\n${fsck.stdout}${fsck.stderr}`).toBe(0);
+    expectGaplessLog(await host('debugfs', ['-R', `cat /log0`, flat]), last!);
+  }
+
+  async function waitJob(sock: string): Promise<Job> {
+    for (;;) {
+      const jobs = (await apiOk(sock, 'GET', 'vm.jobs')).json as Job[];
+      const job = jobs.at(-1)!;
+      if (job.finished !== undefined) return job;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
+  it('live external snapshot: the guest goes on writing into the overlay; the base is frozen', { timeout: CASE_TIMEOUT_MS }, async () => {
+    const { guest, disk, sock } = await restore();
+    try {
+      await moreWrites(guest);
+      const overlay = join(dir, 'live.s1.qcow2');
+      await apiOk(sock, 'PUT', 'vm.snapshot-disk', { disk: 'data', file: overlay });
+      const frozen = sha256(disk);
+      await moreWrites(guest);
+      await finish(guest, sock);
+      expect(sha256(disk), 'the frozen base changed after the snapshot').toBe(frozen);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n${guest.diagnostics()}`);
+    } finally {
+      guest.kill();
+    }
+  });
+
+  it('named checkpoint, a file written after it, revert: memory and disk are back, and writing goes on', { timeout: CASE_TIMEOUT_MS }, async () => {
+    const { guest, sock } = await restore();
+    try {
+      await moreWrites(guest);
+      await apiOk(sock, 'PUT', 'vm.snapshot-create', { name: 'S1' });
+      await guest.ok(`echo after > ${MOUNT}/after; sync`);
+      await apiOk(sock, 'PUT', 'vm.snapshot-revert', { name: 'S1' });
+      // The guest is back at the checkpoint: the file written after it exists neither in its
+      // page cache (memory reverted) nor on the disk (the disk reverted with it).
+      const after = await guest.run(`cat ${MOUNT}/after`);
+      expect(after.status, after.output).not.toBe(0);
+      // The loop goes on from its count at the checkpoint, and the log on the reverted disk ends
+      // there too: finish() finds 1..N without a gap or a repeat.
+      await moreWrites(guest);
+      await finish(guest, sock);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n${guest.diagnostics()}`);
+    } finally {
+      guest.kill();
+    }
+  });
+
+  it('block-commit, then block-pull, each while the guest writes: one image with every write', { timeout: CASE_TIMEOUT_MS }, async () => {
+    const { guest, disk, sock } = await restore();
+    try {
+      await moreWrites(guest);
+      await apiOk(sock, 'PUT', 'vm.snapshot-disk', { disk: 'data', file: join(dir, 'commit.top.qcow2') });
+      await moreWrites(guest);
+      await apiOk(sock, 'PUT', 'vm.block-commit', { disk: 'data' });
+      const commit = await waitJob(sock);
+      expect(commit.state, JSON.stringify(commit)).toBe('completed');
+      const afterCommit = (await apiOk(sock, 'GET', 'vm.info')).json as { config: { disks: Array<{ path: string }> } };
+      expect(afterCommit.config.disks[0]!.path).toBe(disk);
+
+      await apiOk(sock, 'PUT', 'vm.snapshot-disk', { disk: 'data', file: join(dir, 'pull.top.qcow2') });
+      await moreWrites(guest);
+      await apiOk(sock, 'PUT', 'vm.block-pull', { disk: 'data' });
+      const pull = await waitJob(sock);
+      expect(pull.state, JSON.stringify(pull)).toBe('completed');
+      await moreWrites(guest);
+      await finish(guest, sock);
+      const info = await run('qemu-img', ['info', join(dir, 'pull.top.qcow2')]);
+      expect(info.stdout, 'block-pull leaves the top image without a backing file').not.toMatch(/backing file:/);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n${guest.diagnostics()}`);
+    } finally {
+      guest.kill();
+    }
+  });
+});
