@@ -70,7 +70,7 @@ async function phasesChild() {
 }
 
 /**
- * Wraps the methods Vm.boot calls (classes from the same dist modules the VMM uses, so the
+ * Wraps the methods VmBuilder.boot calls (classes from the same dist modules the VMM uses, so the
  * wrappers see its calls) to total their time and count. Measurement only: behaviour is unchanged.
  */
 async function instrumentVmBoot() {
@@ -92,12 +92,12 @@ async function instrumentVmBoot() {
       return v;
     };
   };
-  const [{ Vm }, { Kvm }, { VmFd }, { VcpuFd }, { Platform }, { VcpuThread }] = await Promise.all([
-    dist('vmm/vm.js'), dist('kvm/system.js'), dist('kvm/vm.js'), dist('kvm/vcpu.js'), dist('vmm/platform.js'), dist('vmm/vcpu-thread.js'),
+  const [{ VmBuilder }, { Kvm }, { VmFd }, { VcpuFd }, { Platform }, { VcpuThread }] = await Promise.all([
+    dist('vmm/builder.js'), dist('kvm/system.js'), dist('kvm/vm.js'), dist('kvm/vcpu.js'), dist('vmm/platform.js'), dist('vmm/vcpu-thread.js'),
   ]);
   wrap(Kvm, 'open', 'Kvm.open');
-  wrap(Vm, 'createKvmVm', 'KVM VM + TSS + irqchip + PIT2 (Vm.createKvmVm)');
-  wrap(Vm, 'registerMemory', 'KVM_SET_USER_MEMORY_REGION (Vm.registerMemory)');
+  wrap(VmBuilder, 'createKvmVm', 'KVM VM + TSS + irqchip + PIT2 (VmBuilder.createKvmVm)');
+  wrap(VmBuilder, 'registerMemory', 'KVM_SET_USER_MEMORY_REGION (VmBuilder.registerMemory)');
   wrap(Platform, 'create', 'devices (Platform.create)');
   wrap(Kvm.prototype, 'supportedCpuid', 'KVM_GET_SUPPORTED_CPUID');
   wrap(Kvm.prototype, 'msrIndexList', 'KVM_GET_MSR_INDEX_LIST');
@@ -276,7 +276,7 @@ async function main() {
     prev = at;
   }
 
-  console.log('\nInside "booting" → "booted" (Vm.boot), totals of the calls it makes:\n');
+  console.log('\nInside "booting" → "booted" (VmBuilder.boot), totals of the calls it makes:\n');
   console.log('| call | calls | ms |');
   console.log('|---|---:|---:|');
   for (const [name, { ms, calls }] of inside) console.log(`| ${name} | ${calls} | ${f1(ms)} |`);

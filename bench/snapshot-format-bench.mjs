@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync, openSync, readSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { writeSnapshot, readSnapshot, dataExtentsOf } from '../dist/snapshot/index.js';
 import { ramLayout } from '../dist/memory/layout.js';
+import { SNAPSHOT_CONFIG } from '../dist/vmm/snapshot-config.js';
 import { memfdCreate, ftruncate, mmap, munmap, viewAt, close, PROT_READ, PROT_WRITE, MAP_SHARED } from '../dist/sys/index.js';
 
 const MiB = 1024 * 1024;
@@ -51,6 +52,7 @@ function makeGuestRam(ramSize, touched) {
 function input(ram) {
   return {
     config: { cpus: { boot_vcpus: 1, max_vcpus: 1 }, memory: { size: ram.ramSize }, payload: { kernel: '/vmlinux' }, disks: [], serial: { mode: 'Null' } },
+    configCodec: SNAPSHOT_CONFIG,
     vcpus: [{}], vm: {}, devices: {}, disks: [], memory: ram.memory,
   };
 }
@@ -91,7 +93,7 @@ for (const [ramSize, touched] of cases) {
         result = await writeSnapshot(dir, input(ram), { checksumAlgorithm: algorithm });
         const write = ms(t0);
         const t1 = process.hrtime.bigint();
-        await readSnapshot(dir, { knownDeviceTypes: [] });
+        await readSnapshot(dir, { knownDeviceTypes: [], configCodec: SNAPSHOT_CONFIG });
         const read = ms(t1);
         best = { write: Math.min(best.write, write), read: Math.min(best.read, read) };
       }

@@ -1,13 +1,16 @@
+import type { ErrorCode } from './error-codes.js';
+
 /**
  * One base error for the whole project. Every layer subclasses it with a stable `code` so that
  * callers (CLI exit paths, HTTP status mapping, worker messages) can branch on codes, not on text.
  * Messages are written for the person who has to act on them: say what failed and what to do.
+ * The codes, their HTTP statuses and meanings are one table: error-codes.ts.
  */
 export class TsvmmError extends Error {
   readonly code: string;
   readonly details: Record<string, unknown> | undefined;
 
-  constructor(code: string, message: string, details?: Record<string, unknown>) {
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
     super(message);
     this.name = new.target.name;
     this.code = code;

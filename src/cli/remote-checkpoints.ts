@@ -10,7 +10,7 @@
 import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import type { ApiClient } from '../vmm/api/client.js';
-import type { LastOperation, SnapshotListing } from '../vmm/checkpoints/service.js';
+import type { LastOperation, SnapshotListing } from '../vmm/checkpoints/types.js';
 import type { BlockJobInfo } from '../vmm/jobs/types.js';
 
 export const CHECKPOINT_COMMANDS: Array<[string, string]> = [

@@ -4,11 +4,12 @@ import { fileURLToPath } from 'node:url';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { TsvmmError } from '../errors.js';
-import { Qcow2Image } from '../devices/block/qcow2/image.js';
-import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots } from '../devices/block/qcow2/snapshots.js';
-import type { RepairMode } from '../devices/block/qcow2/check.js';
+import { Qcow2Image } from '../block/qcow2/image.js';
+import { applySnapshot, createSnapshot, deleteSnapshot, listSnapshots } from '../block/qcow2/snapshots.js';
+import type { RepairMode } from '../block/qcow2/check.js';
 import { parseSize } from '../util/size.js';
-import { layersOf, openForTool, parseFormat } from '../img/chain.js';
+import { layersOf } from '../block/chain/walk.js';
+import { openForTool, parseFormat } from '../img/format.js';
 import { runCheck, CHECK_NOT_COMPLETED } from '../img/check.js';
 import { commitImage } from '../img/commit.js';
 import { compareImages } from '../img/compare.js';
@@ -93,7 +94,7 @@ async function run(argvIn: string[], io: ImgIo): Promise<number> {
         const layers = a['backing-chain'] ? layersOf(image) : [image];
         const infos = [];
         for (const [i, layer] of layers.entries()) {
-          infos.push(await imageInfo(layer, i === 0 ? String(a['file']) : (layer as unknown as { path: string }).path));
+          infos.push(await imageInfo(layer, i === 0 ? String(a['file']) : layer.path));
         }
         if (json) io.out(JSON.stringify(a['backing-chain'] ? infos : infos[0], null, 4) + '\n');
         else io.out(infos.map(formatInfo).join('\n'));
@@ -142,11 +143,11 @@ async function run(argvIn: string[], io: ImgIo): Promise<number> {
         try {
           if (!(image instanceof Qcow2Image)) throw new UsageError(`${file}: not a qcow2 image`);
           if (action === 'l') {
-            const snaps = await listSnapshots(image);
+            const snaps = await listSnapshots(image.meta);
             if (snaps.length > 0) io.out(formatSnapshotTable(snaps.map(snapshotJson)));
-          } else if (action === 'c') await createSnapshot(image, String(a['c']));
-          else if (action === 'a') await applySnapshot(image, String(a['a']));
-          else await deleteSnapshot(image, String(a['d']));
+          } else if (action === 'c') await createSnapshot(image.meta, String(a['c']));
+          else if (action === 'a') await applySnapshot(image.meta, String(a['a']));
+          else await deleteSnapshot(image.meta, String(a['d']));
         } finally {
           await image.close();
         }

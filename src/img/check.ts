@@ -1,6 +1,6 @@
-import type { BlockBackend } from '../devices/block/backend.js';
-import { checkImage, type CheckReport, type RepairMode } from '../devices/block/qcow2/check.js';
-import { Qcow2Image } from '../devices/block/qcow2/image.js';
+import type { BlockBackend } from '../block/backend.js';
+import { checkImage, type CheckReport, type RepairMode } from '../block/qcow2/check.js';
+import { Qcow2Image } from '../block/qcow2/image.js';
 import { ConfigError } from '../errors.js';
 
 /** qemu-img check's exit codes. */
@@ -17,7 +17,7 @@ export interface CheckOutcome {
 
 export async function runCheck(image: BlockBackend, filename: string, repair: RepairMode): Promise<CheckOutcome> {
   if (!(image instanceof Qcow2Image)) throw new ConfigError(`${filename}: format ${image.format} does not support checks`);
-  const r = await checkImage(image, repair);
+  const r = await checkImage(image.meta, repair);
   const exitCode = r.checkErrors > 0 ? CHECK_NOT_COMPLETED : r.corruptions > 0 ? CHECK_CORRUPT : r.leaks > 0 ? CHECK_LEAKS : CHECK_CLEAN;
   return { exitCode, json: checkJson(r, filename), text: checkText(r) };
 }

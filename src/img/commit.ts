@@ -1,10 +1,10 @@
 import { realpath } from 'node:fs/promises';
-import type { BlockBackend } from '../devices/block/backend.js';
-import { Qcow2Image, resolveBackingPath } from '../devices/block/qcow2/image.js';
-import { openImage } from '../devices/block/qcow2/open.js';
-import { RawBackend } from '../devices/block/raw.js';
+import type { BlockBackend } from '../block/backend.js';
+import { Qcow2Image } from '../block/qcow2/image.js';
+import { openImage } from '../block/open.js';
+import { RawBackend } from '../block/raw.js';
 import { ConfigError } from '../errors.js';
-import { forEachExtent, layersOf } from './chain.js';
+import { forEachExtent, layersOf } from '../block/chain/walk.js';
 import { withWriteLock } from './lock.js';
 import { Progress } from './progress.js';
 import { WriteBehind } from './write-behind.js';
@@ -19,17 +19,6 @@ export interface CommitRequest {
   progress: boolean;
 }
 
-/** Path and format of each layer below the top, in chain order. */
-function backingPaths(top: Qcow2Image): { path: string; format: string }[] {
-  const out: { path: string; format: string }[] = [];
-  let layer: BlockBackend = top;
-  while (layer instanceof Qcow2Image && layer.header.backingFile !== null && layer.backing !== null) {
-    out.push({ path: resolveBackingPath(layer.path, layer.header.backingFile), format: layer.backing.format });
-    layer = layer.backing;
-  }
-  return out;
-}
-
 /**
  * Copies everything the layers above BASE hold into BASE (default: the top's backing file), base
  * made durable first; then, unless -d or an explicit -b (as qemu-img: the top is emptied only when
@@ -42,7 +31,7 @@ export async function commitImage(req: CommitRequest): Promise<void> {
     throw new ConfigError(`${req.file}: has no backing file to commit into`);
   }
   try {
-    const below = backingPaths(top);
+    const below = layersOf(top).slice(1).map((l) => ({ path: l.path, format: l.format }));
     let depth = 1;
     if (req.base !== null) {
       const wanted = await realpath(req.base).catch(() => {

@@ -1,5 +1,6 @@
-import type { BlockBackend } from '../devices/block/backend.js';
-import { chainStatus, isAllZero } from './chain.js';
+import type { BlockBackend } from '../block/backend.js';
+import { chainStatus } from '../block/chain/walk.js';
+import { isAllZero } from './zeros.js';
 import { Progress } from './progress.js';
 
 const CHUNK = 2 * 1024 * 1024;

@@ -1,11 +1,13 @@
-import type { BlockBackend } from '../devices/block/backend.js';
-import { createQcow2 } from '../devices/block/qcow2/create.js';
-import { Qcow2Image } from '../devices/block/qcow2/image.js';
-import { openImage, type ImageFormat } from '../devices/block/qcow2/open.js';
-import { RawBackend } from '../devices/block/raw.js';
+import type { BlockBackend } from '../block/backend.js';
+import { createQcow2 } from '../block/qcow2/create.js';
+import { Qcow2Image } from '../block/qcow2/image.js';
+import type { ImageFormat } from '../block/backend.js';
+import { openImage } from '../block/open.js';
+import { RawBackend } from '../block/raw.js';
 import { ConfigError } from '../errors.js';
 import { parseSize } from '../util/size.js';
-import { forEachExtent, isAllZero } from './chain.js';
+import { forEachExtent } from '../block/chain/walk.js';
+import { isAllZero } from './zeros.js';
 import { Progress } from './progress.js';
 import { WriteBehind } from './write-behind.js';
 

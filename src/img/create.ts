@@ -1,7 +1,8 @@
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { createQcow2 } from '../devices/block/qcow2/create.js';
-import { RawBackend } from '../devices/block/raw.js';
-import { openImage, type ImageFormat } from '../devices/block/qcow2/open.js';
+import { createQcow2 } from '../block/qcow2/create.js';
+import { RawBackend } from '../block/raw.js';
+import type { ImageFormat } from '../block/backend.js';
+import { openImage } from '../block/open.js';
 import { ConfigError } from '../errors.js';
 import { parseSize } from '../util/size.js';
 

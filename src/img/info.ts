@@ -1,9 +1,9 @@
 import { dirname, isAbsolute, join } from 'node:path';
-import type { BlockBackend } from '../devices/block/backend.js';
-import { AUTOCLEAR_BITMAPS, COMPAT_LAZY_REFCOUNTS, EXT_BITMAPS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from '../devices/block/qcow2/format.js';
-import { HostFile } from '../devices/block/host-file.js';
-import { Qcow2Image } from '../devices/block/qcow2/image.js';
-import { listSnapshots } from '../devices/block/qcow2/snapshots.js';
+import type { BlockBackend } from '../block/backend.js';
+import { AUTOCLEAR_BITMAPS, COMPAT_LAZY_REFCOUNTS, EXT_BITMAPS, INCOMPAT_CORRUPT, INCOMPAT_DIRTY } from '../block/qcow2/format.js';
+import { HostFile } from '../block/host-file.js';
+import { Qcow2Image } from '../block/qcow2/image.js';
+import { listSnapshots } from '../block/qcow2/snapshots.js';
 import { formatSnapshotTable, snapshotJson } from './snapshot.js';
 
 /** `qemu-img info --output=json` for one image, with qemu-img's field names. */
@@ -19,7 +19,7 @@ export async function imageInfo(image: BlockBackend, filename: string): Promise<
     'dirty-flag': false,
   };
   if (!(image instanceof Qcow2Image)) return info;
-  const h = image.header;
+  const h = image.meta.header;
   info['cluster-size'] = image.clusterSize;
   info['dirty-flag'] = (h.incompatible & INCOMPAT_DIRTY) !== 0n;
   if (h.backingFile !== null) {
@@ -27,7 +27,7 @@ export async function imageInfo(image: BlockBackend, filename: string): Promise<
     info['full-backing-filename'] = isAbsolute(h.backingFile) ? h.backingFile : join(dirname(filename), h.backingFile);
     if (h.backingFormat !== null) info['backing-filename-format'] = h.backingFormat;
   }
-  const snapshots = await listSnapshots(image);
+  const snapshots = await listSnapshots(image.meta);
   if (snapshots.length > 0) info['snapshots'] = snapshots.map(snapshotJson);
   const data: Record<string, unknown> = {
     compat: h.version === 2 ? '0.10' : '1.1',

@@ -13,7 +13,7 @@ export async function withWriteLock<T>(path: string, fn: () => Promise<T>): Prom
     return fn(); // missing or unwritable files fail in `fn` with the engine's own message
   }
   try {
-    const { lockImage } = await import('../devices/block/lock.js'); // loads koffi: only when locking
+    const { lockImage } = await import('../block/lock.js'); // loads koffi: only when locking
     await lockImage(fd, path, 'write');
     return await fn();
   } finally {

@@ -1,5 +1,5 @@
-import type { BlockBackend } from '../devices/block/backend.js';
-import { forEachExtent, layersOf, type ChainExtent } from './chain.js';
+import type { BlockBackend } from '../block/backend.js';
+import { forEachExtent, layersOf, type ChainExtent } from '../block/chain/walk.js';
 
 /** The extents of the whole disk, neighbours with the same status merged (as qemu-img map). */
 export async function mapImage(image: BlockBackend): Promise<ChainExtent[]> {
@@ -28,7 +28,7 @@ export function formatMapJson(extents: ChainExtent[]): string {
 /** The human form: data extents and the file that holds them. */
 export function formatMapHuman(image: BlockBackend, extents: ChainExtent[], filename: string): string {
   const layers = layersOf(image);
-  const names = layers.map((l, i) => (i === 0 ? filename : (l as { path?: string }).path ?? '?'));
+  const names = layers.map((l, i) => (i === 0 ? filename : l.path));
   const hex = (n: number): string => `0x${n.toString(16)}`;
   const lines = [`${'Offset'.padEnd(16)}${'Length'.padEnd(16)}${'Mapped to'.padEnd(16)}File`];
   for (const e of extents) {

@@ -1,6 +1,7 @@
-import { Qcow2Image, resolveBackingPath } from '../devices/block/qcow2/image.js';
-import { writeBackingName } from '../devices/block/qcow2/backing-name.js';
-import { detectFormat, openImage, type ImageFormat } from '../devices/block/qcow2/open.js';
+import { Qcow2Image, resolveBackingPath } from '../block/qcow2/image.js';
+import { writeBackingName } from '../block/qcow2/backing-name.js';
+import type { ImageFormat } from '../block/backend.js';
+import { detectFormat, openImage } from '../block/open.js';
 import { ConfigError } from '../errors.js';
 import { Progress } from './progress.js';
 
@@ -40,7 +41,7 @@ export async function rebaseImage(req: RebaseRequest): Promise<void> {
       }
     }
     // The same header rewrite a live block-pull or snapshot-delete does (qcow2/backing-name.ts).
-    await writeBackingName(top, newPath === null ? null : req.backing, newPath === null ? null : format);
+    await writeBackingName(top.meta, newPath === null ? null : req.backing, newPath === null ? null : format);
   } finally {
     await top.close();
   }
@@ -53,7 +54,7 @@ async function copyDifferences(top: Qcow2Image, fresh: { size: number; read(o: n
   for (let at = 0; at < top.size;) {
     progress.update(at, top.size);
     const st = await top.blockStatus(at, chunk);
-    if (st.mapping.kind === 'unallocated') {
+    if (st.kind === 'unallocated') {
       const a = oldData.subarray(0, st.length);
       const b = newData.subarray(0, st.length);
       await readOrZero(top.backing, at, a);

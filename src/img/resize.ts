@@ -1,6 +1,7 @@
 import { open } from 'node:fs/promises';
-import { Qcow2Image } from '../devices/block/qcow2/image.js';
-import { openImage, type ImageFormat } from '../devices/block/qcow2/open.js';
+import { Qcow2Image } from '../block/qcow2/image.js';
+import type { ImageFormat } from '../block/backend.js';
+import { openImage } from '../block/open.js';
 import { ConfigError } from '../errors.js';
 import { parseSize } from '../util/size.js';
 
@@ -36,8 +37,8 @@ export async function resizeImage(req: ResizeRequest): Promise<void> {
     }
     if (image instanceof Qcow2Image) {
       if (size < image.size) throw new ConfigError(`${req.file}: tsvmm-img cannot shrink qcow2 images (convert to a smaller raw image instead)`);
-      if (image.header.nbSnapshots > 0) {
-        throw new ConfigError(`${req.file}: has ${image.header.nbSnapshots} internal snapshot(s), which keep the old size; delete them (snapshot -d) before resizing`);
+      if (image.meta.header.nbSnapshots > 0) {
+        throw new ConfigError(`${req.file}: has ${image.meta.header.nbSnapshots} internal snapshot(s), which keep the old size; delete them (snapshot -d) before resizing`);
       }
       await image.grow(size);
       return;

@@ -1,4 +1,4 @@
-import type { SnapshotInfo } from '../devices/block/qcow2/snapshots.js';
+import type { SnapshotInfo } from '../block/qcow2/snapshots.js';
 
 export function snapshotJson(s: SnapshotInfo): Record<string, number | string> {
   const out: Record<string, number | string> = {

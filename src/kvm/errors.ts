@@ -1,3 +1,4 @@
+import type { ErrorCode } from '../error-codes.js';
 import { TsvmmError } from '../errors.js';
 import { EINTR, SysError } from '../sys/errno.js';
 
@@ -9,7 +10,7 @@ import { EINTR, SysError } from '../sys/errno.js';
 export class KvmError extends TsvmmError {
   readonly errno: number | undefined;
 
-  constructor(message: string, details?: Record<string, unknown> & { errno?: number }, code = 'EKVM') {
+  constructor(message: string, details?: Record<string, unknown> & { errno?: number }, code: Extract<ErrorCode, 'EKVM' | 'ENOKVM'> = 'EKVM') {
     super(code, message, details);
     this.errno = details?.errno;
   }

@@ -1,14 +1,14 @@
 import { createHash } from 'node:crypto';
 import { ramLayout } from '../memory/layout.js';
-import type { VmConfig } from '../vmm/config.js';
 import { SnapshotError } from './errors.js';
 import { canonicalJson, type JsonObject, type JsonValue } from './json-codec.js';
 import { CHECKSUM_ALGORITHMS, PAGE_SIZE, type RegionChecksum } from './sparse.js';
 
 /**
- * The vm.json schema and its checks. The vCPU, VM and device states are opaque JSON to this
- * module (the VMM fills and interprets them); everything the restore path relies on before it
- * touches KVM — version, layout, counts, file names, checksums — is checked here.
+ * The vm.json schema and its checks. The VM config and the vCPU, VM and device states are the
+ * VMM's (it fills and interprets them: the config through a ConfigCodec it passes in); everything
+ * the restore path relies on before it touches KVM — version, layout, counts, file names,
+ * checksums — is checked here.
  */
 
 export const FORMAT_NAME = 'tsvmm-snapshot';
@@ -55,11 +55,35 @@ export interface DiskEntry {
   identity: JsonObject;
 }
 
-export interface SnapshotDocument {
+/**
+ * What this layer checks the rest of vm.json against, taken from the VM config. `field` is where
+ * the config holds the value (a path inside `config`, named in errors).
+ */
+export interface ConfigFacts {
+  memory: { field: string; size: number };
+  vcpus: { field: string; count: number };
+  disks: { field: string; ids: readonly string[] };
+}
+
+/**
+ * The VMM's side of the stored config: the snapshot layer does not know its shape, so the VMM
+ * parses it (with the same code its API uses) and tells the facts the layout is checked against.
+ */
+export interface ConfigCodec<C> {
+  /**
+   * The config as the VMM will run it; throws on anything it would not run. `fail` reports a
+   * field path inside the config ('' for the config itself) that is not what was `expected` as
+   * a SnapshotError naming vm.json; any other error thrown is wrapped into one.
+   */
+  parse(value: unknown, fail: (field: string, expected: string, got: unknown) => never): C;
+  facts(config: C): ConfigFacts;
+}
+
+export interface SnapshotDocument<C> {
   format: typeof FORMAT_NAME;
   version: string;
   created: string;
-  config: VmConfig;
+  config: C;
   memory: { regions: MemoryRegionEntry[] };
   vcpus: JsonObject[];
   vm: JsonObject;
@@ -119,11 +143,6 @@ class Checker {
     return v;
   }
 
-  boolean(v: unknown, path: string): boolean {
-    if (typeof v !== 'boolean') this.fail(path, `must be a boolean, got ${kind(v)}`);
-    return v;
-  }
-
   int(v: unknown, path: string, min: number): number {
     if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) this.fail(path, `must be an integer >= ${min}, got ${JSON.stringify(v) ?? kind(v)}`);
     return v;
@@ -143,39 +162,26 @@ function kind(v: unknown): string {
   return typeof v;
 }
 
-export interface ValidateOptions {
+export interface ValidateOptions<C> {
   /** Device types the restoring VMM can rebuild; null skips the check (the writer's own check). */
   knownDeviceTypes: ReadonlySet<string> | null;
+  configCodec: ConfigCodec<C>;
   file?: string;
 }
 
-function validateConfig(c: Checker, v: unknown): VmConfig {
-  const config = c.object(v, 'config');
-  const cpus = c.object(config.cpus, 'config.cpus');
-  const boot = c.int(cpus.boot_vcpus, 'config.cpus.boot_vcpus', 1);
-  const max = c.int(cpus.max_vcpus, 'config.cpus.max_vcpus', 1);
-  if (max < boot) c.fail('config.cpus.max_vcpus', `(${max}) is below boot_vcpus (${boot})`);
-  const memory = c.object(config.memory, 'config.memory');
-  c.pageMultiple(memory.size, 'config.memory.size', PAGE_SIZE);
-  const payload = c.object(config.payload, 'config.payload');
-  c.string(payload.kernel, 'config.payload.kernel');
-  for (const k of ['initramfs', 'cmdline'] as const) {
-    if (payload[k] !== undefined && typeof payload[k] !== 'string') c.fail(`config.payload.${k}`, `must be a string, got ${kind(payload[k])}`);
+function validateConfig<C>(c: Checker, v: unknown, codec: ConfigCodec<C>): C {
+  const fail = (field: string, expected: string, got: unknown): never =>
+    c.fail(field === '' ? 'config' : `config.${field}`, `must be ${expected}, got ${kind(got)}`);
+  try {
+    return codec.parse(v, fail);
+  } catch (e) {
+    if (e instanceof SnapshotError) throw e;
+    return c.fail('config', `is refused: ${e instanceof Error ? e.message : String(e)}`);
   }
-  c.array(config.disks, 'config.disks').forEach((d, i) => {
-    const disk = c.object(d, `config.disks[${i}]`);
-    c.string(disk.path, `config.disks[${i}].path`);
-    c.string(disk.id, `config.disks[${i}].id`);
-    c.boolean(disk.readonly, `config.disks[${i}].readonly`);
-  });
-  const serial = c.object(config.serial, 'config.serial');
-  c.string(serial.mode, 'config.serial.mode');
-  return config as unknown as VmConfig;
 }
 
-function validateRegions(c: Checker, v: unknown, config: VmConfig): MemoryRegionEntry[] {
-  const memory = c.object(v, 'memory');
-  const regions = c.array(memory.regions, 'memory.regions').map((r, i) => {
+function validateRegions(c: Checker, v: unknown, memory: ConfigFacts['memory']): MemoryRegionEntry[] {
+  const regions = c.array(c.object(v, 'memory').regions, 'memory.regions').map((r, i) => {
     const p = `memory.regions[${i}]`;
     const region = c.object(r, p);
     const index = c.int(region.index, `${p}.index`, 0);
@@ -197,22 +203,23 @@ function validateRegions(c: Checker, v: unknown, config: VmConfig): MemoryRegion
     if (data > size) c.fail(`${p}.data_bytes`, `(${data}) exceeds the region size (${size})`);
     return region as unknown as MemoryRegionEntry;
   });
-  const expected = ramLayout(config.memory.size);
+  const expected = ramLayout(memory.size);
   const describe = (rs: ReadonlyArray<{ guestBase: number; size: number }>): string =>
     rs.map((r) => `0x${r.guestBase.toString(16)}+0x${r.size.toString(16)}`).join(', ');
   const actual = regions.map((r) => ({ guestBase: r.guest_base, size: r.size }));
   if (actual.length !== expected.length || actual.some((r, i) => r.guestBase !== expected[i]!.guestBase || r.size !== expected[i]!.size)) {
-    c.fail('memory.regions', `(${describe(actual)}) do not match the layout of config.memory.size ${config.memory.size} (${describe(expected)})`);
+    c.fail('memory.regions', `(${describe(actual)}) do not match the layout of config.${memory.field} ${memory.size} (${describe(expected)})`);
   }
   return regions;
 }
 
 /**
- * Checks every field the restore path relies on and returns the document typed. Cross-checks:
- * regions = ramLayout(config.memory.size); one vCPU state per config.cpus.boot_vcpus; device
- * types known to the restorer; one disk entry per config disk, same ids.
+ * Checks every field the restore path relies on and returns the document typed, its config as
+ * the codec parsed it. Cross-checks against the config's facts: regions = ramLayout(memory size);
+ * one vCPU state per boot vCPU; device types known to the restorer; one disk entry per config
+ * disk, same ids.
  */
-export function validateDocument(raw: unknown, options: ValidateOptions): SnapshotDocument {
+export function validateDocument<C>(raw: unknown, options: ValidateOptions<C>): SnapshotDocument<C> {
   const file = options.file ?? VM_JSON;
   const c = new Checker(file);
   const doc = c.object(raw, '(top level)');
@@ -220,13 +227,14 @@ export function validateDocument(raw: unknown, options: ValidateOptions): Snapsh
   checkFormatVersion(doc.version, FORMAT_VERSION, file);
   const created = c.string(doc.created, 'created');
   if (Number.isNaN(Date.parse(created))) c.fail('created', `is not an ISO date: ${JSON.stringify(created)}`);
-  const config = validateConfig(c, doc.config);
-  validateRegions(c, doc.memory, config);
+  const config = validateConfig(c, doc.config, options.configCodec);
+  const facts = options.configCodec.facts(config);
+  validateRegions(c, doc.memory, facts.memory);
 
   const vcpus = c.array(doc.vcpus, 'vcpus');
   vcpus.forEach((s, i) => c.object(s, `vcpus[${i}]`));
-  if (vcpus.length !== config.cpus.boot_vcpus) {
-    c.fail('vcpus', `holds ${vcpus.length} vCPU states but config.cpus.boot_vcpus is ${config.cpus.boot_vcpus}`);
+  if (vcpus.length !== facts.vcpus.count) {
+    c.fail('vcpus', `holds ${vcpus.length} vCPU states but config.${facts.vcpus.field} is ${facts.vcpus.count}`);
   }
   c.object(doc.vm, 'vm');
 
@@ -249,10 +257,10 @@ export function validateDocument(raw: unknown, options: ValidateOptions): Snapsh
     c.string(disk.path, `disks[${i}].path`);
     c.object(disk.identity, `disks[${i}].identity`);
   });
-  const configIds = config.disks.map((d) => d.id);
+  const configIds = facts.disks.ids;
   if (configIds.length !== ids.size || configIds.some((id) => !ids.has(id))) {
-    c.fail('disks', `(${[...ids].join(', ') || 'none'}) do not match config.disks (${configIds.join(', ') || 'none'})`);
+    c.fail('disks', `(${[...ids].join(', ') || 'none'}) do not match config.${facts.disks.field} (${configIds.join(', ') || 'none'})`);
   }
   if (typeof doc.checksum !== 'string' || !/^[0-9a-f]{64}$/.test(doc.checksum)) c.fail('checksum', 'must be 64 lowercase hex digits');
-  return doc as unknown as SnapshotDocument;
+  return { ...doc, config } as unknown as SnapshotDocument<C>;
 }

@@ -2,7 +2,8 @@
  * tsvmm snapshots: a directory in Cloud Hypervisor's layout.
  *
  *   <dir>/vm.json           format, version, config, per-region checksums, vCPU/VM/device
- *                           states (opaque JSON filled by the VMM), disk identities, and a
+ *                           states (opaque JSON filled by the VMM; the config is parsed by
+ *                           the VMM's ConfigCodec), disk identities, and a
  *                           sha256 over the canonical JSON of everything else
  *   <dir>/memory-region-N   one sparse file per RAM region (ramLayout order), exactly the
  *                           region's size; only non-zero pages are allocated
@@ -21,7 +22,7 @@ export {
 export {
   FORMAT_NAME, FORMAT_VERSION, VM_JSON, checkFormatVersion, documentChecksum, formatVersionString,
   memoryRegionFileName, validateDocument,
-  type FormatVersion, type SnapshotDocument, type MemoryRegionEntry, type DeviceEntry, type DiskEntry,
+  type ConfigCodec, type FormatVersion, type SnapshotDocument, type MemoryRegionEntry, type DeviceEntry, type DiskEntry,
 } from './format.js';
 export {
   PAGE_SIZE, CHECKSUM_ALGORITHMS, DEFAULT_CHECKSUM_ALGORITHM, PageDigest, nonZeroRuns, dataExtentsOf,

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { readdir, rename, rm } from 'node:fs/promises';
+import { exists, syncDirectory } from '../util/fs.js';
 import { basename, dirname, join } from 'node:path';
 
 /**
@@ -52,24 +53,6 @@ export async function findLeftovers(dir: string): Promise<Leftover[]> {
   return found.sort((a, b) => a.path.localeCompare(b.path));
 }
 
-/** fsync on a directory makes the renames inside it durable. */
-export async function syncDirectory(path: string): Promise<void> {
-  const fh = await open(path, 'r');
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 export interface RecoverOptions {
   /** Whether the writer with this pid may still be working; defaults to "the process exists". */

@@ -1,7 +1,7 @@
 import { readFile, stat, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { SnapshotError } from './errors.js';
-import { FORMAT_NAME, VM_JSON, checkFormatVersion, documentChecksum, validateDocument, type SnapshotDocument } from './format.js';
+import { FORMAT_NAME, VM_JSON, checkFormatVersion, documentChecksum, validateDocument, type ConfigCodec, type SnapshotDocument } from './format.js';
 import { findLeftovers } from './leftovers.js';
 import { verifyRegionFile } from './sparse.js';
 
@@ -21,9 +21,11 @@ import { verifyRegionFile } from './sparse.js';
 /** vm.json is small (states of a few KiB per vCPU); anything far larger is not ours. */
 const MAX_VM_JSON_BYTES = 64 * 1024 * 1024;
 
-export interface ReadSnapshotOptions {
+export interface ReadSnapshotOptions<C> {
   /** Device types the restoring VMM can rebuild; any other type in vm.json is refused. */
   knownDeviceTypes: Iterable<string>;
+  /** How the restoring VMM parses and checks the stored config. */
+  configCodec: ConfigCodec<C>;
   /**
    * Keep each verified memory file open and return its handle (VerifiedRegion.file), so the
    * restorer maps exactly the bytes that were checked even if the directory is replaced or
@@ -45,9 +47,9 @@ export interface VerifiedRegion {
   file?: FileHandle;
 }
 
-export interface VerifiedSnapshot {
+export interface VerifiedSnapshot<C> {
   dir: string;
-  document: SnapshotDocument;
+  document: SnapshotDocument<C>;
   regions: VerifiedRegion[];
 }
 
@@ -96,7 +98,7 @@ async function readVmJson(file: string): Promise<Record<string, unknown>> {
   return parsed as Record<string, unknown>;
 }
 
-export async function readSnapshot(dirArg: string, options: ReadSnapshotOptions): Promise<VerifiedSnapshot> {
+export async function readSnapshot<C>(dirArg: string, options: ReadSnapshotOptions<C>): Promise<VerifiedSnapshot<C>> {
   const dir = resolve(dirArg);
   await checkDirectory(dir);
   const file = join(dir, VM_JSON);
@@ -113,7 +115,7 @@ export async function readSnapshot(dirArg: string, options: ReadSnapshotOptions)
       file, field: 'checksum', expected: raw.checksum, actual,
     });
   }
-  const document = validateDocument(raw, { knownDeviceTypes: new Set(options.knownDeviceTypes), file });
+  const document = validateDocument(raw, { knownDeviceTypes: new Set(options.knownDeviceTypes), configCodec: options.configCodec, file });
   const regions: VerifiedRegion[] = [];
   try {
     for (const r of document.memory.regions) {

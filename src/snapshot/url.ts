@@ -3,7 +3,8 @@ import { SnapshotError } from './errors.js';
 
 /**
  * `file:///abs/dir` → `/abs/dir`, as Cloud Hypervisor's destination_url/source_url. Only local
- * file URLs exist for snapshots; anything else is refused with the form that works.
+ * file URLs exist for snapshots; anything else is refused with the form that works. The one
+ * file-URL parser: the API checks request bodies with it too (vmm/api/validate.ts).
  */
 export function snapshotUrlToPath(url: unknown): string {
   const usage = 'use file:///absolute/path/to/snapshot-dir';
@@ -31,6 +32,8 @@ export function snapshotUrlToPath(url: unknown): string {
   } catch (e) {
     throw new SnapshotError(`snapshot URL ${JSON.stringify(url)} is not a valid file path (${(e as Error).message})`, { url });
   }
+  // A NUL would cut the path short at the syscall: another directory than the one named.
+  if (path.includes('\0')) throw new SnapshotError(`snapshot URL ${JSON.stringify(url)} contains a NUL byte; ${usage}`, { url });
   const trimmed = path.length > 1 ? path.replace(/\/+$/, '') : path;
   if (trimmed === '/') throw new SnapshotError(`snapshot URL ${JSON.stringify(url)} points at the root directory; ${usage}`, { url });
   return trimmed;

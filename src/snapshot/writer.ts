@@ -1,13 +1,13 @@
 import { mkdir, open, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import type { VmConfig } from '../vmm/config.js';
 import { SnapshotError } from './errors.js';
 import {
   FORMAT_NAME, VM_JSON, documentChecksum, formatVersionString, memoryRegionFileName, validateDocument,
-  type DeviceEntry, type DiskEntry, type MemoryRegionEntry, type SnapshotDocument,
+  type ConfigCodec, type DeviceEntry, type DiskEntry, type MemoryRegionEntry, type SnapshotDocument,
 } from './format.js';
 import { assertJsonValue, type JsonObject } from './json-codec.js';
-import { isProcessAlive, recoverSnapshotDir, siblingPath, syncDirectory } from './leftovers.js';
+import { syncDirectory } from '../util/fs.js';
+import { isProcessAlive, recoverSnapshotDir, siblingPath } from './leftovers.js';
 import { DEFAULT_CHECKSUM_ALGORITHM, writeRegionFile, type ChecksumAlgorithm } from './sparse.js';
 
 /**
@@ -65,8 +65,10 @@ export interface MemorySource {
   dataExtents?: ReadonlyArray<readonly [number, number]>;
 }
 
-export interface SnapshotInput {
-  config: VmConfig;
+export interface SnapshotInput<C> {
+  config: C;
+  /** How the VMM checks `config` (the reader checks it with the same codec). */
+  configCodec: ConfigCodec<C>;
   vcpus: JsonObject[];
   vm: JsonObject;
   devices: Record<string, DeviceEntry>;
@@ -82,9 +84,9 @@ export interface WriteSnapshotOptions {
   created?: Date;
 }
 
-export interface WriteSnapshotResult {
+export interface WriteSnapshotResult<C> {
   dir: string;
-  document: SnapshotDocument;
+  document: SnapshotDocument<C>;
   /** Per region: bytes written (non-zero pages) and bytes the file occupies on disk. */
   regions: Array<{ index: number; dataBytes: number; allocatedBytes: number }>;
   /** True when an existing snapshot was replaced. */
@@ -116,7 +118,7 @@ function checkMemorySources(memory: readonly MemorySource[]): void {
   });
 }
 
-function buildDocument(input: SnapshotInput, regions: MemoryRegionEntry[], created: Date): SnapshotDocument {
+function buildDocument<C>(input: SnapshotInput<C>, regions: MemoryRegionEntry[], created: Date): SnapshotDocument<C> {
   const draft = {
     format: FORMAT_NAME,
     version: formatVersionString(),
@@ -130,7 +132,7 @@ function buildDocument(input: SnapshotInput, regions: MemoryRegionEntry[], creat
   };
   const asData: unknown = draft;
   assertJsonValue(asData, 'snapshot');
-  return { ...draft, checksum: documentChecksum(draft) } as SnapshotDocument;
+  return { ...draft, checksum: documentChecksum(draft) } as SnapshotDocument<C>;
 }
 
 /**
@@ -138,7 +140,7 @@ function buildDocument(input: SnapshotInput, regions: MemoryRegionEntry[], creat
  * final rename. The document is validated before any byte is written, so the writer never
  * produces something readSnapshot would refuse (device types excepted: the reader decides those).
  */
-export async function writeSnapshot(dirArg: string, input: SnapshotInput, options: WriteSnapshotOptions = {}): Promise<WriteSnapshotResult> {
+export async function writeSnapshot<C>(dirArg: string, input: SnapshotInput<C>, options: WriteSnapshotOptions = {}): Promise<WriteSnapshotResult<C>> {
   const dir = resolve(dirArg);
   const algorithm = options.checksumAlgorithm ?? DEFAULT_CHECKSUM_ALGORITHM;
   const created = options.created ?? new Date();
@@ -149,7 +151,9 @@ export async function writeSnapshot(dirArg: string, input: SnapshotInput, option
     index, guest_base: m.guestBase, size: m.size, file: memoryRegionFileName(index),
     checksum: { algorithm, value: placeholder }, data_bytes: 0,
   }));
-  validateDocument(buildDocument(input, draftRegions, created), { knownDeviceTypes: null, file: `${dir}/${VM_JSON} (being written)` });
+  validateDocument(buildDocument(input, draftRegions, created), {
+    knownDeviceTypes: null, configCodec: input.configCodec, file: `${dir}/${VM_JSON} (being written)`,
+  });
 
   await mkdir(dirname(dir), { recursive: true });
   // Leftovers carrying this process's pid come from an earlier failed write in this process:
@@ -165,7 +169,7 @@ export async function writeSnapshot(dirArg: string, input: SnapshotInput, option
     await mkdir(tmp, { mode: 0o755 });
     await step('write-memory');
     const regions: MemoryRegionEntry[] = [];
-    const stats: WriteSnapshotResult['regions'] = [];
+    const stats: WriteSnapshotResult<C>['regions'] = [];
     for (const [index, m] of input.memory.entries()) {
       const path = join(tmp, memoryRegionFileName(index));
       const r = await writeRegionFile(path, m.bytes, m.dataExtents, algorithm);

@@ -13,10 +13,3 @@ export function parseSize(text: string, what: string): number {
   if (!Number.isSafeInteger(value)) throw new ConfigError(`${what}: "${text}" is not a whole number of bytes`);
   return value;
 }
-
-export function formatSize(bytes: number): string {
-  for (const [unit, scale] of [['G', 1024 ** 3], ['M', 1024 ** 2], ['K', 1024]] as const) {
-    if (bytes >= scale && bytes % scale === 0) return `${bytes / scale}${unit}`;
-  }
-  return `${bytes}`;
-}

@@ -40,22 +40,17 @@ export function parseDisk(text: string, index: number): DiskConfig {
   const kv = parseKeyValues(text, 'disk', ['path', 'readonly', 'id', 'serial', 'format'], 'path');
   const path = kv.get('path');
   if (path === undefined || path === '') throw new ConfigError('--disk: path= is required');
-  const disk: DiskConfig = {
-    path,
-    readonly: kv.has('readonly') ? parseToggle(kv.get('readonly')!, '--disk readonly') : false,
-    id: kv.get('id') ?? `disk${index}`,
-  };
+  const readonly = kv.has('readonly') ? parseToggle(kv.get('readonly')!, '--disk readonly') : false;
+  const id = kv.get('id') ?? `disk${index}`;
   const serial = kv.get('serial');
-  if (serial !== undefined) {
-    if (Buffer.byteLength(serial) > 20) throw new ConfigError('--disk serial: at most 20 bytes (virtio-blk GET_ID)');
-    disk.serial = serial;
-  }
+  if (serial !== undefined && Buffer.byteLength(serial) > 20) throw new ConfigError('--disk serial: at most 20 bytes (virtio-blk GET_ID)');
   const format = kv.get('format');
-  if (format !== undefined) {
-    if (format !== 'raw' && format !== 'qcow2') throw new ConfigError(`--disk format: "${format}" must be raw or qcow2`);
-    disk.format = format;
-  }
-  return disk;
+  if (format !== undefined && format !== 'raw' && format !== 'qcow2') throw new ConfigError(`--disk format: "${format}" must be raw or qcow2`);
+  return {
+    path, readonly, id,
+    ...(serial === undefined ? {} : { serial }),
+    ...(format === undefined ? {} : { format }),
+  };
 }
 
 export function parseSerial(text: string): SerialConfig {
@@ -83,9 +78,11 @@ export function vmConfigFromCli(o: CliVmOptions): VmConfig {
     if (ids.has(d.id)) throw new ConfigError(`--disk: id "${d.id}" is used twice`);
     ids.add(d.id);
   }
-  const payload: VmConfig['payload'] = { kernel: o.kernel };
-  if (o.initramfs !== undefined) payload.initramfs = o.initramfs;
-  if (o.cmdline !== undefined) payload.cmdline = o.cmdline;
+  const payload: VmConfig['payload'] = {
+    kernel: o.kernel,
+    ...(o.initramfs === undefined ? {} : { initramfs: o.initramfs }),
+    ...(o.cmdline === undefined ? {} : { cmdline: o.cmdline }),
+  };
   return {
     cpus: parseCpus(o.cpus ?? 'boot=1'),
     memory: parseMemory(o.memory ?? 'size=512M'),

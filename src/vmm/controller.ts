@@ -1,7 +1,8 @@
 import type { VmConfig, VmState } from './config.js';
+import type { RestoreRequest, SnapshotRequest } from './requests.js';
 import type {
   DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListing, SnapshotListRequest, SnapshotNameRequest,
-} from './checkpoints/service.js';
+} from './checkpoints/types.js';
 import type { BlockJobInfo, BlockCommitRequest, BlockPullRequest, JobCancelRequest } from './jobs/types.js';
 
 /**
@@ -25,24 +26,7 @@ export interface DeviceCounters {
 /** Per-vCPU exit counts ("vcpu0": {"io": n, "mmio": n, ...}) and per-device counters. */
 export type VmCounters = Record<string, DeviceCounters>;
 
-export interface SnapshotRequest {
-  destination_url: string;
-  /**
-   * tsvmm extension: a system checkpoint. Each writable disk continues on a new qcow2 overlay and
-   * the snapshot records the now read-only images, so restoring it (any number of times) gives
-   * disks consistent with memory; each restore writes to its own new overlay.
-   */
-  disks?: boolean;
-}
 
-export interface RestoreRequest {
-  source_url: string;
-  prefault?: boolean;
-  /** tsvmm extension: restore even over disks that changed since the snapshot. */
-  force?: boolean;
-  /** tsvmm extension: disk id → image path to use instead of the recorded one (clones). */
-  disk_paths?: Record<string, string>;
-}
 
 /** Events in Cloud Hypervisor's event-monitor shape. */
 export interface VmmEvent {

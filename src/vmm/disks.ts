@@ -8,15 +8,17 @@ import type { VmFd } from '../kvm/vm.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../memory/layout.js';
 import { EventFd } from '../sys/eventfd.js';
+import { fileErrorReason } from '../util/fs.js';
 import { sharedPoller } from '../sys/poller.js';
 import type { Bus, InterruptLine, MmioDevice } from '../devices/bus.js';
-import type { BlockBackend } from '../devices/block/backend.js';
-import { lockImage, unlockImage } from '../devices/block/lock.js';
-import { VirtioBlk, type VirtioBlkState } from '../devices/block/virtio-blk.js';
+import type { BlockBackend } from '../block/backend.js';
+import { lockImage, unlockImage } from '../block/lock.js';
+import { lockBackingChain } from '../block/chain/lock.js';
+import { VirtioBlk } from '../devices/block/virtio-blk/device.js';
+import type { VirtioBlkState } from '../devices/block/virtio-blk/persist.js';
 import { MMIO_QUEUE_NOTIFY, VirtioMmioTransport, type VirtioMmioState } from '../devices/virtio/mmio.js';
 import { InputFileError } from './errors.js';
 import { ConfigError } from '../errors.js';
-import { lockBackingFiles } from './checkpoints/overlay.js';
 import { log } from '../util/log.js';
 import type { DiskConfig } from './config.js';
 
@@ -37,8 +39,15 @@ export class Disk {
   private quiesced = false;
   /** Read locks on backing images this VM froze under the disk (external snapshots), by path. */
   private readonly backingLocks = new Map<string, FileHandle>();
+  /** The current image's file name as configured or switched to (the config keeps the first). */
+  private currentPath: string;
+  /** The format as configured (absent: detected), then that of each image switched to. */
+  private currentFormat: string | undefined;
 
+  /** `config` is the disk as the VM was built with it; `path` and `format` tell where it is now. */
   constructor(readonly config: DiskConfig, private current: BlockBackend, private lockHandle: FileHandle) {
+    this.currentPath = config.path;
+    this.currentFormat = config.format;
     const opts: ConstructorParameters<typeof VirtioBlk>[1] = { onError: (m) => log.warn(`disk ${config.id}: ${m}`) };
     if (config.serial !== undefined) opts.serial = config.serial;
     this.device = new VirtioBlk(current, opts);
@@ -47,6 +56,21 @@ export class Disk {
   /** The image the guest reads and writes now (the top of its chain). */
   get backend(): BlockBackend {
     return this.current;
+  }
+
+  /** The file name of the current image, as given (not resolved). */
+  get path(): string {
+    return this.currentPath;
+  }
+
+  get format(): string | undefined {
+    return this.currentFormat;
+  }
+
+  /** The disk's config as it stands now: what vm.info reports, a reboot opens and a snapshot stores. */
+  currentConfig(): DiskConfig {
+    const { format: _configured, ...rest } = this.config;
+    return { ...rest, path: this.currentPath, ...(this.currentFormat === undefined ? {} : { format: this.currentFormat }) };
   }
 
   /**
@@ -68,8 +92,8 @@ export class Disk {
       const previousLock = next.lockHandle === undefined ? null : this.lockHandle;
       this.current = next.backend;
       if (next.lockHandle !== undefined) this.lockHandle = next.lockHandle;
-      this.config.path = next.path;
-      this.config.format = next.format;
+      this.currentPath = next.path;
+      this.currentFormat = next.format;
       return { heldMs: performance.now() - start, previous, previousLock };
     } finally {
       if (!this.quiesced) this.device.resumeProcessing();
@@ -173,17 +197,15 @@ export async function openDisks(configs: readonly DiskConfig[]): Promise<Disk[]>
   const disks: Disk[] = [];
   if (configs.length === 0) return disks;
   // The image engines load only for VMs that have disks (start-up time of diskless VMs).
-  const { openDisk } = await import('../devices/block/qcow2/open.js');
+  const { openDisk } = await import('../block/open.js');
   try {
     for (const c of configs) {
       let lockHandle: FileHandle;
       try {
         lockHandle = await openFile(c.path, c.readonly ? 'r' : 'r+');
       } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied'
-          : code === 'EISDIR' ? 'is a directory, not a disk image file' : (e as Error).message;
-        throw new InputFileError(`--disk ${c.path}: ${why}`);
+        const why = fileErrorReason(e);
+        throw new InputFileError(`--disk ${c.path}: ${why === 'is a directory' ? 'is a directory, not a disk image file' : why}`);
       }
       try {
         // A read-only open of a directory or a device succeeds; the image code needs a regular file
@@ -200,9 +222,10 @@ export async function openDisks(configs: readonly DiskConfig[]): Promise<Disk[]>
         await lockHandle.close();
         throw e;
       }
-      // Backing files are read through, never written: read locks keep others from writing them
-      // (as QEMU does), which also protects snapshot images frozen under the disk.
-      await lockBackingFiles(disks[disks.length - 1]!);
+      // Backing files are read-locked (as QEMU does), which also protects snapshot images frozen
+      // under the disk; the disk holds the locks until it closes.
+      const disk = disks[disks.length - 1]!;
+      await lockBackingChain(disk.backend, (path, handle) => disk.holdBackingLock(path, handle));
     }
   } catch (e) {
     for (const d of disks) await d.close();

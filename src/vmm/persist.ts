@@ -4,14 +4,17 @@
  */
 import { ConfigError } from '../errors.js';
 import { dataExtentsOf, fromJsonSafe, readSnapshot, snapshotUrlToPath, toJsonSafe, writeSnapshot } from '../snapshot/index.js';
-import type { DeviceEntry, DiskEntry } from '../snapshot/format.js';
+import type { DeviceEntry, DiskEntry, MemorySource } from '../snapshot/index.js';
 import type { JsonObject } from '../snapshot/json-codec.js';
 import type { VmConfig } from './config.js';
-import type { RestoreRequest } from './controller.js';
+import type { RestoreRequest } from './requests.js';
 import { checkDiskIdentity, diskIdentity, type DiskIdentity } from './disk-identity.js';
 import type { PlatformState } from './platform.js';
-import type { VcpuState } from './vcpu-state.js';
-import { Vm, type VmHooks, type VmLevelState } from './vm.js';
+import { vcpuStateFromJson } from './vcpu-state.js';
+import { VmBuilder } from './builder.js';
+import type { Vm, VmHooks } from './vm.js';
+import { vmLevelStateFromJson } from './vm-state.js';
+import { SNAPSHOT_CONFIG } from './snapshot-config.js';
 
 /** Device types this VMM can rebuild from a snapshot. */
 export const DEVICE_TYPES = ['serial', 'i8042', 'virtio-blk'] as const;
@@ -43,24 +46,28 @@ function platformFromEntries(devices: Record<string, DeviceEntry>): PlatformStat
   return p;
 }
 
-/** Writes a snapshot of a paused VM to `url` (file:///dir); the VM stays paused. */
-export async function snapshotVm(vm: Vm, url: string): Promise<SnapshotSummary> {
+/**
+ * Writes a snapshot of a paused VM to `url` (file:///dir); the VM stays paused. `config` is what
+ * vm.json records (default: the VM's config as it stands now).
+ */
+export async function snapshotVm(vm: Vm, url: string, config: VmConfig = vm.config): Promise<SnapshotSummary> {
   const dir = snapshotUrlToPath(url);
   const saved = await vm.saveState();
   // Everything the guest wrote must be in the image before its identity is recorded.
   await Promise.all(vm.platform.disks.map((d) => d.backend.flush()));
   const disks: DiskEntry[] = [];
   for (const d of vm.platform.disks) {
-    disks.push({ id: d.config.id, path: d.config.path, identity: await diskIdentity(d.config.path) });
+    disks.push({ id: d.config.id, path: d.path, identity: await diskIdentity(d.path) });
   }
   const result = await writeSnapshot(dir, {
-    config: vm.config,
+    config,
+    configCodec: SNAPSHOT_CONFIG,
     vcpus: saved.vcpus.map((v) => toJsonSafe(v) as JsonObject),
     vm: toJsonSafe(saved.vm) as JsonObject,
     devices: deviceEntries(saved.platform),
     disks,
     memory: vm.regions.map((r) => {
-      const source: Parameters<typeof writeSnapshot>[1]['memory'][number] = { guestBase: r.guestBase, size: r.size, bytes: r.bytes };
+      const source: MemorySource = { guestBase: r.guestBase, size: r.size, bytes: r.bytes };
       if (r.memfd !== null) {
         source.dataExtents = dataExtentsOf(r.memfd, r.size);
         // Pages the guest wrote are not yet mapped in this process: fault them in all at once.
@@ -79,22 +86,23 @@ export async function snapshotVm(vm: Vm, url: string): Promise<SnapshotSummary> 
 /** Verifies the snapshot in full, then rebuilds the VM (Paused). */
 export async function restoreVm(req: RestoreRequest, hooksFor: (config: VmConfig) => VmHooks): Promise<Vm> {
   const dir = snapshotUrlToPath(req.source_url);
-  const snap = await readSnapshot(dir, { knownDeviceTypes: DEVICE_TYPES });
+  const snap = await readSnapshot(dir, { knownDeviceTypes: DEVICE_TYPES, configCodec: SNAPSHOT_CONFIG });
   const doc = snap.document;
-  const config: VmConfig = structuredClone(doc.config);
-  for (const [id, path] of Object.entries(req.disk_paths ?? {})) {
-    const disk = config.disks.find((d) => d.id === id);
-    if (disk === undefined) throw new ConfigError(`restore: the snapshot has no disk "${id}" (its disks: ${config.disks.map((d) => d.id).join(', ') || 'none'})`);
-    disk.path = path;
+  const newPaths = new Map(Object.entries(req.disk_paths ?? {}));
+  for (const id of newPaths.keys()) {
+    if (!doc.config.disks.some((d) => d.id === id)) {
+      throw new ConfigError(`restore: the snapshot has no disk "${id}" (its disks: ${doc.config.disks.map((d) => d.id).join(', ') || 'none'})`);
+    }
   }
+  const config: VmConfig = { ...doc.config, disks: doc.config.disks.map((d) => ({ ...d, path: newPaths.get(d.id) ?? d.path })) };
   for (const d of config.disks) {
     const saved = doc.disks.find((e) => e.id === d.id);
     if (saved === undefined) throw new ConfigError(`restore: vm.json has no identity for disk "${d.id}"`);
     await checkDiskIdentity(d, saved.identity as unknown as DiskIdentity, req.force ?? false);
   }
-  const vcpus = doc.vcpus.map((v, i) => fromJsonSafe(v, `vcpus[${i}]`) as VcpuState);
-  const vmState = fromJsonSafe(doc.vm, 'vm') as VmLevelState;
-  return Vm.restore({
+  const vcpus = doc.vcpus.map((v, i) => vcpuStateFromJson(fromJsonSafe(v, `vcpus[${i}]`), i));
+  const vmState = vmLevelStateFromJson(fromJsonSafe(doc.vm, 'vm'));
+  return VmBuilder.restore({
     config,
     regions: snap.regions.map((r) => ({ index: r.index, guestBase: r.guestBase, size: r.size, path: r.path, dataExtents: r.dataExtents })),
     prefault: req.prefault ?? false,

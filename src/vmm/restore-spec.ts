@@ -11,7 +11,7 @@ import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../errors.js';
 import { parseToggle } from '../util/kv.js';
-import type { RestoreRequest } from './controller.js';
+import type { RestoreRequest } from './requests.js';
 
 const DISK_KEY = /^disk\.([A-Za-z0-9_.-]+)$/;
 

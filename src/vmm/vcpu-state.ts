@@ -7,6 +7,7 @@
 import type { KvmCpuidEntry2, KvmMsrEntry, KvmRegs, KvmSregs, KvmXcrs } from '../kvm/types.js';
 import type { VcpuFd } from '../kvm/vcpu.js';
 import type { VcpuThread } from './vcpu-thread.js';
+import { DeviceStateError } from '../devices/errors.js';
 import { TsvmmError } from '../errors.js';
 
 export interface VcpuState {
@@ -23,6 +24,20 @@ export interface VcpuState {
   tsc_khz: number;
   cpuid: KvmCpuidEntry2[];
   vcpu_events: Uint8Array;
+}
+
+/** `value` (a snapshot's decoded vcpus[index]) as a VcpuState, or EDEVSTATE naming the bad field. */
+export function vcpuStateFromJson(value: unknown, index: number): VcpuState {
+  const bad = (message: string): never => {
+    throw new DeviceStateError(`vcpu ${index}`, message);
+  };
+  if (typeof value !== 'object' || value === null) bad('state is not an object');
+  const s = value as Record<string, unknown>;
+  for (const k of ['id', 'mp_state', 'tsc_khz']) if (typeof s[k] !== 'number') bad(`${k} must be a number`);
+  for (const k of ['fpu', 'xsave', 'lapic', 'debugregs', 'vcpu_events']) if (!(s[k] instanceof Uint8Array)) bad(`${k} must be a byte string`);
+  for (const k of ['regs', 'sregs', 'xcrs']) if (typeof s[k] !== 'object' || s[k] === null) bad(`${k} must be an object`);
+  for (const k of ['msrs', 'cpuid']) if (!Array.isArray(s[k])) bad(`${k} must be a list`);
+  return s as unknown as VcpuState;
 }
 
 /**

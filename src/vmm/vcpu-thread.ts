@@ -4,6 +4,7 @@
  * a signal to its thread, which makes a blocked KVM_RUN return EINTR).
  */
 import { Worker } from 'node:worker_threads';
+import type { ErrorCode } from '../error-codes.js';
 import { TsvmmError } from '../errors.js';
 import type { VcpuFd } from '../kvm/vcpu.js';
 import { pthreadKill } from '../sys/libc.js';
@@ -15,8 +16,9 @@ import {
 } from './vcpu-protocol.js';
 
 export class VcpuError extends TsvmmError {
-  constructor(message: string, code = 'EVCPU') {
-    super(code, message);
+  constructor(message: string, code: string = 'EVCPU') {
+    // A worker's code, relayed as it sent it (workers throw only codes of the table).
+    super(code as ErrorCode, message);
   }
 }
 

@@ -9,7 +9,7 @@ import { pthreadSelf } from '../sys/libc.js';
 import { TsvmmError } from '../errors.js';
 import { SerialFastPathClient } from './serial-fastpath.js';
 import {
-  AccessKind, CONTROL_STOP, DATA_BYTES, STATE_IDLE, STATE_REQUEST, STATE_RESPONSE, VCPU_CALLS,
+  AccessKind, CONTROL_STOP, DATA_BYTES, STATE_IDLE, STATE_REQUEST, VCPU_CALLS,
   WORD_ADDR_HI, WORD_ADDR_LO, WORD_CONTROL, WORD_COUNT, WORD_KIND, WORD_SIZE, WORD_STATE,
   counterIndex, createMailbox, type FromWorker, type Mailbox, type StopReason, type ToWorker,
 } from './vcpu-protocol.js';

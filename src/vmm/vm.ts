@@ -1,138 +1,33 @@
 /**
- * One running (or paused) virtual machine: the KVM VM fd, guest RAM, vCPU threads and devices.
- * `Vm.boot` and `Vm.restore` are the builder (Firecracker's builder.rs in spirit): they read and
- * validate every input before creating KVM objects, and undo what they did if a later step fails.
+ * One running (or paused) virtual machine: the KVM VM fd, guest RAM, vCPU threads and devices,
+ * and what can happen to it at run time (start, pause, resume, save state, end, close). It is
+ * built by builder.ts (boot or restore).
  */
-import { readFileSync } from 'node:fs';
-import { ConfigError } from '../errors.js';
-import { Kvm } from '../kvm/system.js';
-import { OFFSETS } from '../kvm/structs.js';
+import type { Kvm } from '../kvm/system.js';
 import type { KvmClockData } from '../kvm/types.js';
 import type { VcpuFd } from '../kvm/vcpu.js';
 import type { IrqchipId, VmFd } from '../kvm/vm.js';
-import { GuestMemory } from '../memory/guest-memory.js';
-import { createRamRegions, mapFileRegionPrivate, unmapRegions, type MappedRegion } from '../memory/regions.js';
-import { layoutGuest, setLapicLint, type BootFpu } from './boot/index.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import { unmapRegions, type MappedRegion } from '../memory/regions.js';
 import type { VmConfig, VmState } from './config.js';
-import { InputFileError, InvalidStateError } from './errors.js';
+import { InvalidStateError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
-import { makeAccessHandler } from './io-dispatch.js';
-import { Platform, type PlatformHooks, type PlatformState } from './platform.js';
-import { probeSaveableMsrs, restoreVcpu, saveVcpu, type VcpuState } from './vcpu-state.js';
+import type { Platform, PlatformHooks } from './platform.js';
+import { saveVcpu, type VcpuState } from './vcpu-state.js';
+import type { VmSavedState } from './vm-state.js';
 import type { StopReason } from './vcpu-protocol.js';
-import { prewarmVcpuWorkers, VcpuThread } from './vcpu-thread.js';
+import type { VcpuThread } from './vcpu-thread.js';
 
-/** Where KVM keeps its private TSS pages and identity map (just below the BIOS area, as QEMU). */
-const KVM_TSS_ADDRESS = 0xfffb_d000;
-const KVM_IDENTITY_MAP_ADDRESS = 0xfffb_c000;
-const IRQCHIPS: IrqchipId[] = [0, 1, 2];
+/** The in-kernel irqchips (PIC master, PIC slave, IOAPIC), saved and restored in this order. */
+export const IRQCHIPS: readonly IrqchipId[] = [0, 1, 2];
 
 export interface VmHooks extends PlatformHooks {
   /** The guest ended the VM (power-off, reset, triple fault) or a vCPU failed. */
   onEnd(end: VmEnd): void;
 }
 
-/** VM-wide KVM state: PIC master/slave and IOAPIC, the PIT, and kvmclock at the pause. */
-export interface VmLevelState {
-  irqchips: Uint8Array[];
-  pit: Uint8Array;
-  clock: KvmClockData;
-}
-
-/** Everything a snapshot holds besides memory. */
-export interface VmSavedState {
-  vcpus: VcpuState[];
-  vm: VmLevelState;
-  platform: PlatformState;
-}
-
-/** Restore inputs: the verified snapshot's memory files and component states. */
-export interface RestoreSource {
-  config: VmConfig;
-  regions: Array<{ index: number; guestBase: number; size: number; path: string; dataExtents: Array<[number, number]> }>;
-  /** Read the data extents of the memory files up front instead of on first touch. */
-  prefault: boolean;
-  state: VmSavedState;
-}
-
-function readInput(path: string, what: string): Uint8Array {
-  try {
-    return readFileSync(path);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? '';
-    const why = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (e as Error).message;
-    throw new InputFileError(`cannot read ${what} ${path}: ${why}`);
-  }
-}
-
-/** Applies the boot FPU control words to a kvm_fpu image (the rest stays as KVM reset it). */
-function withBootFpu(fpu: Uint8Array, boot: BootFpu): Uint8Array {
-  const dv = new DataView(fpu.buffer, fpu.byteOffset, fpu.byteLength);
-  dv.setUint16(OFFSETS['kvm_fpu.fcw']!, boot.fcw, true);
-  dv.setUint16(OFFSETS['kvm_fpu.fsw']!, boot.fsw, true);
-  dv.setUint8(OFFSETS['kvm_fpu.ftwx']!, boot.ftwx);
-  dv.setUint32(OFFSETS['kvm_fpu.mxcsr']!, boot.mxcsr, true);
-  return fpu;
-}
-
-function newKvmVm(kvm: Kvm): VmFd {
-  const vmFd = kvm.createVm();
-  try {
-    vmFd.setTssAddr(KVM_TSS_ADDRESS);
-    vmFd.setIdentityMapAddr(KVM_IDENTITY_MAP_ADDRESS);
-    vmFd.createIrqchip();
-    vmFd.createPit2();
-  } catch (e) {
-    vmFd.close();
-    throw e;
-  }
-  return vmFd;
-}
-
-/**
- * An empty VM (irqchip and PIT, no memory, no vCPUs) made ahead of time by an idle VMM: creating
- * one costs from under a millisecond to tens of them on a busy PVM host, time a warm restore
- * should not pay. Its Kvm handle stays open with it.
- */
-let spareVm: { kvm: Kvm; vmFd: VmFd } | undefined;
-
-export function prepareSpareVm(): void {
-  if (spareVm !== undefined || !Kvm.available()) return;
-  const kvm = Kvm.open();
-  try {
-    spareVm = { kvm, vmFd: newKvmVm(kvm) };
-  } catch {
-    kvm.close(); // the real build reports the problem with its own context
-  }
-}
-
-/** Closes the spare VM if nobody took it. */
-export function releaseSpareVm(): void {
-  takeSpareVm()?.close();
-}
-
-function takeSpareVm(): VmFd | undefined {
-  const s = spareVm;
-  spareVm = undefined;
-  if (s === undefined) return undefined;
-  // The VM fd keeps its own reference to KVM: the spare's /dev/kvm handle is no longer needed.
-  s.kvm.close();
-  return s.vmFd;
-}
-
-/** Undo stack for a half-built VM. */
-class Cleanups {
-  private steps: Array<() => unknown> = [];
-  push(step: () => unknown): void { this.steps.push(step); }
-  async run(): Promise<void> {
-    for (const step of this.steps.reverse()) {
-      try { await step(); } catch { /* already failing: the first error is the one to report */ }
-    }
-    this.steps = [];
-  }
-}
-
-interface Parts {
+/** The KVM objects and memory a VM is made of (the builder makes them, the VM owns them). */
+export interface Parts {
   kvm: Kvm;
   vmFd: VmFd;
   regions: MappedRegion[];
@@ -147,8 +42,10 @@ export class Vm {
   /** kvmclock captured at pause, written back at resume so guest time does not jump. */
   private pausedClock: KvmClockData | undefined;
 
-  private constructor(
-    readonly config: VmConfig,
+  /** Called by the builder once every part exists; the VM then owns (and closes) them. */
+  constructor(
+    /** The config the VM was built from (never changed; `config` is the current one). */
+    private readonly built: VmConfig,
     private readonly parts: Parts,
     readonly threads: VcpuThread[],
     /** The MSRs that round-trip on this host, saved in snapshots. */
@@ -156,148 +53,27 @@ export class Vm {
     private readonly hooks: VmHooks,
   ) {}
 
+  /**
+   * The config as it stands now: as built, with each disk's current image (a disk snapshot or a
+   * block job moves a running disk to another file). vm.info reports it, a reboot boots it.
+   */
+  get config(): VmConfig {
+    return { ...this.built, disks: this.platform.disks.map((d) => d.currentConfig()) };
+  }
+
   get memory(): GuestMemory { return this.parts.memory; }
   get regions(): readonly MappedRegion[] { return this.parts.regions; }
   get platform(): Platform { return this.parts.platform; }
 
-  /** Creates the KVM VM with its in-kernel irqchip and PIT (or takes the one made in advance). */
-  private static createKvmVm(kvm: Kvm, config: VmConfig, cleanups: Cleanups): VmFd {
-    const maxVcpus = kvm.checkExtension('KVM_CAP_MAX_VCPUS') || kvm.checkExtension('KVM_CAP_NR_VCPUS');
-    if (config.cpus.boot_vcpus > maxVcpus) {
-      throw new ConfigError(`--cpus boot=${config.cpus.boot_vcpus} is more than this host's KVM allows (${maxVcpus})`);
-    }
-    const vmFd = takeSpareVm() ?? newKvmVm(kvm);
-    cleanups.push(() => vmFd.close());
-    return vmFd;
-  }
-
-  private static registerMemory(vmFd: VmFd, regions: MappedRegion[]): GuestMemory {
-    const memory = new GuestMemory(regions);
-    for (const r of regions) vmFd.setUserMemoryRegion(r.index, r.guestBase, r.size, r.hostAddress);
-    return memory;
-  }
-
-  private static async startThreads(config: VmConfig, parts: Parts, hooks: VmHooks, msrIndices: number[], cleanups: Cleanups): Promise<Vm> {
-    const access = makeAccessHandler(parts.platform.pio, parts.platform.mmio, parts.platform.unclaimed);
-    // Every worker is told to attach now (synchronously, before the first await), so they attach
-    // side by side, and while the caller goes on loading vCPU state on this thread.
-    const settled = await Promise.allSettled(parts.vcpus.map((v, i) => VcpuThread.start(i, v, access, parts.platform.serialShare())));
-    const threads: VcpuThread[] = [];
-    for (const r of settled) {
-      if (r.status === 'fulfilled') {
-        threads.push(r.value);
-        cleanups.push(() => r.value.close());
-      }
-    }
-    const failed = settled.find((r) => r.status === 'rejected');
-    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
-    return new Vm(config, parts, threads, msrIndices, hooks);
-  }
-
-  /** Builds a VM that boots `config.payload.kernel`; its vCPUs are idle until `start()`. */
-  static async boot(config: VmConfig, hooks: VmHooks): Promise<Vm> {
-    // Worker start-up overlaps with reading the kernel and setting up KVM.
-    prewarmVcpuWorkers(config.cpus.boot_vcpus);
-    const kernel = readInput(config.payload.kernel, 'kernel');
-    const initramfs = config.payload.initramfs === undefined ? undefined : readInput(config.payload.initramfs, 'initramfs');
-    const cleanups = new Cleanups();
-    const kvm = Kvm.open();
-    cleanups.push(() => kvm.close());
-    try {
-      const vmFd = Vm.createKvmVm(kvm, config, cleanups);
-      const regions = createRamRegions(config.memory.size);
-      cleanups.push(() => unmapRegions(regions));
-      const memory = Vm.registerMemory(vmFd, regions);
-      const platform = await Platform.create(config, vmFd, memory, hooks);
-      cleanups.push(() => platform.close());
-
-      const plan = layoutGuest({
-        kernel,
-        initramfs,
-        cmdline: config.payload.cmdline ?? '',
-        memory,
-        vcpus: config.cpus.boot_vcpus,
-        virtioDevices: platform.virtioSlots(),
-        supportedCpuid: kvm.supportedCpuid(),
-      });
-
-      const vcpus: VcpuFd[] = [];
-      for (let i = 0; i < config.cpus.boot_vcpus; i++) {
-        const v = vmFd.createVcpu(i);
-        vcpus.push(v);
-        cleanups.push(() => v.close());
-        v.setCpuid2(plan.cpuidPerVcpu[i]!);
-        v.setMsrs(plan.msrs);
-        const lapic = v.getLapic();
-        setLapicLint(lapic);
-        v.setLapic(lapic);
-        v.setFpu(withBootFpu(v.getFpu(), plan.fpu));
-        if (i === 0) {
-          v.setSregs(plan.bsp.sregs);
-          v.setRegs(plan.bsp.regs);
-        }
-      }
-      const msrIndices = probeSaveableMsrs(vcpus[0]!, kvm.msrIndexList());
-      return await Vm.startThreads(config, { kvm, vmFd, regions, memory, platform, vcpus }, hooks, msrIndices, cleanups);
-    } catch (e) {
-      await cleanups.run();
-      throw e;
-    }
-  }
-
   /**
-   * Rebuilds a VM from a verified snapshot. Memory files are mapped MAP_PRIVATE (copy-on-write,
-   * so restore time does not grow with RAM and the snapshot stays untouched), or read up front
-   * with `prefault`. The VM comes back Paused.
+   * A VM the builder restored: Paused, as the snapshot was taken, with the saved kvmclock to
+   * write back at resume; its disks take no request until then.
    */
-  static async restore(src: RestoreSource, hooks: VmHooks): Promise<Vm> {
-    const { config, state } = src;
-    if (state.vcpus.length !== config.cpus.boot_vcpus) {
-      throw new ConfigError(`snapshot holds ${state.vcpus.length} vCPU states but its config has boot_vcpus=${config.cpus.boot_vcpus}`);
-    }
-    prewarmVcpuWorkers(config.cpus.boot_vcpus);
-    const cleanups = new Cleanups();
-    const kvm = Kvm.open();
-    cleanups.push(() => kvm.close());
-    try {
-      const vmFd = Vm.createKvmVm(kvm, config, cleanups);
-      const regions: MappedRegion[] = [];
-      cleanups.push(() => unmapRegions(regions));
-      for (const r of src.regions) {
-        regions.push(mapFileRegionPrivate(r.path, r.guestBase, r.size, { index: r.index, ...(src.prefault ? { prefaultExtents: r.dataExtents } : {}) }));
-      }
-      const memory = Vm.registerMemory(vmFd, regions);
-      const platform = await Platform.create(config, vmFd, memory, hooks, state.platform);
-      cleanups.push(() => platform.close());
-
-      const vcpus: VcpuFd[] = [];
-      for (const s of state.vcpus) {
-        const v = vmFd.createVcpu(s.id);
-        vcpus.push(v);
-        cleanups.push(() => v.close());
-      }
-      const msrIndices = state.vcpus[0]!.msrs.map((m) => m.index);
-      // The vCPU threads attach while this thread loads the saved state into KVM (no thread
-      // runs its vCPU before the VM is resumed).
-      const starting = Vm.startThreads(config, { kvm, vmFd, regions, memory, platform, vcpus }, hooks, msrIndices, cleanups);
-      try {
-        state.vcpus.forEach((s, i) => restoreVcpu(vcpus[i]!, s));
-        // The irqchip after the LAPICs (their state feeds it), the PIT and the clock last.
-        IRQCHIPS.forEach((chip, i) => vmFd.setIrqchip(chip, state.vm.irqchips[i]!));
-        vmFd.setPit2(state.vm.pit);
-      } catch (e) {
-        await starting.catch(() => {}); // its threads are in `cleanups` once it settles
-        throw e;
-      }
-      const vm = await starting;
-      vm.pausedClock = state.vm.clock;
-      await vm.platform.quiesce();
-      vm.state = 'Paused';
-      return vm;
-    } catch (e) {
-      await cleanups.run();
-      throw e;
-    }
+  async enterRestoredPause(clock: KvmClockData): Promise<void> {
+    if (this.state !== 'Created') throw new InvalidStateError(`cannot restore into a VM that is ${this.state}`);
+    this.pausedClock = clock;
+    await this.platform.quiesce();
+    this.state = 'Paused';
   }
 
   /** Starts every vCPU of a freshly built VM. */

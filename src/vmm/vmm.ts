@@ -6,17 +6,18 @@
 import { createWriteStream, openSync, type WriteStream } from 'node:fs';
 import { log } from '../util/log.js';
 import type { VmConfig } from './config.js';
-import type {
-  ConsoleAttachment, RestoreRequest, SnapshotRequest, VmCounters, VmInfo, VmmController, VmmEvent,
-} from './controller.js';
+import type { ConsoleAttachment, VmCounters, VmInfo, VmmController, VmmEvent } from './controller.js';
+import type { RestoreRequest, SnapshotRequest } from './requests.js';
 import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
-import { prepareSpareVm, releaseSpareVm, Vm, type VmHooks } from './vm.js';
+import { prepareSpareVm, releaseSpareVm } from './spare-vm.js';
+import { VmBuilder } from './builder.js';
+import type { Vm, VmHooks } from './vm.js';
 import { prewarmVcpuWorkers, waitForVcpuWorkersLoaded } from './vcpu-thread.js';
+import type { DiskSnapshotService } from './checkpoints/service.js';
 import type {
-  DiskSnapshotService, DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListing,
-  SnapshotListRequest, SnapshotNameRequest,
-} from './checkpoints/service.js';
+  DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListing, SnapshotListRequest, SnapshotNameRequest,
+} from './checkpoints/types.js';
 import type { BlockJobManager } from './jobs/manager.js';
 import type { BlockCommitRequest, BlockJobInfo, BlockPullRequest, JobCancelRequest } from './jobs/types.js';
 
@@ -48,7 +49,11 @@ function now(): VmmEvent['timestamp'] {
 
 export class Vmm implements VmmController {
   private vm: Vm | undefined;
-  private config: VmConfig | undefined;
+  /**
+   * Where the VM config comes from: vm.create's body until a VM is built from it, then that VM
+   * (whose config follows its disks onto new images), until vm.create replaces it.
+   */
+  private configSource: { readonly config: VmConfig } | undefined;
   private busy: string | undefined;
   private readonly listeners = new Set<(e: VmmEvent) => void>();
   private consoleListener: ((bytes: Uint8Array) => void) | undefined;
@@ -76,7 +81,7 @@ export class Vmm implements VmmController {
           },
           adoptVm: (vm) => {
             this.vm = vm;
-            this.config = vm.config;
+            this.configSource = vm;
             this.endReported = false;
             this.attachStdin(vm);
           },
@@ -208,12 +213,13 @@ export class Vmm implements VmmController {
   }
 
   info(): VmInfo {
-    if (this.config === undefined) {
+    if (this.configSource === undefined) {
       // A restore in progress is not "no VM": say so, so clients know to retry.
       if (this.busy === 'vm.restore') throw new ConflictError('the VM is being restored; retry when vm.restore completes');
       throw new NoVmError();
     }
-    const info: VmInfo = { config: this.config, state: this.vm?.state ?? 'Created', memory_actual_size: this.config.memory.size };
+    const config = this.configSource.config;
+    const info: VmInfo = { config, state: this.vm?.state ?? 'Created', memory_actual_size: config.memory.size };
     const jobs = this.diskOps?.jobs.list() ?? [];
     if (jobs.length > 0) info.block_jobs = jobs;
     return info;
@@ -234,20 +240,22 @@ export class Vmm implements VmmController {
     return this.exclusive('vm.create', async () => {
       // After vm.shutdown the old configuration may be replaced; a live VM must be shut down first.
       if (this.vm !== undefined && this.vm.state !== 'Shutdown') throw new InvalidStateError(`a VM already exists and is ${this.vm.state}: shut it down (vm.shutdown) before creating another`);
-      if (this.vm === undefined && this.config !== undefined) throw new InvalidStateError('a VM is already created: boot it (vm.boot), or shut it down before creating another');
-      this.config = config;
+      if (this.vm === undefined && this.configSource !== undefined) throw new InvalidStateError('a VM is already created: boot it (vm.boot), or shut it down before creating another');
+      this.configSource = { config };
       this.emit('vm', 'created');
     });
   }
 
   boot(): Promise<void> {
     return this.exclusive('vm.boot', async () => {
-      if (this.config === undefined) throw new NoVmError();
+      if (this.configSource === undefined) throw new NoVmError();
       if (this.vm !== undefined && this.vm.state !== 'Shutdown') throw new InvalidStateError(`cannot boot a VM that is ${this.vm.state}`);
       this.emit('vm', 'booting');
       const start = performance.now();
-      const vm = await Vm.boot(this.config, this.hooks(this.config));
+      const config = this.configSource.config;
+      const vm = await VmBuilder.boot(config, this.hooks(config));
       this.vm = vm;
+      this.configSource = vm;
       this.endReported = false;
       vm.start();
       this.attachStdin(vm);
@@ -292,8 +300,10 @@ export class Vmm implements VmmController {
       if (vm.state !== 'Running' && vm.state !== 'Paused') throw new InvalidStateError(`cannot reboot a VM that is ${vm.state}`);
       this.emit('vm', 'rebooting');
       await this.teardown(vm);
-      const next = await Vm.boot(vm.config, this.hooks(vm.config));
+      const config = vm.config;
+      const next = await VmBuilder.boot(config, this.hooks(config));
       this.vm = next;
+      this.configSource = next;
       this.endReported = false;
       next.start();
       this.attachStdin(next);
@@ -327,7 +337,7 @@ export class Vmm implements VmmController {
       // A checkpoint with disks restores onto new overlays over its frozen images.
       const vm = await (await this.loadDiskOps()).snapshots.restoreIfCheckpoint(req) ?? await (await loadPersist()).restoreVm(req, (config: VmConfig) => this.hooks(config));
       this.vm = vm;
-      this.config = vm.config;
+      this.configSource = vm;
       this.endReported = false;
       this.attachStdin(vm);
       this.emit('vm', 'restored', { duration_ms: performance.now() - start });

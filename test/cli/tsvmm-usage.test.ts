@@ -72,7 +72,7 @@ describe('usage errors exit with status 2', () => {
 
 describe('an unreadable kernel file is refused before the VM starts', () => {
   // src/vmm/exit-status.ts documents "cannot read the kernel" as a VMM error (status 1); see the
-  // report that accompanies this test about vm.ts raising it as a ConfigError (status 2).
+  // report that accompanies this test about the VM builder (src/vmm/builder.ts) raising it as a ConfigError (status 2).
   it('a missing file', () => tsvmm(['--kernel', join(dir, 'no-such-kernel')], VMM_ERROR, /cannot read kernel \S+no-such-kernel: no such file$/m));
 
   it('a directory', () => tsvmm(['--kernel', dir], VMM_ERROR, /cannot read kernel \S+: is a directory$/m));

@@ -2,11 +2,11 @@ import { closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/tsvmm-img.js';
-import { lockImage } from '../../src/devices/block/lock.js';
-import { openImage } from '../../src/devices/block/qcow2/open.js';
+import { lockImage } from '../../src/block/lock.js';
+import { openImage } from '../../src/block/open.js';
 import { commitImage } from '../../src/img/commit.js';
 import { rebaseImage } from '../../src/img/rebase.js';
-import { prng, qemuCheck, qemuContent, qemuImg, qemuIo, tempDir, writeSampleRaw } from '../devices/block/qcow2/helpers.js';
+import { prng, qemuCheck, qemuContent, qemuImg, qemuIo, tempDir, writeSampleRaw } from '../block/qcow2/helpers.js';
 import { CLEAN } from './run-img.js';
 
 const tmp = tempDir();

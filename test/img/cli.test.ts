@@ -1,9 +1,9 @@
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openImage } from '../../src/devices/block/qcow2/open.js';
-import type { Qcow2Image } from '../../src/devices/block/qcow2/image.js';
-import { qemuCheck, qemuContent, qemuImg, qemuImgStatus, qemuIo, tempDir, writeSampleRaw } from '../devices/block/qcow2/helpers.js';
+import { openImage } from '../../src/block/open.js';
+import type { Qcow2Image } from '../../src/block/qcow2/image.js';
+import { qemuCheck, qemuContent, qemuImg, qemuImgStatus, qemuIo, tempDir, writeSampleRaw } from '../block/qcow2/helpers.js';
 import { CLEAN, img } from './run-img.js';
 
 const tmp = tempDir();
@@ -74,9 +74,9 @@ describe('check', () => {
     expect(ours).toEqual(JSON.parse(qemuImg('check', '--output=json', file)));
     // Leak: a cluster allocated (and written) that nothing references.
     const image = (await openImage(file, { readOnly: false })) as Qcow2Image;
-    const leaked = await image.refcounts.allocate(1);
-    await image.refcounts.writeBack();
-    await image.file.writeAt(leaked, new Uint8Array(65536).fill(1));
+    const leaked = await image.meta.refcounts.allocate(1);
+    await image.meta.refcounts.writeBack();
+    await image.meta.file.writeAt(leaked, new Uint8Array(65536).fill(1));
     await image.close();
     expect(qemuImgStatus('check', file).status).toBe(3);
     const leaky = await img('check', '--output=json', file);
@@ -86,9 +86,9 @@ describe('check', () => {
     expect(qemuCheck(file)).toEqual(CLEAN);
     // Corruption: a data cluster's refcount dropped to 0.
     const again = (await openImage(file, { readOnly: false })) as Qcow2Image;
-    const host = (await again.lookup(3)) as { hostOffset: number };
-    await again.refcounts.set(host.hostOffset / 65536, 0);
-    await again.refcounts.writeBack();
+    const host = (await again.meta.lookup(3)) as { hostOffset: number };
+    await again.meta.refcounts.set(host.hostOffset / 65536, 0);
+    await again.meta.refcounts.writeBack();
     await again.close();
     expect(qemuImgStatus('check', file).status).toBe(2);
     expect((await img('check', file)).code).toBe(2);

@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openImage } from '../../src/devices/block/qcow2/open.js';
-import { qemuCheck, qemuContent, qemuImg, qemuIo, tempDir } from '../devices/block/qcow2/helpers.js';
+import { openImage } from '../../src/block/open.js';
+import { qemuCheck, qemuContent, qemuImg, qemuIo, tempDir } from '../block/qcow2/helpers.js';
 import { CLEAN, img } from './run-img.js';
 
 const tmp = tempDir();

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { prng, qemuCheck, qemuContent, qemuImg, qemuIo, tempDir } from '../devices/block/qcow2/helpers.js';
+import { prng, qemuCheck, qemuContent, qemuImg, qemuIo, tempDir } from '../block/qcow2/helpers.js';
 
 /**
  * Crash safety: a writer SIGKILLed at a random moment must leave an image qemu-img check finds
@@ -10,12 +10,12 @@ import { prng, qemuCheck, qemuContent, qemuImg, qemuIo, tempDir } from '../devic
  */
 const root = resolve(import.meta.dirname, '../..');
 const cli = join(root, 'dist/cli/tsvmm-img.js');
-const openJs = join(root, 'dist/devices/block/qcow2/open.js');
+const openJs = join(root, 'dist/block/open.js');
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
 function distIsFresh(): void {
-  const src = join(root, 'src/devices/block/qcow2/image.ts');
+  const src = join(root, 'src/block/qcow2/image.ts');
   if (!existsSync(cli) || !existsSync(openJs) || statSync(openJs).mtimeMs < statSync(src).mtimeMs) {
     throw new Error('dist/ is missing or older than src/: run "npm run build" before this test');
   }

@@ -1,9 +1,9 @@
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Qcow2Image } from '../../src/devices/block/qcow2/image.js';
+import { Qcow2Image } from '../../src/block/qcow2/image.js';
 import { targetSize } from '../../src/img/resize.js';
-import { qemuCheck, qemuImg, qemuIo, tempDir } from '../devices/block/qcow2/helpers.js';
+import { qemuCheck, qemuImg, qemuIo, tempDir } from '../block/qcow2/helpers.js';
 import { CLEAN, img } from './run-img.js';
 
 const tmp = tempDir();
@@ -15,7 +15,7 @@ const MiB = 1024 * 1024;
 /** The header fields of interest, from an image opened and closed again. */
 async function headerOf(file: string): Promise<{ l1TableOffset: number; l1Size: number }> {
   const image = await Qcow2Image.open(file, { readOnly: true });
-  const { l1TableOffset, l1Size } = image.header;
+  const { l1TableOffset, l1Size } = image.meta.header;
   await image.close();
   return { l1TableOffset, l1Size };
 }

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { documentChecksum, type SnapshotDocument } from '../../src/snapshot/format.js';
+import type { VmConfig } from '../../src/vmm/config.js';
 import { checkDiskIdentity, diskIdentity } from '../../src/vmm/disk-identity.js';
 import {
   apiOk, apiRequest, bootTiny, fileUrl, killHard, pauseAndSnapshot, runTsvmm, ticksIn, waitForApi,
@@ -35,10 +36,13 @@ function copyOfBase(name: string, from = base): string {
   return dir;
 }
 
+/** vm.json's config as parsed JSON: unlike a VmConfig, the tests may damage it. */
+type EditableConfig = { -readonly [K in keyof VmConfig]: { -readonly [F in keyof VmConfig[K]]: VmConfig[K][F] } };
+
 /** Rewrites vm.json through `edit`, re-sealing its checksum so only the edited field is wrong. */
-function editVmJson(dir: string, edit: (doc: SnapshotDocument) => void): void {
+function editVmJson(dir: string, edit: (doc: SnapshotDocument<EditableConfig>) => void): void {
   const file = join(dir, 'vm.json');
-  const doc = JSON.parse(readFileSync(file, 'utf8')) as SnapshotDocument;
+  const doc = JSON.parse(readFileSync(file, 'utf8')) as SnapshotDocument<EditableConfig>;
   edit(doc);
   doc.checksum = documentChecksum(doc as unknown as Record<string, unknown>);
   writeFileSync(file, JSON.stringify(doc));
@@ -211,7 +215,7 @@ describe('restoring a bad snapshot is refused cleanly', () => {
 
   it('a disk whose content changed since the snapshot is refused (and accepted when forced)', async () => {
     const dir = copyOfBase('disk-changed', diskBase);
-    const doc = JSON.parse(readFileSync(join(dir, 'vm.json'), 'utf8')) as SnapshotDocument;
+    const doc = JSON.parse(readFileSync(join(dir, 'vm.json'), 'utf8')) as SnapshotDocument<VmConfig>;
     const saved = doc.disks[0]!.identity as unknown as Parameters<typeof checkDiskIdentity>[1];
     const fd = openSync(disk, 'r+');
     writeSync(fd, Buffer.from('changed'), 0, 7, 2 * MiB);

@@ -5,9 +5,9 @@ import { SnapshotError } from '../../src/snapshot/errors.js';
 import { findLeftovers, recoverSnapshotDir } from '../../src/snapshot/leftovers.js';
 import { readSnapshot } from '../../src/snapshot/reader.js';
 import { SimulatedCrash, WRITE_STEPS, writeSnapshot, type WriteStep } from '../../src/snapshot/writer.js';
-import { KNOWN_DEVICES, MiB, patternedRam, tempRoot, testInput } from './helpers.js';
+import { READ_OPTIONS, MiB, patternedRam, tempRoot, testInput } from './helpers.js';
 
-const opts = { knownDeviceTypes: KNOWN_DEVICES };
+const opts = READ_OPTIONS;
 const SIZE = 4 * MiB;
 const OLD_TIME = new Date('2026-01-01T00:00:00Z');
 const NEW_TIME = new Date('2026-02-02T00:00:00Z');

@@ -7,10 +7,12 @@ import { SnapshotError } from '../../src/snapshot/errors.js';
 import { documentChecksum } from '../../src/snapshot/format.js';
 import type { MemorySource, SnapshotInput } from '../../src/snapshot/writer.js';
 import type { VmConfig } from '../../src/vmm/config.js';
+import { SNAPSHOT_CONFIG } from '../../src/vmm/snapshot-config.js';
 
 export const PAGE = 4096;
 export const MiB = 1024 * 1024;
-export const KNOWN_DEVICES = ['serial', 'virtio-blk', 'i8042'];
+/** What readSnapshot needs besides the directory: the restoring VMM's device types and config codec. */
+export const READ_OPTIONS = { knownDeviceTypes: ['serial', 'virtio-blk', 'i8042'], configCodec: SNAPSHOT_CONFIG };
 
 export async function tempRoot(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'tsvmm-snapshot-test-'));
@@ -52,10 +54,11 @@ export function nonZeroPageBytes(ram: Uint8Array): number {
   return n;
 }
 
-export function testInput(memorySize: number, ram: Uint8Array[], extra: Partial<SnapshotInput> = {}): SnapshotInput {
+export function testInput(memorySize: number, ram: Uint8Array[], extra: Partial<SnapshotInput<VmConfig>> = {}): SnapshotInput<VmConfig> {
   const memory: MemorySource[] = ram.map((bytes, i) => ({ guestBase: i === 0 ? 0 : 4 * 1024 * MiB, size: bytes.length, bytes }));
   return {
     config: testConfig(memorySize),
+    configCodec: SNAPSHOT_CONFIG,
     vcpus: [{ regs: { rip: '0x100000' }, xsave: { base64: 'AAAA' } }, { regs: { rip: '0x0' } }],
     vm: { clock: { clock: '0x12345678abcdef' }, irqchip: [] },
     devices: { serial0: { type: 'serial', state: { ier: 0, lcr: 3 } }, disk0: { type: 'virtio-blk', state: { queues: [] } } },

@@ -5,9 +5,9 @@ import { fromJsonSafe } from '../../src/snapshot/json-codec.js';
 import { readSnapshot } from '../../src/snapshot/reader.js';
 import { writeSnapshot } from '../../src/snapshot/writer.js';
 import { SnapshotError } from '../../src/snapshot/errors.js';
-import { KNOWN_DEVICES, MiB, PAGE, editVmJson, expectSnapshotError, nonZeroPageBytes, patternedRam, tempRoot, testInput } from './helpers.js';
+import { READ_OPTIONS, MiB, PAGE, editVmJson, expectSnapshotError, nonZeroPageBytes, patternedRam, tempRoot, testInput } from './helpers.js';
 
-const opts = { knownDeviceTypes: KNOWN_DEVICES };
+const opts = READ_OPTIONS;
 const SIZE = 16 * MiB;
 let root: string;
 let counter = 0;

@@ -41,9 +41,6 @@ export const MMIO_VENDOR = 0x554d4551; // "QEMU", what Linux and Firecracker gue
 export const INTERRUPT_USED_BUFFER = 0x1;
 export const INTERRUPT_CONFIG_CHANGE = 0x2;
 
-/** Feature bits the transport and Virtqueue implement for every device. */
-const TRANSPORT_FEATURES = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_EVENT_IDX) | bit(VIRTIO_F_INDIRECT_DESC);
-
 export interface VirtioMmioState {
   status: number;
   deviceFeaturesSel: number;

@@ -7,9 +7,9 @@ import { isAbsolute } from 'node:path';
 import { ConfigError } from '../../errors.js';
 import type { VmmController } from '../controller.js';
 import { NoVmError } from '../errors.js';
-import type { DiskSnapshotRequest, SnapshotCreateRequest, SnapshotNameRequest } from '../checkpoints/service.js';
+import type { DiskSnapshotRequest, SnapshotCreateRequest, SnapshotNameRequest } from '../checkpoints/types.js';
 import type { BlockCommitRequest, BlockPullRequest, JobCancelRequest } from '../jobs/types.js';
-import type { Route } from './routes.js';
+import type { Route } from './route.js';
 
 type Json = Record<string, unknown>;
 

@@ -1,7 +1,9 @@
 import { request } from 'node:http';
 import { WebSocket } from 'ws';
+import type { ErrorCode } from '../../error-codes.js';
 import { TsvmmError } from '../../errors.js';
-import type { RestoreRequest, VmCounters, VmInfo, VmmEvent } from '../controller.js';
+import type { VmCounters, VmInfo, VmmEvent } from '../controller.js';
+import type { RestoreRequest } from '../requests.js';
 import { API_BASE } from './routes.js';
 
 /**
@@ -14,7 +16,8 @@ import { API_BASE } from './routes.js';
 export class ApiRequestError extends TsvmmError {
   readonly status: number;
   constructor(status: number, code: string, message: string) {
-    super(code, message, { status });
+    // The VMM's code, relayed as it sent it (the VMM throws only codes of the table).
+    super(code as ErrorCode, message, { status });
     this.status = status;
   }
 }

@@ -1,5 +1,5 @@
 import { ConflictError } from '../errors.js';
-import type { Concurrency } from './routes.js';
+import type { Concurrency } from './route.js';
 
 /**
  * Serialises state-changing requests for the one VM: at most one runs at a time. An `exclusive`

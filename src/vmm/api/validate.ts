@@ -1,7 +1,8 @@
-import { fileURLToPath } from 'node:url';
 import { ConfigError } from '../../errors.js';
+import { SnapshotError } from '../../snapshot/errors.js';
+import { snapshotUrlToPath } from '../../snapshot/url.js';
 import type { DiskConfig, SerialConfig, SerialMode, VmConfig } from '../config.js';
-import type { RestoreRequest, SnapshotRequest } from '../controller.js';
+import type { RestoreRequest, SnapshotRequest } from '../requests.js';
 
 /**
  * Hand-written, strict validation of API bodies (and of the same JSON given to the CLI). Every
@@ -43,10 +44,6 @@ function object(value: unknown, field: string, allowed: readonly string[]): Json
     }
   }
   return value as Json;
-}
-
-function join(parent: string, key: string): string {
-  return parent === '' ? key : `${parent}.${key}`;
 }
 
 function integer(value: unknown, field: string, min: number, max: number): number {
@@ -122,45 +119,44 @@ function parsePayload(o: Json): VmConfig['payload'] {
     ({ kernel, initramfs, cmdline } = p);
   }
   if (kernel === undefined) throw new ConfigError(`${kernelField}: required (path of the guest kernel)`, { field: kernelField });
-  const payload: VmConfig['payload'] = { kernel: path(kernel, kernelField) };
-  if (initramfs !== undefined) payload.initramfs = path(initramfs, initramfsField);
-  if (cmdline !== undefined) {
-    payload.cmdline = string(cmdline, cmdlineField);
-    if (payload.cmdline.includes('\0')) throw new ConfigError(`${cmdlineField}: must not contain NUL bytes`, { field: cmdlineField });
-  }
-  return payload;
+  const kernelPath = path(kernel, kernelField);
+  const initramfsPath = initramfs === undefined ? undefined : path(initramfs, initramfsField);
+  const args = cmdline === undefined ? undefined : string(cmdline, cmdlineField);
+  if (args?.includes('\0') === true) throw new ConfigError(`${cmdlineField}: must not contain NUL bytes`, { field: cmdlineField });
+  return {
+    kernel: kernelPath,
+    ...(initramfsPath === undefined ? {} : { initramfs: initramfsPath }),
+    ...(args === undefined ? {} : { cmdline: args }),
+  };
 }
 
-function parseDisk(value: unknown, index: number): DiskConfig {
+function parseDisk(value: unknown, index: number, rules: VmConfigRules): DiskConfig {
   const field = `disks[${index}]`;
   const o = object(value, field, ['path', 'readonly', 'id', 'serial', 'format']);
   if (o.path === undefined) throw new ConfigError(`${field}.path: required`, { field: `${field}.path` });
-  const disk: DiskConfig = {
-    path: path(o.path, `${field}.path`),
-    readonly: o.readonly === undefined ? false : boolean(o.readonly, `${field}.readonly`),
-    id: o.id === undefined ? `disk${index}` : string(o.id, `${field}.id`),
+  const diskPath = path(o.path, `${field}.path`);
+  const readonly = o.readonly === undefined ? false : boolean(o.readonly, `${field}.readonly`);
+  const id = o.id === undefined ? `disk${index}` : string(o.id, `${field}.id`);
+  if (rules.cliDiskIds === true ? id === '' : !/^[A-Za-z0-9_.-]{1,64}$/.test(id)) {
+    throw new ConfigError(`${field}.id: "${id}" must be 1-64 characters of A-Z a-z 0-9 _ . -`, { field: `${field}.id` });
+  }
+  const serial = o.serial === undefined ? undefined : string(o.serial, `${field}.serial`);
+  if (serial !== undefined && Buffer.byteLength(serial) > VIRTIO_BLK_ID_BYTES) {
+    throw new ConfigError(`${field}.serial: at most ${VIRTIO_BLK_ID_BYTES} bytes (virtio-blk ID limit)`, { field: `${field}.serial` });
+  }
+  const format = o.format === undefined ? undefined : string(o.format, `${field}.format`);
+  if (format !== undefined && !DISK_FORMATS.includes(format)) fail(`${field}.format`, `one of ${DISK_FORMATS.join(', ')}`, format);
+  return {
+    path: diskPath, readonly, id,
+    ...(serial === undefined ? {} : { serial }),
+    ...(format === undefined ? {} : { format }),
   };
-  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(disk.id)) {
-    throw new ConfigError(`${field}.id: "${disk.id}" must be 1-64 characters of A-Z a-z 0-9 _ . -`, { field: `${field}.id` });
-  }
-  if (o.serial !== undefined) {
-    disk.serial = string(o.serial, `${field}.serial`);
-    if (Buffer.byteLength(disk.serial) > VIRTIO_BLK_ID_BYTES) {
-      throw new ConfigError(`${field}.serial: at most ${VIRTIO_BLK_ID_BYTES} bytes (virtio-blk ID limit)`, { field: `${field}.serial` });
-    }
-  }
-  if (o.format !== undefined) {
-    const format = string(o.format, `${field}.format`);
-    if (!DISK_FORMATS.includes(format)) fail(`${field}.format`, `one of ${DISK_FORMATS.join(', ')}`, format);
-    disk.format = format;
-  }
-  return disk;
 }
 
-function parseDisks(value: unknown): DiskConfig[] {
+function parseDisks(value: unknown, rules: VmConfigRules): DiskConfig[] {
   if (value === undefined || value === null) return [];
   if (!Array.isArray(value)) fail('disks', 'an array', value);
-  const disks = value.map((d, i) => parseDisk(d, i));
+  const disks = value.map((d, i) => parseDisk(d, i, rules));
   const seen = new Set<string>();
   for (const d of disks) {
     if (seen.has(d.id)) throw new ConfigError(`disks: id "${d.id}" is used by more than one disk`, { field: 'disks' });
@@ -186,38 +182,42 @@ function parseSerial(value: unknown): SerialConfig {
   return { mode };
 }
 
+export interface VmConfigRules {
+  /**
+   * Accept any non-empty disk id, as `--disk id=` does, not only the API's 1-64 characters of
+   * A-Z a-z 0-9 _ . -: a snapshot stores the config of a VM the CLI may have made.
+   */
+  cliDiskIds?: boolean;
+}
+
 /**
  * A `vm.create` body (Cloud Hypervisor field names) → VmConfig with defaults filled in:
  * cpus 1/1, memory 512 MiB, no disks, serial Null. Throws ConfigError naming the bad field.
  */
-export function parseVmConfigJson(value: unknown): VmConfig {
+export function parseVmConfigJson(value: unknown, rules: VmConfigRules = {}): VmConfig {
   const o = object(value, '', ['cpus', 'memory', 'payload', 'kernel', 'initramfs', 'cmdline', 'disks', 'serial']);
   return {
     cpus: parseCpus(o.cpus),
     memory: parseMemory(o.memory),
     payload: parsePayload(o),
-    disks: parseDisks(o.disks),
+    disks: parseDisks(o.disks, rules),
     serial: parseSerial(o.serial),
   };
 }
 
-/** A `file://` URL naming an absolute local directory; other schemes are not supported. */
+/**
+ * A `file://` URL naming a local directory, returned as given. The snapshot layer's parser
+ * (snapshotUrlToPath) decides, so a body is refused here exactly when the snapshot or restore
+ * would refuse its URL; the refusal names the field, as every body error does.
+ */
 export function parseFileUrl(value: unknown, field: string): string {
   const s = string(value, field);
-  let url: URL;
   try {
-    url = new URL(s);
-  } catch {
-    throw new ConfigError(`${field}: "${s}" is not a URL; use file:///absolute/dir`, { field });
+    snapshotUrlToPath(s);
+  } catch (e) {
+    if (e instanceof SnapshotError) throw new ConfigError(`${field}: ${e.message}`, { field });
+    throw e;
   }
-  if (url.protocol !== 'file:') {
-    throw new ConfigError(`${field}: only file:// URLs are supported, got ${url.protocol}//`, { field });
-  }
-  if (url.host !== '' && url.host !== 'localhost') {
-    throw new ConfigError(`${field}: file URL host must be empty (file:///dir), got "${url.host}"`, { field });
-  }
-  const dir = fileURLToPath(url);
-  if (dir.includes('\0')) throw new ConfigError(`${field}: must not contain NUL bytes`, { field });
   return s;
 }
 

@@ -24,7 +24,7 @@ export const CLOSE_TRY_AGAIN_LATER = 1013;
  */
 export function writeRawError(socket: Duplex, err: unknown, extraHeaders: Record<string, string> = {}): void {
   const { status, body } = errorResponse(err);
-  const text = JSON.stringify(body);
+  const text = toJson(body);
   const headers = [
     `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Error'}`,
     'Content-Type: application/json',

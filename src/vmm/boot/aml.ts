@@ -10,8 +10,6 @@ const EXT_OP_PREFIX = 0x5b;
 const DEVICE_OP = 0x82;
 const ROOT_PREFIX = 0x5c;
 
-export type Aml = Uint8Array;
-
 export function concat(parts: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let o = 0;

@@ -152,6 +152,3 @@ export function layoutGuest(opts: LayoutOptions): GuestLayout {
     acpi,
   };
 }
-
-/** Alias kept for callers that think of it as "boot the guest". */
-export const bootGuest = layoutGuest;

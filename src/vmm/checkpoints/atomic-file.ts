@@ -1,6 +1,6 @@
 import { open, rename, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { syncDirectory } from '../../snapshot/leftovers.js';
+import { syncDirectory } from '../../util/fs.js';
 
 /**
  * Replaces `path` with `text` so that after a crash the file holds either the old or the new

@@ -13,7 +13,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
 import { CheckpointError, UnknownSnapshotError } from './errors.js';
-import type { FrozenDisk } from './system.js';
+import type { FrozenDisk } from './frozen.js';
 
 export const CATALOGUE_FILE = 'catalogue.json';
 const CATALOGUE_VERSION = 1;

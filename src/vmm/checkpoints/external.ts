@@ -7,12 +7,14 @@
 import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
-import { Qcow2Image } from '../../devices/block/qcow2/image.js';
-import { openImage, type ImageFormat } from '../../devices/block/qcow2/open.js';
+import { Qcow2Image } from '../../block/qcow2/image.js';
+import type { ImageFormat } from '../../block/backend.js';
+import { openImage } from '../../block/open.js';
 import { ConfigError } from '../../errors.js';
 import type { Disk } from '../disks.js';
 import { CheckpointError } from './errors.js';
-import { createOverlay, lockedHandle } from './overlay.js';
+import { createOverlay } from '../../block/chain/overlay.js';
+import { lockedHandle } from '../../block/chain/lock.js';
 
 /**
  * The frozen image must be durable before the guest's next flush can complete, so it is flushed
@@ -37,7 +39,7 @@ export interface DiskSnapshotResult {
 export async function snapshotDiskLive(disk: Disk, file: string): Promise<DiskSnapshotResult> {
   if (disk.config.readonly) throw new ConfigError(`disk "${disk.config.id}" is read-only: it never changes, so it needs no snapshot`);
   const overlay = resolve(file);
-  const frozen = resolve(disk.config.path);
+  const frozen = resolve(disk.path);
   const frozenFormat = disk.backend.format;
   await createOverlay(overlay, frozen, frozenFormat, disk.backend.size);
   // Work that does not depend on the disk's content happens while the guest still runs: most of

@@ -1,11 +1,12 @@
 /**
  * Disk snapshots and named checkpoints of the VMM's VM (virsh snapshot-create/list/revert/delete),
  * on top of live external snapshots (external.ts), system checkpoints (system.ts), the catalogue
- * (catalogue.ts) and layer merging (chain-edit.ts). The VMM serialises calls (one operation at a
+ * (catalogue.ts) and layer merging (block/chain/drop.ts). The VMM serialises calls (one operation at a
  * time) and gives access to its VM through `VmmHost`.
  */
 import { readdirSync, statSync } from 'node:fs';
-import { access, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
+import { exists } from '../../util/fs.js';
 import { basename, dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../../errors.js';
@@ -15,13 +16,19 @@ import type { Disk } from '../disks.js';
 import type { Vm, VmHooks } from '../vm.js';
 import { diskIdentity } from '../disk-identity.js';
 import { CATALOGUE_FILE, Catalogue, SNAPSHOT_NAME, type CatalogueEntry } from './catalogue.js';
-import { dropLayer, readBackingOf } from './chain-edit.js';
+import { dropLayer, readBackingOf } from '../../block/chain/drop.js';
+import { lockedHandle } from '../../block/chain/lock.js';
+import { layersOf, pathOf } from '../../block/chain/walk.js';
 import { CheckpointError } from './errors.js';
+import type { FrozenDisk } from './frozen.js';
+import type {
+  DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListItem, SnapshotListing, SnapshotListRequest, SnapshotNameRequest,
+} from './types.js';
 import { snapshotDiskLive, type DiskSnapshotResult } from './external.js';
-import { chainPaths, lockedHandle, stemOf } from './overlay.js';
+import { stemOf } from './names.js';
 import { snapshotUrlToPath } from '../../snapshot/index.js';
 import {
-  checkpointVm, frozenDiskOf, readCheckpointDisks, restoreCheckpoint, type CheckpointDisks, type CheckpointSummary, type FrozenDisk,
+  checkpointVm, defaultOverlayName, frozenDiskOf, readCheckpointDisks, restoreCheckpoint, type CheckpointDisks, type CheckpointSummary,
 } from './system.js';
 
 export interface VmmHost {
@@ -32,38 +39,6 @@ export interface VmmHost {
   /** Installs a restored (Paused) VM as the VMM's VM. */
   adoptVm(vm: Vm): void;
   hooksFor(config: VmConfig): VmHooks;
-}
-
-export interface DiskSnapshotRequest { disk: string; file: string }
-export interface SnapshotCreateRequest { name: string; disk_only?: boolean; description?: string; snapshot_dir?: string }
-export interface SnapshotNameRequest { name: string; snapshot_dir?: string }
-export interface SnapshotListRequest { snapshot_dir?: string }
-
-export interface SnapshotListItem {
-  name: string;
-  created: string;
-  kind: CatalogueEntry['kind'];
-  parent: string | null;
-  description: string;
-  vm_state: CatalogueEntry['vm_state'];
-  paused_ms: number;
-  current: boolean;
-  /** Bytes on disk: the memory state plus the frozen overlays this catalogue created. */
-  size_bytes: number;
-  disks: Array<{ id: string; path: string }>;
-}
-
-export interface SnapshotListing {
-  snapshot_dir: string;
-  current: string | null;
-  snapshots: SnapshotListItem[];
-}
-
-/** The result of the last operation, for the API (PUT routes answer 204 without a body). */
-export interface LastOperation {
-  operation: string;
-  finished: string;
-  result: Record<string, unknown>;
 }
 
 export class DiskSnapshotService {
@@ -103,7 +78,7 @@ export class DiskSnapshotService {
     const vm = this.requireVm();
     // The VM continues on `<disk stem>.<checkpoint folder name>.qcow2` next to each disk.
     const tag = basename(snapshotUrlToPath(url));
-    return checkpointVm(vm, url, (_id, current) => join(dirname(current), `${stemOf(current)}.${tag}.qcow2`));
+    return checkpointVm(vm, url, defaultOverlayName(tag));
   }
 
   // ---- the catalogue -----------------------------------------------------------------------
@@ -121,8 +96,8 @@ export class DiskSnapshotService {
     const vm = this.host.vm();
     const first = vm?.platform.disks[0];
     if (first !== undefined) {
-      const root = chainPaths(first.backend).at(-1)!;
-      return join(dirname(resolve(first.config.path)), `${stemOf(root)}.snapshots`);
+      const root = pathOf(layersOf(first.backend).at(-1)!);
+      return join(dirname(resolve(first.path)), `${stemOf(root)}.snapshots`);
     }
     throw new ConfigError('no snapshot dir: the VM has no disk to put it next to; give snapshot_dir');
   }
@@ -138,8 +113,8 @@ export class DiskSnapshotService {
     if (vm.state !== 'Running' && vm.state !== 'Paused') throw new InvalidStateError(`cannot snapshot a VM that is ${vm.state}`);
     const cat = await this.catalogue(req.snapshot_dir);
     if (cat.has(req.name)) throw new ConflictError(`a snapshot named "${req.name}" already exists in ${cat.dir}; delete it or choose another name`);
-    const root = (d: Disk): string => stemOf(chainPaths(d.backend).at(-1)!);
-    const overlayFor = (d: Disk): string => join(dirname(resolve(d.config.path)), `${root(d)}.${req.name}.qcow2`);
+    const root = (d: Disk): string => stemOf(pathOf(layersOf(d.backend).at(-1)!));
+    const overlayFor = (d: Disk): string => join(dirname(resolve(d.path)), `${root(d)}.${req.name}.qcow2`);
     const vmState = vm.state;
     let frozen: FrozenDisk[];
     let pausedMs: number;
@@ -222,7 +197,7 @@ export class DiskSnapshotService {
     }
     const start = performance.now();
     const old = this.host.vm();
-    const abandoned = old === undefined || old.state === 'Shutdown' ? [] : old.platform.disks.filter((d) => !d.config.readonly).map((d) => resolve(d.config.path));
+    const abandoned = old === undefined || old.state === 'Shutdown' ? [] : old.platform.disks.filter((d) => !d.config.readonly).map((d) => resolve(d.path));
     const diskPaths: Record<string, string> = {};
     const writable = entry.disks.filter((d) => d.readonly !== true);
     for (const d of writable) diskPaths[d.id] = await freeName((n) => join(dirname(d.path), `${stemOf(d.path).split('.')[0]}.${entry.name}-r${n}.qcow2`));
@@ -299,7 +274,7 @@ export class DiskSnapshotService {
     if (children.length !== 1) return null;
     const child = children[0]!;
     const vm = this.host.vm();
-    const disk = vm?.state === 'Shutdown' ? undefined : vm?.platform.disks.find((d) => chainPaths(d.backend).includes(f.path));
+    const disk = vm?.state === 'Shutdown' ? undefined : vm?.platform.disks.find((d) => layersOf(d.backend).map(pathOf).includes(f.path));
     // Our own read lock goes first; a write lock then proves no other process (a clone) reads it.
     await disk?.releaseBackingLock(f.path);
     let guard;
@@ -356,7 +331,7 @@ export class DiskSnapshotService {
 async function freeName(nameFor: (n: number) => string): Promise<string> {
   for (let n = 1; ; n++) {
     const p = nameFor(n);
-    if (!(await access(p).then(() => true, () => false))) return p;
+    if (!(await exists(p))) return p;
   }
 }
 

@@ -8,35 +8,29 @@
  * Restoring a checkpoint never writes the frozen images: each restore creates its own new
  * overlay over them first (a clone per restore), then restores memory over the overlays.
  */
-import { access, readFile, rename, rm } from 'node:fs/promises';
+import { readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { snapshotUrlToPath } from '../../snapshot/index.js';
 import { ConfigError } from '../../errors.js';
-import type { VmConfig } from '../config.js';
-import type { RestoreRequest } from '../controller.js';
-import { checkDiskIdentity, diskIdentity, type DiskIdentity } from '../disk-identity.js';
+import type { DiskConfig, VmConfig } from '../config.js';
+import type { RestoreRequest } from '../requests.js';
+import { checkDiskIdentity, diskIdentity } from '../disk-identity.js';
+import type { FrozenDisk } from './frozen.js';
 import { restoreVm, snapshotVm, type SnapshotSummary } from '../persist.js';
 import type { Vm, VmHooks } from '../vm.js';
 import { writeFileAtomic } from './atomic-file.js';
-import { syncDirectory } from '../../snapshot/leftovers.js';
+import { exists, syncDirectory } from '../../util/fs.js';
+import { InvalidStateError } from '../errors.js';
 import { CheckpointError } from './errors.js';
 import { snapshotDiskLive, type DiskSnapshotResult } from './external.js';
-import { createOverlay, lockedHandle, stemOf } from './overlay.js';
+import { createOverlay } from '../../block/chain/overlay.js';
+import { lockedHandle } from '../../block/chain/lock.js';
+import { stemOf } from './names.js';
 
 export const CHECKPOINT_DISKS_FILE = 'disks.json';
 const CHECKPOINT_VERSION = 1;
 
-export interface FrozenDisk {
-  id: string;
-  /** The read-only image holding the disk as it was at the checkpoint. */
-  path: string;
-  format: string;
-  size: number;
-  identity: DiskIdentity;
-  /** A read-only disk: recorded so a restore checks it is unchanged, but it gets no overlay. */
-  readonly?: true;
-}
 
 export interface CheckpointDisks {
   version: number;
@@ -53,27 +47,31 @@ export interface CheckpointSummary extends SnapshotSummary {
 /** Where the running VM continues after the checkpoint, per disk: default next to the disk. */
 export type OverlayNamer = (diskId: string, currentPath: string) => string;
 
+/** Each disk's overlay next to its current image, named after it and the checkpoint's tag. */
 export function defaultOverlayName(tag: string): OverlayNamer {
   return (_id, current) => join(dirname(current), `${stemOf(current)}.${tag}.qcow2`);
 }
 
+function withoutFormat({ format: _probed, ...disk }: DiskConfig): DiskConfig {
+  return disk;
+}
+
 /** Writes a checkpoint of a paused VM to `url`; its writable disks continue on new overlays. */
 export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer): Promise<CheckpointSummary> {
-  if (vm.state !== 'Paused') throw new CheckpointError(`the VM must be paused for a checkpoint (it is ${vm.state})`);
+  if (vm.state !== 'Paused') throw new InvalidStateError(`the VM must be paused for a checkpoint (it is ${vm.state})`);
   const dir = snapshotUrlToPath(url);
   if (await exists(dir)) throw new ConfigError(`${dir} already exists: a checkpoint is never written over another; choose a new destination`);
   const staging = `${dir}.ckpt-${process.pid}`;
   await rm(staging, { recursive: true, force: true });
   const writable = vm.platform.disks.filter((d) => !d.config.readonly);
   // The overlays are qcow2 whatever the disks are now: a restore must probe, not trust `raw`.
-  const formats = new Map(writable.map((d) => [d, d.config.format]));
-  for (const d of writable) delete d.config.format;
+  const current = vm.config;
+  const config = { ...current, disks: current.disks.map((d) => (d.readonly ? d : withoutFormat(d))) };
   let summary: SnapshotSummary;
   const start = performance.now();
   try {
-    summary = await snapshotVm(vm, pathToFileURL(staging).href);
+    summary = await snapshotVm(vm, pathToFileURL(staging).href, config);
   } catch (e) {
-    for (const [d, f] of formats) if (f !== undefined) d.config.format = f;
     await rm(staging, { recursive: true, force: true });
     throw e;
   }
@@ -83,12 +81,12 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
   let disksMs = 0;
   try {
     for (const d of writable) {
-      const r = await snapshotDiskLive(d, overlayFor(d.config.id, resolve(d.config.path)));
+      const r = await snapshotDiskLive(d, overlayFor(d.config.id, resolve(d.path)));
       switched.push(r);
       frozen.push(await frozenDiskOf(r, d.backend.size));
     }
     for (const d of vm.platform.disks.filter((x) => x.config.readonly)) {
-      const path = resolve(d.config.path);
+      const path = resolve(d.path);
       frozen.push({ id: d.config.id, path, format: d.backend.format, size: d.backend.size, identity: await diskIdentity(path), readonly: true });
     }
     disksMs = performance.now() - start - memoryMs;
@@ -98,7 +96,6 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
     await syncDirectory(dirname(dir));
   } catch (e) {
     // Disks already switched stay on their overlays: the guest lost nothing, only the checkpoint failed.
-    for (const [d, f] of formats) if (f !== undefined && !switched.some((s) => s.disk === d.config.id)) d.config.format = f;
     await rm(staging, { recursive: true, force: true });
     throw e;
   }
@@ -108,10 +105,6 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
 /** The record of an image a snapshot just froze (identity taken once it can no longer change). */
 export async function frozenDiskOf(r: DiskSnapshotResult, size: number): Promise<FrozenDisk> {
   return { id: r.disk, path: r.frozen, format: r.frozen_format, size, identity: await diskIdentity(r.frozen) };
-}
-
-async function exists(path: string): Promise<boolean> {
-  return access(path).then(() => true, () => false);
 }
 
 /** The frozen-disk list of a checkpoint directory, or null for a plain memory snapshot. */

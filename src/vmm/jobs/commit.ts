@@ -13,14 +13,15 @@
  * is rewritten to name `base` as its backing file, and the live chain drops top..base-exclusive.
  */
 import type { FileHandle } from 'node:fs/promises';
-import type { BlockBackend } from '../../devices/block/backend.js';
-import { Qcow2Image } from '../../devices/block/qcow2/image.js';
-import { openImage, type ImageFormat } from '../../devices/block/qcow2/open.js';
-import { RawBackend } from '../../devices/block/raw.js';
-import { chainStatus, layersOf } from '../../img/chain.js';
+import type { BlockBackend } from '../../block/backend.js';
+import { Qcow2Image } from '../../block/qcow2/image.js';
+import type { ImageFormat } from '../../block/backend.js';
+import { openImage } from '../../block/open.js';
+import { RawBackend } from '../../block/raw.js';
 import type { Disk } from '../disks.js';
-import { lockedHandle } from '../checkpoints/overlay.js';
-import { pathOf, swapBacking, writeBackingName, MERGE_CHUNK } from '../checkpoints/merge.js';
+import { lockedHandle } from '../../block/chain/lock.js';
+import { MERGE_CHUNK, swapBacking, writeBackingName } from '../../block/chain/merge.js';
+import { chainStatus, layersOf, pathOf } from '../../block/chain/walk.js';
 import { DirtyTracker } from './dirty-tracker.js';
 import type { BlockJob } from './job.js';
 
@@ -136,7 +137,7 @@ async function intermediateCommit(job: BlockJob, plan: CommitPlan): Promise<void
   const { disk, top, base, parent } = plan;
   const basePath = pathOf(base);
   const dropped = layersOf(top).slice(0, plan.baseDepth).map(pathOf);
-  const below = base instanceof Qcow2Image ? base.backing : null;
+  const below = base.backing;
   const baseW = await openBaseWritable(base);
   let baseClosed = false;
   try {

@@ -4,7 +4,7 @@
  * they were copied are copied again; marks are made when a write completes, after which any
  * copy that read the older data is superseded by the re-copy.
  */
-import type { BlockBackend } from '../../devices/block/backend.js';
+import type { BlockBackend, ImageFormat, LayerStatus } from '../../block/backend.js';
 
 export class DirtyTracker implements BlockBackend {
   private readonly dirty = new Set<number>();
@@ -13,8 +13,9 @@ export class DirtyTracker implements BlockBackend {
 
   get size(): number { return this.inner.size; }
   get readOnly(): boolean { return this.inner.readOnly; }
-  get format(): string { return this.inner.format; }
-  get path(): string | undefined { return (this.inner as { path?: string }).path; }
+  get format(): ImageFormat { return this.inner.format; }
+  get path(): string { return this.inner.path; }
+  get backing(): BlockBackend | null { return this.inner.backing; }
 
   /** Clusters changed since the last `take()`, in ascending order; the set starts empty again. */
   take(): number[] {
@@ -31,6 +32,10 @@ export class DirtyTracker implements BlockBackend {
     if (length <= 0) return;
     const last = Math.floor((offset + length - 1) / this.clusterSize);
     for (let c = Math.floor(offset / this.clusterSize); c <= last; c++) this.dirty.add(c);
+  }
+
+  blockStatus(offset: number, maxLength: number): Promise<LayerStatus> {
+    return this.inner.blockStatus(offset, maxLength);
   }
 
   read(offset: number, into: Uint8Array): Promise<void> {

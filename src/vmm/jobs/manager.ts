@@ -5,16 +5,15 @@
  * cancellation. One job per disk at a time; snapshot operations wait for jobs to end.
  */
 import { resolve } from 'node:path';
-import type { BlockBackend } from '../../devices/block/backend.js';
-import { Qcow2Image } from '../../devices/block/qcow2/image.js';
+import type { BlockBackend } from '../../block/backend.js';
+import { Qcow2Image } from '../../block/qcow2/image.js';
 import { ConfigError } from '../../errors.js';
-import { layersOf } from '../../img/chain.js';
 import { log } from '../../util/log.js';
 import type { Disk } from '../disks.js';
 import { ConflictError, InvalidStateError, NoVmError } from '../errors.js';
 import type { Vm } from '../vm.js';
-import { lockedHandle } from '../checkpoints/overlay.js';
-import { pathOf } from '../checkpoints/merge.js';
+import { lockedHandle } from '../../block/chain/lock.js';
+import { layersOf, pathOf } from '../../block/chain/walk.js';
 import { runCommit } from './commit.js';
 import { BlockJob, JobCancelled } from './job.js';
 import { runPull } from './pull.js';

@@ -4,11 +4,11 @@
  * layers in between from the live chain. Copy-up happens cluster by cluster under the image's
  * lock (merge.ts copyUp), so guest writes are never overwritten by older backing data.
  */
-import type { BlockBackend } from '../../devices/block/backend.js';
-import type { Qcow2Image } from '../../devices/block/qcow2/image.js';
-import { layersOf } from '../../img/chain.js';
+import type { BlockBackend } from '../../block/backend.js';
+import type { Qcow2Image } from '../../block/qcow2/image.js';
 import type { Disk } from '../disks.js';
-import { copyUp, pathOf, swapBacking, writeBackingName } from '../checkpoints/merge.js';
+import { copyUp, swapBacking, writeBackingName } from '../../block/chain/merge.js';
+import { layersOf, pathOf } from '../../block/chain/walk.js';
 import { JobCancelled, type BlockJob } from './job.js';
 
 export interface PullPlan {

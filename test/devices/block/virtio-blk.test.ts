@@ -3,13 +3,14 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { anonymousGuestMemory, type GuestMemory } from '../../../src/memory/guest-memory.js';
-import { RawBackend } from '../../../src/devices/block/raw.js';
-import type { BlockBackend } from '../../../src/devices/block/backend.js';
+import { RawBackend } from '../../../src/block/raw.js';
+import type { BlockBackend, ImageFormat } from '../../../src/block/backend.js';
+import { VirtioBlk } from '../../../src/devices/block/virtio-blk/device.js';
 import {
-  VirtioBlk, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_F_SEG_MAX,
+  VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO, VIRTIO_BLK_F_WRITE_ZEROES, VIRTIO_BLK_F_SEG_MAX,
   VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
   VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_ID_BLOCK,
-} from '../../../src/devices/block/virtio-blk.js';
+} from '../../../src/devices/block/virtio-blk/spec.js';
 import { VirtioMmioTransport, MMIO_DEVICE_ID, MMIO_CONFIG, MMIO_STATUS } from '../../../src/devices/virtio/mmio.js';
 import { STATUS_DEVICE_NEEDS_RESET, STATUS_FEATURES_OK, VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, bit } from '../../../src/devices/virtio/device.js';
 import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../../src/devices/virtio/chain.js';
@@ -358,9 +359,12 @@ describe('virtio-blk broken queues set DEVICE_NEEDS_RESET and recover after rese
 class GatedBackend implements BlockBackend {
   readonly gates: Array<() => void> = [];
   constructor(private readonly inner: BlockBackend) {}
+  get path() { return this.inner.path; }
   get size() { return this.inner.size; }
   get readOnly() { return this.inner.readOnly; }
-  get format() { return this.inner.format; }
+  get format(): ImageFormat { return this.inner.format; }
+  get backing() { return this.inner.backing; }
+  blockStatus(o: number, l: number) { return this.inner.blockStatus(o, l); }
   async read(offset: number, into: Uint8Array): Promise<void> {
     await new Promise<void>((r) => this.gates.push(r));
     return this.inner.read(offset, into);
@@ -464,9 +468,12 @@ class RecordingBackend implements BlockBackend {
   readonly calls: Array<{ op: 'write' | 'writev'; offset: number; lengths: number[] }> = [];
   failWritev = false;
   constructor(private readonly inner: RawBackend) {}
+  get path() { return this.inner.path; }
   get size() { return this.inner.size; }
   get readOnly() { return this.inner.readOnly; }
-  get format() { return this.inner.format; }
+  get format(): ImageFormat { return this.inner.format; }
+  get backing() { return this.inner.backing; }
+  blockStatus(o: number, l: number) { return this.inner.blockStatus(o, l); }
   read(o: number, into: Uint8Array) { return this.inner.read(o, into); }
   write(o: number, d: Uint8Array) {
     this.calls.push({ op: 'write', offset: o, lengths: [d.byteLength] });

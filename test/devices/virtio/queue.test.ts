@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { anonymousGuestMemory } from '../../../src/memory/guest-memory.js';
 import { Virtqueue, VIRTQ_AVAIL_F_NO_INTERRUPT } from '../../../src/devices/virtio/queue.js';
-import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE } from '../../../src/devices/virtio/chain.js';
+import { VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT } from '../../../src/devices/virtio/chain.js';
 import { DeviceStateError, VirtqueueError } from '../../../src/devices/errors.js';
 import { MockQueue } from './mock-driver.js';
 

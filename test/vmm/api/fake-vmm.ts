@@ -2,13 +2,12 @@ import { TsvmmError } from '../../../src/errors.js';
 import type { VmConfig, VmState } from '../../../src/vmm/config.js';
 import type {
   ConsoleAttachment,
-  RestoreRequest,
-  SnapshotRequest,
   VmCounters,
   VmInfo,
   VmmController,
   VmmEvent,
 } from '../../../src/vmm/controller.js';
+import type { RestoreRequest, SnapshotRequest } from '../../../src/vmm/requests.js';
 import { ConflictError, InvalidStateError, NoVmError } from '../../../src/vmm/errors.js';
 
 /**

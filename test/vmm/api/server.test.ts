@@ -171,7 +171,7 @@ describe('errors', () => {
       ['vm.create', JSON.stringify({ ...TINY_CONFIG, balloon: {} }), /unknown field "balloon"/],
       ['vm.create', JSON.stringify({ ...TINY_CONFIG, cpus: { boot_vcpus: '2' } }), /cpus.boot_vcpus: expected an integer, got string "2"/],
       ['vm.create', JSON.stringify({ ...TINY_CONFIG, disks: [{ path: '/a', readonly: 'yes' }] }), /disks\[0\].readonly: expected a boolean/],
-      ['vm.snapshot', '{"destination_url":"http://x/y"}', /only file:\/\/ URLs/],
+      ['vm.snapshot', '{"destination_url":"http://x/y"}', /scheme "http" is not supported/],
       ['vm.snapshot', '{"destination":"file:///x"}', /unknown field "destination"/],
       ['vm.restore', '{"source_url":"file:///x","prefault":"on"}', /prefault: expected a boolean/],
       ['vm.pause', '{"now":true}', /vm.pause takes no request body/],

@@ -82,9 +82,9 @@ describe('snapshot and restore bodies', () => {
 
   test.each([
     [() => parseSnapshotRequest({}), /destination_url: required/],
-    [() => parseSnapshotRequest({ destination_url: '/var/snap' }), /is not a URL; use file:\/\/\/absolute\/dir/],
-    [() => parseSnapshotRequest({ destination_url: 'https://x/y' }), /only file:\/\/ URLs are supported, got https:/],
-    [() => parseSnapshotRequest({ destination_url: 'file://host/x' }), /file URL host must be empty/],
+    [() => parseSnapshotRequest({ destination_url: '/var/snap' }), /is not a URL; use file:\/\/\/absolute\/path\/to\/snapshot-dir/],
+    [() => parseSnapshotRequest({ destination_url: 'https://x/y' }), /scheme "https" is not supported/],
+    [() => parseSnapshotRequest({ destination_url: 'file://host/x' }), /names host "host"/],
     [() => parseRestoreRequest({ source_url: 'file:///s', prefault: 1 }), /prefault: expected a boolean/],
     [() => parseRestoreRequest({ source_url: 'file:///s', memory_restore_mode: 'x' }), /unknown field "memory_restore_mode"/],
   ])('rejects bad bodies (%#)', (f, message) => {

@@ -7,14 +7,14 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Qcow2Image } from '../../../src/devices/block/qcow2/image.js';
-import { openImage } from '../../../src/devices/block/qcow2/open.js';
+import { Qcow2Image } from '../../../src/block/qcow2/image.js';
+import { openImage } from '../../../src/block/open.js';
 import { openDisks, type Disk } from '../../../src/vmm/disks.js';
-import { dropLayer, readBackingOf } from '../../../src/vmm/checkpoints/chain-edit.js';
-import { copyUp } from '../../../src/vmm/checkpoints/merge.js';
-import { backingNameFor, createOverlay } from '../../../src/vmm/checkpoints/overlay.js';
+import { dropLayer, readBackingOf } from '../../../src/block/chain/drop.js';
+import { backingNameFor, copyUp } from '../../../src/block/chain/merge.js';
+import { createOverlay } from '../../../src/block/chain/overlay.js';
 import { snapshotDiskLive } from '../../../src/vmm/checkpoints/external.js';
-import { pattern, prng, qemuCheck, qemuContent, qemuImg, tempDir } from '../../devices/block/qcow2/helpers.js';
+import { pattern, prng, qemuCheck, qemuContent, qemuImg, tempDir } from '../../block/qcow2/helpers.js';
 
 const MiB = 1024 * 1024;
 let t: ReturnType<typeof tempDir>;
@@ -61,7 +61,7 @@ describe('snapshotDiskLive', () => {
     const r = await snapshotDiskLive(disk, join(t.dir, 'vm.s1.qcow2'));
     expect(r.frozen).toBe(base);
     expect(r.io_pause_ms).toBeGreaterThanOrEqual(0);
-    expect(disk.config.path).toBe(join(t.dir, 'vm.s1.qcow2'));
+    expect(disk.path).toBe(join(t.dir, 'vm.s1.qcow2'));
     expect(disk.backend.format).toBe('qcow2');
     await disk.backend.write(MiB, pattern(MiB, 3)); // after: only in the overlay
     await disk.backend.flush();
@@ -82,7 +82,7 @@ describe('snapshotDiskLive', () => {
     writeFileSync(base, pattern(MiB, 1));
     const disk = await diskOn(base);
     await expect(snapshotDiskLive(disk, join(t.dir, 'missing-dir', 'x.qcow2'))).rejects.toThrow(/folder does not exist/);
-    expect(disk.config.path).toBe(base);
+    expect(disk.path).toBe(base);
     await disk.backend.write(0, pattern(512, 9));
   });
 

@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { diskIdentity } from '../../../src/vmm/disk-identity.js';
 import { CHECKPOINT_DISKS_FILE, readCheckpointDisks, restoreCheckpoint, type CheckpointDisks } from '../../../src/vmm/checkpoints/system.js';
-import { pattern, tempDir } from '../../devices/block/qcow2/helpers.js';
+import { pattern, tempDir } from '../../block/qcow2/helpers.js';
 
 let t: ReturnType<typeof tempDir>;
 beforeEach(() => { t = tempDir(); });

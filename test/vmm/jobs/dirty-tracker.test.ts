@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { BlockBackend } from '../../../src/devices/block/backend.js';
+import type { BlockBackend } from '../../../src/block/backend.js';
 import { DirtyTracker } from '../../../src/vmm/jobs/dirty-tracker.js';
 
 /** A backend whose writes complete only when the test says so. */
@@ -7,7 +7,8 @@ function gated(): { backend: BlockBackend; release: () => void } {
   let open: () => void = () => {};
   const gate = new Promise<void>((r) => { open = r; });
   const backend: BlockBackend = {
-    size: 1 << 20, readOnly: false, format: 'qcow2',
+    path: '/fake/gated.qcow2', size: 1 << 20, readOnly: false, format: 'qcow2', backing: null,
+    blockStatus: async (_o, length) => ({ length, kind: 'data' }),
     read: async () => {}, write: () => gate, flush: async () => {}, discard: () => gate, writeZeroes: () => gate, close: async () => {},
   };
   return { backend, release: () => open() };
@@ -30,13 +31,14 @@ describe('DirtyTracker', () => {
 
   it('marks a failed write too (part of it may have landed)', async () => {
     const failing: BlockBackend = {
-      size: 1 << 20, readOnly: false, format: 'raw',
+      path: '/fake/failing.img', size: 1 << 20, readOnly: false, format: 'raw', backing: null,
+      blockStatus: async (_o, length) => ({ length, kind: 'data' }),
       read: async () => {}, write: async () => { throw new Error('EIO'); }, flush: async () => {},
       discard: async () => {}, writeZeroes: async () => {}, close: async () => {},
     };
     const t = new DirtyTracker(failing, 4096);
     await expect(t.write(8192, new Uint8Array(512))).rejects.toThrow('EIO');
     expect(t.take()).toEqual([2]);
-    expect(t.path).toBeUndefined();
+    expect(t.path).toBe('/fake/failing.img'); // the inner backend's, passed through
   });
 });

@@ -10,9 +10,9 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openDisks, type Disk } from '../../../src/vmm/disks.js';
 import type { Vm } from '../../../src/vmm/vm.js';
 import { BlockJobManager } from '../../../src/vmm/jobs/manager.js';
-import { readBackingOf } from '../../../src/vmm/checkpoints/chain-edit.js';
-import { createOverlay } from '../../../src/vmm/checkpoints/overlay.js';
-import { pattern, prng, qemuCheck, qemuContent, qemuImg, tempDir } from '../../devices/block/qcow2/helpers.js';
+import { readBackingOf } from '../../../src/block/chain/drop.js';
+import { createOverlay } from '../../../src/block/chain/overlay.js';
+import { pattern, prng, qemuCheck, qemuContent, qemuImg, tempDir } from '../../block/qcow2/helpers.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 8 * MiB;
@@ -118,7 +118,7 @@ describe('block-commit', () => {
     const info = s.manager.list()[0]!;
     expect(info.state).toBe('completed');
     expect(info.pivot_pause_ms).toBeGreaterThanOrEqual(0);
-    expect(disk!.config.path).toBe(s.base);
+    expect(disk!.path).toBe(s.base);
     expect((await liveContent()).equals(s.model)).toBe(true);
     await disk!.close();
     disk = undefined;
@@ -149,7 +149,7 @@ describe('block-commit', () => {
     await s.manager.cancel(job.id);
     expect(s.manager.list()[0]!.state).toBe('cancelled');
     expect(s.events).toContain('block-job-cancelled');
-    expect(disk!.config.path).toBe(s.top);
+    expect(disk!.path).toBe(s.top);
     await writeWhile(s.model, () => false, 6);
     expect((await liveContent()).equals(s.model)).toBe(true);
   });

@@ -1,0 +1,32 @@
+import type { VmmController } from '../controller.js';
+
+/** How a state-changing request behaves when another one is still running (see op-queue.ts). */
+export type Concurrency = 'exclusive' | 'queued';
+
+export interface JsonRoute {
+  kind: 'json';
+  method: 'GET';
+  name: string;
+  /** Reads state; runs immediately, never queued. Returns the 200 body. */
+  read: (c: VmmController) => unknown;
+}
+
+export interface ActionRoute {
+  kind: 'action';
+  method: 'PUT';
+  name: string;
+  /** Parses (validates) the JSON body; absent when the route takes no body. */
+  parseBody?: (value: unknown) => unknown;
+  concurrency: Concurrency;
+  /** Send the 204 before running (vmm.shutdown: the process ends while running it). */
+  respondFirst?: boolean;
+  run: (c: VmmController, body: unknown) => Promise<void>;
+}
+
+export interface WebSocketRoute {
+  kind: 'websocket';
+  method: 'GET';
+  name: string;
+}
+
+export type Route = JsonRoute | ActionRoute | WebSocketRoute;
