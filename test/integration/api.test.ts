@@ -95,6 +95,8 @@ describe('control plane against the real VMM', { timeout: deadline(180_000) }, (
       expect(snap.status, snap.body).toBe(204);
       expect(existsSync(join(dir, 'vm.json'))).toBe(true);
       snapshotDir = dir;
+      // The guest is paused, but what it printed just before may still be on its way to the tap.
+      await sleep(deadline(250));
       snapshotLastTick = tap.lastTick()!;
 
       const beforeResume = tap.lines.length;
@@ -155,6 +157,7 @@ describe('control plane against the real VMM', { timeout: deadline(180_000) }, (
       const dir = join(scratch, 'snap-remote');
       expect((await v.remote(['snapshot', fileUrl(dir)])).code).toBe(0);
       expect(existsSync(join(dir, 'vm.json'))).toBe(true);
+      await sleep(deadline(250)); // let what the guest printed before the pause reach the tap
       const last = tap.lastTick()!;
       const beforeResume = tap.lines.length;
       expect((await v.remote(['resume'])).code).toBe(0);
