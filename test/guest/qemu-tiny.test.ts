@@ -4,7 +4,7 @@
  * QEMU is the oracle here: these tests pin down the guest before tsvmm exists to boot it.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
@@ -101,12 +101,26 @@ async function monitor(socket: string, commands: string[], doneWhen?: RegExp): P
     conn.write(`${c}\n`);
     await sleep(100);
   }
-  for (let i = 0; doneWhen && !doneWhen.test(text) && i < 100; i++) {
+  for (let i = 0; doneWhen && !doneWhen.test(text) && i < deadline(100); i++) {
     conn.write('info migrate\n');
     await sleep(100);
   }
   conn.end();
   return text;
+}
+
+/**
+ * Waits until a QEMU started with -incoming has loaded the migrated state (`info status` no longer
+ * says inmigrate): a `cont` sent before that is lost when the source was stopped.
+ */
+async function incomingLoaded(socket: string): Promise<void> {
+  const giveUpAt = Date.now() + deadline(10_000);
+  for (;;) {
+    const text = existsSync(socket) ? await monitor(socket, ['info status']).catch(() => '') : '';
+    if (/VM status: /.test(text) && !/inmigrate/.test(text)) return;
+    if (Date.now() > giveUpAt) throw new Error(`QEMU at ${socket} did not finish loading the incoming migration`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
 }
 
 /** The disk pattern tiny writes: the 8-byte LE word at byte offset o is o ^ 0x594e495400000000. */
@@ -198,7 +212,7 @@ describe('tiny guest kernel under QEMU microvm', () => {
       smp: 2, append, extra: ['-incoming', `exec:cat ${state}`, '-monitor', `unix:${dst},server,nowait`],
       until: /tick \d+ ap=\d+\n[^]*tick \d+ ap=\d+\n[^]*tick \d+ ap=\d+\n/,
     });
-    await new Promise((r) => setTimeout(r, 500));
+    await incomingLoaded(dst);
     await monitor(dst, ['cont']);
     const r2 = await after;
     // The guest may have been stopped mid-line: the two outputs joined must read as one run.
