@@ -27,7 +27,8 @@ export const ACPI_SLEEP_CONTROL_PORT = 0x3c0;
 export const ACPI_SLEEP_STATUS_PORT = 0x3c1;
 /**
  * ACPI reset register (FADT RESET_REG, system I/O): writing ACPI_RESET_VALUE resets the VM. Linux
- * reboots through it first; a hardware-reduced platform has no other reset it must honour.
+ * uses it with `reboot=acpi`; by default, on a hardware-reduced platform without EFI, it reboots
+ * through the real-mode reset vector instead (vmm/boot/reset-vector.ts).
  */
 export const ACPI_RESET_PORT = 0x3c2;
 export const ACPI_RESET_VALUE = 1;

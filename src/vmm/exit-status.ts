@@ -6,7 +6,7 @@
 export type VmEnd =
   | { kind: 'poweroff'; status: number }
   | { kind: 'reset' }
-  | { kind: 'triple_fault' }
+  | { kind: 'triple_fault'; vcpu: number; where: string }
   | { kind: 'vcpu_error'; vcpu: number; message: string }
   | { kind: 'signal'; signal: 'SIGINT' | 'SIGTERM' }
   | { kind: 'requested' };
@@ -43,7 +43,7 @@ export function describeEnd(end: VmEnd): string {
   switch (end.kind) {
     case 'poweroff': return `guest powered off with status ${end.status & 0xff}`;
     case 'reset': return 'guest requested a reset';
-    case 'triple_fault': return 'guest triple-faulted (KVM_EXIT_SHUTDOWN)';
+    case 'triple_fault': return `guest triple-faulted (KVM_EXIT_SHUTDOWN) on vCPU ${end.vcpu} at ${end.where}`;
     case 'vcpu_error': return `vCPU ${end.vcpu} stopped: ${end.message}`;
     case 'signal': return `received ${end.signal}`;
     case 'requested': return 'shutdown requested';

@@ -68,7 +68,7 @@ export function counterIndex(name: ExitCounter): number {
 /** Why a worker's run loop ended. */
 export type StopReason =
   | { kind: 'kicked' }
-  | { kind: 'shutdown' }
+  | { kind: 'shutdown'; where: string }
   | { kind: 'system_event'; type: number }
   | { kind: 'internal_error'; suberror: number; message: string }
   | { kind: 'fail_entry'; reason: string }

@@ -46,12 +46,20 @@ function exchange(mb: Mailbox, kind: AccessKind, addr: number, size: number, cou
 /** KVM_INTERNAL_ERROR_* names (suberror 1, emulation failure, is the one PVM hosts produce). */
 const INTERNAL_ERRORS: Record<number, string> = { 1: 'emulation failure', 2: 'simultaneous exception', 3: 'delivery event failure', 4: 'unexpected exit reason' };
 
-/** Where the guest was and what KVM reported, so a failure can be traced to an instruction. */
-function describeInternalError(v: VcpuFd, suberror: number, data: bigint[]): string {
-  let where = '';
+/** Where the guest was when it ended itself, so a triple fault or failure can be traced to an instruction. */
+function describeCpu(v: VcpuFd): string {
   try {
-    where = ` at rip 0x${v.getRegs().rip.toString(16)}`;
-  } catch { /* the registers are a courtesy here; the error itself is what matters */ }
+    const hex = (x: bigint): string => `0x${x.toString(16)}`;
+    const s = v.getSregs();
+    return `rip ${hex(v.getRegs().rip)} cs ${hex(BigInt(s.cs.selector))} cr0 ${hex(s.cr0)} cr2 ${hex(s.cr2)} cr3 ${hex(s.cr3)} cr4 ${hex(s.cr4)} efer ${hex(s.efer)} idt ${hex(s.idt.base)}/${s.idt.limit}`;
+  } catch {
+    return 'registers unreadable'; // a courtesy only; the exit itself is what matters
+  }
+}
+
+/** What KVM reported, and where, so a failure can be traced to an instruction. */
+function describeInternalError(v: VcpuFd, suberror: number, data: bigint[]): string {
+  const where = ` at ${describeCpu(v)}`;
   const words = data.length > 0 ? ` (data ${data.map((d) => `0x${d.toString(16)}`).join(' ')})` : '';
   return `KVM internal error: ${INTERNAL_ERRORS[suberror] ?? `suberror ${suberror}`}${where}${words}`;
 }
@@ -122,7 +130,7 @@ function runLoop(v: VcpuFd, mb: Mailbox): StopReason {
         break;
       case 'shutdown':
         counters[C_OTHER]! += 1;
-        return { kind: 'shutdown' };
+        return { kind: 'shutdown', where: describeCpu(v) };
       case 'system_event':
         counters[C_OTHER]! += 1;
         return { kind: 'system_event', type: exit.type };

@@ -94,7 +94,7 @@ export class Vm {
       case 'kicked':
         return;
       case 'shutdown':
-        this.end({ kind: 'triple_fault' });
+        this.end({ kind: 'triple_fault', vcpu, where: reason.where });
         return;
       case 'system_event':
         // KVM_SYSTEM_EVENT_SHUTDOWN = 1, RESET = 2, CRASH = 3.

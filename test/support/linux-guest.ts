@@ -8,13 +8,14 @@
  * Sockets and snapshot directories belong on tmpfs (/tmp in the nested test VM): the host tree
  * is a 9p mount there, and 9p refuses Unix sockets.
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kvm } from '../../src/kvm/system.js';
 import type { VmFd } from '../../src/kvm/vm.js';
 import { GuestShell, type CommandResult } from './guest-shell.js';
 import { apiOk, apiRequest, fileUrl, waitForApi } from './snapshot-vm.js';
+import { deadline } from './timing.js';
 import { TsvmmProcess, remoteBin, repoRoot } from './tsvmm-process.js';
 
 const linuxDir = join(repoRoot, 'guest-images', 'out', 'linux');
@@ -100,6 +101,9 @@ const STARTUP_TIMEOUT_MS = 300_000;
 
 export class LinuxGuest {
   readonly shell: GuestShell;
+  private endTimer: NodeJS.Timeout | undefined;
+  /** Where the vCPUs were when the guest failed to end in time (see end()). */
+  private hangReport = '';
 
   private constructor(
     /** The tsvmm process. */
@@ -212,17 +216,35 @@ export class LinuxGuest {
 
   /**
    * Types a command that ends the guest (e.g. `poweroff -f`) and resolves with tsvmm's exit
-   * status once it has exited.
+   * status once it has exited. If it has not within the time, where each vCPU was is recorded for
+   * diagnostics() (a paused snapshot's registers), tsvmm is killed and the status is null.
    */
-  async end(command: string, timeoutMs = 120_000): Promise<number | null> {
+  async end(command: string, timeoutMs = deadline(30_000)): Promise<number | null> {
     this.console.write(`${command}\n`);
-    const timer = setTimeout(() => this.kill(), timeoutMs);
+    const timedOut = new Promise<'timeout'>((r) => { this.endTimer = setTimeout(() => r('timeout'), timeoutMs); });
     try {
-      const { code } = await this.vmm.exited;
-      return code;
+      if (await Promise.race([this.vmm.exited, timedOut]) === 'timeout') {
+        this.hangReport = await this.vcpuReport();
+        this.kill();
+      }
+      return (await this.vmm.exited).code;
     } finally {
-      clearTimeout(timer);
+      clearTimeout(this.endTimer);
       this.console.kill();
+    }
+  }
+
+  /** Pauses the VM, snapshots it, and reads every vCPU's rip, cr0 and mp_state from vm.json. */
+  private async vcpuReport(): Promise<string> {
+    const dir = scratchDir('tsvmm-hang-');
+    try {
+      await this.snapshot(dir);
+      const vm = JSON.parse(readFileSync(join(dir, 'vm.json'), 'utf8')) as { vcpus: Array<{ regs: { rip: string }; sregs: { cr0: string }; mp_state: number }> };
+      return vm.vcpus.map((v, i) => `vCPU ${i}: rip ${v.regs.rip} cr0 ${v.sregs.cr0} mp_state ${v.mp_state}`).join('\n');
+    } catch (e) {
+      return `vCPU state unavailable: ${(e as Error).message}`;
+    } finally {
+      removeScratch(dir);
     }
   }
 
@@ -239,7 +261,8 @@ export class LinuxGuest {
 
   /** The end of the console log and tsvmm's stderr, for failure messages. */
   diagnostics(): string {
-    return `console:\n${this.console.stdout.slice(-3000)}\ntsvmm stderr:\n${this.vmm.stderr.slice(-2000)}`;
+    const hang = this.hangReport === '' ? '' : `\ntsvmm did not exit; where the vCPUs were:\n${this.hangReport}`;
+    return `console:\n${this.console.stdout.slice(-3000)}\ntsvmm stderr:\n${this.vmm.stderr.slice(-2000)}${hang}`;
   }
 }
 

@@ -55,6 +55,10 @@ export const MPTABLE_SIZE = 0x10400;
 export const RSDP_ADDR = 0xe0000;
 export const ACPI_AREA_SIZE = 0x10000;
 
+/** The real-mode reset vector F000:FFF0, where a rebooting guest jumps (reset-vector.ts). */
+export const RESET_VECTOR_ADDR = 0xffff0;
+export const RESET_VECTOR_SIZE = 0x10;
+
 /** Kernel and initramfs go at or above 1 MiB; everything below is boot data and firmware area. */
 export const HIGH_MEMORY_START = 0x100000;
 
@@ -76,6 +80,7 @@ export const BOOT_AREAS: readonly BootArea[] = [
   { name: 'cmdline', start: CMDLINE_ADDR, size: CMDLINE_AREA_SIZE },
   { name: 'mptable', start: MPTABLE_ADDR, size: MPTABLE_SIZE },
   { name: 'acpi', start: RSDP_ADDR, size: ACPI_AREA_SIZE },
+  { name: 'reset-vector', start: RESET_VECTOR_ADDR, size: RESET_VECTOR_SIZE },
 ];
 
 /** Throws BootLayoutError naming the first pair of areas that overlap or the first that leaves low memory. */

@@ -23,6 +23,7 @@ import { guestMemoryMap, lowRamEnd, type MemoryMapEntry } from './memory-map.js'
 import { IOAPIC_PINS, writeMpTable } from './mptable.js';
 import { IDENTITY_MAPPED_BYTES, writeIdentityPageTables } from './paging.js';
 import { writeStartInfo } from './pvh.js';
+import { writeResetVector } from './reset-vector.js';
 import { writeZeroPage } from './zero-page.js';
 
 export type { VirtioMmioDevice } from './cmdline.js';
@@ -122,6 +123,7 @@ export function layoutGuest(opts: LayoutOptions): GuestLayout {
   writeMpTable(memory, { vcpus, extraGsis: opts.virtioDevices.map((d) => d.gsi) });
   const acpi = writeAcpiTables(memory, vcpus, opts.virtioDevices);
   const tables = { gdt: writeGdt(memory), idt: writeIdt(memory) };
+  writeResetVector(memory);
 
   let bsp: GuestLayout['bsp'];
   let entry: number;

@@ -1,7 +1,7 @@
 /**
  * The guest's physical memory map as firmware would report it (e820 for the Linux boot protocol,
  * the hvm_memmap table for PVH): the RAM regions of GuestMemory, minus the EBDA/BIOS window
- * [0x9fc00, 1 MiB) that holds the MP table and ACPI tables and is reported reserved.
+ * [0x9fc00, 1 MiB) that holds the MP table, the ACPI tables and the reset vector and is reported reserved.
  */
 import type { GuestMemory } from '../../memory/guest-memory.js';
 import { EBDA_START, HIGH_MEMORY_START } from './addresses.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { anonymousGuestMemory } from '../../../src/memory/guest-memory.js';
 import { ramLayout } from '../../../src/memory/layout.js';
-import { CMDLINE_ADDR, PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR, PVH_START_INFO_ADDR, RSDP_ADDR, ZERO_PAGE_ADDR } from '../../../src/vmm/boot/addresses.js';
+import { CMDLINE_ADDR, PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR, PVH_START_INFO_ADDR, RESET_VECTOR_ADDR, RSDP_ADDR, ZERO_PAGE_ADDR } from '../../../src/vmm/boot/addresses.js';
 import { BootLayoutError, CommandLineError } from '../../../src/vmm/boot/errors.js';
 import { layoutGuest, type LayoutOptions } from '../../../src/vmm/boot/index.js';
 import { BP } from '../../../src/vmm/boot/zero-page.js';
@@ -51,6 +51,10 @@ describe('layoutGuest with a bzImage (64-bit Linux boot protocol)', () => {
     expect(m.readU32(zp + BP.cmdLinePtr)).toBe(CMDLINE_ADDR);
     expect(readCString(m, CMDLINE_ADDR)).toBe('console=ttyS0 panic=-1 virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6');
     expect(m.readU64(zp + BP.acpiRsdpAddr)).toBe(BigInt(RSDP_ADDR));
+    // A rebooting Linux jumps to F000:FFF0 (machine_real_restart): the stub there pulses the
+    // i8042 reset line (mov al,0xfe; out 0x64,al; hlt; jmp) and sits in the e820-reserved window.
+    expect([...m.read(RESET_VECTOR_ADDR, 7)]).toEqual([0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd]);
+    expect(e820(m).some((e) => e.type === 2 && e.addr <= RESET_VECTOR_ADDR && e.addr + e.size >= RESET_VECTOR_ADDR + 16)).toBe(true);
     expect(m.readU32(zp + BP.extRamdiskImage)).toBe(0);
     expect(m.readU32(zp + BP.extRamdiskSize)).toBe(0);
     // The setup code after the declared header end (0xcc filler) is not copied.
