@@ -9,7 +9,7 @@
 //   npm test -- FILE...           just those files (each in its tier, nested where needed)
 //   npm test -- -t NAME FILE...   other arguments go to vitest as they are
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { kvmMode, NO_KVM_MESSAGE, runNested } from './nested/run.mjs';
@@ -42,7 +42,10 @@ function projectHasFiles(project, filters) {
 }
 
 function vitestArgs(project, jsonFile, options, filters) {
-  return ['run', '--project', project, '--reporter=verbose', '--reporter=json', `--outputFile.json=${jsonFile}`, ...options, ...filters];
+  return [
+    'run', '--project', project, '--reporter=verbose', '--reporter=json', `--outputFile.json=${jsonFile}`,
+    '--reporter=./test/support/retried-reporter.ts', ...options, ...filters,
+  ];
 }
 
 function runNative(args) {
@@ -61,11 +64,19 @@ function readCounts(jsonFile) {
   }
 }
 
+/** The tests test/support/retried-reporter.ts recorded as run a second time. */
+function readRetried(file) {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8').split('\n').filter((l) => l !== '').map((l) => JSON.parse(l));
+}
+
 async function main() {
   const { filters, options } = splitArgs(process.argv.slice(2));
   // Results go where both this host and the nested VM can write (the VM's /tmp is its own tmpfs).
   mkdirSync('/var/tmp/tsvmm-test', { recursive: true });
   const resultsDir = mkdtempSync('/var/tmp/tsvmm-test/run-');
+  // The reporter runs wherever vitest does (nested too: the environment is passed on).
+  process.env.TSVMM_RETRIED_FILE = join(resultsDir, 'retried.jsonl');
   const tiers = [];
 
   if (projectHasFiles('unit', filters)) {
@@ -91,6 +102,7 @@ async function main() {
     }
     tiers.push({ name: `kvm (${mode === 'nested' ? 'nested KVM under QEMU TCG' : mode === 'direct' ? '/dev/kvm' : 'no KVM'})`, status, seconds: (Date.now() - started) / 1000, counts: readCounts(json) });
   }
+  const retried = readRetried(process.env.TSVMM_RETRIED_FILE);
   rmSync(resultsDir, { recursive: true, force: true });
   if (tiers.length === 0) {
     process.stderr.write(`npm test: no test file matches ${filters.join(' ')}\n`);
@@ -106,9 +118,11 @@ async function main() {
     const result = t.counts ? `${c.passed} passed, ${c.failed} failed, ${c.skipped} skipped` : 'no results (the run did not complete)';
     process.stdout.write(`tier ${t.name}: ${result} in ${t.seconds.toFixed(0)} s (exit ${t.status})\n`);
   }
+  for (const r of retried) process.stdout.write(`retried: ${r.file} > ${r.name}: ${r.state} on retry (first failure: ${r.firstFailure.split('\n')[0]})\n`);
   const ok = tiers.every((t) => t.status === 0 && t.counts);
   if (!ok && total.failed === 0) total.failed = 1; // a tier that died counts as a failure
-  process.stdout.write(`tests: ${total.passed} passed, ${total.failed} failed, ${total.skipped} skipped\n`);
+  const flaky = retried.filter((r) => r.state === 'passed').length;
+  process.stdout.write(`tests: ${total.passed} passed${flaky > 0 ? ` (${flaky} only on a retry)` : ''}, ${total.failed} failed, ${total.skipped} skipped\n`);
   process.exitCode = ok ? 0 : 1;
 }
 
