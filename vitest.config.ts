@@ -36,7 +36,7 @@ export default defineConfig({
           // Nested under QEMU's TCG, guests were seen to fail at random, rarely (a CI run of 123
           // tests had 3 triple faults at unrelated points, none of which reproduced in 40 boots
           // of the same workloads): there a failed test runs once more, and every retry is
-          // printed and counted in npm test's summary (test/support/retried-reporter.ts).
+          // printed and counted in npm test's summary (test/support/nested-retry.ts).
           retry: process.env.TSVMM_NESTED === '1' ? 1 : 0,
           hookTimeout: deadline(120_000),
         },

@@ -14,6 +14,7 @@ import { apiOk, waitForApi } from '../support/snapshot-vm.js';
 import { runTsvmm, type TsvmmResult } from '../support/tiny-console.js';
 import { TsvmmProcess, run, tinyElf } from '../support/tsvmm-process.js';
 import { deadline } from '../support/timing.js';
+import { setupStep } from '../support/nested-retry.js';
 
 const MiB = 1 << 20;
 
@@ -167,8 +168,12 @@ describe('virtio-blk with the tiny kernel', () => {
     beforeAll(async () => {
       path = file('locked.raw');
       writeFileSync(path, noise(4 * MiB, 7));
-      holder = new TsvmmProcess(tinyArgs('tiny.blk=read:1 tiny.ticks tiny.tick_ms=100', [`path=${path}`]));
-      await holder.waitFor(/^blk: read 1 MiB crc=/m);
+      await setupStep('test/integration/blk.test.ts', 'start the VM that holds the disk', async () => {
+        holder?.kill('SIGKILL');
+        await holder?.exited;
+        holder = new TsvmmProcess(tinyArgs('tiny.blk=read:1 tiny.ticks tiny.tick_ms=100', [`path=${path}`]));
+        await holder.waitFor(/^blk: read 1 MiB crc=/m);
+      });
     });
 
     afterAll(async () => {

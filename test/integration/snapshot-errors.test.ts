@@ -17,6 +17,7 @@ import {
 } from '../support/snapshot-vm.js';
 import { TsvmmProcess } from '../support/tsvmm-process.js';
 import { deadline } from '../support/timing.js';
+import { setupStep } from '../support/nested-retry.js';
 
 const MiB = 1024 * 1024;
 
@@ -160,11 +161,12 @@ beforeAll(async () => {
   base = join(work, 'base');
   diskBase = join(work, 'disk-base');
   disk = join(work, 'disk-b.raw');
-  [lastTickAtSnapshot] = await Promise.all([makeSnapshot(base, join(work, 'disk.raw')), makeSnapshot(diskBase, disk)]);
+  [lastTickAtSnapshot] = await setupStep('test/integration/snapshot-errors.test.ts', 'boot and snapshot two tiny VMs', () =>
+    Promise.all([makeSnapshot(base, join(work, 'disk.raw')), makeSnapshot(diskBase, disk)]));
   emptySock = join(work, 'empty.sock');
   empty = new TsvmmProcess(['--api-socket', emptySock]);
   await waitForApi(emptySock, empty);
-}, deadline(180_000));
+}, deadline(360_000));
 
 afterAll(async () => {
   if (empty !== undefined) await killHard(empty);

@@ -17,6 +17,7 @@ import {
 import { apiOk } from '../support/snapshot-vm.js';
 import { run } from '../support/tsvmm-process.js';
 import { expectCleanExt4, sha256, host } from '../support/host-tools.js';
+import { setupStep } from '../support/nested-retry.js';
 
 const CASE_TIMEOUT_MS = 600_000;
 
@@ -32,15 +33,17 @@ describe('disk snapshots while real Linux writes to ext4', () => {
     dir = scratchDir('tsvmm-linux-disksnap-');
     golden = join(dir, 'golden.raw');
     await host('truncate', ['-s', '64M', golden]);
-    const guest = await LinuxGuest.boot({ cpus: 1, memoryMiB: 256, apiSocket: join(dir, 'boot.sock'), disks: [`path=${golden},id=data`] });
-    try {
-      await startCounters(guest, 1);
-      snap = join(dir, 'snap');
-      await guest.snapshot(snap);
-    } finally {
-      await guest.killHard();
-    }
-  }, 2 * BOOT_TIMEOUT_MS);
+    snap = join(dir, 'snap');
+    await setupStep('test/linux/disk-snapshots.test.ts', 'boot, start the writer, snapshot', async () => {
+      const guest = await LinuxGuest.boot({ cpus: 1, memoryMiB: 256, apiSocket: join(dir, 'boot.sock'), disks: [`path=${golden},id=data`] });
+      try {
+        await startCounters(guest, 1);
+        await guest.snapshot(snap);
+      } finally {
+        await guest.killHard();
+      }
+    });
+  }, 4 * BOOT_TIMEOUT_MS);
 
   afterAll(() => removeScratch(dir));
 

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LinuxGuest, BOOT_TIMEOUT_MS, removeScratch, scratchDir } from '../support/linux-guest.js';
 import { run } from '../support/tsvmm-process.js';
 import { sha256, host, expectCleanExt4 } from '../support/host-tools.js';
+import { setupStep } from '../support/nested-retry.js';
 
 const MiB = 1024 * 1024;
 const CASE_TIMEOUT_MS = 300_000;
@@ -64,26 +65,28 @@ describe('virtio-blk disks under a real Linux guest', () => {
     baseSha = sha256(join(dir, 'base.raw'));
     roSha = sha256(join(golden, 'ro.ext4'));
 
-    const guest = await LinuxGuest.boot({
-      cpus: 2, memoryMiB: 512, apiSocket: join(dir, 'boot.sock'),
-      disks: [
-        `path=${join(golden, 'raw.img')},id=raw,serial=raw`,
-        `path=${join(golden, 'overlay.qcow2')},id=qcow,serial=qcow`,
-        `path=${join(golden, 'ro.ext4')},id=ro,serial=ro,readonly=on`,
-      ],
+    await setupStep('test/linux/disks.test.ts', 'boot with the three disks and snapshot', async () => {
+      const guest = await LinuxGuest.boot({
+        cpus: 2, memoryMiB: 512, apiSocket: join(dir, 'boot.sock'),
+        disks: [
+          `path=${join(golden, 'raw.img')},id=raw,serial=raw`,
+          `path=${join(golden, 'overlay.qcow2')},id=qcow,serial=qcow`,
+          `path=${join(golden, 'ro.ext4')},id=ro,serial=ro,readonly=on`,
+        ],
+      });
+      try {
+        // Name each disk by its virtio serial: /dev/raw, /dev/qcow, /dev/ro, whatever order
+        // the kernel probed them in.
+        await guest.ok('for b in /sys/block/vd*; do ln -s /dev/${b##*/} /dev/$(cat $b/serial); done; mkdir -p /mnt/raw /mnt/qcow /mnt/ro');
+        // (busybox readlink takes one file at a time)
+        expect(await guest.ok('for l in raw qcow ro; do readlink /dev/$l; done | sort | tr "\\n" " "')).toBe('/dev/vda /dev/vdb /dev/vdc ');
+        snap = join(dir, 'snap');
+        await guest.snapshot(snap);
+      } finally {
+        await guest.killHard();
+      }
     });
-    try {
-      // Name each disk by its virtio serial: /dev/raw, /dev/qcow, /dev/ro, whatever order
-      // the kernel probed them in.
-      await guest.ok('for b in /sys/block/vd*; do ln -s /dev/${b##*/} /dev/$(cat $b/serial); done; mkdir -p /mnt/raw /mnt/qcow /mnt/ro');
-      // (busybox readlink takes one file at a time)
-      expect(await guest.ok('for l in raw qcow ro; do readlink /dev/$l; done | sort | tr "\\n" " "')).toBe('/dev/vda /dev/vdb /dev/vdc ');
-      snap = join(dir, 'snap');
-      await guest.snapshot(snap);
-    } finally {
-      await guest.killHard();
-    }
-  }, BOOT_TIMEOUT_MS + 120_000);
+  }, 2 * BOOT_TIMEOUT_MS + 240_000);
 
   afterAll(() => removeScratch(dir));
 

@@ -18,6 +18,9 @@ import {
 } from '../support/linux-counters.js';
 import { run } from '../support/tsvmm-process.js';
 import { expectCleanExt4, sha256, host } from '../support/host-tools.js';
+import { setupStep } from '../support/nested-retry.js';
+
+const FILE = 'test/linux/restore.test.ts';
 
 const CASE_TIMEOUT_MS = 420_000;
 
@@ -51,9 +54,9 @@ describe('real Linux: pause → snapshot → kill → restore in a new process �
 
   beforeAll(async () => {
     dir = scratchDir();
-    saved.set(1, await bootAndSnapshot(1));
-    saved.set(2, await bootAndSnapshot(2));
-  }, 3 * BOOT_TIMEOUT_MS);
+    saved.set(1, await setupStep(FILE, 'boot and snapshot 1 vCPU', () => bootAndSnapshot(1)));
+    saved.set(2, await setupStep(FILE, 'boot and snapshot 2 vCPUs', () => bootAndSnapshot(2)));
+  }, 5 * BOOT_TIMEOUT_MS);
 
   afterAll(() => removeScratch(dir));
 
