@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { TsvmmError } from '../errors.js';
 import { SysError, ENOMEM } from '../sys/errno.js';
 import {
@@ -89,6 +89,24 @@ function ramFailure(e: unknown, bytes: number, step: string): unknown {
   return new GuestRamError(`cannot allocate ${mib} MiB of guest RAM: ${hint}`, { errno: e.errno, step, bytes });
 }
 
+/** A fresh memfd of `size` bytes mapped MAP_SHARED | MAP_NORESERVE (`totalBytes` is for errors). */
+function memfdRegion(index: number, guestBase: number, size: number, totalBytes: number): MappedRegion {
+  let memfd: number;
+  try {
+    memfd = memfdCreate(`tsvmm-ram-${index}`);
+  } catch (e) {
+    throw ramFailure(e, totalBytes, 'memfd_create');
+  }
+  try {
+    ftruncate(memfd, size);
+    const address = mmap(size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, memfd, 0, `guest RAM region ${index}`);
+    return new MappedRegion(index, guestBase, size, address, memfd);
+  } catch (e) {
+    close(memfd);
+    throw ramFailure(e, totalBytes, 'ftruncate/mmap');
+  }
+}
+
 /**
  * One memfd per RAM range of `ramLayout(ramBytes)`, each mmap'ed MAP_SHARED | MAP_NORESERVE: pages
  * cost nothing until the guest touches them. (Shared so the memfd sees the guest's writes.)
@@ -101,23 +119,7 @@ export function createRamRegions(ramBytes: number): MappedRegion[] {
   for (const r of ranges) checkSize(r.size, `RAM region ${r.index}`);
   const made: MappedRegion[] = [];
   try {
-    for (const r of ranges) {
-      let memfd: number;
-      try {
-        memfd = memfdCreate(`tsvmm-ram-${r.index}`);
-      } catch (e) {
-        throw ramFailure(e, ramBytes, 'memfd_create');
-      }
-      let address: bigint;
-      try {
-        ftruncate(memfd, r.size);
-        address = mmap(r.size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, memfd, 0, `guest RAM region ${r.index}`);
-      } catch (e) {
-        close(memfd);
-        throw ramFailure(e, ramBytes, 'ftruncate/mmap');
-      }
-      made.push(new MappedRegion(r.index, r.guestBase, r.size, address, memfd));
-    }
+    for (const r of ranges) made.push(memfdRegion(r.index, r.guestBase, r.size, ramBytes));
   } catch (e) {
     for (const m of made) m.unmap();
     throw e;
@@ -173,6 +175,46 @@ export function mapFileRegionPrivate(path: string, guestBase: number, size: numb
   return region;
 }
 
+/** Largest single read: Node's fs reads take at most 2 GiB - 1 bytes at once. */
+const MAX_READ_BYTES = 1 << 30;
+
+/**
+ * Fresh guest RAM (a memfd, as at boot) filled from `size` bytes of a snapshot memory file: only
+ * `dataExtents` ([offset, length] ranges; the rest of the file is holes) are read, all of them now.
+ * Restore pays the read, and afterwards the VM no longer depends on the file (Cloud Hypervisor's
+ * `memory_restore_mode: Copy`); mapFileRegionPrivate is the lazy alternative.
+ */
+export function copyFileRegion(path: string, guestBase: number, size: number, dataExtents: ReadonlyArray<readonly [number, number]>, index = 0): MappedRegion {
+  checkSize(size, path);
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    throw new GuestRamError(`cannot open guest memory file ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { path });
+  }
+  let region: MappedRegion | undefined;
+  try {
+    const fileSize = statSync(path).size;
+    if (fileSize < size) throw new GuestRamError(`guest memory file ${path} has ${fileSize} bytes, ${size} needed`, { path, fileSize, size });
+    region = memfdRegion(index, guestBase, size, size);
+    const bytes = region.bytes;
+    for (const [offset, length] of dataExtents) {
+      if (offset < 0 || length < 0 || offset + length > size) throw new GuestRamError(`guest memory file ${path}: data extent [${offset}, +${length}) lies outside its ${size} bytes`, { path });
+      for (let done = 0; done < length;) {
+        const n = readSync(fd, bytes, offset + done, Math.min(length - done, MAX_READ_BYTES), offset + done);
+        if (n === 0) throw new GuestRamError(`guest memory file ${path} ended at ${offset + done} bytes while reading it`, { path });
+        done += n;
+      }
+    }
+    return region;
+  } catch (e) {
+    region?.unmap();
+    if (e instanceof GuestRamError) throw e;
+    throw new GuestRamError(`cannot read guest memory file ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, { path });
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /** A region viewed from another thread: same pages, no ownership (nothing to unmap). */
 class AttachedRegion implements GuestRegion {

@@ -11,7 +11,7 @@ import { OFFSETS } from '../kvm/structs.js';
 import type { VcpuFd } from '../kvm/vcpu.js';
 import type { VmFd } from '../kvm/vm.js';
 import { GuestMemory } from '../memory/guest-memory.js';
-import { createRamRegions, mapFileRegionPrivate, unmapRegions, type MappedRegion } from '../memory/regions.js';
+import { createRamRegions, copyFileRegion, mapFileRegionPrivate, unmapRegions, type MappedRegion } from '../memory/regions.js';
 import { layoutGuest, setLapicLint, type BootFpu } from './boot/index.js';
 import type { VmConfig } from './config.js';
 import { InputFileError } from './errors.js';
@@ -20,6 +20,7 @@ import { Platform } from './platform.js';
 import { newKvmVm, takeSpareVm } from './spare-vm.js';
 import { probeSaveableMsrs, restoreVcpu } from './vcpu-state.js';
 import { prewarmVcpuWorkers, VcpuThread } from './vcpu-thread.js';
+import type { MemoryRestoreMode } from './requests.js';
 import { IRQCHIPS, Vm, type Parts, type VmHooks } from './vm.js';
 import type { VmSavedState } from './vm-state.js';
 
@@ -27,7 +28,9 @@ import type { VmSavedState } from './vm-state.js';
 export interface RestoreSource {
   config: VmConfig;
   regions: Array<{ index: number; guestBase: number; size: number; path: string; dataExtents: Array<[number, number]> }>;
-  /** Read the data extents of the memory files up front instead of on first touch. */
+  /** `OnDemand`: map the memory files copy-on-write; `Copy`: read them into fresh RAM now. */
+  memoryRestoreMode: MemoryRestoreMode;
+  /** OnDemand only: read the data extents of the memory files up front instead of on first touch. */
   prefault: boolean;
   state: VmSavedState;
 }
@@ -154,8 +157,9 @@ export class VmBuilder {
 
   /**
    * Rebuilds a VM from a verified snapshot. Memory files are mapped MAP_PRIVATE (copy-on-write,
-   * so restore time does not grow with RAM and the snapshot stays untouched), or read up front
-   * with `prefault`. The VM comes back Paused.
+   * so restore time does not grow with RAM and the snapshot stays untouched; with `prefault` their
+   * data is read in now), or with memory restore mode Copy read into fresh RAM. The VM comes back
+   * Paused.
    */
   static async restore(src: RestoreSource, hooks: VmHooks): Promise<Vm> {
     const { config, state } = src;
@@ -171,7 +175,9 @@ export class VmBuilder {
       const regions: MappedRegion[] = [];
       cleanups.push(() => unmapRegions(regions));
       for (const r of src.regions) {
-        regions.push(mapFileRegionPrivate(r.path, r.guestBase, r.size, { index: r.index, ...(src.prefault ? { prefaultExtents: r.dataExtents } : {}) }));
+        regions.push(src.memoryRestoreMode === 'Copy'
+          ? copyFileRegion(r.path, r.guestBase, r.size, r.dataExtents, r.index)
+          : mapFileRegionPrivate(r.path, r.guestBase, r.size, { index: r.index, ...(src.prefault ? { prefaultExtents: r.dataExtents } : {}) }));
       }
       const memory = VmBuilder.registerMemory(vmFd, regions);
       const platform = await Platform.create(config, vmFd, memory, hooks, state.platform);

@@ -105,6 +105,7 @@ export async function restoreVm(req: RestoreRequest, hooksFor: (config: VmConfig
   return VmBuilder.restore({
     config,
     regions: snap.regions.map((r) => ({ index: r.index, guestBase: r.guestBase, size: r.size, path: r.path, dataExtents: r.dataExtents })),
+    memoryRestoreMode: req.memory_restore_mode ?? 'OnDemand',
     prefault: req.prefault ?? false,
     state: { vcpus, vm: vmState, platform: platformFromEntries(doc.devices) },
   }, hooksFor(config));

@@ -10,9 +10,21 @@ export interface SnapshotRequest {
   disks?: boolean;
 }
 
+/**
+ * How a restore gets the guest's memory (Cloud Hypervisor's MemoryRestoreMode): `OnDemand` maps
+ * the snapshot's memory files copy-on-write and reads each page on the guest's first touch (restore
+ * time does not grow with RAM: tsvmm's default when the field is absent); `Copy` reads them into
+ * fresh guest RAM up front (Cloud Hypervisor's default, what ch-remote sends unless told
+ * otherwise), after which the VM no longer depends on the files.
+ */
+export type MemoryRestoreMode = 'Copy' | 'OnDemand';
+
 export interface RestoreRequest {
   source_url: string;
   prefault?: boolean;
+  memory_restore_mode?: MemoryRestoreMode;
+  /** Resume the VM once it is restored (otherwise it comes back Paused). */
+  resume?: boolean;
   /** tsvmm extension: restore even over disks that changed since the snapshot. */
   force?: boolean;
   /** tsvmm extension: disk id → image path to use instead of the recorded one (clones). */

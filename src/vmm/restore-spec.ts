@@ -1,9 +1,11 @@
 /**
  * The restore request in its two spellings:
- *  - command line (tsvmm --restore, tsvmm-remote restore), Cloud Hypervisor's syntax plus two
- *    tsvmm keys: `source_url=file:///dir[,prefault=on][,force=on][,disk.ID=/new/path]...`
- *    (a bare first item is the source URL; an absolute path is accepted for it);
- *  - JSON (vm.restore): {"source_url", "prefault", "force", "disk_paths": {"ID": "/new/path"}}.
+ *  - command line (tsvmm --restore, tsvmm-remote restore), Cloud Hypervisor's syntax
+ *    `source_url=file:///dir[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on]` plus
+ *    two tsvmm keys, `force=on` and `disk.ID=/new/path` (a bare first item is the source URL; an
+ *    absolute path is accepted for it);
+ *  - JSON (vm.restore): Cloud Hypervisor's RestoreConfig (api/validate.ts) plus "force" and
+ *    "disk_paths": {"ID": "/new/path"}.
  * `disk_paths` lets clones restore onto their own copies of the disks; `force` restores even
  * over disks that changed since the snapshot (which corrupts a guest that cached them).
  */
@@ -11,6 +13,7 @@ import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../errors.js';
 import { parseToggle } from '../util/kv.js';
+import { memoryRestoreMode } from './api/validate.js';
 import type { RestoreRequest } from './requests.js';
 
 const DISK_KEY = /^disk\.([A-Za-z0-9_.-]+)$/;
@@ -38,11 +41,13 @@ export function parseRestoreSpec(text: string, what = '--restore'): RestoreReque
     if (key === 'source_url') req.source_url = urlOf(value, `${what} source_url`);
     else if (key === 'prefault') req.prefault = parseToggle(value, `${what} prefault`);
     else if (key === 'force') req.force = parseToggle(value, `${what} force`);
+    else if (key === 'resume') req.resume = parseToggle(value, `${what} resume`);
+    else if (key === 'memory_restore_mode') req.memory_restore_mode = memoryRestoreMode(value, `${what} memory_restore_mode`);
     else if (disk !== null) {
       if (!isAbsolute(value)) throw new ConfigError(`${what} ${key}: "${value}" must be an absolute path`);
       req.disk_paths = { ...req.disk_paths, [disk[1]!]: value };
     } else {
-      throw new ConfigError(`${what}: unknown key "${key}" (known: source_url, prefault, force, disk.ID)`);
+      throw new ConfigError(`${what}: unknown key "${key}" (known: source_url, prefault, memory_restore_mode, resume, force, disk.ID)`);
     }
   });
   if (req.source_url === undefined) throw new ConfigError(`${what}: source_url=file:///dir is required`);

@@ -278,11 +278,15 @@ export class Vmm implements VmmController {
     return this.exclusive('vm.resume', async () => {
       const vm = this.requireVm();
       if (vm.state !== 'Paused') throw new InvalidStateError(`cannot resume a VM that is ${vm.state}`);
-      this.emit('vm', 'resuming');
-      const start = performance.now();
-      await vm.resume();
-      this.emit('vm', 'resumed', { duration_ms: performance.now() - start });
+      await this.resumeVm(vm);
     });
+  }
+
+  private async resumeVm(vm: Vm): Promise<void> {
+    this.emit('vm', 'resuming');
+    const start = performance.now();
+    await vm.resume();
+    this.emit('vm', 'resumed', { duration_ms: performance.now() - start });
   }
 
   shutdown(): Promise<void> {
@@ -341,6 +345,7 @@ export class Vmm implements VmmController {
       this.endReported = false;
       this.attachStdin(vm);
       this.emit('vm', 'restored', { duration_ms: performance.now() - start });
+      if (req.resume === true) await this.resumeVm(vm);
     });
   }
 

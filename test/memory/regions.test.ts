@@ -1,12 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { GiB, HIGH_RAM_START, MiB } from '../../src/memory/layout.js';
-import { GuestRamError, attachGuestMemory, createRamRegions, mapFileRegionPrivate, unmapRegions } from '../../src/memory/regions.js';
+import { GuestRamError, attachGuestMemory, copyFileRegion, createRamRegions, mapFileRegionPrivate, unmapRegions } from '../../src/memory/regions.js';
 import { lseek, pread, SEEK_DATA, SEEK_HOLE } from '../../src/sys/libc.js';
 import { buildForWorkers } from '../kvm/helpers/build-for-workers.js';
 
@@ -84,6 +84,41 @@ describe('mapFileRegionPrivate', () => {
   it('refuses a file shorter than the region (touching past EOF would be SIGBUS)', () => {
     expect(() => mapFileRegionPrivate(path, 0, 4 * MiB)).toThrow(/has 2097152 bytes, 4194304 needed/);
     expect(() => mapFileRegionPrivate(join(dir, 'nope'), 0, 4096)).toThrow(GuestRamError);
+  });
+});
+
+describe('copyFileRegion (memory_restore_mode Copy)', () => {
+  const path = join(dir, 'copy-region-0');
+  const data = new Uint8Array(2 * MiB);
+  data.fill(0x5a, 0x10_0000, 0x10_2000);
+  data[0x1234] = 0xab;
+
+  it('reads the data extents into a fresh memfd: the file can change or go away afterwards', () => {
+    writeFileSync(path, data);
+    const r = copyFileRegion(path, 0x1000_0000, 2 * MiB, [[0, 0x2000], [0x10_0000, 0x2000]], 3);
+    try {
+      expect([r.index, r.guestBase, r.size]).toEqual([3, 0x1000_0000, 2 * MiB]);
+      expect(r.memfd).not.toBeNull();
+      // A file changed or removed after the restore does not reach the guest (with MAP_PRIVATE,
+      // truncation would make the guest's next touch a SIGBUS).
+      truncateSync(path, 0);
+      unlinkSync(path);
+      expect(r.bytes[0x1234]).toBe(0xab);
+      expect(r.bytes.subarray(0x10_0000, 0x10_2000).every((b) => b === 0x5a)).toBe(true);
+      // Only the extents were read, so only they are data in the memfd: a later snapshot stays sparse.
+      expect(lseek(r.memfd!, 0, SEEK_DATA)).toBe(0);
+      expect(lseek(r.memfd!, 0, SEEK_HOLE)).toBe(0x2000);
+      expect(lseek(r.memfd!, 0x2000, SEEK_DATA)).toBe(0x10_0000);
+      r.bytes[0] = 7; // guest RAM is writable
+      expect(r.bytes[0]).toBe(7);
+    } finally { r.unmap(); }
+  });
+
+  it('refuses a short file, a missing file and an extent outside the region', () => {
+    writeFileSync(path, data);
+    expect(() => copyFileRegion(path, 0, 4 * MiB, [])).toThrow(/has 2097152 bytes, 4194304 needed/);
+    expect(() => copyFileRegion(join(dir, 'nope'), 0, 4096, [])).toThrow(/cannot open guest memory file .*nope: ENOENT/);
+    expect(() => copyFileRegion(path, 0, 2 * MiB, [[2 * MiB - 4096, 8192]])).toThrow(/data extent .* lies outside its 2097152 bytes/);
   });
 });
 

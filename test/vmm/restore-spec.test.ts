@@ -8,6 +8,16 @@ describe('restore spec (Cloud Hypervisor syntax plus tsvmm keys)', () => {
     expect(parseRestoreSpec('file:///s,prefault=on')).toEqual({ source_url: 'file:///s', prefault: true });
   });
 
+  test('Cloud Hypervisor\'s resume and memory_restore_mode', () => {
+    expect(parseRestoreSpec('source_url=file:///s,prefault=on,resume=true,memory_restore_mode=ondemand')).toEqual({
+      source_url: 'file:///s', prefault: true, resume: true, memory_restore_mode: 'OnDemand',
+    });
+    expect(parseRestoreSpec('source_url=file:///s,memory_restore_mode=copy,resume=off')).toEqual({
+      source_url: 'file:///s', memory_restore_mode: 'Copy', resume: false,
+    });
+    expect(() => parseRestoreSpec('source_url=file:///s,memory_restore_mode=lazy')).toThrow(/memory_restore_mode: expected "Copy" or "OnDemand", got string "lazy"/);
+  });
+
   test('force and per-disk paths for clones', () => {
     expect(parseRestoreSpec('source_url=file:///s,force=on,disk.root=/c/root.qcow2,disk.data=/c/d.raw')).toEqual({
       source_url: 'file:///s', force: true, disk_paths: { root: '/c/root.qcow2', data: '/c/d.raw' },

@@ -2,7 +2,7 @@ import { ConfigError } from '../../errors.js';
 import { SnapshotError } from '../../snapshot/errors.js';
 import { snapshotUrlToPath } from '../../snapshot/url.js';
 import type { DiskConfig, SerialConfig, SerialMode, VmConfig } from '../config.js';
-import type { RestoreRequest, SnapshotRequest } from '../requests.js';
+import type { MemoryRestoreMode, RestoreRequest, SnapshotRequest } from '../requests.js';
 
 /**
  * Hand-written, strict validation of API bodies (and of the same JSON given to the CLI). Every
@@ -231,11 +231,31 @@ export function parseSnapshotRequest(value: unknown): SnapshotRequest {
   return req;
 }
 
+/** Cloud Hypervisor's spellings (serde's, then its CLI's lower case). */
+const MEMORY_RESTORE_MODES: Record<string, MemoryRestoreMode> = { Copy: 'Copy', OnDemand: 'OnDemand', copy: 'Copy', ondemand: 'OnDemand' };
+
+/** `memory_restore_mode` as Cloud Hypervisor spells it. */
+export function memoryRestoreMode(value: unknown, field: string): MemoryRestoreMode {
+  const mode = typeof value === 'string' ? MEMORY_RESTORE_MODES[value] : undefined;
+  if (mode === undefined) fail(field, '"Copy" or "OnDemand"', value);
+  return mode;
+}
+
+/**
+ * vm.restore as Cloud Hypervisor's RestoreConfig (ch-remote sends every field: `net_fds` is null
+ * when no network is handed over) plus tsvmm's `force` and `disk_paths`.
+ */
 export function parseRestoreRequest(value: unknown): RestoreRequest {
-  const o = object(value, '', ['source_url', 'prefault', 'force', 'disk_paths']);
+  const o = object(value, '', ['source_url', 'prefault', 'memory_restore_mode', 'resume', 'net_fds', 'force', 'disk_paths']);
   if (o.source_url === undefined) throw new ConfigError('source_url: required (file:///dir)', { field: 'source_url' });
   const req: RestoreRequest = { source_url: parseFileUrl(o.source_url, 'source_url') };
   if (o.prefault !== undefined) req.prefault = boolean(o.prefault, 'prefault');
+  if (o.memory_restore_mode !== undefined) req.memory_restore_mode = memoryRestoreMode(o.memory_restore_mode, 'memory_restore_mode');
+  if (o.resume !== undefined) req.resume = boolean(o.resume, 'resume');
+  if (o.net_fds !== undefined && o.net_fds !== null) {
+    if (!Array.isArray(o.net_fds)) fail('net_fds', 'null or a list', o.net_fds);
+    if (o.net_fds.length > 0) throw new ConfigError('net_fds: tsvmm has no network devices yet, so there is no interface to hand file descriptors to', { field: 'net_fds' });
+  }
   if (o.force !== undefined) req.force = boolean(o.force, 'force');
   if (o.disk_paths !== undefined) {
     const paths = o.disk_paths;

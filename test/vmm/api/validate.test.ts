@@ -80,13 +80,24 @@ describe('snapshot and restore bodies', () => {
     expect(parseRestoreRequest({ source_url: 'file:///s', prefault: true })).toEqual({ source_url: 'file:///s', prefault: true });
   });
 
+  test('vm.restore takes the RestoreConfig body ch-remote sends (every field present)', () => {
+    expect(parseRestoreRequest({ source_url: 'file:///s', prefault: false, memory_restore_mode: 'Copy', net_fds: null, resume: false }))
+      .toEqual({ source_url: 'file:///s', prefault: false, memory_restore_mode: 'Copy', resume: false });
+    expect(parseRestoreRequest({ source_url: 'file:///s', memory_restore_mode: 'OnDemand', net_fds: [], resume: true }))
+      .toEqual({ source_url: 'file:///s', memory_restore_mode: 'OnDemand', resume: true });
+  });
+
   test.each([
     [() => parseSnapshotRequest({}), /destination_url: required/],
     [() => parseSnapshotRequest({ destination_url: '/var/snap' }), /is not a URL; use file:\/\/\/absolute\/path\/to\/snapshot-dir/],
     [() => parseSnapshotRequest({ destination_url: 'https://x/y' }), /scheme "https" is not supported/],
     [() => parseSnapshotRequest({ destination_url: 'file://host/x' }), /names host "host"/],
     [() => parseRestoreRequest({ source_url: 'file:///s', prefault: 1 }), /prefault: expected a boolean/],
-    [() => parseRestoreRequest({ source_url: 'file:///s', memory_restore_mode: 'x' }), /unknown field "memory_restore_mode"/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', memory_restore_mode: 'x' }), /memory_restore_mode: expected "Copy" or "OnDemand", got string "x"/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', resume: 'yes' }), /resume: expected a boolean/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', net_fds: [{ id: 'net0', num_fds: 1, fds: [3] }] }), /net_fds: tsvmm has no network devices yet/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', net_fds: 3 }), /net_fds: expected null or a list/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', landlock: true }), /unknown field "landlock"/],
   ])('rejects bad bodies (%#)', (f, message) => {
     expect(f).toThrow(message);
   });
