@@ -7,9 +7,9 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { TsvmmError } from '../errors.js';
 import { setLogLevel, type LogLevel } from '../util/log.js';
-import { vmConfigFromCli } from '../vmm/cli-config.js';
+import { parseApiSocket, vmConfigFromCli } from '../vmm/cli-config.js';
 import { EXIT_STATUS, describeEnd, exitStatusOf, type VmEnd } from '../vmm/exit-status.js';
-import { Vmm } from '../vmm/vmm.js';
+import { VERSION, Vmm } from '../vmm/vmm.js';
 import { parseRestoreSpec } from '../vmm/restore-spec.js';
 import { waitForVcpuWorkersLoaded } from '../vmm/vcpu-thread.js';
 
@@ -26,18 +26,25 @@ function fail(message: string, status: number): never {
 }
 
 export async function main(): Promise<void> {
-  const argv = await yargs(hideBin(process.argv))
+  // Cloud Hypervisor's -V/--version; read before yargs, whose own version handling exits the
+  // process at once (unsafe while a vCPU thread is loading: see exitProcess).
+  const args = hideBin(process.argv);
+  if (args.length === 1 && (args[0] === '-V' || args[0] === '--version')) {
+    process.stdout.write(`tsvmm v${VERSION}\n`);
+    exitProcess(0);
+  }
+  const argv = await yargs(args)
     .scriptName('tsvmm')
-    .usage('$0 --kernel FILE [options]\n$0 --restore source_url=file:///DIR [options]\n$0 --api-socket PATH')
+    .usage('$0 --kernel FILE [options]\n$0 --restore source_url=file:///DIR [options]\n$0 --api-socket PATH\n$0 -V | --version')
     .option('kernel', { type: 'string', describe: 'kernel to boot: bzImage, or ELF vmlinux (PVH note or 64-bit entry)' })
     .option('initramfs', { type: 'string', describe: 'initramfs loaded high in guest RAM' })
     .option('cmdline', { type: 'string', describe: 'kernel command line' })
     .option('cpus', { type: 'string', describe: 'boot=N[,max=N]', default: 'boot=1' })
     .option('memory', { type: 'string', describe: 'size=BYTES (e.g. 512M, 4G)', default: 'size=512M' })
-    .option('disk', { type: 'string', array: true, describe: 'path=FILE[,readonly=on][,id=NAME][,serial=STR][,format=raw|qcow2] (repeatable)' })
+    .option('disk', { type: 'string', array: true, describe: 'path=FILE[,readonly=on][,id=NAME][,serial=STR][,image_type=raw|qcow2] (repeatable; format= is an alias of image_type=)' })
     .option('serial', { type: 'string', describe: 'tty | file=PATH | socket | null | off', default: 'tty' })
-    .option('api-socket', { type: 'string', describe: 'serve the HTTP API on this Unix socket' })
-    .option('restore', { type: 'string', describe: 'source_url=file:///DIR[,prefault=on][,force=on][,disk.ID=PATH] — restore a snapshot (the VM comes back paused)' })
+    .option('api-socket', { type: 'string', describe: 'serve the HTTP API: path=PATH | fd=N (an inherited listening socket) | PATH' })
+    .option('restore', { type: 'string', describe: 'source_url=file:///DIR[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH] — restore a snapshot (paused unless resume=on)' })
     .option('log-level', { choices: ['error', 'warn', 'info', 'debug'] as const, default: 'warn' as const })
     .strict()
     .version(false)
@@ -58,8 +65,8 @@ export async function main(): Promise<void> {
   }
 
   setLogLevel(argv['log-level'] as LogLevel);
-  const apiSocket = argv['api-socket'];
-  if (argv.kernel === undefined && argv.restore === undefined && apiSocket === undefined) {
+  const apiSocketText = argv['api-socket'];
+  if (argv.kernel === undefined && argv.restore === undefined && apiSocketText === undefined) {
     fail('nothing to do: give --kernel FILE to boot, --restore source_url=... to restore, or --api-socket PATH to wait for API requests', EXIT_STATUS.usage);
   }
   if (argv.kernel !== undefined && argv.restore !== undefined) {
@@ -69,7 +76,9 @@ export async function main(): Promise<void> {
   let vmm: Vmm;
   let restore: ReturnType<typeof parseRestoreSpec> | undefined;
   let config: ReturnType<typeof vmConfigFromCli> | undefined;
+  let apiSocket: ReturnType<typeof parseApiSocket> | undefined;
   try {
+    if (apiSocketText !== undefined) apiSocket = parseApiSocket(apiSocketText);
     if (argv.restore !== undefined) restore = parseRestoreSpec(argv.restore);
     if (argv.kernel !== undefined) {
       const o: Parameters<typeof vmConfigFromCli>[0] = { kernel: argv.kernel, cpus: argv.cpus, memory: argv.memory, serial: argv.serial };

@@ -39,7 +39,7 @@ const COMMANDS: Array<[string, string]> = [
   ['shutdown', 'shut the VM down (the VMM keeps running)'],
   ['shutdown-vmm', 'shut down the VM and end the tsvmm process'],
   ['snapshot <destination>', 'snapshot the paused VM to file:///dir (or an absolute path); --with-disks: a checkpoint that includes the disks'],
-  ['restore <config>', 'restore from source_url=file:///dir[,prefault=on][,force=on][,disk.ID=PATH] (the VM comes back paused)'],
+  ['restore <config>', 'restore from source_url=file:///dir[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH] (paused unless resume=on)'],
   ['events', 'print VMM events, one per line, until interrupted'],
   ['console', 'attach to the serial console (Ctrl-] detaches)'],
   ...CHECKPOINT_COMMANDS,

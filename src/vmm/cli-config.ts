@@ -1,6 +1,7 @@
 import { ConfigError } from '../errors.js';
 import { parseCount, parseKeyValues, parseToggle } from '../util/kv.js';
 import { parseSize } from '../util/size.js';
+import type { ApiListen } from './api/server.js';
 import type { DiskConfig, SerialConfig, VmConfig } from './config.js';
 
 /** Highest vCPU count we accept on the command line; KVM's own limit is checked at boot. */
@@ -37,20 +38,39 @@ export function parseMemory(text: string): VmConfig['memory'] {
 }
 
 export function parseDisk(text: string, index: number): DiskConfig {
-  const kv = parseKeyValues(text, 'disk', ['path', 'readonly', 'id', 'serial', 'format'], 'path');
+  // image_type is Cloud Hypervisor's name for the format (format= is tsvmm's own, kept as an alias).
+  const kv = parseKeyValues(text, 'disk', ['path', 'readonly', 'id', 'serial', 'format', 'image_type'], 'path');
   const path = kv.get('path');
   if (path === undefined || path === '') throw new ConfigError('--disk: path= is required');
   const readonly = kv.has('readonly') ? parseToggle(kv.get('readonly')!, '--disk readonly') : false;
   const id = kv.get('id') ?? `disk${index}`;
   const serial = kv.get('serial');
   if (serial !== undefined && Buffer.byteLength(serial) > 20) throw new ConfigError('--disk serial: at most 20 bytes (virtio-blk GET_ID)');
-  const format = kv.get('format');
-  if (format !== undefined && format !== 'raw' && format !== 'qcow2') throw new ConfigError(`--disk format: "${format}" must be raw or qcow2`);
+  if (kv.has('format') && kv.has('image_type')) throw new ConfigError('--disk: give image_type= or format=, not both');
+  const formatKey = kv.has('image_type') ? 'image_type' : 'format';
+  const format = kv.get(formatKey);
+  if (format !== undefined && format !== 'raw' && format !== 'qcow2') throw new ConfigError(`--disk ${formatKey}: "${format}" must be raw or qcow2 (tsvmm reads no other image type yet)`);
   return {
     path, readonly, id,
     ...(serial === undefined ? {} : { serial }),
     ...(format === undefined ? {} : { format }),
   };
+}
+
+/**
+ * `--api-socket` as Cloud Hypervisor takes it: `path=PATH`, `fd=N` (a socket that is already bound
+ * and listening, inherited from the parent), or a bare path.
+ */
+export function parseApiSocket(text: string): ApiListen {
+  if (text.startsWith('fd=')) {
+    const fd = text.slice(3);
+    if (!/^\d+$/.test(fd) || Number(fd) < 3 || Number(fd) > 0x7fff_ffff) throw new ConfigError(`--api-socket fd=: "${fd}" must be the number of an inherited listening socket (3 or more)`);
+    return { fd: Number(fd) };
+  }
+  const path = text.startsWith('path=') ? text.slice(5) : text;
+  if (path === '') throw new ConfigError('--api-socket path=: a path is required');
+  if (path.includes(',')) throw new ConfigError(`--api-socket: "${text}" takes one of path=PATH, fd=N or a bare path`);
+  return { path };
 }
 
 export function parseSerial(text: string): SerialConfig {

@@ -8,6 +8,7 @@ import { log } from '../util/log.js';
 import type { VmConfig } from './config.js';
 import type { ConsoleAttachment, VmCounters, VmInfo, VmmController, VmmEvent } from './controller.js';
 import type { RestoreRequest, SnapshotRequest } from './requests.js';
+import type { ApiListen } from './api/server.js';
 import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
 import { prepareSpareVm, releaseSpareVm } from './spare-vm.js';
@@ -426,10 +427,10 @@ export class Vmm implements VmmController {
     return this.ops.jobs.cancel(req.id);
   }
 
-  async serveApi(path: string): Promise<void> {
+  async serveApi(listen: ApiListen): Promise<void> {
     const { startApiServer } = await import('./api/server.js');
     await this.loadDiskOps();
-    this.api = await startApiServer({ socketPath: path, controller: this });
+    this.api = await startApiServer({ listen, controller: this });
     // An empty VMM waits for vm.create/vm.restore: have vCPU threads ready so a warm restore
     // does not pay for starting them.
     if (this.vm === undefined) {

@@ -16,8 +16,11 @@ import { writeRawError, WebSocketEndpoints } from './websocket.js';
  * written against VmmController only. Bad clients cost a 4xx and their own connection, never
  * the process: every handler's failure is caught and turned into a JSON error body.
  */
+/** Where the API listens: a socket file tsvmm creates, or a listening socket it inherited (fd). */
+export type ApiListen = { path: string } | { fd: number };
+
 export interface ApiServerOptions {
-  socketPath: string;
+  listen: ApiListen;
   controller: VmmController;
   /** Largest request body accepted; larger gets 413. Default 1 MiB. */
   maxBodyBytes?: number;
@@ -32,6 +35,7 @@ export interface ApiServerOptions {
 }
 
 export interface ApiServer {
+  /** The socket file, or `fd=N` for an inherited socket. */
   readonly socketPath: string;
   /** Stops listening, closes every connection and WebSocket, removes the socket file. Idempotent. */
   close(): Promise<void>;
@@ -117,7 +121,8 @@ function checkRoute(method: string | undefined, path: string): Route {
 }
 
 export async function startApiServer(options: ApiServerOptions): Promise<ApiServer> {
-  const { socketPath, controller } = options;
+  const { listen, controller } = options;
+  const socketPath = 'path' in listen ? listen.path : `fd=${listen.fd}`;
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
   const log = options.log ?? ((line: string) => process.stderr.write(`tsvmm: ${line}\n`));
   const headersTimeout = options.headersTimeoutMs ?? 10_000;
@@ -218,21 +223,26 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
     }
   });
 
-  await claimSocketPath(socketPath);
+  if ('path' in listen) await claimSocketPath(listen.path);
   await new Promise<void>((resolve, reject) => {
     http.once('error', (err: Error) => {
       reject(new ApiSocketError(`cannot listen on API socket ${socketPath}: ${err.message}`, socketPath));
     });
-    http.listen(socketPath, () => {
+    // An inherited socket is already bound and listening (Cloud Hypervisor's --api-socket fd=N).
+    http.listen('path' in listen ? listen.path : { fd: listen.fd }, () => {
       http.removeAllListeners('error');
       resolve();
     });
   });
   http.on('error', (err) => log(`API server error: ${err.message}`));
   // Only the owner may drive the VMM. (The window before chmod is closed by the umask-created
-  // mode already denying others write access in the usual 022/077 umasks.)
-  chmodSync(socketPath, 0o600);
-  const inode = statSync(socketPath).ino;
+  // mode already denying others write access in the usual 022/077 umasks.) An inherited
+  // socket's file belongs to whoever made it.
+  let inode: number | undefined;
+  if ('path' in listen) {
+    chmodSync(listen.path, 0o600);
+    inode = statSync(listen.path).ino;
+  }
 
   const server: ApiServer = {
     socketPath,
@@ -248,7 +258,7 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
         }, 1000).unref();
         // Remove the file only if it is still ours (a later server may have claimed the path).
         try {
-          if (statSync(socketPath).ino === inode) unlinkSync(socketPath);
+          if ('path' in listen && statSync(listen.path).ino === inode) unlinkSync(listen.path);
         } catch {
           // already gone
         }

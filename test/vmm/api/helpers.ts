@@ -20,7 +20,7 @@ export async function startHarness(options: Partial<ApiServerOptions> = {}): Pro
   const socketPath = join(dir, 'api.sock');
   const vmm = new FakeVmm();
   const logs: string[] = [];
-  const server = await startApiServer({ socketPath, controller: vmm, log: (l) => logs.push(l), ...options });
+  const server = await startApiServer({ listen: { path: socketPath }, controller: vmm, log: (l) => logs.push(l), ...options });
   return {
     dir, socketPath, vmm, server, logs,
     async stop() {

@@ -37,13 +37,13 @@ describe('socket file', () => {
     const crash = `require('net').createServer().listen(${JSON.stringify(path)}, () => process.kill(process.pid, 'SIGKILL'))`;
     spawnSync(process.execPath, ['-e', crash]);
     expect(statSync(path).isSocket()).toBe(true);
-    const server = await startApiServer({ socketPath: path, controller: new FakeVmm() });
+    const server = await startApiServer({ listen: { path }, controller: new FakeVmm() });
     expect((await new ApiClient(path).ping()).version).toBe('0.1.0');
     await server.close();
   });
 
   test('refuses a path another live server answers on, naming its pid', async () => {
-    await expect(startApiServer({ socketPath: h.socketPath, controller: new FakeVmm() })).rejects.toThrow(
+    await expect(startApiServer({ listen: { path: h.socketPath }, controller: new FakeVmm() })).rejects.toThrow(
       new RegExp(`another tsvmm \\(pid ${process.pid}\\) is serving ${h.socketPath}`),
     );
     // ...and the first server is still fine.
@@ -52,18 +52,18 @@ describe('socket file', () => {
 
   test('a path that cannot be listened on is a clear error', async () => {
     const path = join(h.dir, 'no-such-dir', 'api.sock');
-    await expect(startApiServer({ socketPath: path, controller: new FakeVmm() })).rejects.toThrow(
+    await expect(startApiServer({ listen: { path }, controller: new FakeVmm() })).rejects.toThrow(
       `cannot create API socket ${path}: directory ${join(h.dir, 'no-such-dir')} does not exist`,
     );
     const tooLong = join(h.dir, `${'x'.repeat(120)}.sock`); // sun_path holds 108 bytes
-    await expect(startApiServer({ socketPath: tooLong, controller: new FakeVmm() })).rejects.toThrow(/^API socket path is \d+ bytes; Unix socket paths are limited to 107: choose a shorter path$/);
+    await expect(startApiServer({ listen: { path: tooLong }, controller: new FakeVmm() })).rejects.toThrow(/^API socket path is \d+ bytes; Unix socket paths are limited to 107: choose a shorter path$/);
     expect(existsSync(tooLong.slice(0, 107))).toBe(false);
   });
 
   test('refuses to replace a file that is not a socket', async () => {
     const path = join(h.dir, 'precious.txt');
     writeFileSync(path, 'keep me');
-    await expect(startApiServer({ socketPath: path, controller: new FakeVmm() })).rejects.toMatchObject({ code: 'EAPISOCKET' });
+    await expect(startApiServer({ listen: { path }, controller: new FakeVmm() })).rejects.toMatchObject({ code: 'EAPISOCKET' });
     expect(existsSync(path)).toBe(true);
   });
 });
