@@ -38,7 +38,19 @@ export interface SerialConfig {
   readonly file?: string;
 }
 
-export interface VmConfig {
+/**
+ * Cloud Hypervisor's top-level VmConfig sections tsvmm has nothing behind yet. vm.create accepts
+ * them only null, false, empty or at their defaults (api/ch-sections.ts) and keeps them as given,
+ * so vm.info and vm.json report them back.
+ */
+export const CH_TOP_LEVEL_SECTIONS = [
+  'rng', 'balloon', 'fs', 'pmem', 'console', 'debug_console', 'devices', 'user_devices', 'vdpa', 'vsock',
+  'pvpanic', 'iommu', 'sgx_epc', 'numa', 'watchdog', 'platform', 'tpm', 'net', 'preserved_fds',
+  'landlock_enable', 'landlock_rules', 'rate_limit_groups', 'pci_segments', 'ivshmem',
+] as const;
+export type ChTopLevelSection = (typeof CH_TOP_LEVEL_SECTIONS)[number];
+
+export interface VmConfig extends Readonly<Partial<Record<ChTopLevelSection, unknown>>> {
   readonly cpus: CpusConfig;
   readonly memory: MemoryConfig;
   readonly payload: PayloadConfig;

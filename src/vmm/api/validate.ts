@@ -1,7 +1,8 @@
 import { ConfigError } from '../../errors.js';
 import { SnapshotError } from '../../snapshot/errors.js';
 import { snapshotUrlToPath } from '../../snapshot/url.js';
-import type { DiskConfig, SerialConfig, SerialMode, VmConfig } from '../config.js';
+import { CH_TOP_LEVEL_SECTIONS, type DiskConfig, type SerialConfig, type SerialMode, type VmConfig } from '../config.js';
+import { acceptedTopLevelSections, checkUnsupportedFields } from './ch-sections.js';
 import type { MemoryRestoreMode, RestoreRequest, SnapshotRequest } from '../requests.js';
 
 /**
@@ -20,6 +21,12 @@ const MAX_MEMORY = 2 ** 46; // 64 TiB: beyond any host this runs on, and well in
 export const DEFAULT_MEMORY_SIZE = 512 * 1024 * 1024; // Cloud Hypervisor's default
 const SERIAL_MODES: readonly SerialMode[] = ['Tty', 'File', 'Off', 'Null', 'Socket'];
 const DISK_FORMATS = ['raw', 'qcow2'];
+const IMAGE_TYPES: Record<string, string> = { Raw: 'raw', Qcow2: 'qcow2' };
+/** Cloud Hypervisor's DiskConfig fields beyond tsvmm's (checked by ch-sections.ts). */
+const CH_DISK_FIELDS = [
+  'direct', 'iommu', 'num_queues', 'queue_size', 'vhost_user', 'vhost_socket', 'rate_limit_group', 'rate_limiter_config',
+  'disable_io_uring', 'disable_aio', 'pci_segment', 'queue_affinity', 'image_type', 'backing_files', 'sparse',
+];
 const VIRTIO_BLK_ID_BYTES = 20;
 
 function describe(value: unknown): string {
@@ -74,7 +81,8 @@ function path(value: unknown, field: string): string {
 
 function parseCpus(value: unknown): VmConfig['cpus'] {
   if (value === undefined) return { boot_vcpus: 1, max_vcpus: 1 };
-  const o = object(value, 'cpus', ['boot_vcpus', 'max_vcpus']);
+  const o = object(value, 'cpus', ['boot_vcpus', 'max_vcpus', 'topology', 'kvm_hyperv', 'max_phys_bits', 'affinity', 'features', 'nested']);
+  checkUnsupportedFields(o, 'cpus', ['boot_vcpus', 'max_vcpus']);
   const boot = o.boot_vcpus === undefined ? 1 : integer(o.boot_vcpus, 'cpus.boot_vcpus', 1, MAX_VCPUS);
   const max = o.max_vcpus === undefined ? boot : integer(o.max_vcpus, 'cpus.max_vcpus', 1, MAX_VCPUS);
   if (max < boot) {
@@ -85,7 +93,10 @@ function parseCpus(value: unknown): VmConfig['cpus'] {
 
 function parseMemory(value: unknown): VmConfig['memory'] {
   if (value === undefined) return { size: DEFAULT_MEMORY_SIZE };
-  const o = object(value, 'memory', ['size']);
+  const o = object(value, 'memory', [
+    'size', 'mergeable', 'hotplug_method', 'hotplug_size', 'hotplugged_size', 'shared', 'hugepages', 'hugepage_size', 'prefault', 'zones', 'thp',
+  ]);
+  checkUnsupportedFields(o, 'memory', ['size']);
   if (o.size === undefined) throw new ConfigError('memory.size: required (bytes)', { field: 'memory.size' });
   const size = integer(o.size, 'memory.size', MIN_MEMORY, MAX_MEMORY);
   if (size % PAGE !== 0) {
@@ -115,13 +126,15 @@ function parsePayload(o: Json): VmConfig['payload'] {
     if (o.cmdline !== undefined) cmdline = object(o.cmdline, 'cmdline', ['args']).args;
   } else {
     if (o.payload === undefined) throw new ConfigError('payload: required ({"kernel": "/path/to/vmlinux"})', { field: 'payload' });
-    const p = object(o.payload, 'payload', ['kernel', 'initramfs', 'cmdline']);
+    const p = object(o.payload, 'payload', ['kernel', 'initramfs', 'cmdline', 'firmware', 'igvm', 'host_data']);
+    checkUnsupportedFields(p, 'payload', ['kernel', 'initramfs', 'cmdline']);
     ({ kernel, initramfs, cmdline } = p);
   }
   if (kernel === undefined) throw new ConfigError(`${kernelField}: required (path of the guest kernel)`, { field: kernelField });
   const kernelPath = path(kernel, kernelField);
-  const initramfsPath = initramfs === undefined ? undefined : path(initramfs, initramfsField);
-  const args = cmdline === undefined ? undefined : string(cmdline, cmdlineField);
+  // Cloud Hypervisor writes an absent optional field as null.
+  const initramfsPath = initramfs === undefined || initramfs === null ? undefined : path(initramfs, initramfsField);
+  const args = cmdline === undefined || cmdline === null ? undefined : string(cmdline, cmdlineField);
   if (args?.includes('\0') === true) throw new ConfigError(`${cmdlineField}: must not contain NUL bytes`, { field: cmdlineField });
   return {
     kernel: kernelPath,
@@ -132,19 +145,30 @@ function parsePayload(o: Json): VmConfig['payload'] {
 
 function parseDisk(value: unknown, index: number, rules: VmConfigRules): DiskConfig {
   const field = `disks[${index}]`;
-  const o = object(value, field, ['path', 'readonly', 'id', 'serial', 'format']);
+  const o = object(value, field, [
+    'path', 'readonly', 'id', 'serial', 'format', ...CH_DISK_FIELDS,
+  ]);
+  // backing_files is accepted whatever its value (README: differences from Cloud Hypervisor).
+  checkUnsupportedFields(o, field, ['path', 'readonly', 'id', 'serial', 'format', 'image_type', 'backing_files']);
   if (o.path === undefined) throw new ConfigError(`${field}.path: required`, { field: `${field}.path` });
   const diskPath = path(o.path, `${field}.path`);
   const readonly = o.readonly === undefined ? false : boolean(o.readonly, `${field}.readonly`);
-  const id = o.id === undefined ? `disk${index}` : string(o.id, `${field}.id`);
+  const id = o.id === undefined || o.id === null ? `disk${index}` : string(o.id, `${field}.id`);
   if (rules.cliDiskIds === true ? id === '' : !/^[A-Za-z0-9_.-]{1,64}$/.test(id)) {
     throw new ConfigError(`${field}.id: "${id}" must be 1-64 characters of A-Z a-z 0-9 _ . -`, { field: `${field}.id` });
   }
-  const serial = o.serial === undefined ? undefined : string(o.serial, `${field}.serial`);
+  const serial = o.serial === undefined || o.serial === null ? undefined : string(o.serial, `${field}.serial`);
   if (serial !== undefined && Buffer.byteLength(serial) > VIRTIO_BLK_ID_BYTES) {
     throw new ConfigError(`${field}.serial: at most ${VIRTIO_BLK_ID_BYTES} bytes (virtio-blk ID limit)`, { field: `${field}.serial` });
   }
-  const format = o.format === undefined ? undefined : string(o.format, `${field}.format`);
+  if (o.format !== undefined && o.image_type !== undefined && o.image_type !== 'Unknown') {
+    throw new ConfigError(`${field}: give image_type or format, not both`, { field: `${field}.image_type` });
+  }
+  // Cloud Hypervisor's image_type (Raw, Qcow2; Unknown means detect) or tsvmm's format (raw, qcow2).
+  const imageType = o.image_type === undefined || o.image_type === 'Unknown' ? undefined : IMAGE_TYPES[string(o.image_type, `${field}.image_type`)];
+  if (o.image_type !== undefined && o.image_type !== 'Unknown' && imageType === undefined) fail(`${field}.image_type`, 'Raw, Qcow2 or Unknown (tsvmm reads no other image type yet)', o.image_type);
+  if (o.backing_files !== undefined) boolean(o.backing_files, `${field}.backing_files`);
+  const format = o.format === undefined || o.format === null ? imageType : string(o.format, `${field}.format`);
   if (format !== undefined && !DISK_FORMATS.includes(format)) fail(`${field}.format`, `one of ${DISK_FORMATS.join(', ')}`, format);
   return {
     path: diskPath, readonly, id,
@@ -167,7 +191,8 @@ function parseDisks(value: unknown, rules: VmConfigRules): DiskConfig[] {
 
 function parseSerial(value: unknown): SerialConfig {
   if (value === undefined) return { mode: 'Null' };
-  const o = object(value, 'serial', ['mode', 'file']);
+  const o = object(value, 'serial', ['mode', 'file', 'socket', 'iommu']);
+  checkUnsupportedFields(o, 'serial', ['mode', 'file']);
   const raw = string(o.mode, 'serial.mode');
   // Case-insensitive like Cloud Hypervisor's CLI ("tty", "off"); stored in the API's spelling.
   const mode = SERIAL_MODES.find((m) => m.toLowerCase() === raw.toLowerCase());
@@ -195,8 +220,9 @@ export interface VmConfigRules {
  * cpus 1/1, memory 512 MiB, no disks, serial Null. Throws ConfigError naming the bad field.
  */
 export function parseVmConfigJson(value: unknown, rules: VmConfigRules = {}): VmConfig {
-  const o = object(value, '', ['cpus', 'memory', 'payload', 'kernel', 'initramfs', 'cmdline', 'disks', 'serial']);
+  const o = object(value, '', ['cpus', 'memory', 'payload', 'kernel', 'initramfs', 'cmdline', 'disks', 'serial', ...CH_TOP_LEVEL_SECTIONS]);
   return {
+    ...acceptedTopLevelSections(o),
     cpus: parseCpus(o.cpus),
     memory: parseMemory(o.memory),
     payload: parsePayload(o),

@@ -1,0 +1,82 @@
+/**
+ * The parts of Cloud Hypervisor's VmConfig that tsvmm has no device or feature for yet. A client
+ * that serialises the whole struct (ch-remote, orchestrators, a config copied from Cloud
+ * Hypervisor's own `vm.info`) sends them all, mostly null, false or empty: those are accepted (and
+ * the top-level sections kept, so vm.info reports them back); a value that asks for something
+ * tsvmm cannot do is refused with a 400 naming the field and saying why, never ignored.
+ */
+import { ConfigError } from '../../errors.js';
+import { CH_TOP_LEVEL_SECTIONS, type ChTopLevelSection } from '../config.js';
+
+type Json = Record<string, unknown>;
+
+/** Off: null, false or an empty list. */
+function isOff(value: unknown): boolean {
+  return value === null || value === false || (Array.isArray(value) && value.length === 0);
+}
+
+/** Fields whose default is not "off", with the default values tsvmm accepts. */
+const DEFAULTS: Record<string, (v: unknown) => boolean> = {
+  'cpus.max_phys_bits': (v) => v === 46,
+  'memory.hotplug_method': (v) => v === 'Acpi',
+  'memory.thp': (v) => typeof v === 'boolean', // a hint to the host kernel either way
+  'platform.num_pci_segments': (v) => v === 1,
+  'rng.src': (v) => v === '/dev/urandom',
+  'console.mode': (v) => v === 'Off' || v === 'Null',
+  'debug_console.mode': (v) => v === 'Off',
+  'disk.num_queues': (v) => v === 1,
+  'disk.queue_size': (v) => v === 128 || v === 256,
+  'disk.sparse': (v) => v === true,
+  'disk.pci_segment': (v) => v === 0,
+  'disk.image_type': (v) => v === 'Raw' || v === 'Qcow2' || v === 'Unknown',
+};
+
+/** Sections whose mere presence makes a device (Cloud Hypervisor's `Option<...Config>`): null only. */
+const DEVICE_SECTIONS = new Set(['balloon', 'vsock', 'tpm', 'ivshmem']);
+
+/** Why a field tsvmm cannot honour yet is refused (the default message covers the rest). */
+const WHY: Record<string, string> = {
+  net: 'tsvmm has no network device yet',
+  vsock: 'tsvmm has no vsock device yet',
+  balloon: 'tsvmm has no balloon device yet',
+  tpm: 'tsvmm has no TPM device yet',
+  console: 'tsvmm has no virtio console yet: set console.mode Off and use the serial port (serial.mode Tty, File or Socket)',
+  'cpus.max_vcpus': 'tsvmm has no vCPU hotplug: max_vcpus must equal boot_vcpus',
+  'payload.firmware': 'tsvmm boots kernels directly, without firmware',
+};
+
+function refuse(field: string, value: unknown): never {
+  const key = field.replace(/^disks\[\d+\]/, 'disk');
+  const why = WHY[field] ?? WHY[key] ?? WHY[field.split('.')[0]!] ?? 'tsvmm does not support it yet';
+  throw new ConfigError(`${field}: ${JSON.stringify(value)} is not supported: ${why}`, { field });
+}
+
+/** Checks `o`'s fields other than `handled` (fields tsvmm implements): each must be off or its accepted default. */
+export function checkUnsupportedFields(o: Json, prefix: string, handled: readonly string[]): void {
+  for (const [key, value] of Object.entries(o)) {
+    if (handled.includes(key)) continue;
+    const field = prefix === '' ? key : `${prefix}.${key}`;
+    const rule = DEFAULTS[field.replace(/^disks\[\d+\]/, 'disk')];
+    if (DEVICE_SECTIONS.has(field)) {
+      if (value !== null) refuse(field, value);
+    } else if (rule !== undefined) {
+      if (!rule(value)) refuse(field, value);
+    } else if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      // A settings object: each of its fields off or at its accepted default; names the first that is not.
+      checkUnsupportedFields(value as Json, field, []);
+    } else if (!isOff(value)) {
+      refuse(field, value);
+    }
+  }
+}
+
+/** The top-level Cloud Hypervisor sections of a body, checked, to keep in the config as given. */
+export function acceptedTopLevelSections(o: Json): Partial<Record<ChTopLevelSection, unknown>> {
+  const out: Partial<Record<ChTopLevelSection, unknown>> = {};
+  for (const section of CH_TOP_LEVEL_SECTIONS) {
+    if (!(section in o)) continue;
+    checkUnsupportedFields({ [section]: o[section] }, '', []);
+    out[section] = o[section];
+  }
+  return out;
+}
