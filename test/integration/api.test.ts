@@ -186,18 +186,33 @@ describe('control plane against the real VMM', { timeout: deadline(180_000) }, (
     }
   });
 
-  test('an empty VMM: create + boot over raw HTTP and through tsvmm-remote', async () => {
+  test('an empty VMM: create (a whole Cloud Hypervisor config over raw HTTP, a short one through tsvmm-remote) + boot', async () => {
     const config = { memory: { size: 64 << 20 }, payload: { kernel: tinyElf, cmdline: TICKS }, serial: { mode: 'Socket' } };
     const cfgFile = join(scratch, 'cfg.json');
     writeFileSync(cfgFile, JSON.stringify(config));
+    // As ch-remote or an orchestrator serialises Cloud Hypervisor's VmConfig: every section.
+    const chConfig = {
+      cpus: { boot_vcpus: 1, max_vcpus: 1, topology: null, kvm_hyperv: false, max_phys_bits: 46, affinity: null, features: { amx: false } },
+      memory: { size: 64 << 20, mergeable: false, hotplug_method: 'Acpi', hotplug_size: null, hotplugged_size: null, shared: false, hugepages: false, hugepage_size: null, prefault: false, zones: null, thp: true },
+      payload: { firmware: null, kernel: tinyElf, cmdline: TICKS, initramfs: null, igvm: null, host_data: null },
+      disks: null, net: null, rng: { src: '/dev/urandom', iommu: false }, balloon: null, fs: null, pmem: null,
+      serial: { file: null, mode: 'Socket', iommu: false, socket: null }, console: { file: null, mode: 'Off', iommu: false, socket: null },
+      devices: null, user_devices: null, vdpa: null, vsock: null, pvpanic: false, iommu: false, sgx_epc: null, numa: null,
+      watchdog: false, platform: { num_pci_segments: 1, iommu_segments: null, serial_number: null, uuid: null, oem_strings: null },
+      tpm: null, preserved_fds: null, landlock_enable: false, landlock_rules: null, rate_limit_groups: null,
+    };
 
     const a = await RealVmm.start({ dir: scratch });
     try {
       const none = await get(a, 'vm.info');
       expect([none.status, errorCode(none.body)]).toEqual([404, 'ENOVM']);
       expect((await put(a, 'vm.boot')).status).toBe(404);
-      expect((await put(a, 'vm.create', JSON.stringify(config))).status).toBe(204);
-      expect(JSON.parse((await get(a, 'vm.info')).body).state).toBe('Created');
+      const refused = await put(a, 'vm.create', JSON.stringify({ ...chConfig, net: [{ tap: 'tap0' }] }));
+      expect([refused.status, JSON.parse(refused.body).error.message]).toEqual([400, expect.stringMatching(/^net: .* tsvmm has no network device yet$/)]);
+      expect((await put(a, 'vm.create', JSON.stringify(chConfig))).status).toBe(204);
+      const created = JSON.parse((await get(a, 'vm.info')).body);
+      expect(created.state).toBe('Created');
+      expect(created.config).toMatchObject({ rng: chConfig.rng, console: chConfig.console, platform: chConfig.platform, net: null, watchdog: false });
       expect((await put(a, 'vm.boot')).status).toBe(204);
       const tap = await a.console();
       await tap.moreTicks(2);
