@@ -5,7 +5,8 @@
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { TsvmmError } from '../errors.js';
+import { ConfigError, TsvmmError } from '../errors.js';
+import { openEventMonitor, parseEventMonitor } from './event-monitor.js';
 import { setLogLevel, type LogLevel } from '../util/log.js';
 import { parseApiSocket, vmConfigFromCli } from '../vmm/cli-config.js';
 import { EXIT_STATUS, describeEnd, exitStatusOf, type VmEnd } from '../vmm/exit-status.js';
@@ -23,6 +24,15 @@ function fail(message: string, status: number): never {
   // One line whatever the source: yargs reports bad choices over several indented lines.
   process.stderr.write(`tsvmm: ${message.trim().replace(/\s*\n\s*/g, ' ')}\n`);
   exitProcess(status);
+}
+
+/**
+ * Cloud Hypervisor's `--console` configures its virtio console (the guest's hvc0). tsvmm has none
+ * yet: `off` and `null` (no console device) are what it does anyway; the rest fail, naming it.
+ */
+function checkConsoleFlag(value: string): void {
+  if (value === 'off' || value === 'null') return;
+  throw new ConfigError(`--console ${value}: tsvmm has no virtio console (hvc0) yet; use --console off and the serial port (--serial tty|file=PATH|socket, console=ttyS0)`);
 }
 
 export async function main(): Promise<void> {
@@ -45,6 +55,8 @@ export async function main(): Promise<void> {
     .option('serial', { type: 'string', describe: 'tty | file=PATH | socket | null | off', default: 'tty' })
     .option('api-socket', { type: 'string', describe: 'serve the HTTP API: path=PATH | fd=N (an inherited listening socket) | PATH' })
     .option('restore', { type: 'string', describe: 'source_url=file:///DIR[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH] — restore a snapshot (paused unless resume=on)' })
+    .option('console', { type: 'string', describe: 'off | null: the virtio console (hvc0); tsvmm has none yet, the serial port is the console' })
+    .option('event-monitor', { type: 'string', describe: 'path=PATH | fd=N: write every VMM event there, one JSON object per line' })
     .option('log-level', { choices: ['error', 'warn', 'info', 'debug'] as const, default: 'warn' as const })
     .strict()
     .version(false)
@@ -57,10 +69,10 @@ export async function main(): Promise<void> {
   // yargs turns a repeated flag into an array and a bare one into '': only --disk may repeat, and
   // the file and socket paths cannot be empty.
   const given = argv as Record<string, unknown>;
-  for (const name of ['kernel', 'initramfs', 'cmdline', 'cpus', 'memory', 'serial', 'api-socket', 'restore', 'log-level']) {
+  for (const name of ['kernel', 'initramfs', 'cmdline', 'cpus', 'memory', 'serial', 'console', 'event-monitor', 'api-socket', 'restore', 'log-level']) {
     if (Array.isArray(given[name])) fail(`--${name} is given more than once`, EXIT_STATUS.usage);
   }
-  for (const name of ['kernel', 'initramfs', 'api-socket', 'restore']) {
+  for (const name of ['kernel', 'initramfs', 'console', 'event-monitor', 'api-socket', 'restore']) {
     if (given[name] === '') fail(`--${name} needs a value`, EXIT_STATUS.usage);
   }
 
@@ -77,8 +89,11 @@ export async function main(): Promise<void> {
   let restore: ReturnType<typeof parseRestoreSpec> | undefined;
   let config: ReturnType<typeof vmConfigFromCli> | undefined;
   let apiSocket: ReturnType<typeof parseApiSocket> | undefined;
+  let eventMonitor: ReturnType<typeof openEventMonitor> | undefined;
   try {
+    if (argv.console !== undefined) checkConsoleFlag(argv.console);
     if (apiSocketText !== undefined) apiSocket = parseApiSocket(apiSocketText);
+    if (argv['event-monitor'] !== undefined) eventMonitor = openEventMonitor(parseEventMonitor(argv['event-monitor']));
     if (argv.restore !== undefined) restore = parseRestoreSpec(argv.restore);
     if (argv.kernel !== undefined) {
       const o: Parameters<typeof vmConfigFromCli>[0] = { kernel: argv.kernel, cpus: argv.cpus, memory: argv.memory, serial: argv.serial };
@@ -94,6 +109,7 @@ export async function main(): Promise<void> {
   const ended = new Promise<VmEnd>((resolve) => {
     vmm = new Vmm({ onVmEnd: resolve, stdinIsConsole: true });
   });
+  if (eventMonitor !== undefined) vmm!.subscribe(eventMonitor);
 
   const onSignal = (signal: 'SIGINT' | 'SIGTERM') => () => { void vmm.end({ kind: 'signal', signal }); };
   process.on('SIGINT', onSignal('SIGINT'));

@@ -1,10 +1,11 @@
 /**
  * `tsvmm --api-socket` in Cloud Hypervisor's forms, on an empty VMM (no guest, so no KVM needed):
  * `path=PATH`, and `fd=N` — a socket the parent bound and listens on, inherited by tsvmm, as
- * orchestrators that pre-create sockets hand it over. Also `-V`.
+ * orchestrators that pre-create sockets hand it over. Also `--event-monitor`, `--console off`
+ * and `-V`.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -16,18 +17,24 @@ const dir = mkdtempSync(join(tmpdir(), 'tsvmm-api-socket-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('tsvmm --api-socket', () => {
-  it('path=PATH serves the API there, and vmm.shutdown ends the process and removes the file', async () => {
+  it('path=PATH serves the API there, and vmm.shutdown ends the process and removes the file; --event-monitor path= logs the events', async () => {
     const sock = join(dir, 'by-path.sock');
-    const p = new TsvmmProcess(['--api-socket', `path=${sock}`]);
+    const events = join(dir, 'events.json');
+    const p = new TsvmmProcess(['--api-socket', `path=${sock}`, '--event-monitor', `path=${events}`, '--console', 'off']);
     try {
       await waitForApi(sock, p);
       expect((await apiRequest(sock, 'GET', 'vmm.ping')).status).toBe(200);
+      expect((await apiRequest(sock, 'PUT', 'vm.create', { payload: { kernel: '/k' } })).status).toBe(204);
       expect((await apiRequest(sock, 'PUT', 'vmm.shutdown')).status).toBe(204);
       expect((await p.exited).code).toBe(0);
       expect(existsSync(sock)).toBe(false);
     } finally {
       p.kill('SIGKILL');
     }
+    // One JSON object per line, Cloud Hypervisor's event shape.
+    const lines = readFileSync(events, 'utf8').trimEnd().split('\n').map((l) => JSON.parse(l) as { source: string; event: string; timestamp: { secs: number; nanos: number } });
+    expect(lines.map((e) => `${e.source} ${e.event}`)).toEqual(['vm created', 'vmm shutdown']);
+    expect(lines[0]!.timestamp).toEqual({ secs: expect.any(Number), nanos: expect.any(Number) });
   });
 
   it('fd=N serves the API on a listening socket it inherited', async () => {

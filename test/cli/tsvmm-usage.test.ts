@@ -63,6 +63,12 @@ describe('usage errors exit with status 2', () => {
 
   it('--disk without a path', () => tsvmm([...k, '--disk', 'readonly=on'], USAGE, /--disk: path= is required/));
 
+  it('--console other than off or null (tsvmm has no virtio console yet)', () =>
+    tsvmm([...k, '--console', 'tty'], USAGE, /^tsvmm: --console tty: tsvmm has no virtio console \(hvc0\) yet; use --console off/m));
+
+  it('--event-monitor without path= or fd=', () =>
+    tsvmm([...k, '--event-monitor', '/tmp/e'], USAGE, /^tsvmm: --event-monitor: "\/tmp\/e" must be path=PATH or fd=N$/m));
+
   it('--serial with an unknown mode', () =>
     tsvmm([...k, '--serial', 'pipe'], USAGE, /--serial: "pipe" must be tty, file=PATH, socket, null or off/));
 
