@@ -37,6 +37,7 @@ const COMMANDS: Array<[string, string]> = [
   ['resume', 'resume the paused VM'],
   ['reboot', 'reboot the VM'],
   ['shutdown', 'shut the VM down (the VMM keeps running)'],
+  ['delete', 'shut the VM down if it runs and forget it (the VMM keeps running, empty)'],
   ['shutdown-vmm', 'shut down the VM and end the tsvmm process'],
   ['snapshot <destination>', 'snapshot the paused VM to file:///dir (or an absolute path); --with-disks: a checkpoint that includes the disks'],
   ['restore <config>', 'restore from source_url=file:///dir[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH] (paused unless resume=on)'],
@@ -99,6 +100,7 @@ async function run(args: { _: Array<string | number>; [k: string]: unknown }, io
     case 'resume': return client.resume();
     case 'reboot': return client.reboot();
     case 'shutdown': return client.shutdown();
+    case 'delete': return client.delete();
     case 'shutdown-vmm': return client.shutdownVmm();
     case 'snapshot':
       if (args['with-disks'] === true) return void (await client.call('PUT', 'vm.snapshot', { destination_url: snapshotUrl(String(args.destination)), disks: true }));

@@ -53,6 +53,8 @@ export interface VmmController {
   pause(): Promise<void>;
   resume(): Promise<void>;
   shutdown(): Promise<void>;
+  /** Shuts the VM down if it runs and forgets it (Cloud Hypervisor's vm.delete); nothing to delete is fine. */
+  delete(): Promise<void>;
   reboot(): Promise<void>;
   snapshot(req: SnapshotRequest): Promise<void>;
   restore(req: RestoreRequest): Promise<void>;

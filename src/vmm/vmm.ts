@@ -299,6 +299,19 @@ export class Vmm implements VmmController {
     });
   }
 
+  delete(): Promise<void> {
+    return this.exclusive('vm.delete', async () => {
+      if (this.configSource === undefined) return;
+      if (this.vm !== undefined && this.vm.state !== 'Shutdown') {
+        await this.teardown(this.vm);
+        this.emit('vm', 'shutdown');
+      }
+      this.vm = undefined;
+      this.configSource = undefined;
+      this.emit('vm', 'deleted');
+    });
+  }
+
   reboot(): Promise<void> {
     return this.exclusive('vm.reboot', async () => {
       const vm = this.requireVm();

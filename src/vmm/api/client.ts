@@ -126,6 +126,9 @@ export class ApiClient {
   async shutdown(): Promise<void> {
     await this.call('PUT', 'vm.shutdown');
   }
+  async delete(): Promise<void> {
+    await this.call('PUT', 'vm.delete');
+  }
   async reboot(): Promise<void> {
     await this.call('PUT', 'vm.reboot');
   }

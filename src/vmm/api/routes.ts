@@ -21,6 +21,7 @@ export const ROUTES: readonly Route[] = [
   { kind: 'action', method: 'PUT', name: 'vm.resume', concurrency: 'exclusive', run: (c) => c.resume() },
   // Shutting down waits for whatever is running instead of failing: the user's intent is final.
   { kind: 'action', method: 'PUT', name: 'vm.shutdown', concurrency: 'queued', run: (c) => c.shutdown() },
+  { kind: 'action', method: 'PUT', name: 'vm.delete', concurrency: 'queued', run: (c) => c.delete() },
   { kind: 'action', method: 'PUT', name: 'vm.reboot', concurrency: 'exclusive', run: (c) => c.reboot() },
   {
     kind: 'action', method: 'PUT', name: 'vm.snapshot', concurrency: 'exclusive',

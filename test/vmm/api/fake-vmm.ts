@@ -98,6 +98,16 @@ export class FakeVmm implements VmmController {
     });
   }
 
+  delete(): Promise<void> {
+    return this.op('delete', async () => {
+      if (this.config === undefined && this.state === undefined) return;
+      if (this.state === 'Running' || this.state === 'Paused') this.emit('vm', 'shutdown');
+      this.config = undefined;
+      this.state = undefined;
+      this.emit('vm', 'deleted');
+    });
+  }
+
   reboot(): Promise<void> {
     return this.op('reboot', async () => {
       this.expect(['Running'], 'reboot');

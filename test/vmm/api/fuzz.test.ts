@@ -68,9 +68,9 @@ function makeRequest(rand: () => number): { data: Buffer; halfClose: boolean } {
 
 /** The lifecycle the events describe, replayed: it must end where the double says it is. */
 function replay(events: readonly { event: string }[]): VmState | undefined {
-  const next: Record<string, VmState> = { created: 'Created', booted: 'Running', paused: 'Paused', resumed: 'Running', shutdown: 'Shutdown', restored: 'Paused' };
+  const next: Record<string, VmState | undefined> = { created: 'Created', booted: 'Running', paused: 'Paused', resumed: 'Running', shutdown: 'Shutdown', restored: 'Paused', deleted: undefined };
   let state: VmState | undefined;
-  for (const e of events) state = next[e.event] ?? state;
+  for (const e of events) state = e.event in next ? next[e.event] : state;
   return state;
 }
 

@@ -111,6 +111,11 @@ describe('routes', () => {
     const counters = await get('vm.counters');
     expect(counters.status).toBe(200);
     expect(JSON.parse(counters.body).vcpu0.io).toBe(3);
+    // vm.delete shuts the running VM down and forgets it; deleting nothing is fine too.
+    for (let i = 0; i < 2; i++) expect((await put('vm.delete')).status).toBe(204);
+    expect((await get('vm.info')).status).toBe(404);
+    expect(h.vmm.events.map((e) => e.event).slice(-2)).toEqual(['shutdown', 'deleted']);
+    expect((await put('vm.create', JSON.stringify(TINY_CONFIG))).status).toBe(204);
   });
 
   test('vm.restore creates a paused VM from a snapshot URL', async () => {
