@@ -7,7 +7,8 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ConfigError, TsvmmError } from '../errors.js';
 import { openEventMonitor, parseEventMonitor } from './event-monitor.js';
-import { setLogLevel, type LogLevel } from '../util/log.js';
+import { openSync } from 'node:fs';
+import { logLevelFromVerbosity, setLogFd, setLogLevel } from '../util/log.js';
 import { parseApiSocket, vmConfigFromCli } from '../vmm/cli-config.js';
 import { EXIT_STATUS, describeEnd, exitStatusOf, type VmEnd } from '../vmm/exit-status.js';
 import { VERSION, Vmm } from '../vmm/vmm.js';
@@ -57,7 +58,9 @@ export async function main(): Promise<void> {
     .option('restore', { type: 'string', describe: 'source_url=file:///DIR[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH] — restore a snapshot (paused unless resume=on)' })
     .option('console', { type: 'string', describe: 'off | null: the virtio console (hvc0); tsvmm has none yet, the serial port is the console' })
     .option('event-monitor', { type: 'string', describe: 'path=PATH | fd=N: write every VMM event there, one JSON object per line' })
-    .option('log-level', { choices: ['error', 'warn', 'info', 'debug'] as const, default: 'warn' as const })
+    .option('log-level', { choices: ['error', 'warn', 'info', 'debug'] as const, describe: 'default warn' })
+    .option('v', { type: 'count', describe: 'more log: -v info, -vv debug (Cloud Hypervisor\'s)' })
+    .option('log-file', { type: 'string', describe: 'write the log there instead of stderr' })
     .strict()
     .version(false)
     .help()
@@ -69,14 +72,22 @@ export async function main(): Promise<void> {
   // yargs turns a repeated flag into an array and a bare one into '': only --disk may repeat, and
   // the file and socket paths cannot be empty.
   const given = argv as Record<string, unknown>;
-  for (const name of ['kernel', 'initramfs', 'cmdline', 'cpus', 'memory', 'serial', 'console', 'event-monitor', 'api-socket', 'restore', 'log-level']) {
+  for (const name of ['kernel', 'initramfs', 'cmdline', 'cpus', 'memory', 'serial', 'console', 'event-monitor', 'api-socket', 'restore', 'log-level', 'log-file']) {
     if (Array.isArray(given[name])) fail(`--${name} is given more than once`, EXIT_STATUS.usage);
   }
-  for (const name of ['kernel', 'initramfs', 'console', 'event-monitor', 'api-socket', 'restore']) {
+  for (const name of ['kernel', 'initramfs', 'console', 'event-monitor', 'api-socket', 'restore', 'log-file']) {
     if (given[name] === '') fail(`--${name} needs a value`, EXIT_STATUS.usage);
   }
 
-  setLogLevel(argv['log-level'] as LogLevel);
+  if (argv['log-level'] !== undefined && argv.v > 0) fail('give --log-level or -v, not both', EXIT_STATUS.usage);
+  setLogLevel(argv['log-level'] ?? logLevelFromVerbosity(argv.v));
+  if (argv['log-file'] !== undefined) {
+    try {
+      setLogFd(openSync(argv['log-file'], 'a'));
+    } catch (e) {
+      fail(`--log-file: cannot open ${argv['log-file']}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`, EXIT_STATUS.usage);
+    }
+  }
   const apiSocketText = argv['api-socket'];
   if (argv.kernel === undefined && argv.restore === undefined && apiSocketText === undefined) {
     fail('nothing to do: give --kernel FILE to boot, --restore source_url=... to restore, or --api-socket PATH to wait for API requests', EXIT_STATUS.usage);

@@ -111,6 +111,7 @@ export class Vmm implements VmmController {
 
   private emit(source: VmmEvent['source'], event: string, properties: Record<string, unknown> | null = null): void {
     const e: VmmEvent = { timestamp: now(), source, event, properties };
+    log.info(`${source} ${event}${properties === null ? '' : ` ${JSON.stringify(properties)}`}`);
     for (const l of this.listeners) {
       try { l(e); } catch (err) { log.warn(`event listener failed: ${(err as Error).message}`); }
     }

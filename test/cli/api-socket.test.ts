@@ -62,6 +62,22 @@ sys.exit(subprocess.run([sys.argv[2], sys.argv[3], '--api-socket', 'fd=%d' % fd]
   });
 });
 
+it('-v logs what the VMM does (its events) at info level, to --log-file', async () => {
+  const sock = join(dir, 'verbose.sock');
+  const logFile = join(dir, 'tsvmm.log');
+  const p = new TsvmmProcess(['-v', '--log-file', logFile, '--api-socket', sock]);
+  try {
+    await waitForApi(sock, p);
+    expect((await apiRequest(sock, 'PUT', 'vm.create', { payload: { kernel: '/k' } })).status).toBe(204);
+    expect((await apiRequest(sock, 'PUT', 'vmm.shutdown')).status).toBe(204);
+    expect((await p.exited).code).toBe(0);
+  } finally {
+    p.kill('SIGKILL');
+  }
+  expect(readFileSync(logFile, 'utf8')).toBe('tsvmm: info: vm created\ntsvmm: info: vmm shutdown\n');
+  expect(p.stderr).toBe('');
+});
+
 it('-V and --version print the version', () => {
   for (const flag of ['-V', '--version']) {
     const r = spawnSync(process.execPath, [tsvmmBin, flag], { encoding: 'utf8' });

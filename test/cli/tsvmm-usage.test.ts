@@ -69,6 +69,9 @@ describe('usage errors exit with status 2', () => {
   it('--event-monitor without path= or fd=', () =>
     tsvmm([...k, '--event-monitor', '/tmp/e'], USAGE, /^tsvmm: --event-monitor: "\/tmp\/e" must be path=PATH or fd=N$/m));
 
+  it('--log-level together with -v', () =>
+    tsvmm([...k, '--log-level', 'info', '-v'], USAGE, /^tsvmm: give --log-level or -v, not both$/m));
+
   it('--serial with an unknown mode', () =>
     tsvmm([...k, '--serial', 'pipe'], USAGE, /--serial: "pipe" must be tty, file=PATH, socket, null or off/));
 
