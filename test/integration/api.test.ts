@@ -58,6 +58,15 @@ async function expectVmmGone(v: RealVmm): Promise<void> {
 }
 
 // Generous per-test limit: on a loaded 2-core host a reboot or boot can take seconds.
+/** tsvmm-remote's --json output, or an error saying how the command ended (a flaky run shows why). */
+function remoteJson(r: { code: number | null; stdout: string; stderr: string }): unknown {
+  try {
+    return JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`tsvmm-remote --json printed no JSON: exit ${String(r.code)}, stdout ${JSON.stringify(r.stdout)}, stderr ${JSON.stringify(r.stderr)}`);
+  }
+}
+
 describe('control plane against the real VMM', { timeout: deadline(180_000) }, () => {
   let scratch: string;
   /** A snapshot made by an early test, restored into empty VMMs by a later one. */
@@ -132,7 +141,7 @@ describe('control plane against the real VMM', { timeout: deadline(180_000) }, (
       await tap.moreTicks(1);
       const ping = await v.remote(['ping']);
       expect(ping).toMatchObject({ code: 0, stdout: expect.stringMatching(new RegExp(`^tsvmm \\S+ \\(build \\S+\\), pid ${v.pid}, features: `)) });
-      expect(JSON.parse((await v.remote(['--json', 'ping'])).stdout)).toMatchObject({ pid: v.pid });
+      expect(remoteJson(await v.remote(['--json', 'ping']))).toMatchObject({ pid: v.pid });
 
       const info = await v.remote(['info']);
       expect(info.code).toBe(0);
@@ -141,13 +150,13 @@ describe('control plane against the real VMM', { timeout: deadline(180_000) }, (
       expect(info.stdout).toMatch(new RegExp(`^cmdline: +${TICKS}$`, 'm'));
       expect(info.stdout).toMatch(/^serial: +Socket$/m);
       const infoJson = await v.remote(['--json', 'info']);
-      expect(JSON.parse(infoJson.stdout)).toMatchObject({ state: 'Running', memory_actual_size: 64 << 20, config: { payload: { cmdline: TICKS } } });
+      expect(remoteJson(infoJson)).toMatchObject({ state: 'Running', memory_actual_size: 64 << 20, config: { payload: { cmdline: TICKS } } });
 
       const counters = await v.remote(['counters']);
       expect(counters.code).toBe(0);
       const io = Number(/^vcpu0\.io (\d+)$/m.exec(counters.stdout)?.[1]);
       expect(io).toBeGreaterThan(0);
-      const countersJson = JSON.parse((await v.remote(['--json', 'counters'])).stdout) as Record<string, Record<string, number>>;
+      const countersJson = remoteJson(await v.remote(['--json', 'counters'])) as Record<string, Record<string, number>>;
       expect(countersJson.vcpu0!.io).toBeGreaterThanOrEqual(io);
 
       expect(await v.remote(['pause'])).toEqual({ code: 0, stdout: '', stderr: '' });
