@@ -10,7 +10,7 @@
 //      cold  tsvmm: spawn `tsvmm --restore source_url=…[,prefault=on] --api-socket S`, poll until
 //                   the VM exists, vm.resume.
 //            QEMU:  spawn `qemu … -incoming "exec:cat FILE"`, connect QMP, cont.
-//      warm  tsvmm: an empty tsvmm already running: vm.restore, vm.resume.
+//      warm  tsvmm: an empty tsvmm already running: vm.restore (lazy, prefault, or memory_restore_mode Copy), vm.resume.
 //            QEMU:  a QEMU already running with `-incoming defer`: migrate-incoming, cont.
 //      QEMU has no lazy restore (it reads the whole stream before the guest runs), so its one
 //      number per size is compared with both tsvmm modes.
@@ -319,12 +319,14 @@ async function tsvmmCold(dir, prefault) {
   return { total: tick.at - t0, restore: tRestored - t0 };
 }
 
-async function tsvmmWarm(dir, prefault) {
+/** `mode`: 'lazy' (OnDemand), 'prefault' (OnDemand + prefault) or 'copy' (memory_restore_mode Copy). */
+async function tsvmmWarm(dir, mode) {
   const p = await tsvmmEmpty();
   // Let the empty VMM finish whatever it does at start (e.g. pre-spawning vCPU workers).
   await sleep(300);
   const t0 = performance.now();
-  await apiOk(p.sock, 'PUT', 'vm.restore', { source_url: `file://${dir}`, prefault });
+  const body = mode === 'copy' ? { memory_restore_mode: 'Copy' } : { prefault: mode === 'prefault' };
+  await apiOk(p.sock, 'PUT', 'vm.restore', { source_url: `file://${dir}`, ...body });
   const t1 = performance.now();
   await apiOk(p.sock, 'PUT', 'vm.resume');
   const t2 = performance.now();
@@ -376,21 +378,22 @@ async function benchRestore() {
   const rows = [];
   for (const memory of ['256M', '1G', '4G']) {
     const { dir, file } = await makeRestoreSources(memory);
-    const s = { coldLazy: [], coldPf: [], coldQ: [], warmLazy: [], warmPf: [], warmQ: [] };
+    const s = { coldLazy: [], coldPf: [], coldQ: [], warmLazy: [], warmPf: [], warmCopy: [], warmQ: [] };
     for (let i = 0; i < RUNS; i++) {
       // Alternate systems and modes so drift (page cache, other load) spreads evenly.
       s.coldQ.push(await qemuCold(memory, file));
       s.coldLazy.push(await tsvmmCold(dir, false));
       s.warmQ.push(await qemuWarm(memory, file));
-      s.warmLazy.push(await tsvmmWarm(dir, false));
+      s.warmLazy.push(await tsvmmWarm(dir, 'lazy'));
       s.coldPf.push(await tsvmmCold(dir, true));
-      s.warmPf.push(await tsvmmWarm(dir, true));
+      s.warmPf.push(await tsvmmWarm(dir, 'prefault'));
+      s.warmCopy.push(await tsvmmWarm(dir, 'copy'));
     }
     const m = (k, f = 'total') => median(s[k].map((r) => r[f]));
     const row = {
       memory, dataMiB: fmtMiB(allocated(dir)), qemuFileMiB: fmtMiB(apparent(file)),
       coldLazy: m('coldLazy'), coldPf: m('coldPf'), coldQ: m('coldQ'),
-      warmLazy: m('warmLazy'), warmPf: m('warmPf'), warmQ: m('warmQ'),
+      warmLazy: m('warmLazy'), warmPf: m('warmPf'), warmCopy: m('warmCopy'), warmQ: m('warmQ'),
       warmLazyParts: { restore: m('warmLazy', 'restore'), resume: m('warmLazy', 'resume'), toTick: m('warmLazy', 'toTick') },
       warmPfParts: { restore: m('warmPf', 'restore'), resume: m('warmPf', 'resume'), toTick: m('warmPf', 'toTick') },
       coldLazyRestore: m('coldLazy', 'restore'),
@@ -439,10 +442,10 @@ for (const r of snapRows) {
   out.push(`| ${r.touched} MiB | ${fmtMs(r.t)} ms | ${fmtMs(r.q)} ms | ${fmtMs(r.qSync)} ms | ${ratio(r.t, r.q)} | ${ratio(r.t, r.qSync)} | ${fmtMiB(r.tSize.alloc)} MiB (${fmtMiB(r.tSize.apparent)}) | ${fmtMiB(r.qSize.alloc)} MiB |`);
 }
 out.push('', `### Restore to the guest's next tick (median of ${RUNS}, ms; tsvmm/QEMU in brackets)`, '');
-out.push('| RAM | snapshot data | cold lazy | cold prefault | cold QEMU | warm lazy | warm prefault | warm QEMU |');
-out.push('|---|---|---|---|---|---|---|---|');
+out.push('| RAM | snapshot data | cold lazy | cold prefault | cold QEMU | warm lazy | warm prefault | warm Copy | warm QEMU |');
+out.push('|---|---|---|---|---|---|---|---|---|');
 for (const r of restoreRows) {
-  out.push(`| ${r.memory} | ${r.dataMiB} MiB (QEMU ${r.qemuFileMiB}) | ${fmtMs(r.coldLazy)} (${ratio(r.coldLazy, r.coldQ)}) | ${fmtMs(r.coldPf)} (${ratio(r.coldPf, r.coldQ)}) | ${fmtMs(r.coldQ)} | ${fmtMs(r.warmLazy)} (${ratio(r.warmLazy, r.warmQ)}) | ${fmtMs(r.warmPf)} (${ratio(r.warmPf, r.warmQ)}) | ${fmtMs(r.warmQ)} |`);
+  out.push(`| ${r.memory} | ${r.dataMiB} MiB (QEMU ${r.qemuFileMiB}) | ${fmtMs(r.coldLazy)} (${ratio(r.coldLazy, r.coldQ)}) | ${fmtMs(r.coldPf)} (${ratio(r.coldPf, r.coldQ)}) | ${fmtMs(r.coldQ)} | ${fmtMs(r.warmLazy)} (${ratio(r.warmLazy, r.warmQ)}) | ${fmtMs(r.warmPf)} (${ratio(r.warmPf, r.warmQ)}) | ${fmtMs(r.warmCopy)} (${ratio(r.warmCopy, r.warmQ)}) | ${fmtMs(r.warmQ)} |`);
 }
 out.push('', '### Where tsvmm\'s warm restore goes (median, ms)', '');
 out.push('| RAM | mode | vm.restore request | vm.resume request | resume → tick | cold: spawn → VM restored |');
