@@ -57,6 +57,18 @@ function describeCpu(v: VcpuFd): string {
   }
 }
 
+/**
+ * Where a vCPU was when it shut down (triple fault). On AMD, KVM re-initialises a vCPU on a
+ * SHUTDOWN intercept (its VMCB is undefined afterwards), so its registers read as after INIT
+ * (CS:IP F000:FFF0) and the faulting place is lost: say so rather than print misleading values.
+ */
+function describeShutdown(v: VcpuFd): string {
+  try {
+    if (v.getRegs().rip === 0xfff0n && v.getSregs().cs.selector === 0xf000) return 'an unknown place (KVM re-initialised the vCPU, as it does on AMD hosts)';
+  } catch { /* fall through to whatever can be read */ }
+  return describeCpu(v);
+}
+
 /** What KVM reported, and where, so a failure can be traced to an instruction. */
 function describeInternalError(v: VcpuFd, suberror: number, data: bigint[]): string {
   const where = ` at ${describeCpu(v)}`;
@@ -130,7 +142,7 @@ function runLoop(v: VcpuFd, mb: Mailbox): StopReason {
         break;
       case 'shutdown':
         counters[C_OTHER]! += 1;
-        return { kind: 'shutdown', where: describeCpu(v) };
+        return { kind: 'shutdown', where: describeShutdown(v) };
       case 'system_event':
         counters[C_OTHER]! += 1;
         return { kind: 'system_event', type: exit.type };

@@ -1,9 +1,9 @@
 /**
  * Debian's stock kernel boots under tsvmm to a shell, through both kernel formats, and ends
- * tsvmm the way the guest asks (README: exit statuses). The console is tsvmm's stdin/stdout
- * (the remote console is covered by test/integration/api.test.ts).
- *  - 1 vCPU, the uncompressed vmlinux through its PVH note; `poweroff -f` (ACPI soft-off) → 0.
- *  - 2 vCPUs, the bzImage, root file system on a virtio disk
+ * tsvmm the way the guest asks (README: exit statuses), with either console transport.
+ *  - 1 vCPU, the uncompressed vmlinux through its PVH note, console over the API socket
+ *    (`--serial socket` + `tsvmm-remote console`); `poweroff -f` (ACPI soft-off) → 0.
+ *  - 2 vCPUs, the bzImage, console on tsvmm's stdin/stdout, root file system on a virtio disk
  *    (`root=/dev/vda`, switch_root from the initramfs); `reboot -f` → status 120 (reset), and
  *    the host's e2fsck finds the root file system clean afterwards.
  */
@@ -36,9 +36,9 @@ describe('Debian Linux boots under tsvmm', () => {
   });
   afterAll(() => removeScratch(dir));
 
-  it('1 vCPU, PVH vmlinux, console on stdio: CPUs, RAM, command line; poweroff -f ends tsvmm with 0', { timeout: CASE_TIMEOUT_MS }, async () => {
+  it('1 vCPU, PVH vmlinux, console through tsvmm-remote: CPUs, RAM, command line; poweroff -f ends tsvmm with 0', { timeout: CASE_TIMEOUT_MS }, async () => {
     const guest = await LinuxGuest.boot({
-      cpus: 1, memoryMiB: 256, kernel: LINUX.vmlinux, cmdline: 'tsvmm.test=pvh-one', apiSocket: join(dir, 'one.sock'),
+      cpus: 1, memoryMiB: 256, kernel: LINUX.vmlinux, cmdline: 'tsvmm.test=pvh-one', console: 'socket', apiSocket: join(dir, 'one.sock'),
     });
     try {
       expect(guest.console.stdout).toMatch(/linux: cpus=1/);
@@ -47,6 +47,9 @@ describe('Debian Linux boots under tsvmm', () => {
       expectMemTotalPlausible(await guest.ok('cat /proc/meminfo'), 256);
       const cmdline = await guest.ok('cat /proc/cmdline');
       expect(cmdline.split(' ')).toContain('tsvmm.test=pvh-one');
+      // The command went in through the WebSocket console and its output came back that way;
+      // nothing of it reached tsvmm's own stdout.
+      expect(guest.vmm.stdout).not.toContain('tsvmm.test=pvh-one');
       expect(await guest.end('poweroff -f')).toBe(0);
     } catch (e) {
       throw new Error(`${(e as Error).message}\n${guest.diagnostics()}`);
