@@ -31,7 +31,7 @@ const COMMANDS: Array<[string, string]> = [
   ['ping', 'show the VMM version and pid'],
   ['info', 'show the VM configuration and state'],
   ['counters', 'show per-vCPU exit and per-device counters'],
-  ['create <file>', 'create a VM from a vm.create JSON file (Cloud Hypervisor format)'],
+  ['create [file]', 'create a VM from a vm.create JSON file (Cloud Hypervisor format); - or none: read it from stdin'],
   ['boot', 'boot the created VM'],
   ['pause', 'pause the VM'],
   ['resume', 'resume the paused VM'],
@@ -54,17 +54,26 @@ function snapshotUrl(arg: string): string {
   return value;
 }
 
-function readConfigFile(file: string): unknown {
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(typeof c === 'string' ? Buffer.from(c) : c);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** A vm.create body from a file, or from stdin when `file` is `-` or absent (as scripts pipe it). */
+async function readConfig(file: string | undefined, stdin: NodeJS.ReadableStream): Promise<unknown> {
+  const fromStdin = file === undefined || file === '-';
+  const name = fromStdin ? 'stdin' : file;
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = fromStdin ? await readAll(stdin) : readFileSync(file, 'utf8');
   } catch (err) {
-    throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
+    throw new UsageError(`cannot read ${name}: ${(err as Error).message}`);
   }
   try {
     return JSON.parse(text) as unknown;
   } catch (err) {
-    throw new UsageError(`${file} is not valid JSON: ${(err as Error).message}`);
+    throw new UsageError(`${name} is not valid JSON: ${(err as Error).message}`);
   }
 }
 
@@ -94,7 +103,8 @@ async function run(args: { _: Array<string | number>; [k: string]: unknown }, io
     case 'ping': return print(await client.ping(), formatPing);
     case 'info': return print(await client.info(), formatInfo);
     case 'counters': return print(await client.counters(), formatCounters);
-    case 'create': return client.create(readConfigFile(String(args.file)));
+    // yargs hands a lone `-` over as `true`.
+    case 'create': return client.create(await readConfig(typeof args.file === 'string' || typeof args.file === 'number' ? String(args.file) : undefined, io.stdin));
     case 'boot': return client.boot();
     case 'pause': return client.pause();
     case 'resume': return client.resume();

@@ -74,6 +74,21 @@ describe('commands', () => {
     expect(h.vmm.snapshots.map((s) => s.destination_url)).toEqual(['file:///tmp/snap-a', 'file:///tmp/snap%20b']);
     for (const cmd of ['resume', 'reboot', 'shutdown']) expect((await remote([cmd])).status, cmd).toBe(0);
     expect(h.vmm.state).toBe('Shutdown');
+    expect((await remote(['delete'])).status).toBe(0);
+    expect(h.vmm.state).toBeUndefined();
+  });
+
+  test('create reads the config from stdin with - or no file', async () => {
+    for (const args of [['create', '-'], ['create']]) {
+      const stdin = new PassThrough();
+      stdin.end(JSON.stringify(TINY_CONFIG));
+      expect(await remote(args, { stdin })).toEqual({ status: 0, stdout: '', stderr: '' });
+      expect(h.vmm.state).toBe('Created');
+      expect((await remote(['delete'])).status).toBe(0);
+    }
+    const bad = new PassThrough();
+    bad.end('{"cpus": ');
+    expect(await remote(['create'], { stdin: bad })).toMatchObject({ status: 2, stderr: expect.stringMatching(/^tsvmm-remote: stdin is not valid JSON: /) });
   });
 
   test('restore with Cloud Hypervisor k=v syntax', async () => {
