@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeSync, ftruncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { request } from 'node:http';
 import { waitForApi } from '../support/snapshot-vm.js';
 import { crcHex, expectedPattern, noise } from '../support/blk-disk.js';
@@ -93,6 +93,8 @@ class Vmm {
   }
 }
 
+let root: string;
+/** The running test's own directory (a fresh one per attempt, so a retried test starts clean). */
 let work: string;
 const live: Vmm[] = [];
 
@@ -176,10 +178,11 @@ async function waitJob(vm: Vmm, timeoutMs = deadline(120_000)): Promise<Record<s
   }
 }
 
-beforeAll(() => { work = mkdtempSync(join(tmpdir(), 'tsvmm-disksnap-it-')); });
+beforeAll(() => { root = mkdtempSync(join(tmpdir(), 'tsvmm-disksnap-it-')); });
+beforeEach(() => { work = mkdtempSync(join(root, 'case-')); });
 afterAll(async () => {
   await Promise.all(live.map((v) => v.kill()));
-  rmSync(work, { recursive: true, force: true });
+  rmSync(root, { recursive: true, force: true });
 });
 
 describe('disk snapshots on a running VM', () => {

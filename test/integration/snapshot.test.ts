@@ -7,7 +7,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'n
 import { crc32 } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   apiOk, apiRequest, bootTiny, diskUsageBytes, fileUrl, fingerprintDir, killHard, memtestPassesIn,
   pauseAndSnapshot, restoreProcess, ticksIn, waitForApi,
@@ -18,14 +18,17 @@ import { deadline } from '../support/timing.js';
 const MiB = 1024 * 1024;
 const WORKLOAD = 'tiny.ticks tiny.tick_ms=50 tiny.memtest=32 tiny.memtest_loop';
 
+let root: string;
+/** The running test's own directory (a fresh one per attempt, so a retried test starts clean). */
 let work: string;
 const live: TsvmmProcess[] = [];
 const track = (p: TsvmmProcess): TsvmmProcess => { live.push(p); return p; };
 
-beforeAll(() => { work = mkdtempSync(join(tmpdir(), 'tsvmm-snap-it-')); });
+beforeAll(() => { root = mkdtempSync(join(tmpdir(), 'tsvmm-snap-it-')); });
+beforeEach(() => { work = mkdtempSync(join(root, 'case-')); });
 afterAll(async () => {
   await Promise.all(live.map((p) => killHard(p)));
-  rmSync(work, { recursive: true, force: true });
+  rmSync(root, { recursive: true, force: true });
 });
 
 interface PausedPoint {

@@ -47,14 +47,17 @@ describe('disk snapshots while real Linux writes to ext4', () => {
 
   afterAll(() => removeScratch(dir));
 
-  /** Restores the snapshot on a fresh copy of the data disk; returns the guest and the copy. */
-  async function restore(): Promise<{ guest: LinuxGuest; disk: string; sock: string }> {
+  /**
+   * Restores the snapshot on a fresh copy of the data disk; returns the guest, the copy, and a
+   * prefix for the case's other files (unique per call, so a retried case starts clean).
+   */
+  async function restore(): Promise<{ guest: LinuxGuest; disk: string; sock: string; prefix: string }> {
     const n = caseNo++;
     const disk = join(dir, `case-${n}.raw`);
     copyFileSync(golden, disk);
     const sock = join(dir, `case-${n}.sock`);
     const guest = await LinuxGuest.restore(snap, { apiSocket: sock, diskPaths: { data: disk } });
-    return { guest, disk, sock };
+    return { guest, disk, sock, prefix: join(dir, `case-${n}`) };
   }
 
   /** Lets the loop write a few more lines: the operation before this really happened mid-writes. */
@@ -86,10 +89,10 @@ describe('disk snapshots while real Linux writes to ext4', () => {
   }
 
   it('live external snapshot: the guest goes on writing into the overlay; the base is frozen', { timeout: CASE_TIMEOUT_MS }, async () => {
-    const { guest, disk, sock } = await restore();
+    const { guest, disk, sock, prefix } = await restore();
     try {
       await moreWrites(guest);
-      const overlay = join(dir, 'live.s1.qcow2');
+      const overlay = `${prefix}.live.s1.qcow2`;
       await apiOk(sock, 'PUT', 'vm.snapshot-disk', { disk: 'data', file: overlay });
       const frozen = sha256(disk);
       await moreWrites(guest);
@@ -125,10 +128,10 @@ describe('disk snapshots while real Linux writes to ext4', () => {
   });
 
   it('block-commit, then block-pull, each while the guest writes: one image with every write', { timeout: CASE_TIMEOUT_MS }, async () => {
-    const { guest, disk, sock } = await restore();
+    const { guest, disk, sock, prefix } = await restore();
     try {
       await moreWrites(guest);
-      await apiOk(sock, 'PUT', 'vm.snapshot-disk', { disk: 'data', file: join(dir, 'commit.top.qcow2') });
+      await apiOk(sock, 'PUT', 'vm.snapshot-disk', { disk: 'data', file: `${prefix}.commit.top.qcow2` });
       await moreWrites(guest);
       await apiOk(sock, 'PUT', 'vm.block-commit', { disk: 'data' });
       const commit = await waitJob(sock);
@@ -136,14 +139,14 @@ describe('disk snapshots while real Linux writes to ext4', () => {
       const afterCommit = (await apiOk(sock, 'GET', 'vm.info')).json as { config: { disks: Array<{ path: string }> } };
       expect(afterCommit.config.disks[0]!.path).toBe(disk);
 
-      await apiOk(sock, 'PUT', 'vm.snapshot-disk', { disk: 'data', file: join(dir, 'pull.top.qcow2') });
+      await apiOk(sock, 'PUT', 'vm.snapshot-disk', { disk: 'data', file: `${prefix}.pull.top.qcow2` });
       await moreWrites(guest);
       await apiOk(sock, 'PUT', 'vm.block-pull', { disk: 'data' });
       const pull = await waitJob(sock);
       expect(pull.state, JSON.stringify(pull)).toBe('completed');
       await moreWrites(guest);
       await finish(guest, sock);
-      const info = await run('qemu-img', ['info', join(dir, 'pull.top.qcow2')]);
+      const info = await run('qemu-img', ['info', `${prefix}.pull.top.qcow2`]);
       expect(info.stdout, 'block-pull leaves the top image without a backing file').not.toMatch(/backing file:/);
     } catch (e) {
       throw new Error(`${(e as Error).message}\n${guest.diagnostics()}`);
