@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { NESTED, NESTED_RETRIES } from './test/support/nested-retry.js';
 import { deadline } from './test/support/timing.js';
 
 /**
@@ -35,9 +36,9 @@ export default defineConfig({
           testTimeout: deadline(120_000),
           // Nested under QEMU's TCG, guests were seen to fail at random, rarely (a CI run of 123
           // tests had 3 triple faults at unrelated points, none of which reproduced in 40 boots
-          // of the same workloads): there a failed test runs once more, and every retry is
+          // of the same workloads): there a failed test runs up to twice more, and every retry is
           // printed and counted in npm test's summary (test/support/nested-retry.ts).
-          retry: process.env.TSVMM_NESTED === '1' ? 1 : 0,
+          retry: NESTED ? NESTED_RETRIES : 0,
           hookTimeout: deadline(120_000),
         },
       },

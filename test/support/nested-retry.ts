@@ -1,6 +1,6 @@
 /**
  * Retries on the nested test host, never silent. Nested under QEMU's TCG, guests were seen to
- * fail at random, rarely (vitest.config.ts): there vitest runs a failed test once more, and a
+ * fail at random, rarely (vitest.config.ts): there vitest runs a failed test up to twice more, and a
  * file's shared set-up that boots a guest (a beforeAll, which vitest's retry does not cover) goes
  * through setupStep(). Every retry is printed with its first failure and recorded for npm test's
  * summary (tools/test.mjs); on a KVM host nothing is retried.
@@ -24,20 +24,24 @@ export function recordRetry(r: RetriedTest): void {
   if (file !== undefined) appendFileSync(file, `${JSON.stringify(r)}\n`);
 }
 
-/** Runs a set-up step; nested only, once more if it fails. `file` and `what` name it in the record. */
+/** Retries of a failed test or set-up step on the nested host (vitest.config.ts uses it too). */
+export const NESTED_RETRIES = 2;
+
+/** Runs a set-up step; nested only, up to NESTED_RETRIES more times if it fails. `file` and `what` name it in the record. */
 export async function setupStep<T>(file: string, what: string, step: () => Promise<T>): Promise<T> {
-  try {
-    return await step();
-  } catch (e) {
-    if (!NESTED) throw e;
-    const firstFailure = (e instanceof Error ? e.message : String(e)).slice(0, 4000);
+  let firstFailure = '';
+  for (let attempt = 0; ; attempt++) {
     try {
       const value = await step();
-      recordRetry({ file, name: `set-up: ${what}`, state: 'passed', retries: 1, firstFailure });
+      if (attempt > 0) recordRetry({ file, name: `set-up: ${what}`, state: 'passed', retries: attempt, firstFailure });
       return value;
-    } catch (e2) {
-      recordRetry({ file, name: `set-up: ${what}`, state: 'failed', retries: 1, firstFailure });
-      throw e2;
+    } catch (e) {
+      if (!NESTED) throw e;
+      if (attempt === 0) firstFailure = (e instanceof Error ? e.message : String(e)).slice(0, 4000);
+      if (attempt === NESTED_RETRIES) {
+        recordRetry({ file, name: `set-up: ${what}`, state: 'failed', retries: attempt, firstFailure });
+        throw e;
+      }
     }
   }
 }
