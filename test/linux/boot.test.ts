@@ -76,7 +76,7 @@ describe('Debian Linux boots under tsvmm', () => {
       // A file written on the root disk, flushed, and the file system made clean for the reboot.
       await guest.ok('echo written-by-guest > /root/note; sync; mount -o remount,ro /');
       // Linux stops the other CPU, then (hardware-reduced ACPI, no EFI) jumps to the real-mode
-      // reset vector, whose stub resets through the i8042: tsvmm ends with the reset status.
+      // reset vector, whose reset routine pulses the i8042 reset line: tsvmm ends with the reset status.
       expect(await guest.end('reboot -f')).toBe(EXIT_STATUS.reset);
     } catch (e) {
       throw new Error(`${(e as Error).message}\n${guest.diagnostics()}`);

@@ -5,7 +5,7 @@
  * Linux reaches it on every reboot of a tsvmm guest: our FADT says hardware-reduced ACPI, which
  * makes Linux prefer an EFI reset (reboot_init: efi_reboot_required), and without EFI it falls
  * through to BOOT_BIOS, machine_real_restart(): real mode, then `ljmp $0xf000,$0xfff0`. A BIOS
- * would reset the machine from there; so does this stub, through the i8042's reset command (the
+ * would reset the machine from there; so do these seven bytes, through the i8042's reset command (the
  * same reset `reboot=k` asks for), so `reboot` ends the VM as a reset (exit status 120) instead of
  * spinning through zeroed memory forever with the guest's console cut mid-line.
  */

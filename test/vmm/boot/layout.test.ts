@@ -51,7 +51,7 @@ describe('layoutGuest with a bzImage (64-bit Linux boot protocol)', () => {
     expect(m.readU32(zp + BP.cmdLinePtr)).toBe(CMDLINE_ADDR);
     expect(readCString(m, CMDLINE_ADDR)).toBe('console=ttyS0 panic=-1 virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6');
     expect(m.readU64(zp + BP.acpiRsdpAddr)).toBe(BigInt(RSDP_ADDR));
-    // A rebooting Linux jumps to F000:FFF0 (machine_real_restart): the stub there pulses the
+    // A rebooting Linux jumps to F000:FFF0 (machine_real_restart): the reset routine there pulses the
     // i8042 reset line (mov al,0xfe; out 0x64,al; hlt; jmp) and sits in the e820-reserved window.
     expect([...m.read(RESET_VECTOR_ADDR, 7)]).toEqual([0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd]);
     expect(e820(m).some((e) => e.type === 2 && e.addr <= RESET_VECTOR_ADDR && e.addr + e.size >= RESET_VECTOR_ADDR + 16)).toBe(true);
