@@ -46,27 +46,22 @@ function exchange(mb: Mailbox, kind: AccessKind, addr: number, size: number, cou
 /** KVM_INTERNAL_ERROR_* names (suberror 1, emulation failure, is the one PVM hosts produce). */
 const INTERNAL_ERRORS: Record<number, string> = { 1: 'emulation failure', 2: 'simultaneous exception', 3: 'delivery event failure', 4: 'unexpected exit reason' };
 
-/** Where the guest was when it ended itself, so a triple fault or failure can be traced to an instruction. */
+/**
+ * Where a vCPU was, so a triple fault or failure can be traced to an instruction. On AMD, KVM
+ * re-initialises a vCPU on a SHUTDOWN intercept (its VMCB is undefined afterwards), so after a
+ * triple fault its registers read as after INIT (CS:IP F000:FFF0) and the faulting place is lost:
+ * say so rather than print misleading values.
+ */
 function describeCpu(v: VcpuFd): string {
   try {
     const hex = (x: bigint): string => `0x${x.toString(16)}`;
+    const rip = v.getRegs().rip;
     const s = v.getSregs();
-    return `rip ${hex(v.getRegs().rip)} cs ${hex(BigInt(s.cs.selector))} cr0 ${hex(s.cr0)} cr2 ${hex(s.cr2)} cr3 ${hex(s.cr3)} cr4 ${hex(s.cr4)} efer ${hex(s.efer)} idt ${hex(s.idt.base)}/${s.idt.limit}`;
+    if (rip === 0xfff0n && s.cs.selector === 0xf000) return 'an unknown place (KVM re-initialised the vCPU, as it does on AMD hosts)';
+    return `rip ${hex(rip)} cs ${hex(BigInt(s.cs.selector))} cr0 ${hex(s.cr0)} cr2 ${hex(s.cr2)} cr3 ${hex(s.cr3)} cr4 ${hex(s.cr4)} efer ${hex(s.efer)} idt ${hex(s.idt.base)}/${s.idt.limit}`;
   } catch {
     return 'registers unreadable'; // a courtesy only; the exit itself is what matters
   }
-}
-
-/**
- * Where a vCPU was when it shut down (triple fault). On AMD, KVM re-initialises a vCPU on a
- * SHUTDOWN intercept (its VMCB is undefined afterwards), so its registers read as after INIT
- * (CS:IP F000:FFF0) and the faulting place is lost: say so rather than print misleading values.
- */
-function describeShutdown(v: VcpuFd): string {
-  try {
-    if (v.getRegs().rip === 0xfff0n && v.getSregs().cs.selector === 0xf000) return 'an unknown place (KVM re-initialised the vCPU, as it does on AMD hosts)';
-  } catch { /* fall through to whatever can be read */ }
-  return describeCpu(v);
 }
 
 /** What KVM reported, and where, so a failure can be traced to an instruction. */
@@ -142,7 +137,7 @@ function runLoop(v: VcpuFd, mb: Mailbox): StopReason {
         break;
       case 'shutdown':
         counters[C_OTHER]! += 1;
-        return { kind: 'shutdown', where: describeShutdown(v) };
+        return { kind: 'shutdown', where: describeCpu(v) };
       case 'system_event':
         counters[C_OTHER]! += 1;
         return { kind: 'system_event', type: exit.type };
