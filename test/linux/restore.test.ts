@@ -36,6 +36,7 @@ describe('real Linux: pause → snapshot → kill → restore in a new process �
   let dir: string;
   const saved = new Map<number, Saved>();
   let caseNo = 0;
+  let cloneAttempt = 0;
 
   async function bootAndSnapshot(cpus: number): Promise<Saved> {
     const golden = join(dir, `golden-${cpus}.raw`);
@@ -112,13 +113,19 @@ describe('real Linux: pause → snapshot → kill → restore in a new process �
   it('three clones at once from one snapshot, each on its own qcow2 overlay of the disk, each going on by itself', { timeout: CASE_TIMEOUT_MS }, async () => {
     const s = saved.get(2)!;
     const baseSha = sha256(s.disk);
-    const overlays = [0, 1, 2].map((k) => join(dir, `clone-${k}.qcow2`));
+    // Names unique per attempt: a retried attempt must not meet the files (and the image locks of
+    // clones still being killed) of the one before.
+    const attempt = cloneAttempt++;
+    const overlays = [0, 1, 2].map((k) => join(dir, `clone-${attempt}-${k}.qcow2`));
     for (const o of overlays) await host('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', s.disk, '-F', 'raw', o]);
     // force=on: an overlay is a different file from the raw disk the snapshot recorded, but it
     // reads as exactly that disk (the base is unchanged and the overlay empty).
     const clones = await Promise.all(overlays.map((o, k) =>
-      LinuxGuest.restore(s.snap, { apiSocket: join(dir, `clone-${k}.sock`), force: true, diskPaths: { data: o } })));
-    await Promise.all(clones.map((g, k) => continueAndFinishOverlay(g, s, overlays[k]!, k)));
+      LinuxGuest.restore(s.snap, { apiSocket: join(dir, `clone-${attempt}-${k}.sock`), force: true, diskPaths: { data: o } })));
+    // allSettled: a failing clone must not leave the others running into a retry.
+    const results = await Promise.allSettled(clones.map((g, k) => continueAndFinishOverlay(g, s, overlays[k]!, k)));
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
     expect(sha256(s.disk)).toBe(baseSha);
   });
 

@@ -53,7 +53,13 @@ export async function copyUp(top: Qcow2Image, stopAt: BlockBackend | null, contr
     if (e.present && e.depth < limit) {
       const first = Math.floor(e.start / cs);
       const last = Math.ceil((e.start + e.length) / cs);
-      for (let c = first; c < last; c++) await copyClusterUp(top, c, e.zero, buffer);
+      for (let c = first; c < last; c++) {
+        // A backing layer can report status in units smaller than top's cluster (a raw file's
+        // holes are 4 KiB, a qcow2 backing may have smaller clusters): a cluster is a zero
+        // cluster only when this zero extent covers all of it, else its data is copied.
+        const whole = e.start <= c * cs && e.start + e.length >= Math.min((c + 1) * cs, top.size);
+        await copyClusterUp(top, c, e.zero && whole, buffer);
+      }
     }
     at += e.length;
     control.progress?.(at, end);

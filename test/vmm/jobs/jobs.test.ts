@@ -4,7 +4,7 @@
  * qemu-img check.
  */
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { openDisks, type Disk } from '../../../src/vmm/disks.js';
@@ -102,6 +102,33 @@ describe('block-pull', () => {
     expect(s.manager.list()[0]!.state).toBe('completed');
     expect(await readBackingOf(s.top)).toBe(s.base);
     expect((await liveContent()).equals(s.model)).toBe(true);
+  });
+
+  it('copies a cluster whose backing raw file has a hole before its data (status finer than a cluster)', async () => {
+    // A sparse raw base: in every other 64 KiB cluster the first 32 KiB are a hole and the
+    // second 32 KiB data, the way a guest file system leaves its raw disk.
+    const base = join(t.dir, 'sparse.raw');
+    const model = Buffer.alloc(SIZE);
+    for (let at = 0; at < SIZE; at += 128 * 1024) pattern(32 * 1024, 7 + (at / 131072) % 100).copy(model, at + 32 * 1024);
+    const fd = openSync(base, 'w');
+    ftruncateSync(fd, SIZE);
+    for (let at = 0; at < SIZE; at += 128 * 1024) writeSync(fd, model, at + 32 * 1024, 32 * 1024, at + 32 * 1024);
+    closeSync(fd);
+    const top = join(t.dir, 'over-sparse.qcow2');
+    await createOverlay(top, base, 'raw', SIZE);
+    [disk] = await openDisks([{ path: top, readonly: false, id: 'disk0' }]);
+    const vm = { state: 'Running', platform: { disks: [disk] } } as unknown as Vm;
+    const manager = new BlockJobManager({ vm: () => vm, emit: () => {} });
+    current = manager;
+    await manager.startPull({ disk: 'disk0' });
+    while (manager.list()[0]!.finished === undefined) await new Promise((r) => setTimeout(r, 20));
+    expect(manager.list()[0]!.state).toBe('completed');
+    expect(await readBackingOf(top)).toBeNull();
+    expect((await liveContent()).equals(model), 'the pulled image lost data next to a hole').toBe(true);
+    await disk!.close();
+    disk = undefined;
+    expect(qemuCheck(top).status).toBe(0);
+    expect(qemuContent(top, t.dir).equals(model)).toBe(true);
   });
 });
 
