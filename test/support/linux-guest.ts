@@ -262,8 +262,28 @@ export class LinuxGuest {
   /** The end of the console log and tsvmm's stderr, for failure messages. */
   diagnostics(): string {
     const hang = this.hangReport === '' ? '' : `\ntsvmm did not exit; where the vCPUs were:\n${this.hangReport}`;
-    return `console:\n${this.console.stdout.slice(-3000)}\ntsvmm stderr:\n${this.vmm.stderr.slice(-2000)}${hang}`;
+    const warnings = kernelWarnings(this.console.stdout);
+    const earlier = warnings === '' ? '' : `kernel warnings earlier on the console:\n${warnings}\n`;
+    return `${earlier}console:\n${this.console.stdout.slice(-3000)}\ntsvmm stderr:\n${this.vmm.stderr.slice(-2000)}${hang}`;
   }
+}
+
+/**
+ * The kernel's own reports of trouble on a console log (WARN, BUG, oops, RCU stalls, unchecked MSR
+ * accesses), each with the lines that follow it: the console tail in a failure message often
+ * starts after the first sign of what went wrong.
+ */
+export function kernelWarnings(consoleLog: string, perReport = 12, maxReports = 4): string {
+  const lines = consoleLog.replace(/\r/g, '').split('\n');
+  const out: string[] = [];
+  let reports = 0;
+  for (let i = 0; i < lines.length && reports < maxReports; i++) {
+    if (!/WARNING:|BUG:|Oops|rcu: INFO|unchecked MSR|general protection/.test(lines[i]!)) continue;
+    out.push(...lines.slice(i, i + perReport));
+    i += perReport - 1;
+    reports++;
+  }
+  return out.join('\n');
 }
 
 /** Removes a scratch directory (and everything in it). */
