@@ -84,7 +84,13 @@ export function parseSerial(text: string): SerialConfig {
     if (file === '') throw new ConfigError('--serial file=: a path is required');
     return { mode: 'File', file };
   }
-  throw new ConfigError(`--serial: "${text}" must be tty, file=PATH, socket, null or off`);
+  if (text.startsWith('socket=')) {
+    const socket = text.slice(7);
+    if (socket === '') throw new ConfigError('--serial socket=: a path is required');
+    return { mode: 'Socket', socket };
+  }
+  if (lower === 'pty') throw new ConfigError('--serial pty: not supported yet; use socket=PATH (then e.g. `socat -,raw,echo=0 UNIX-CONNECT:PATH`), tty, file=PATH, null or off');
+  throw new ConfigError(`--serial: "${text}" must be tty, file=PATH, socket=PATH, socket, null or off`);
 }
 
 /** Turns the `tsvmm` command-line options into a VmConfig (Cloud Hypervisor syntax). */

@@ -36,6 +36,12 @@ export type SerialMode = 'Tty' | 'File' | 'Off' | 'Null' | 'Socket';
 export interface SerialConfig {
   readonly mode: SerialMode;
   readonly file?: string;
+  /**
+   * Socket mode: the Unix socket tsvmm listens on for the serial port's client (Cloud
+   * Hypervisor's `--serial socket=PATH`). Absent: the port is reached through the API
+   * (`tsvmm-remote console`).
+   */
+  readonly socket?: string;
 }
 
 /**

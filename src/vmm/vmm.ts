@@ -12,6 +12,7 @@ import type { ApiListen } from './api/server.js';
 import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
 import { prepareSpareVm, releaseSpareVm } from './spare-vm.js';
+import { SerialSocket } from './serial-socket.js';
 import { VmBuilder } from './builder.js';
 import type { Vm, VmHooks } from './vm.js';
 import { prewarmVcpuWorkers, waitForVcpuWorkersLoaded } from './vcpu-thread.js';
@@ -59,6 +60,7 @@ export class Vmm implements VmmController {
   private readonly listeners = new Set<(e: VmmEvent) => void>();
   private consoleListener: ((bytes: Uint8Array) => void) | undefined;
   private serialFile: WriteStream | undefined;
+  private serialSocket: SerialSocket | undefined;
   private serialFilePath: string | undefined;
   private stdinAttached = false;
   private api: { close(): Promise<void> } | undefined;
@@ -166,11 +168,24 @@ export class Vmm implements VmmController {
         return (b) => { file.write(b); };
       }
       case 'Socket':
-        return (b) => { this.consoleListener?.(b); };
+        // Both ends may be in use: a client of the socket and a console attached through the API.
+        return (b) => { this.consoleListener?.(b); this.serialSocket?.output(b); };
       case 'Null':
       case 'Off':
         return () => {};
     }
+  }
+
+  /**
+   * Listens on the config's `--serial socket=PATH` (kept across reboots and reverts of the same
+   * VM; replaced when a restore brings another path). Before a boot, so a bad path fails it.
+   */
+  private async openSerialSocket(config: VmConfig): Promise<void> {
+    const want = config.serial.mode === 'Socket' ? config.serial.socket : undefined;
+    if (this.serialSocket?.path === want) return;
+    await this.serialSocket?.close();
+    this.serialSocket = undefined;
+    if (want !== undefined) this.serialSocket = await SerialSocket.listen(want, (b) => this.vm?.platform.serialInput(b));
   }
 
   /**
@@ -255,6 +270,7 @@ export class Vmm implements VmmController {
       this.emit('vm', 'booting');
       const start = performance.now();
       const config = this.configSource.config;
+      await this.openSerialSocket(config);
       const vm = await VmBuilder.boot(config, this.hooks(config));
       this.vm = vm;
       this.configSource = vm;
@@ -355,6 +371,13 @@ export class Vmm implements VmmController {
       const start = performance.now();
       // A checkpoint with disks restores onto new overlays over its frozen images.
       const vm = await (await this.loadDiskOps()).snapshots.restoreIfCheckpoint(req) ?? await (await loadPersist()).restoreVm(req, (config: VmConfig) => this.hooks(config));
+      try {
+        // The restored VM is paused: nothing is lost while its serial socket comes up.
+        await this.openSerialSocket(vm.config);
+      } catch (e) {
+        await vm.close();
+        throw e;
+      }
       this.vm = vm;
       this.configSource = vm;
       this.endReported = false;
@@ -456,7 +479,7 @@ export class Vmm implements VmmController {
     }
   }
 
-  /** Releases everything (VM, API socket, serial file). */
+  /** Releases everything (VM, API socket, serial file and socket). */
   async dispose(): Promise<void> {
     releaseSpareVm();
     // The process may exit next, and it cannot stop a vCPU thread that is still loading koffi.
@@ -465,5 +488,6 @@ export class Vmm implements VmmController {
     if (this.vm !== undefined) await this.vm.close();
     await this.api?.close();
     this.serialFile?.end();
+    await this.serialSocket?.close();
   }
 }

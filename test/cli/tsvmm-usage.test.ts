@@ -73,7 +73,13 @@ describe('usage errors exit with status 2', () => {
     tsvmm([...k, '--log-level', 'info', '-v'], USAGE, /^tsvmm: give --log-level or -v, not both$/m));
 
   it('--serial with an unknown mode', () =>
-    tsvmm([...k, '--serial', 'pipe'], USAGE, /--serial: "pipe" must be tty, file=PATH, socket, null or off/));
+    tsvmm([...k, '--serial', 'pipe'], USAGE, /--serial: "pipe" must be tty, file=PATH, socket=PATH, socket, null or off/));
+
+  it('--serial pty (not supported yet: says so and what to use)', () =>
+    tsvmm([...k, '--serial', 'pty'], USAGE, /^tsvmm: --serial pty: not supported yet; use socket=PATH/m));
+
+  it('--serial socket= in a directory that does not exist', () =>
+    tsvmm([...k, '--serial', 'socket=/nonexistent-dir/s.sock'], VMM_ERROR, /cannot create serial socket \/nonexistent-dir\/s.sock: directory \/nonexistent-dir does not exist/));
 
   it('--log-level with an unknown level', () =>
     tsvmm([...k, '--log-level', 'loud'], USAGE, /Invalid values: Argument: log-level, Given: "loud", Choices: "error", "warn", "info", "debug"$/m));

@@ -1,5 +1,6 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -423,6 +424,50 @@ describe('control plane against the real VMM', { timeout: deadline(180_000) }, (
     }
   });
 
+  test('--serial socket=PATH: one client is the serial line, both ways; the socket comes back at the same path on restore', async () => {
+    const serialPath = join(scratch, 'serial.sock');
+    const v = await RealVmm.start({ cmdline: TICKS, dir: scratch, serial: `socket=${serialPath}` });
+    let restored: RealVmm | undefined;
+    try {
+      const info = JSON.parse((await get(v, 'vm.info')).body) as { config: { serial: unknown } };
+      expect(info.config.serial).toEqual({ mode: 'Socket', socket: serialPath });
+      const first = await serialClient(serialPath);
+      await expect.poll(() => (first.text().match(/^tick \d+\r?$/gm) ?? []).length, { timeout: deadline(10_000) }).toBeGreaterThanOrEqual(3);
+      // One client at a time: a second is told so and closed.
+      const second = await serialClient(serialPath);
+      await second.closed;
+      expect(second.text()).toMatch(/another client is connected/);
+      // tsvmm-remote console works beside it (both see the guest's output).
+      const tap = await v.console();
+      await tap.moreTicks(2);
+      tap.ws.close();
+      // Input reaches the UART (the tiny kernel never reads it: the snapshot's receive FIFO shows it).
+      first.socket.write('hi');
+      await sleep(200);
+      await v.client.pause();
+      const dir = join(scratch, 'snap-serial-socket');
+      await v.client.snapshot(fileUrl(dir));
+      const doc = JSON.parse(readFileSync(join(dir, 'vm.json'), 'utf8')) as { devices: { serial: { state: { rx: number[] } } } };
+      expect(Buffer.from(doc.devices.serial.state.rx).toString()).toBe('hi');
+      // kill -9 leaves the socket file behind; the restored VMM replaces it and listens there again.
+      v.proc.kill('SIGKILL');
+      await v.waitExit();
+      first.socket.destroy();
+      expect(existsSync(serialPath)).toBe(true);
+      restored = await RealVmm.start({ dir: scratch });
+      expect((await restored.remote(['restore', `source_url=${fileUrl(dir)}`])).code).toBe(0);
+      const again = await serialClient(serialPath);
+      await restored.client.resume();
+      await expect.poll(() => (again.text().match(/^tick \d+\r?$/gm) ?? []).length, { timeout: deadline(10_000) }).toBeGreaterThanOrEqual(2);
+      again.socket.destroy();
+      await restored.stop();
+      expect(existsSync(serialPath), 'the VMM removes its serial socket when it ends').toBe(false);
+    } finally {
+      await restored?.stop();
+      await v.stop();
+    }
+  });
+
   test('a guest power-off while API requests are in flight ends tsvmm with the guest status', async () => {
     const v = await RealVmm.start({ cmdline: 'tiny.ticks=60 tiny.tick_ms=10 tiny.exit=7', dir: scratch });
     const events: VmmEvent[] = [];
@@ -460,3 +505,17 @@ describe('control plane against the real VMM', { timeout: deadline(180_000) }, (
 });
 
 // Say why, loudly (stderr banner and a named skipped test), when the real VMM cannot run here.
+
+/** A client of a `--serial socket=PATH`: what it received so far, and when the VMM closed it. */
+async function serialClient(path: string): Promise<{ socket: Socket; text: () => string; closed: Promise<void> }> {
+  const socket = connect(path);
+  let text = '';
+  socket.setEncoding('latin1').on('data', (d: string) => { text += d; });
+  socket.on('error', () => {});
+  const closed = new Promise<void>((r) => socket.once('close', () => r()));
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => resolve());
+    socket.once('error', reject);
+  });
+  return { socket, text: () => text, closed };
+}

@@ -37,7 +37,11 @@ export async function setupStep<T>(file: string, what: string, step: () => Promi
       return value;
     } catch (e) {
       if (!NESTED) throw e;
-      if (attempt === 0) firstFailure = (e instanceof Error ? e.message : String(e)).slice(0, 4000);
+      const message = (e instanceof Error ? e.message : String(e)).slice(0, 4000);
+      if (attempt === 0) firstFailure = message;
+      // Printed at once, not only in the summary: a failed boot can take minutes, and the nested
+      // runner stops a run that prints nothing for 15 minutes.
+      process.stdout.write(`\nset-up attempt ${attempt + 1} of ${NESTED_RETRIES + 1} failed: ${file} > ${what}\n${message}\n\n`);
       if (attempt === NESTED_RETRIES) {
         recordRetry({ file, name: `set-up: ${what}`, state: 'failed', retries: attempt, firstFailure });
         throw e;

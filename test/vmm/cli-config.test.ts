@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { parseApiSocket, parseDisk } from '../../src/vmm/cli-config.js';
+import { parseApiSocket, parseDisk, parseSerial } from '../../src/vmm/cli-config.js';
 
 describe('--api-socket as Cloud Hypervisor takes it', () => {
   test('path=, fd= and a bare path', () => {
@@ -15,6 +15,23 @@ describe('--api-socket as Cloud Hypervisor takes it', () => {
     ['path=/a,fd=3', /takes one of path=PATH, fd=N or a bare path/],
   ])('refuses %s', (text, message) => {
     expect(() => parseApiSocket(text)).toThrow(message);
+  });
+});
+
+describe('--serial as Cloud Hypervisor takes it', () => {
+  test('socket=PATH listens at PATH; a bare socket is the API console; modes are case-insensitive', () => {
+    expect(parseSerial('socket=/run/s.sock')).toEqual({ mode: 'Socket', socket: '/run/s.sock' });
+    expect(parseSerial('socket')).toEqual({ mode: 'Socket' });
+    expect(parseSerial('TTY')).toEqual({ mode: 'Tty' });
+    expect(parseSerial('file=/l')).toEqual({ mode: 'File', file: '/l' });
+  });
+
+  test.each([
+    ['socket=', /--serial socket=: a path is required/],
+    ['pty', /--serial pty: not supported yet; use socket=PATH/],
+    ['pipe', /must be tty, file=PATH, socket=PATH, socket, null or off/],
+  ])('refuses %s', (text, message) => {
+    expect(() => parseSerial(text)).toThrow(message);
   });
 });
 

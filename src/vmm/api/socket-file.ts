@@ -11,11 +11,32 @@ export class ApiSocketError extends TsvmmError {
   }
 }
 
+/** The `--serial socket=PATH` path cannot be used, for the same reasons. */
+export class SerialSocketError extends TsvmmError {
+  constructor(message: string, path: string) {
+    super('ESERIALSOCKET', message, { path });
+  }
+}
+
+/** Which listening socket a path is claimed for: how errors name it, and whether its peer is a tsvmm API. */
+export interface SocketRole {
+  /** "API socket", "serial socket": how messages name it. */
+  what: string;
+  /** The flag a user changes to choose another path. */
+  flag: string;
+  error: (message: string, path: string) => TsvmmError;
+  /** Ask a live peer for its pid through vmm.ping (only where the peer speaks the API). */
+  askPid: boolean;
+}
+
+export const API_SOCKET: SocketRole = { what: 'API socket', flag: '--api-socket', error: (m, p) => new ApiSocketError(m, p), askPid: true };
+export const SERIAL_SOCKET: SocketRole = { what: 'serial socket', flag: '--serial socket=', error: (m, p) => new SerialSocketError(m, p), askPid: false };
+
 const MAX_SOCKET_PATH_BYTES = 107;
 
 type Probe = 'absent' | 'stale' | 'live';
 
-function connectProbe(path: string): Promise<Probe> {
+function connectProbe(path: string, role: SocketRole): Promise<Probe> {
   return new Promise((resolve, reject) => {
     const s = connect(path);
     s.once('connect', () => {
@@ -25,7 +46,7 @@ function connectProbe(path: string): Promise<Probe> {
     s.once('error', (err: NodeJS.ErrnoException) => {
       if (err.code === 'ECONNREFUSED') resolve('stale'); // left behind by a process that died
       else if (err.code === 'ENOENT') resolve('absent');
-      else reject(new ApiSocketError(`cannot probe API socket ${path}: ${err.message}`, path));
+      else reject(role.error(`cannot probe ${role.what} ${path}: ${err.message}`, path));
     });
   });
 }
@@ -57,42 +78,39 @@ function peerPid(path: string, timeoutMs: number): Promise<number | undefined> {
 
 /**
  * Makes `path` free for a new listener: nothing there → fine; a socket nobody answers on (a
- * crashed VMM's leftover) → removed; a live server → SocketInUseError naming its pid when it
- * answers vmm.ping; anything that is not a socket → refused (never delete a user's file).
+ * crashed VMM's leftover) → removed; a live server → the role's error, naming its pid when it
+ * answers vmm.ping (API sockets only); anything that is not a socket → refused (never delete a user's file).
  */
-export async function claimSocketPath(path: string): Promise<void> {
+export async function claimSocketPath(path: string, role: SocketRole = API_SOCKET): Promise<void> {
   // sun_path holds 108 bytes with the NUL; longer paths would be silently truncated by bind().
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH_BYTES) {
-    throw new ApiSocketError(
-      `API socket path is ${Buffer.byteLength(path)} bytes; Unix socket paths are limited to ${MAX_SOCKET_PATH_BYTES}: choose a shorter path`,
-      path,
-    );
+    throw role.error(`${role.what} path is ${Buffer.byteLength(path)} bytes; Unix socket paths are limited to ${MAX_SOCKET_PATH_BYTES}: choose a shorter path`, path);
   }
   if (!existsSync(dirname(path))) {
-    throw new ApiSocketError(`cannot create API socket ${path}: directory ${dirname(path)} does not exist`, path);
+    throw role.error(`cannot create ${role.what} ${path}: directory ${dirname(path)} does not exist`, path);
   }
   let isSocket: boolean;
   try {
     isSocket = lstatSync(path).isSocket();
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw new ApiSocketError(`cannot check API socket path ${path}: ${(err as Error).message}`, path);
+    throw role.error(`cannot check ${role.what} path ${path}: ${(err as Error).message}`, path);
   }
   if (!isSocket) {
-    throw new ApiSocketError(`${path} exists and is not a socket; remove it or choose another --api-socket path`, path);
+    throw role.error(`${path} exists and is not a socket; remove it or choose another ${role.flag} path`, path);
   }
-  const probe = await connectProbe(path);
+  const probe = await connectProbe(path, role);
   if (probe === 'live') {
-    const pid = await peerPid(path, 1000);
+    const pid = role.askPid ? await peerPid(path, 1000) : undefined;
     const who = pid === undefined ? 'another process' : `another tsvmm (pid ${pid})`;
-    throw new ApiSocketError(`${who} is serving ${path}; stop it or choose another --api-socket path`, path);
+    throw role.error(`${who} is serving ${path}; stop it or choose another ${role.flag} path`, path);
   }
   if (probe === 'stale') {
     try {
       unlinkSync(path);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new ApiSocketError(`cannot remove stale API socket ${path}: ${(err as Error).message}`, path);
+        throw role.error(`cannot remove stale ${role.what} ${path}: ${(err as Error).message}`, path);
       }
     }
   }

@@ -192,7 +192,7 @@ function parseDisks(value: unknown, rules: VmConfigRules): DiskConfig[] {
 function parseSerial(value: unknown): SerialConfig {
   if (value === undefined) return { mode: 'Null' };
   const o = object(value, 'serial', ['mode', 'file', 'socket', 'iommu']);
-  checkUnsupportedFields(o, 'serial', ['mode', 'file']);
+  checkUnsupportedFields(o, 'serial', ['mode', 'file', 'socket']);
   const raw = string(o.mode, 'serial.mode');
   // Case-insensitive like Cloud Hypervisor's CLI ("tty", "off"); stored in the API's spelling.
   const mode = SERIAL_MODES.find((m) => m.toLowerCase() === raw.toLowerCase());
@@ -203,6 +203,10 @@ function parseSerial(value: unknown): SerialConfig {
   }
   if (o.file !== undefined && o.file !== null) {
     throw new ConfigError(`serial.file: only valid when serial.mode is File (it is ${mode})`, { field: 'serial.file' });
+  }
+  if (o.socket !== undefined && o.socket !== null) {
+    if (mode !== 'Socket') throw new ConfigError(`serial.socket: only valid when serial.mode is Socket (it is ${mode})`, { field: 'serial.socket' });
+    return { mode, socket: path(o.socket, 'serial.socket') };
   }
   return { mode };
 }

@@ -81,6 +81,11 @@ describe('parseVmConfigJson', () => {
     });
   });
 
+  test('serial: Socket with a socket path (Cloud Hypervisor\'s --serial socket=PATH), or without (the API console)', () => {
+    expect(parseVmConfigJson({ ...minimal, serial: { mode: 'Socket', socket: '/run/s.sock', file: null } }).serial).toEqual({ mode: 'Socket', socket: '/run/s.sock' });
+    expect(parseVmConfigJson({ ...minimal, serial: { mode: 'Socket', socket: null } }).serial).toEqual({ mode: 'Socket' });
+  });
+
   test('accepts the older top-level kernel/initramfs/cmdline objects', () => {
     const c = parseVmConfigJson({ kernel: { path: '/k' }, initramfs: { path: '/i' }, cmdline: { args: 'quiet' } });
     expect(c.payload).toEqual({ kernel: '/k', initramfs: '/i', cmdline: 'quiet' });
@@ -115,6 +120,8 @@ describe('parseVmConfigJson', () => {
     [{ ...minimal, serial: { mode: 'Pty' } }, /serial.mode: expected one of Tty, File, Off, Null, Socket/],
     [{ ...minimal, serial: { mode: 'File' } }, /serial.file: required when serial.mode is File/],
     [{ ...minimal, serial: { mode: 'Tty', file: '/x' } }, /serial.file: only valid when serial.mode is File/],
+    [{ ...minimal, serial: { mode: 'Tty', socket: '/s' } }, /serial.socket: only valid when serial.mode is Socket \(it is Tty\)/],
+    [{ ...minimal, serial: { mode: 'Socket', socket: '' } }, /serial.socket: must not be empty/],
     // Cloud Hypervisor sections asking for what tsvmm has no device or feature for: 400 naming them.
     [{ ...minimal, net: [{ tap: 'tap0' }] }, /^net: .* is not supported: tsvmm has no network device yet$/],
     [{ ...minimal, vsock: { cid: 3, socket: '/v.sock' } }, /^vsock: .* is not supported: tsvmm has no vsock device yet$/],
