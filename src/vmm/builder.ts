@@ -137,6 +137,7 @@ export class VmBuilder {
         vcpus.push(v);
         cleanups.push(() => v.close());
         v.setCpuid2(plan.cpuidPerVcpu[i]!);
+        v.setXcrs({ flags: 0, xcrs: [{ xcr: 0, value: plan.xcr0 }] });
         v.setMsrs(plan.msrs);
         const lapic = v.getLapic();
         setLapicLint(lapic);

@@ -2,7 +2,7 @@
  * Initial vCPU state as plain data: registers and special registers for the two entry ABIs,
  * the MSRs a freshly reset CPU should have, FPU defaults, and LAPIC LINT0/LINT1 wiring.
  */
-import type { KvmMsrEntry, KvmRegs, KvmSregs } from '../../kvm/types.js';
+import type { KvmCpuidEntry2, KvmMsrEntry, KvmRegs, KvmSregs } from '../../kvm/types.js';
 import { LAPIC_BASE } from '../../memory/layout.js';
 import { BOOT_STACK_POINTER } from './addresses.js';
 import { SEL_BOOT_CS, SEL_BOOT_DS, SEL_CODE32, SEL_TSS, bootSegment, nullLdt } from './gdt.js';
@@ -128,6 +128,48 @@ export interface BootFpu {
 
 export function bootFpu(): BootFpu {
   return { fcw: 0x37f, fsw: 0, ftwx: 0, mxcsr: 0x1f80 };
+}
+
+/** XCR0 state components an OS enables once it turns XSAVE on, with the CPUID flag each needs. */
+const OS_XSTATE_COMPONENTS: ReadonlyArray<{ bit: bigint; needs: { leaf: number; reg: 'ebx' | 'ecx'; bit: number } | null }> = [
+  { bit: 1n << 0n, needs: null }, // x87
+  { bit: 1n << 1n, needs: null }, // SSE
+  { bit: 1n << 2n, needs: { leaf: 1, reg: 'ecx', bit: 28 } }, // AVX
+  { bit: 1n << 5n, needs: { leaf: 7, reg: 'ebx', bit: 16 } }, // AVX-512 opmask
+  { bit: 1n << 6n, needs: { leaf: 7, reg: 'ebx', bit: 16 } }, // AVX-512 ZMM_Hi256
+  { bit: 1n << 7n, needs: { leaf: 7, reg: 'ebx', bit: 16 } }, // AVX-512 Hi16_ZMM
+  { bit: 1n << 9n, needs: { leaf: 7, reg: 'ecx', bit: 3 } }, // PKRU
+];
+const LEAF1_ECX_XSAVE = 26;
+
+/**
+ * The XCR0 a vCPU starts with: the user state components the guest's CPUID offers, which is the
+ * value Linux (and any OS that enables every component it knows) writes with XSETBV. Until the
+ * guest sets CR4.OSXSAVE, XCR0 is invisible to it (XGETBV and XSAVE fault), so starting there
+ * rather than at the reset value 1 changes nothing a guest can see on a KVM host. It matters
+ * where the host does not intercept a nested guest's XSETBV (QEMU's TCG SVM, the test host of
+ * docs/testing.md): KVM never learns the guest's value, reports a CPUID 0xD size for its own,
+ * and reloads its own on every VM entry, under the guest's feet. Linux then warned "XSAVE
+ * consistency problem" and guests crashed at random; with the values equal there is nothing to
+ * lose. Components that need permission or that Linux does not manage (MPX, AMX) are left out.
+ */
+export function bootXcr0(cpuid: readonly KvmCpuidEntry2[]): bigint {
+  const leaf = (fn: number, index = 0) => cpuid.find((e) => e.function === fn && e.index === index);
+  const l1 = leaf(1);
+  const xsave = leaf(0xd);
+  if (l1 === undefined || xsave === undefined || ((l1.ecx >>> LEAF1_ECX_XSAVE) & 1) === 0) return 1n;
+  const offered = BigInt(xsave.eax >>> 0) | (BigInt(xsave.edx >>> 0) << 32n);
+  let xcr0 = 0n;
+  for (const c of OS_XSTATE_COMPONENTS) {
+    if ((offered & c.bit) === 0n) continue;
+    if (c.needs !== null) {
+      const e = leaf(c.needs.leaf);
+      if (e === undefined || ((e[c.needs.reg] >>> c.needs.bit) & 1) === 0) continue;
+    }
+    xcr0 |= c.bit;
+  }
+  // x87 is mandatory in XCR0; without SSE nothing but x87 may be on.
+  return (xcr0 & 3n) === 3n ? xcr0 : 1n;
 }
 
 export const APIC_LVT_LINT0 = 0x350;

@@ -13,7 +13,7 @@ import type { KvmCpuidEntry2, KvmMsrEntry, KvmRegs, KvmSregs } from '../../kvm/t
 import { BOOT_AREAS, CMDLINE_ADDR, CMDLINE_AREA_SIZE, ZERO_PAGE_ADDR, assertDisjoint } from './addresses.js';
 import { writeAcpiTables, type AcpiLayout } from './acpi.js';
 import { composeCommandLine, writeCommandLine, type VirtioMmioDevice } from './cmdline.js';
-import { bootFpu, bootMsrs, linux64Regs, linux64Sregs, pvhRegs, pvhSregs, type BootFpu } from './cpu.js';
+import { bootFpu, bootMsrs, bootXcr0, linux64Regs, linux64Sregs, pvhRegs, pvhSregs, type BootFpu } from './cpu.js';
 import { cpuidPerVcpu } from './cpuid.js';
 import { BootLayoutError, KernelFormatError } from './errors.js';
 import { writeGdt, writeIdt } from './gdt.js';
@@ -66,6 +66,8 @@ export interface GuestLayout {
   /** Every AP starts in this KVM mp_state; no registers are set for them. */
   readonly apMpState: typeof KVM_MP_STATE_UNINITIALIZED;
   readonly cpuidPerVcpu: KvmCpuidEntry2[][];
+  /** XCR0 every vCPU starts with (cpu.ts bootXcr0). */
+  readonly xcr0: bigint;
   /** The same list for every vCPU. */
   readonly msrs: KvmMsrEntry[];
   readonly fpu: BootFpu;
@@ -143,6 +145,7 @@ export function layoutGuest(opts: LayoutOptions): GuestLayout {
     bsp,
     apMpState: KVM_MP_STATE_UNINITIALIZED,
     cpuidPerVcpu: cpuidPerVcpu(opts.supportedCpuid, vcpus),
+    xcr0: bootXcr0(opts.supportedCpuid),
     msrs: bootMsrs(),
     fpu: bootFpu(),
     entry,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { KvmCpuidEntry2 } from '../../../src/kvm/types.js';
 import { bitsFor, cpuVendor, cpuidForVcpu, cpuidPerVcpu } from '../../../src/vmm/boot/cpuid.js';
+import { bootXcr0 } from '../../../src/vmm/boot/cpu.js';
 import { fakeSupportedCpuid } from './fixtures.js';
 
 const leaf = (l: KvmCpuidEntry2[], fn: number, index = 0): KvmCpuidEntry2 => {
@@ -71,5 +72,29 @@ describe('CPUID patching', () => {
 
   it('rejects an index outside the vCPU count', () => {
     expect(() => cpuidForVcpu(fakeSupportedCpuid('GenuineIntel'), 2, 2)).toThrow(RangeError);
+  });
+});
+
+describe('bootXcr0: the XCR0 a vCPU starts with is what an OS that enables XSAVE will set', () => {
+  const entry = (fn: number, regs: Partial<KvmCpuidEntry2>, index = 0): KvmCpuidEntry2 =>
+    ({ function: fn, index, flags: 0, eax: 0, ebx: 0, ecx: 0, edx: 0, ...regs });
+  const XSAVE = 1 << 26;
+  const AVX = 1 << 28;
+  const PKU = 1 << 3;
+  const AVX512F = 1 << 16;
+
+  it('x87, SSE and the components whose CPUID flags are set (the nested test host: 0x207)', () => {
+    expect(bootXcr0([entry(1, { ecx: XSAVE | AVX }), entry(7, { ecx: PKU }), entry(0xd, { eax: 0x207 })])).toBe(0x207n);
+    expect(bootXcr0([entry(1, { ecx: XSAVE | AVX }), entry(7, { ebx: AVX512F }), entry(0xd, { eax: 0xe7 })])).toBe(0xe7n);
+  });
+
+  it('leaves out what the CPUID flags do not offer, MPX, and AMX (needs permission)', () => {
+    expect(bootXcr0([entry(1, { ecx: XSAVE }), entry(7, {}), entry(0xd, { eax: 0x207 })])).toBe(0x3n);
+    expect(bootXcr0([entry(1, { ecx: XSAVE | AVX }), entry(7, {}), entry(0xd, { eax: 0x6001f })])).toBe(0x7n);
+  });
+
+  it('the reset value 1 without XSAVE or leaf 0xD', () => {
+    expect(bootXcr0([entry(1, { ecx: AVX }), entry(0xd, { eax: 0x7 })])).toBe(1n);
+    expect(bootXcr0([entry(1, { ecx: XSAVE | AVX })])).toBe(1n);
   });
 });
