@@ -137,7 +137,8 @@ export class VmBuilder {
         vcpus.push(v);
         cleanups.push(() => v.close());
         v.setCpuid2(plan.cpuidPerVcpu[i]!);
-        v.setXcrs({ flags: 0, xcrs: [{ xcr: 0, value: plan.xcr0 }] });
+        // 1 is the reset value; a host without XSAVE refuses KVM_SET_XCRS altogether.
+        if (plan.xcr0 !== 1n) v.setXcrs({ flags: 0, xcrs: [{ xcr: 0, value: plan.xcr0 }] });
         v.setMsrs(plan.msrs);
         const lapic = v.getLapic();
         setLapicLint(lapic);
