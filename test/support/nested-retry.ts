@@ -24,10 +24,16 @@ export function recordRetry(r: RetriedTest): void {
   if (file !== undefined) appendFileSync(file, `${JSON.stringify(r)}\n`);
 }
 
-/** Retries of a failed test or set-up step on the nested host (vitest.config.ts uses it too). */
+/** Retries of a failed test on the nested host (vitest.config.ts uses it). */
 export const NESTED_RETRIES = 2;
+/**
+ * Retries of a failed set-up step there: set-ups boot Linux from scratch, the phase the nested
+ * host faults in most (2 of 8 boots of one 1-vCPU guest in a row, 2026-12-02), and a file's
+ * every test depends on its set-up.
+ */
+export const NESTED_SETUP_RETRIES = 3;
 
-/** Runs a set-up step; nested only, up to NESTED_RETRIES more times if it fails. `file` and `what` name it in the record. */
+/** Runs a set-up step; nested only, up to NESTED_SETUP_RETRIES more times if it fails. `file` and `what` name it in the record. */
 export async function setupStep<T>(file: string, what: string, step: () => Promise<T>): Promise<T> {
   let firstFailure = '';
   for (let attempt = 0; ; attempt++) {
@@ -41,8 +47,8 @@ export async function setupStep<T>(file: string, what: string, step: () => Promi
       if (attempt === 0) firstFailure = message;
       // Printed at once, not only in the summary: a failed boot can take minutes, and the nested
       // runner stops a run that prints nothing for 15 minutes.
-      process.stdout.write(`\nset-up attempt ${attempt + 1} of ${NESTED_RETRIES + 1} failed: ${file} > ${what}\n${message}\n\n`);
-      if (attempt === NESTED_RETRIES) {
+      process.stdout.write(`\nset-up attempt ${attempt + 1} of ${NESTED_SETUP_RETRIES + 1} failed: ${file} > ${what}\n${message}\n\n`);
+      if (attempt === NESTED_SETUP_RETRIES) {
         recordRetry({ file, name: `set-up: ${what}`, state: 'failed', retries: attempt, firstFailure });
         throw e;
       }
