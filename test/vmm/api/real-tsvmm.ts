@@ -159,6 +159,11 @@ export class ConsoleTap {
     return this.ticks().at(-1)?.n;
   }
 
+  /** What arrived of the line not yet ended by a newline (a pause can land in the middle of one). */
+  get pendingLine(): string {
+    return this.partial;
+  }
+
   /** Waits until a line from index `from` on matches; returns its index. */
   async waitForLine(pattern: RegExp, from = 0, timeoutMs = deadline(30_000)): Promise<number> {
     const giveUpAt = Date.now() + timeoutMs;
