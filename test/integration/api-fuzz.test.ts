@@ -184,6 +184,10 @@ describe('API fuzz against the real VMM', () => {
   });
 
   test(`${REQUESTS} seeded random requests (seed ${SEED.toString(16)}) leave the VMM serving, consistent and ticking`, { timeout: deadline(240_000) }, async () => {
+    // A retried attempt starts from the state the one before left, with events of its own: only
+    // the events from here on count against this attempt's answers.
+    const eventsBefore = events.length;
+    const attemptEvents = (): VmmEvent[] => events.slice(eventsBefore);
     const rand = prng(SEED);
     const snapshots: string[] = [];
     const statuses = new Map<number, number>();
@@ -198,7 +202,6 @@ describe('API fuzz against the real VMM', () => {
         ? await trickleExchange(v.socketPath, req.data, req.halfClose)
         : await rawExchange(v.socketPath, req.data, { halfClose: req.halfClose, timeoutMs: deadline(60_000) });
       if (text === '') {
-        if (process.env.FUZZ_DEBUG) console.log('UNANSWERED', JSON.stringify({ half: req.halfClose, trickle: req.trickle, head: req.data.subarray(0, 200).toString('latin1') }));
         unanswered++;
         return undefined;
       }
@@ -249,11 +252,14 @@ describe('API fuzz against the real VMM', () => {
     });
     await Promise.all(workers);
 
-    if (process.env.FUZZ_DEBUG) console.log('FUZZ', JSON.stringify({ statuses: [...statuses], successes: [...successes], unanswered, conflicts, failures }));
+    // Every assertion below names what the run did, so a failure nested in CI can be read.
+    const summary = JSON.stringify({ statuses: [...statuses], successes: [...successes], unanswered, conflicts, failures });
     // Nearly every request got an answer; the rest were cut short by the client itself.
-    expect(unanswered, `statuses ${JSON.stringify([...statuses])}`).toBeLessThan(REQUESTS / 4);
-    for (const s of [204, 400, 404, 405, 409, 413]) expect(statuses.get(s) ?? 0, `status ${s}: ${JSON.stringify([...statuses])}`).toBeGreaterThan(0);
-    expect(conflicts, 'pause/resume/reboot/boot during a snapshot are refused with 409').toBeGreaterThan(0);
+    expect(unanswered, summary).toBeLessThan(REQUESTS / 4);
+    for (const s of [204, 400, 404, 405, 409, 413]) expect(statuses.get(s) ?? 0, `status ${s}: ${summary}`).toBeGreaterThan(0);
+    expect(conflicts, `pause/resume/reboot/boot during a snapshot are refused with 409: ${summary}`).toBeGreaterThan(0);
+    // The only 500s are failed snapshot reads/writes (bad paths the fuzz chose), reported as such.
+    for (const code of failures) expect(code, summary).toMatch(/^ESNAPSHOT|^EIO|^ECONFIG/);
 
     // The stalled clients were cut off by the server's header timeout, with a 408.
     for (const s of await Promise.all(stalled)) {
@@ -264,19 +270,21 @@ describe('API fuzz against the real VMM', () => {
     // The VMM answers, and its state is the one the successful requests imply.
     expect((await v.client.ping()).pid).toBe(v.pid);
     await sleep(200); // the last events may still be on the wire
+    const seen = attemptEvents();
+    const trace = `${summary}\nevents: ${seen.map((e) => e.event).join(' ')}`;
     for (const route of LIFECYCLE) {
-      expect(events.filter((e) => e.event === COMPLETION[route]).length, `${route}: one event per 204`).toBe(successes.get(route) ?? 0);
+      expect(seen.filter((e) => e.event === COMPLETION[route]).length, `${route}: one event per 204: ${trace}`).toBe(successes.get(route) ?? 0);
     }
     // Every begun operation finished (no "pausing" without "paused" and so on).
-    const begun = (a: string, b: string) => [events.filter((e) => e.event === a).length, events.filter((e) => e.event === b).length];
+    const begun = (a: string, b: string) => [seen.filter((e) => e.event === a).length, seen.filter((e) => e.event === b).length];
     for (const [a, b] of [['pausing', 'paused'], ['resuming', 'resumed'], ['rebooting', 'rebooted']] as const) {
       const [x, y] = begun(a, b);
-      expect(x, `${a} vs ${b}`).toBe(y);
+      expect(x, `${a} vs ${b}: ${trace}`).toBe(y);
     }
     const state = await v.state();
-    expect(state).toBe(replay(events));
-    expect(successes.get('vm.pause') ?? 0).toBeGreaterThan(0);
-    expect(successes.get('vm.resume') ?? 0).toBeGreaterThan(0);
+    expect(state, trace).toBe(replay(events));
+    expect(successes.get('vm.pause') ?? 0, trace).toBeGreaterThan(0);
+    expect(successes.get('vm.resume') ?? 0, trace).toBeGreaterThan(0);
 
     // And the guest still ticks: bring it back to Running whatever the fuzz left it in.
     if (state === 'Paused') await v.client.resume();
@@ -285,8 +293,6 @@ describe('API fuzz against the real VMM', () => {
     expect(ticks[1]!.n).toBe(ticks[0]!.n + 1);
     expect(ticks[2]!.n).toBe(ticks[1]!.n + 1);
     expect(v.exited).toBe(false);
-    // The only 500s are failed snapshot reads/writes (bad paths the fuzz chose), reported as such.
-    for (const code of failures) expect(code).toMatch(/^ESNAPSHOT|^EIO|^ECONFIG/);
   });
 });
 

@@ -186,9 +186,10 @@ export class ConsoleTap {
   /**
    * Waits until there are `count` ticks from line index `from` (default: from now on); returns
    * them. Take `from` (lines.length) before a request when the ticks it causes may arrive while
-   * waiting for its answer.
+   * waiting for its answer. The tests tick every 10-50 ms: a guest that printed none for 12 s (of
+   * a KVM host) has stopped, and waiting no longer keeps a retried attempt cheap.
    */
-  async moreTicks(count: number, from = this.lines.length, timeoutMs = deadline(30_000)): Promise<Array<{ n: number; at: number }>> {
+  async moreTicks(count: number, from = this.lines.length, timeoutMs = deadline(12_000)): Promise<Array<{ n: number; at: number }>> {
     const giveUpAt = Date.now() + timeoutMs;
     while (this.ticks(from).length < count) {
       await this.waitForLine(/^tick \d+/, Math.max(from, this.lines.length), Math.max(1, giveUpAt - Date.now()));
