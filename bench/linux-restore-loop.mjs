@@ -160,7 +160,8 @@ let socket = join(work, 'boot.sock');
 let vm = startTsvmm(['--kernel', join(linux, 'vmlinuz'), '--initramfs', join(linux, 'initramfs.cpio.gz'), '--cpus', `boot=${CPUS}`,
   '--memory', `size=${opt.memory}`, '--cmdline', 'console=ttyS0 panic=-1 nmi_watchdog=0', '--api-socket', socket]);
 await waitFor(vm, /linux: init ok/, 600_000);
-await sh(vm, 'stty -echo; dmesg -n 1');
+// Echo stays on: with echo off, busybox ash (PID 1 here) exits when a SIGCHLD interrupts its read.
+await sh(vm, 'dmesg -n 1');
 const clock = await sh(vm, 'cat /sys/devices/system/clocksource/clocksource0/current_clocksource; grep -o -w -E "constant_tsc|nonstop_tsc|tsc_deadline_timer|x2apic" /proc/cpuinfo | sort -u | tr "\\n" " "; dmesg | grep -i -E "tsc|clocksource" | tail -n 8');
 console.log(`guest clock: ${clock.output.replace(/\n/g, '\n  ')}`);
 const saveJson = (dir, n) => {

@@ -51,6 +51,11 @@ describe('Debian Linux boots under tsvmm', () => {
       // The command went in through the WebSocket console and its output came back that way;
       // nothing of it reached tsvmm's own stdout.
       expect(guest.vmm.stdout).not.toContain('tsvmm.test=pvh-one');
+      // A background job that ends while the shell (PID 1) waits for the next command leaves the
+      // shell running (with the terminal's echo off, busybox ash exited there: LinuxGuest).
+      await guest.ok('sleep 1 &');
+      await new Promise((r) => setTimeout(r, 3000));
+      expect(await guest.ok('echo still-here')).toBe('still-here');
       expect(await guest.end('poweroff -f')).toBe(0);
     } catch (e) {
       throw new Error(`${(e as Error).message}\n${guest.diagnostics()}`);

@@ -140,7 +140,7 @@ export class LinuxGuest {
 
   /**
    * Restores `dir` in a new tsvmm process and resumes it. The shell is used as it was at the
-   * snapshot (quiet, no echo).
+   * snapshot (kernel messages off).
    */
   static async restore(dir: string, o: LinuxRestoreOptions): Promise<LinuxGuest> {
     holdKvmVm();
@@ -187,9 +187,15 @@ export class LinuxGuest {
     return new LinuxGuest(vmm, remote, apiSocket);
   }
 
-  /** Turns off the terminal's echo and kernel messages on the console: they would mix with output. */
+  /**
+   * Turns off kernel messages on the console: they would mix with output. The terminal's echo
+   * stays on (GuestShell's framing tells the echo from the output): with echo off, busybox 1.35's
+   * ash reads its command line with fgets(), which a SIGCHLD interrupts, and the shell takes that
+   * as end of input and exits; this shell is PID 1 and inherits every orphan, so a child ending
+   * while it waits for the next command panicked the guest ("Attempted to kill init").
+   */
   private async quietShell(): Promise<void> {
-    await this.shell.ok('stty -echo; dmesg -n 1');
+    await this.shell.ok('dmesg -n 1');
   }
 
   run(command: string, timeoutMs?: number): Promise<CommandResult> {
