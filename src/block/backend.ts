@@ -58,5 +58,11 @@ export interface BlockBackend {
   discard(offset: number, length: number): Promise<void>;
   /** [offset, offset+length) reads as zeros afterwards; `unmap` allows freeing the space. */
   writeZeroes(offset: number, length: number, unmap: boolean): Promise<void>;
+  /**
+   * Changes the virtual size. A grown tail reads as zeros. Raw images may also shrink (their tail
+   * is cut off); qcow2 images only grow, to a multiple of 512 bytes, and not while internal
+   * snapshots keep the old size. Callers stop I/O to the image first.
+   */
+  resize(newSize: number): Promise<void>;
   close(): Promise<void>;
 }

@@ -27,7 +27,11 @@ export class RawBackend implements BlockBackend {
   readonly backing = null;
   private closed = false;
 
-  private constructor(readonly path: string, readonly file: HostFile, readonly size: number, readonly readOnly: boolean) {}
+  private constructor(readonly path: string, readonly file: HostFile, private currentSize: number, readonly readOnly: boolean) {}
+
+  get size(): number {
+    return this.currentSize;
+  }
 
   static async open(path: string, options: RawOpenOptions = {}): Promise<RawBackend> {
     const readOnly = options.readOnly ?? false;
@@ -131,6 +135,16 @@ export class RawBackend implements BlockBackend {
     for (let done = 0; done < length; done += zeros.byteLength) {
       await this.file.writeAt(offset + done, zeros.subarray(0, Math.min(zeros.byteLength, length - done)));
     }
+  }
+
+  /** Truncates the file to `newSize` (a grown tail is a hole, reading as zeros) and syncs it. */
+  async resize(newSize: number): Promise<void> {
+    this.checkWritable('resize');
+    if (this.closed) throw new BlockError(`resize of closed disk image ${this.path}`);
+    if (!Number.isSafeInteger(newSize) || newSize < 0) throw new BlockError(`${this.path}: ${newSize} is not a size in bytes`);
+    await this.file.truncate(newSize);
+    await this.file.datasync();
+    this.currentSize = newSize;
   }
 
   async close(): Promise<void> {

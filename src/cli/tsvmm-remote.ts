@@ -7,6 +7,7 @@ import { hideBin } from 'yargs/helpers';
 import { ConfigError, TsvmmError } from '../errors.js';
 import { ApiClient } from '../vmm/api/client.js';
 import { parseRestoreSpec } from '../vmm/restore-spec.js';
+import { parseSize } from '../util/size.js';
 import { runConsole, type ConsoleIo } from './remote-console.js';
 import { formatCounters, formatEvent, formatInfo, formatPing } from './remote-format.js';
 import { CHECKPOINT_COMMANDS, checkpointOptions, runCheckpointCommand } from './remote-checkpoints.js';
@@ -41,6 +42,7 @@ const COMMANDS: Array<[string, string]> = [
   ['shutdown-vmm', 'shut down the VM and end the tsvmm process'],
   ['snapshot <destination>', 'snapshot the paused VM to file:///dir (or an absolute path); --with-disks: a checkpoint that includes the disks'],
   ['restore <config>', 'restore from source_url=file:///dir[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH] (paused unless resume=on)'],
+  ['resize-disk', 'grow a disk under the running guest: --disk ID --size SIZE (bytes, or 512M, 4G, ...)'],
   ['events', 'print VMM events, one per line, until interrupted'],
   ['console', 'attach to the serial console (Ctrl-] detaches)'],
   ...CHECKPOINT_COMMANDS,
@@ -116,6 +118,10 @@ async function run(args: { _: Array<string | number>; [k: string]: unknown }, io
       if (args['with-disks'] === true) return void (await client.call('PUT', 'vm.snapshot', { destination_url: snapshotUrl(String(args.destination)), disks: true }));
       return client.snapshot(snapshotUrl(String(args.destination)));
     case 'restore': return client.restore(parseRestoreSpec(String(args.config), 'restore'));
+    case 'resize-disk': {
+      if (typeof args.disk !== 'string' || args.size === undefined) throw new UsageError('resize-disk needs --disk ID and --size SIZE');
+      return client.resizeDisk({ id: args.disk, desired_size: parseSize(String(args.size), '--size') });
+    }
     case 'events': return runEvents(client, json, io);
     case 'console': return runConsole(await client.openWebSocket('vm.console'), io, io.signal);
     default:
@@ -141,6 +147,8 @@ export async function main(argv: string[], io: RemoteIo): Promise<number> {
       usageError ??= msg ?? err?.message ?? 'bad command line';
     });
   parser.option('with-disks', { type: 'boolean', describe: 'snapshot: include the disks (each continues on a new overlay)' });
+  parser.option('disk', { type: 'string', requiresArg: true, describe: 'resize-disk: the id of the disk (vm.info lists them)' });
+  parser.option('size', { type: 'string', requiresArg: true, describe: 'resize-disk: the new size, in bytes or with a unit (4G)' });
   checkpointOptions(parser);
   for (const [cmd, describe] of COMMANDS) parser.command(cmd, describe);
   let args: Awaited<ReturnType<typeof parser.parseAsync>>;

@@ -1,5 +1,3 @@
-import { open } from 'node:fs/promises';
-import { Qcow2Image } from '../block/qcow2/image.js';
 import type { ImageFormat } from '../block/backend.js';
 import { openImage } from '../block/open.js';
 import { ConfigError } from '../errors.js';
@@ -24,9 +22,9 @@ export function targetSize(spec: string, current: number): number {
 }
 
 /**
- * `qemu-img resize`: raw images grow or (with `shrink`) shrink by truncation; qcow2 images grow
- * (Qcow2Image.grow). Shrinking a qcow2 image, or resizing one with internal snapshots (whose
- * tables keep the old size), is refused with a message that says so.
+ * `qemu-img resize`: raw images grow or (with `shrink`) shrink by truncation; qcow2 images grow.
+ * Shrinking a qcow2 image, or resizing one with internal snapshots (whose tables keep the old
+ * size), is refused with a message that says so.
  */
 export async function resizeImage(req: ResizeRequest): Promise<void> {
   const image = await openImage(req.file, { readOnly: false, format: req.format });
@@ -35,22 +33,8 @@ export async function resizeImage(req: ResizeRequest): Promise<void> {
     if (size < image.size && !req.shrink) {
       throw new ConfigError(`${req.file}: ${size} bytes is smaller than the image (${image.size}); use --shrink to cut its tail off`);
     }
-    if (image instanceof Qcow2Image) {
-      if (size < image.size) throw new ConfigError(`${req.file}: tsvmm-img cannot shrink qcow2 images (convert to a smaller raw image instead)`);
-      if (image.meta.header.nbSnapshots > 0) {
-        throw new ConfigError(`${req.file}: has ${image.meta.header.nbSnapshots} internal snapshot(s), which keep the old size; delete them (snapshot -d) before resizing`);
-      }
-      await image.grow(size);
-      return;
-    }
-    // A raw image is its file: truncate it (a grown tail is a hole, reading as zeros).
-    const fh = await open(req.file, 'r+');
-    try {
-      await fh.truncate(size);
-      await fh.datasync();
-    } finally {
-      await fh.close();
-    }
+    if (size < image.size && image.format === 'qcow2') throw new ConfigError(`${req.file}: tsvmm-img cannot shrink qcow2 images (convert to a smaller raw image instead)`);
+    await image.resize(size);
   } finally {
     await image.close();
   }

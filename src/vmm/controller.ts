@@ -1,5 +1,5 @@
 import type { VmConfig, VmState } from './config.js';
-import type { RestoreRequest, SnapshotRequest } from './requests.js';
+import type { ResizeDiskRequest, RestoreRequest, SnapshotRequest } from './requests.js';
 import type {
   DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListing, SnapshotListRequest, SnapshotNameRequest,
 } from './checkpoints/types.js';
@@ -58,6 +58,8 @@ export interface VmmController {
   reboot(): Promise<void>;
   snapshot(req: SnapshotRequest): Promise<void>;
   restore(req: RestoreRequest): Promise<void>;
+  /** Grows a disk of the running or paused VM; the guest's driver is told the new capacity. */
+  resizeDisk(req: ResizeDiskRequest): Promise<void>;
   /** Stops the VM if any, then the VMM process. */
   shutdownVmm(): Promise<void>;
   /** Subscribes to lifecycle events; returns an unsubscribe function. */

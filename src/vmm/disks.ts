@@ -146,6 +146,32 @@ export class Disk {
     });
   }
 
+  /**
+   * Grows the disk under the guest (Cloud Hypervisor's vm.resize-disk): new requests wait (the
+   * vCPUs keep running), those in flight finish, the image grows, the device shows the new
+   * capacity and the driver is told by a configuration-change interrupt. Disks only grow: cutting
+   * off a tail the guest's file system may use would lose data.
+   */
+  async resize(newSize: number): Promise<void> {
+    const id = this.config.id;
+    if (this.closed) throw new ConfigError(`disk "${id}" is closed`);
+    if (this.config.readonly) throw new ConfigError(`disk "${id}" is read-only: it cannot be resized`);
+    if (!Number.isSafeInteger(newSize) || newSize <= 0 || newSize % SECTOR_BYTES !== 0) {
+      throw new ConfigError(`desired_size: ${newSize} is not a positive multiple of ${SECTOR_BYTES} bytes (virtio-blk counts 512-byte sectors)`);
+    }
+    const size = this.current.size;
+    if (newSize < size) throw new ConfigError(`disk "${id}": ${newSize} bytes is smaller than the disk (${size}); tsvmm only grows disks (a shrink would cut off data)`);
+    if (newSize === size) return;
+    await this.device.drain();
+    try {
+      await this.current.resize(newSize);
+      this.device.capacityChanged();
+    } finally {
+      if (!this.quiesced) this.device.resumeProcessing();
+    }
+    this.transport?.configChanged();
+  }
+
   quiesce(): Promise<void> {
     this.quiesced = true;
     return this.device.drain();
@@ -177,6 +203,16 @@ export class Disk {
     this.backingLocks.clear();
   }
 }
+
+/** The disk with API/snapshot id `id`; a 400 naming the disks there are when there is none. */
+export function diskById(disks: readonly Disk[], id: string): Disk {
+  const d = disks.find((x) => x.config.id === id);
+  if (d === undefined) throw new ConfigError(`no disk "${id}" (disks: ${disks.map((x) => x.config.id).join(', ') || 'none'})`);
+  return d;
+}
+
+/** virtio-blk's capacity unit (its configuration space counts 512-byte sectors). */
+const SECTOR_BYTES = 512;
 
 /**
  * What Disk.swapBackend switches to: the open image, the handle holding its lock (absent: the same

@@ -1,4 +1,4 @@
-/** Bodies of the VM lifecycle requests (vm.snapshot, vm.restore), shared by the API, the VMM and the CLI. */
+/** Bodies of the VM requests (vm.snapshot, vm.restore, vm.resize-disk), shared by the API, the VMM and the CLI. */
 
 export interface SnapshotRequest {
   destination_url: string;
@@ -29,4 +29,10 @@ export interface RestoreRequest {
   force?: boolean;
   /** tsvmm extension: disk id → image path to use instead of the recorded one (clones). */
   disk_paths?: Record<string, string>;
+}
+
+/** vm.resize-disk as Cloud Hypervisor takes it: the disk's id and its new size in bytes. */
+export interface ResizeDiskRequest {
+  id: string;
+  desired_size: number;
 }

@@ -7,13 +7,14 @@ import { createWriteStream, openSync, type WriteStream } from 'node:fs';
 import { log } from '../util/log.js';
 import type { VmConfig } from './config.js';
 import type { ConsoleAttachment, VmCounters, VmInfo, VmmController, VmmEvent } from './controller.js';
-import type { RestoreRequest, SnapshotRequest } from './requests.js';
+import type { ResizeDiskRequest, RestoreRequest, SnapshotRequest } from './requests.js';
 import type { ApiListen } from './api/server.js';
 import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
 import { prepareSpareVm, releaseSpareVm } from './spare-vm.js';
 import { SerialSocket } from './serial-socket.js';
 import { VmBuilder } from './builder.js';
+import { diskById } from './disks.js';
 import type { Vm, VmHooks } from './vm.js';
 import { prewarmVcpuWorkers, waitForVcpuWorkersLoaded } from './vcpu-thread.js';
 import type { DiskSnapshotService } from './checkpoints/service.js';
@@ -421,6 +422,15 @@ export class Vmm implements VmmController {
     return this.exclusive(route, async () => {
       this.ops.jobs.refuseWhileRunning(doing);
       await run();
+    });
+  }
+
+  resizeDisk(req: ResizeDiskRequest): Promise<void> {
+    return this.diskOperation('vm.resize-disk', 'resize a disk', async () => {
+      const vm = this.requireVm();
+      if (vm.state !== 'Running' && vm.state !== 'Paused') throw new InvalidStateError(`cannot resize a disk of a VM that is ${vm.state}`);
+      await diskById(vm.platform.disks, req.id).resize(req.desired_size);
+      this.emit('vm', 'disk-resized', { id: req.id, desired_size: req.desired_size });
     });
   }
 

@@ -52,6 +52,24 @@ describe('RawBackend', () => {
     await expect(RawBackend.open(dir)).rejects.toThrow(/not a regular file|is a directory/);
   });
 
+  it('resize grows the file (the new tail reads as zeros) and shrinks it; a read-only image refuses', async () => {
+    const b = await RawBackend.open(image);
+    await b.resize(2 * SIZE);
+    expect([b.size, (await stat(image)).size]).toEqual([2 * SIZE, 2 * SIZE]);
+    const tail = new Uint8Array(16).fill(1);
+    await b.read(SIZE - 8, tail);
+    expect([...tail]).toEqual([...new Array(8).fill(0x5a), ...new Array(8).fill(0)]);
+    await b.write(2 * SIZE - 1, new Uint8Array([7]));
+    await b.resize(SIZE / 2);
+    expect([b.size, (await stat(image)).size]).toEqual([SIZE / 2, SIZE / 2]);
+    await expect(b.read(SIZE / 2, new Uint8Array(1))).rejects.toBeInstanceOf(BlockError);
+    await expect(b.resize(-1)).rejects.toThrow(/not a size/);
+    await b.close();
+    const ro = await RawBackend.open(image, { readOnly: true });
+    await expect(ro.resize(SIZE)).rejects.toThrow(/read-only/);
+    await ro.close();
+  });
+
   it('discard punches a hole and write-zeroes zeroes, both keeping the size', async () => {
     const b = await RawBackend.open(image);
     const before = (await stat(image)).blocks;

@@ -5,11 +5,12 @@
  * mkfs.ext4, writes and reads files; the host then checks the images with its own tools
  * (e2fsck, debugfs, qemu-img), so a disk that only looks right from inside the guest fails.
  */
-import { copyFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LinuxGuest, BOOT_TIMEOUT_MS, removeScratch, scratchDir } from '../support/linux-guest.js';
-import { run } from '../support/tsvmm-process.js';
+import { remoteBin, run } from '../support/tsvmm-process.js';
+import { apiOk, apiRequest } from '../support/snapshot-vm.js';
 import { sha256, host, expectCleanExt4 } from '../support/host-tools.js';
 import { setupStep } from '../support/nested-retry.js';
 
@@ -171,6 +172,55 @@ describe('virtio-blk disks under a real Linux guest', () => {
       expect(await guest.end('poweroff -f')).toBe(0);
     } finally {
       guest.kill();
+    }
+    expect(sha256(disks.ro)).toBe(roSha);
+  });
+
+  it('vm.resize-disk grows the raw disk (tsvmm-remote) and the qcow2 overlay (raw HTTP) under the running guest: Linux sees and uses the new sectors; a shrink and the read-only disk are refused', { timeout: CASE_TIMEOUT_MS }, async () => {
+    const { guest, disks } = await restore();
+    const sectorsOf = (id: string): Promise<string> => guest.ok(`cat /sys/block/$(readlink /dev/${id} | cut -d/ -f3)/size`);
+    /** The driver reads the new capacity in a work item after the configuration interrupt. */
+    const waitForSectors = async (id: string, want: number): Promise<void> => {
+      for (let i = 0; (await sectorsOf(id)) !== String(want); i++) {
+        if (i === 50) throw new Error(`/dev/${id} still has ${await sectorsOf(id)} sectors, not ${want}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    let written: string;
+    try {
+      const remote = await run(process.execPath, [remoteBin, '--api-socket', guest.apiSocket, 'resize-disk', '--disk', 'raw', '--size', '96M']);
+      expect(remote, remote.stderr).toMatchObject({ code: 0, stdout: '' });
+      await apiOk(guest.apiSocket, 'PUT', 'vm.resize-disk', { id: 'qcow', desired_size: 128 * MiB });
+      await waitForSectors('raw', (96 * MiB) / 512);
+      await waitForSectors('qcow', (128 * MiB) / 512);
+      expect(await guest.ok('dmesg | grep -c "new size"')).toBe('2');
+      // 16 KiB past the old end of each disk, written and read back through the page cache's bypass.
+      written = await guest.ok('dd if=/dev/urandom of=/tmp/tail bs=4k count=4 2>/dev/null; sha256sum < /tmp/tail | cut -d" " -f1');
+      for (const id of ['raw', 'qcow']) {
+        await guest.ok(`dd if=/tmp/tail of=/dev/${id} bs=4k seek=${(80 * MiB) / 4096} oflag=direct 2>/dev/null`);
+        expect(await guest.ok(`dd if=/dev/${id} bs=4k skip=${(80 * MiB) / 4096} count=4 iflag=direct 2>/dev/null | sha256sum | cut -d" " -f1`)).toBe(written);
+      }
+      // Refused with a 400 that says why; the guest keeps its disks as they are.
+      const shrink = await apiRequest(guest.apiSocket, 'PUT', 'vm.resize-disk', { id: 'raw', desired_size: 32 * MiB });
+      expect([shrink.status, shrink.body]).toEqual([400, expect.stringMatching(/only grows disks/)]);
+      const ro = await apiRequest(guest.apiSocket, 'PUT', 'vm.resize-disk', { id: 'ro', desired_size: 32 * MiB });
+      expect([ro.status, ro.body]).toEqual([400, expect.stringMatching(/read-only/)]);
+      expect(await sectorsOf('raw')).toBe(String((96 * MiB) / 512));
+      expect(await guest.end('poweroff -f')).toBe(0);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n${guest.diagnostics()}`);
+    } finally {
+      guest.kill();
+    }
+    expect(statSync(disks.raw).size).toBe(96 * MiB);
+    const info = JSON.parse(await host('qemu-img', ['info', '--output=json', disks.qcow])) as { 'virtual-size': number };
+    expect(info['virtual-size']).toBe(128 * MiB);
+    const check = await run('qemu-img', ['check', disks.qcow]);
+    expect(check.code, check.stdout + check.stderr).toBe(0);
+    for (const image of [disks.raw, disks.qcow]) {
+      const tail = join(dir, 'tail.bin');
+      await host('qemu-img', ['dd', '-f', image.endsWith('.qcow2') ? 'qcow2' : 'raw', '-O', 'raw', 'bs=4096', `skip=${(80 * MiB) / 4096}`, 'count=4', `if=${image}`, `of=${tail}`]);
+      expect(sha256(tail), image).toBe(written);
     }
     expect(sha256(disks.ro)).toBe(roSha);
   });

@@ -161,8 +161,12 @@ export class Qcow2Image implements BlockBackend {
     return writeCompressed(this.meta, (o, d) => this.write(o, d), offset, data);
   }
 
-  /** Grows the virtual disk (resize.ts). */
-  async grow(newSize: number): Promise<void> {
+  /** Grows the virtual disk (resize.ts); internal snapshots' tables would keep the old size. */
+  async resize(newSize: number): Promise<void> {
+    const snapshots = this.meta.header.nbSnapshots;
+    if (snapshots > 0 && newSize !== this.size) {
+      throw new BlockError(`${this.path}: has ${snapshots} internal snapshot(s), which keep the old size; delete them before resizing`);
+    }
     await grow(this.meta, newSize);
   }
 

@@ -110,10 +110,14 @@ export class VirtioMmioTransport implements MmioDevice, Snapshottable<VirtioMmio
     this.device.queueNotify(index);
   }
 
-  /** The device's configuration changed (e.g. capacity): bump the generation and interrupt. */
+  /**
+   * The device's configuration changed (e.g. capacity): bump the generation and, once the driver
+   * is running, interrupt (§2.1.2: no configuration-change notification before DRIVER_OK; a
+   * driver that starts later reads the new configuration anyway).
+   */
   configChanged(): void {
     this.configGeneration = (this.configGeneration + 1) >>> 0;
-    this.raise(INTERRUPT_CONFIG_CHANGE);
+    if (this.status & STATUS_DRIVER_OK && !(this.status & STATUS_DEVICE_NEEDS_RESET)) this.raise(INTERRUPT_CONFIG_CHANGE);
   }
 
   mmioRead(offset: number, data: Uint8Array): void {

@@ -3,7 +3,7 @@ import { WebSocket } from 'ws';
 import type { ErrorCode } from '../../error-codes.js';
 import { TsvmmError } from '../../errors.js';
 import type { VmCounters, VmInfo, VmmEvent } from '../controller.js';
-import type { RestoreRequest } from '../requests.js';
+import type { ResizeDiskRequest, RestoreRequest } from '../requests.js';
 import { API_BASE } from './routes.js';
 
 /**
@@ -137,6 +137,9 @@ export class ApiClient {
   }
   async restore(req: RestoreRequest): Promise<void> {
     await this.call('PUT', 'vm.restore', req);
+  }
+  async resizeDisk(req: ResizeDiskRequest): Promise<void> {
+    await this.call('PUT', 'vm.resize-disk', req);
   }
   async shutdownVmm(): Promise<void> {
     await this.call('PUT', 'vmm.shutdown');

@@ -1,6 +1,6 @@
 import type { Route } from './route.js';
 import { CHECKPOINT_ROUTES } from './checkpoint-routes.js';
-import { parseRestoreRequest, parseSnapshotRequest, parseVmConfigJson } from './validate.js';
+import { parseResizeDiskRequest, parseRestoreRequest, parseSnapshotRequest, parseVmConfigJson } from './validate.js';
 
 /**
  * The API's route table: the one list the server dispatches from and the OpenAPI test compares
@@ -30,6 +30,10 @@ export const ROUTES: readonly Route[] = [
   {
     kind: 'action', method: 'PUT', name: 'vm.restore', concurrency: 'exclusive',
     parseBody: parseRestoreRequest, run: (c, b) => c.restore(b as ReturnType<typeof parseRestoreRequest>),
+  },
+  {
+    kind: 'action', method: 'PUT', name: 'vm.resize-disk', concurrency: 'exclusive',
+    parseBody: parseResizeDiskRequest, run: (c, b) => c.resizeDisk(b as ReturnType<typeof parseResizeDiskRequest>),
   },
   {
     kind: 'action', method: 'PUT', name: 'vmm.shutdown', concurrency: 'queued', respondFirst: true,

@@ -3,7 +3,7 @@ import { SnapshotError } from '../../snapshot/errors.js';
 import { snapshotUrlToPath } from '../../snapshot/url.js';
 import { CH_TOP_LEVEL_SECTIONS, type DiskConfig, type SerialConfig, type SerialMode, type VmConfig } from '../config.js';
 import { acceptedTopLevelSections, checkUnsupportedFields } from './ch-sections.js';
-import type { MemoryRestoreMode, RestoreRequest, SnapshotRequest } from '../requests.js';
+import type { MemoryRestoreMode, ResizeDiskRequest, RestoreRequest, SnapshotRequest } from '../requests.js';
 
 /**
  * Hand-written, strict validation of API bodies (and of the same JSON given to the CLI). Every
@@ -259,6 +259,14 @@ export function parseSnapshotRequest(value: unknown): SnapshotRequest {
   const req: SnapshotRequest = { destination_url: parseFileUrl(o.destination_url, 'destination_url') };
   if (o.disks !== undefined) req.disks = boolean(o.disks, 'disks');
   return req;
+}
+
+/** vm.resize-disk: `{"id": "disk0", "desired_size": 2147483648}` (bytes; the VMM checks it against the disk). */
+export function parseResizeDiskRequest(value: unknown): ResizeDiskRequest {
+  const o = object(value, '', ['id', 'desired_size']);
+  if (o.id === undefined) throw new ConfigError('id: required (the disk\'s id, as vm.info lists it)', { field: 'id' });
+  if (o.desired_size === undefined) throw new ConfigError('desired_size: required (the new size in bytes)', { field: 'desired_size' });
+  return { id: string(o.id, 'id'), desired_size: integer(o.desired_size, 'desired_size', 1, Number.MAX_SAFE_INTEGER) };
 }
 
 /** Cloud Hypervisor's spellings (serde's, then its CLI's lower case). */

@@ -12,7 +12,7 @@ import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../../errors.js';
 import { ConflictError, InvalidStateError, NoVmError } from '../errors.js';
 import type { VmConfig } from '../config.js';
-import type { Disk } from '../disks.js';
+import { diskById, type Disk } from '../disks.js';
 import type { Vm, VmHooks } from '../vm.js';
 import { diskIdentity } from '../disk-identity.js';
 import { CATALOGUE_FILE, Catalogue, SNAPSHOT_NAME, type CatalogueEntry } from './catalogue.js';
@@ -58,18 +58,12 @@ export class DiskSnapshotService {
     return vm;
   }
 
-  private disk(vm: Vm, id: string): Disk {
-    const d = vm.platform.disks.find((x) => x.config.id === id);
-    if (d === undefined) throw new ConfigError(`no disk "${id}" (disks: ${vm.platform.disks.map((x) => x.config.id).join(', ') || 'none'})`);
-    return d;
-  }
-
   // ---- live external snapshot and checkpoints ------------------------------------------------
 
   async snapshotDisk(req: DiskSnapshotRequest): Promise<DiskSnapshotResult> {
     const vm = this.requireVm();
     if (vm.state !== 'Running' && vm.state !== 'Paused') throw new InvalidStateError(`cannot snapshot a disk of a VM that is ${vm.state}`);
-    const result = await snapshotDiskLive(this.disk(vm, req.disk), req.file);
+    const result = await snapshotDiskLive(diskById(vm.platform.disks, req.disk), req.file);
     this.record('disk-snapshotted', { ...result });
     return result;
   }

@@ -4,7 +4,7 @@
  * they were copied are copied again; marks are made when a write completes, after which any
  * copy that read the older data is superseded by the re-copy.
  */
-import type { BlockBackend, ImageFormat, LayerStatus } from '../../block/backend.js';
+import { BlockError, type BlockBackend, type ImageFormat, type LayerStatus } from '../../block/backend.js';
 
 export class DirtyTracker implements BlockBackend {
   private readonly dirty = new Set<number>();
@@ -68,6 +68,11 @@ export class DirtyTracker implements BlockBackend {
     } finally {
       this.mark(offset, length);
     }
+  }
+
+  /** The job copies a fixed range: a disk under a block-commit keeps its size until the job ends. */
+  resize(): Promise<void> {
+    return Promise.reject(new BlockError(`${this.inner.path}: a block-commit is running on this disk; resize it once the job has ended`));
   }
 
   close(): Promise<void> {

@@ -9,7 +9,7 @@ import type { BlockBackend } from '../../block/backend.js';
 import { Qcow2Image } from '../../block/qcow2/image.js';
 import { ConfigError } from '../../errors.js';
 import { log } from '../../util/log.js';
-import type { Disk } from '../disks.js';
+import { diskById, type Disk } from '../disks.js';
 import { ConflictError, InvalidStateError, NoVmError } from '../errors.js';
 import type { Vm } from '../vm.js';
 import { lockedHandle } from '../../block/chain/lock.js';
@@ -51,8 +51,7 @@ export class BlockJobManager {
     const vm = this.host.vm();
     if (vm === undefined || vm.state === 'Shutdown') throw new NoVmError();
     if (vm.state !== 'Running' && vm.state !== 'Paused') throw new InvalidStateError(`cannot start a block job on a VM that is ${vm.state}`);
-    const d = vm.platform.disks.find((x) => x.config.id === id);
-    if (d === undefined) throw new ConfigError(`no disk "${id}" (disks: ${vm.platform.disks.map((x) => x.config.id).join(', ') || 'none'})`);
+    const d = diskById(vm.platform.disks, id);
     if (this.running().some((j) => j.info.disk === id)) throw new ConflictError(`disk "${id}" already has a block job running`);
     return d;
   }

@@ -215,6 +215,32 @@ describe('virtio-blk hostile requests complete without touching the backend', ()
     expect(rig.needsReset()).toBe(false);
   }
 
+  it('a grown image: the config space shows the new capacity and sectors past the old end work', async () => {
+    const rig = await Rig.create();
+    const capacity = (): bigint => {
+      const cfg = new Uint8Array(8);
+      rig.t.mmioRead(MMIO_CONFIG, cfg);
+      return new DataView(cfg.buffer).getBigUint64(0, true);
+    };
+    const oldEnd = BigInt(DISK / 512);
+    const status = async (type: number, sector: bigint, data: Buf[]): Promise<number> => (await rig.run(type, sector, data)).status;
+    expect(await status(VIRTIO_BLK_T_OUT, oldEnd, [rig.buf(512, false)])).toBe(VIRTIO_BLK_S_IOERR);
+    // Only between drain() and resumeProcessing(): no request checked against the old size runs on.
+    expect(() => rig.blk.capacityChanged()).toThrow(/drain\(\) first/);
+    await rig.blk.drain();
+    await rig.backend.resize(2 * DISK);
+    rig.blk.capacityChanged();
+    rig.blk.resumeProcessing();
+    expect(capacity()).toBe(2n * oldEnd);
+    expect(rig.blk.capacitySectors).toBe(2 * DISK / 512);
+    expect(await status(VIRTIO_BLK_T_OUT, oldEnd, [rig.buf(512, false, 0xab)])).toBe(VIRTIO_BLK_S_OK);
+    const back = rig.buf(512, true);
+    expect(await status(VIRTIO_BLK_T_IN, oldEnd, [back])).toBe(VIRTIO_BLK_S_OK);
+    expect(rig.mem.readU8(back.addr + 511)).toBe(0xab);
+    expect(await status(VIRTIO_BLK_T_IN, 2n * oldEnd, [rig.buf(512, true)])).toBe(VIRTIO_BLK_S_IOERR);
+    await rig.backend.close();
+  });
+
   it('wrong directions, bad sizes and sectors past the end give IOERR; unknown types UNSUPP', async () => {
     const rig = await Rig.create();
     const path = (rig.backend as RawBackend).path;
@@ -373,6 +399,7 @@ class GatedBackend implements BlockBackend {
   flush() { return this.inner.flush(); }
   discard(o: number, l: number) { return this.inner.discard(o, l); }
   writeZeroes(o: number, l: number, u: boolean) { return this.inner.writeZeroes(o, l, u); }
+  resize(n: number) { return this.inner.resize(n); }
   close() { return this.inner.close(); }
 }
 
@@ -487,6 +514,7 @@ class RecordingBackend implements BlockBackend {
   flush() { return this.inner.flush(); }
   discard(o: number, l: number) { return this.inner.discard(o, l); }
   writeZeroes(o: number, l: number, u: boolean) { return this.inner.writeZeroes(o, l, u); }
+  resize(n: number) { return this.inner.resize(n); }
   close() { return this.inner.close(); }
 }
 

@@ -203,10 +203,15 @@ describe('virtio-mmio queues and interrupts', () => {
     expect(mmioRead32(t, MMIO_QUEUE_READY)).toBe(0);
   });
 
-  it('configChanged bumps the generation and interrupts', () => {
-    const { t, irq } = setup();
+  it('configChanged bumps the generation, and interrupts only a running driver (§2.1.2)', () => {
+    const { t, q0, irq } = setup();
     t.configChanged();
     expect(mmioRead32(t, MMIO_CONFIG_GENERATION)).toBe(1);
+    expect(mmioRead32(t, MMIO_INTERRUPT_STATUS)).toBe(0);
+    expect(irq.count).toBe(0);
+    bringUp(t, bit(VIRTIO_F_VERSION_1), [q0]);
+    t.configChanged();
+    expect(mmioRead32(t, MMIO_CONFIG_GENERATION)).toBe(2);
     expect(mmioRead32(t, MMIO_INTERRUPT_STATUS)).toBe(INTERRUPT_CONFIG_CHANGE);
     expect(irq.count).toBe(1);
   });

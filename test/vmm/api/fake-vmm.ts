@@ -1,4 +1,4 @@
-import { TsvmmError } from '../../../src/errors.js';
+import { ConfigError, TsvmmError } from '../../../src/errors.js';
 import type { VmConfig, VmState } from '../../../src/vmm/config.js';
 import type {
   ConsoleAttachment,
@@ -7,7 +7,7 @@ import type {
   VmmController,
   VmmEvent,
 } from '../../../src/vmm/controller.js';
-import type { RestoreRequest, SnapshotRequest } from '../../../src/vmm/requests.js';
+import type { ResizeDiskRequest, RestoreRequest, SnapshotRequest } from '../../../src/vmm/requests.js';
 import { ConflictError, InvalidStateError, NoVmError } from '../../../src/vmm/errors.js';
 
 /**
@@ -23,6 +23,7 @@ export class FakeVmm implements VmmController {
   state: VmState | undefined;
   readonly events: VmmEvent[] = [];
   readonly snapshots: SnapshotRequest[] = [];
+  readonly resizes: ResizeDiskRequest[] = [];
   readonly consoleInput: number[] = [];
   delays: Partial<Record<'snapshot' | 'restore' | 'pause' | 'boot', number>> = {};
   failNext: Error | undefined;
@@ -134,6 +135,15 @@ export class FakeVmm implements VmmController {
       this.config ??= { cpus: { boot_vcpus: 1, max_vcpus: 1 }, memory: { size: 1 << 20 }, payload: { kernel: '/k' }, disks: [], serial: { mode: 'Null' } };
       this.state = 'Paused';
       this.emit('vm', 'restored');
+    });
+  }
+
+  resizeDisk(req: ResizeDiskRequest): Promise<void> {
+    return this.op('resize-disk', async () => {
+      this.expect(['Running', 'Paused'], 'resize a disk of');
+      if (!this.config!.disks.some((d) => d.id === req.id)) throw new ConfigError(`no disk "${req.id}"`);
+      this.resizes.push(req);
+      this.emit('vm', 'disk-resized');
     });
   }
 

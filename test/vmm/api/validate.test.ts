@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { DEFAULT_MEMORY_SIZE, parseRestoreRequest, parseSnapshotRequest, parseVmConfigJson } from '../../../src/vmm/api/validate.js';
+import { DEFAULT_MEMORY_SIZE, parseResizeDiskRequest, parseRestoreRequest, parseSnapshotRequest, parseVmConfigJson } from '../../../src/vmm/api/validate.js';
 
 const minimal = { payload: { kernel: '/k.elf' } };
 
@@ -170,5 +170,23 @@ describe('snapshot and restore bodies', () => {
     [() => parseRestoreRequest({ source_url: 'file:///s', landlock: true }), /unknown field "landlock"/],
   ])('rejects bad bodies (%#)', (f, message) => {
     expect(f).toThrow(message);
+  });
+});
+
+describe('vm.resize-disk body', () => {
+  test('takes the disk id and the new size in bytes', () => {
+    expect(parseResizeDiskRequest({ id: '_disk0', desired_size: 2 ** 31 })).toEqual({ id: '_disk0', desired_size: 2 ** 31 });
+  });
+
+  test.each([
+    [{}, /id: required/],
+    [{ id: 'disk0' }, /desired_size: required/],
+    [{ id: 3, desired_size: 512 }, /id: expected a string/],
+    [{ id: 'disk0', desired_size: '1G' }, /desired_size: expected an integer/],
+    [{ id: 'disk0', desired_size: 0 }, /desired_size: 0 is out of range/],
+    [{ id: 'disk0', desired_size: 1.5 }, /desired_size: expected an integer/],
+    [{ id: 'disk0', desired_size: 512, shrink: true }, /unknown field "shrink"/],
+  ])('rejects bad bodies (%#)', (body, message) => {
+    expect(() => parseResizeDiskRequest(body)).toThrow(message);
   });
 });

@@ -9,7 +9,7 @@ function gated(): { backend: BlockBackend; release: () => void } {
   const backend: BlockBackend = {
     path: '/fake/gated.qcow2', size: 1 << 20, readOnly: false, format: 'qcow2', backing: null,
     blockStatus: async (_o, length) => ({ length, kind: 'data' }),
-    read: async () => {}, write: () => gate, flush: async () => {}, discard: () => gate, writeZeroes: () => gate, close: async () => {},
+    read: async () => {}, write: () => gate, flush: async () => {}, discard: () => gate, writeZeroes: () => gate, resize: async () => {}, close: async () => {},
   };
   return { backend, release: () => open() };
 }
@@ -34,7 +34,7 @@ describe('DirtyTracker', () => {
       path: '/fake/failing.img', size: 1 << 20, readOnly: false, format: 'raw', backing: null,
       blockStatus: async (_o, length) => ({ length, kind: 'data' }),
       read: async () => {}, write: async () => { throw new Error('EIO'); }, flush: async () => {},
-      discard: async () => {}, writeZeroes: async () => {}, close: async () => {},
+      discard: async () => {}, writeZeroes: async () => {}, resize: async () => {}, close: async () => {},
     };
     const t = new DirtyTracker(failing, 4096);
     await expect(t.write(8192, new Uint8Array(512))).rejects.toThrow('EIO');

@@ -64,9 +64,9 @@ export class VirtioBlk implements VirtioDevice {
   readonly queueMaxSizes: readonly number[];
   readonly deviceFeatures: bigint;
   readonly serial: string;
-  readonly capacitySectors: number;
+  private capacity: number;
 
-  private readonly config: Uint8Array;
+  private config: Uint8Array;
   private activation: VirtioActivation | null = null;
   /** Bumped by reset: completions of an older generation are not written to the guest. */
   private generation = 0;
@@ -85,13 +85,29 @@ export class VirtioBlk implements VirtioDevice {
     this.queueMaxSizes = [queueSize];
     this.serial = options.serial ?? '';
     if (!/^[\x20-\x7e]{0,20}$/.test(this.serial)) throw new RangeError(`virtio-blk serial "${this.serial}" must be at most 20 printable ASCII characters`);
-    this.capacitySectors = Math.floor(backend.size / SECTOR_SIZE);
+    this.capacity = Math.floor(backend.size / SECTOR_SIZE);
     let f = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_EVENT_IDX) | bit(VIRTIO_F_INDIRECT_DESC)
       | bit(VIRTIO_BLK_F_SIZE_MAX) | bit(VIRTIO_BLK_F_SEG_MAX) | bit(VIRTIO_BLK_F_BLK_SIZE) | bit(VIRTIO_BLK_F_FLUSH);
     if (backend.readOnly) f |= bit(VIRTIO_BLK_F_RO);
     else f |= bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
     this.deviceFeatures = f;
-    this.config = configSpace(this.capacitySectors, queueSize);
+    this.config = configSpace(this.capacity, queueSize);
+  }
+
+  /** The disk's size in 512-byte sectors, as the driver reads it from the configuration space. */
+  get capacitySectors(): number {
+    return this.capacity;
+  }
+
+  /**
+   * The image under the device was resized: the configuration space shows the new capacity. Only
+   * between drain() and resumeProcessing() (no request checked against the old size runs on); the
+   * caller then tells the driver through the transport's configuration-change interrupt.
+   */
+  capacityChanged(): void {
+    if (!this.paused || this.inFlight !== 0) throw new BlockError('virtio-blk: cannot change the capacity while requests may run (drain() first)');
+    this.capacity = Math.floor(this.backend.size / SECTOR_SIZE);
+    this.config = configSpace(this.capacity, this.queueMaxSizes[0]!);
   }
 
   counters(): VirtioBlkCounters {
