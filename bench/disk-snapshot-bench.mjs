@@ -150,7 +150,7 @@ async function liveSnapshotPause(workload) {
     for (let i = 0; i < 4; i++) {
       await new Promise((r) => setTimeout(r, 150));
       const t0 = performance.now();
-      await vmm.snapshotDisk({ disk: 'disk0', file: join(dir, `vm.s${i}.qcow2`) });
+      await vmm.snapshotDisk({ disk: '_disk0', file: join(dir, `vm.s${i}.qcow2`) });
       calls.push(performance.now() - t0);
       pauses.push(vmm.lastDiskOperation().result.io_pause_ms);
     }
@@ -200,7 +200,7 @@ async function commitThroughput() {
     const { vmm, waitFor } = await bootVm(dir, { memory: '128M', cmdline: 'tiny.ticks tiny.tick_ms=50', disk: join(dir, 'top.qcow2') });
     await waitFor(/tick 1\b/);
     const t0 = performance.now();
-    await vmm.blockCommit({ disk: 'disk0' });
+    await vmm.blockCommit({ disk: '_disk0' });
     for (;;) {
       const j = vmm.blockJobs().at(-1);
       if (j.finished !== undefined) {

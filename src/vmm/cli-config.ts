@@ -2,7 +2,7 @@ import { ConfigError } from '../errors.js';
 import { parseCount, parseKeyValues, parseToggle } from '../util/kv.js';
 import { parseSize } from '../util/size.js';
 import type { ApiListen } from './api/server.js';
-import type { DiskConfig, SerialConfig, VmConfig } from './config.js';
+import { defaultDiskId, type DiskConfig, type SerialConfig, type VmConfig } from './config.js';
 
 /** Highest vCPU count we accept on the command line; KVM's own limit is checked at boot. */
 export const MAX_VCPUS = 254;
@@ -43,7 +43,7 @@ export function parseDisk(text: string, index: number): DiskConfig {
   const path = kv.get('path');
   if (path === undefined || path === '') throw new ConfigError('--disk: path= is required');
   const readonly = kv.has('readonly') ? parseToggle(kv.get('readonly')!, '--disk readonly') : false;
-  const id = kv.get('id') ?? `disk${index}`;
+  const id = kv.get('id') ?? defaultDiskId(index);
   const serial = kv.get('serial');
   if (serial !== undefined && Buffer.byteLength(serial) > 20) throw new ConfigError('--disk serial: at most 20 bytes (virtio-blk GET_ID)');
   if (kv.has('format') && kv.has('image_type')) throw new ConfigError('--disk: give image_type= or format=, not both');

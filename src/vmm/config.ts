@@ -23,12 +23,17 @@ export interface PayloadConfig {
 export interface DiskConfig {
   readonly path: string;
   readonly readonly: boolean;
-  /** Stable name used by the API and snapshots; defaults to `disk<N>`. */
+  /** Stable name used by the API and snapshots; defaults to `_disk<N>` (defaultDiskId). */
   readonly id: string;
   /** virtio-blk GET_ID string (up to 20 bytes). */
   readonly serial?: string;
   /** 'raw' | 'qcow2'; detected from the image's magic when absent. */
   readonly format?: string;
+}
+
+/** A disk's id when none is given: Cloud Hypervisor's (`_disk0`, `_disk1`, ... in config order). */
+export function defaultDiskId(index: number): string {
+  return `_disk${index}`;
 }
 
 export type SerialMode = 'Tty' | 'File' | 'Off' | 'Null' | 'Socket';

@@ -61,7 +61,7 @@ describe('commands', () => {
         'memory:  64 MiB (actual 64 MiB)',
         'kernel:  /images/tiny.elf',
         'cmdline: tiny.ticks',
-        'disk0:   /d.qcow2 (read-only, qcow2)',
+        '_disk0:  /d.qcow2 (read-only, qcow2)',
         'serial:  Socket',
         '',
       ].join('\n'),

@@ -191,7 +191,7 @@ describe('disk snapshots on a running VM', () => {
     rawDisk(disk, 256 * MiB, 0, 1);
     const vm = await boot('live', disk, 'tiny.blk=seqwrite:224,read:96,flush tiny.ticks');
     await vm.waitFor(/^blk: dev0 /m);
-    await vm.put('vm.snapshot-disk', { disk: 'disk0', file: join(work, 'live.s1.qcow2') });
+    await vm.put('vm.snapshot-disk', { disk: '_disk0', file: join(work, 'live.s1.qcow2') });
     const op = await vm.get<{ result: { io_pause_ms: number; overlay: string; frozen: string } }>('vm.disk-operation');
     expect(op.result.frozen).toBe(disk);
     // How long I/O was held is a number to report (bench/disk-snapshot-bench.mjs), not to assert here.
@@ -264,7 +264,7 @@ describe('disk snapshots on a running VM', () => {
     const clones: Vmm[] = [];
     for (const n of [1, 2]) {
       const c = await emptyVmm(`clone${n}`);
-      await c.put('vm.restore', { source_url: `file://${join(work, 'ck.snap')}`, disk_paths: { disk0: join(work, `clone${n}.qcow2`) } });
+      await c.put('vm.restore', { source_url: `file://${join(work, 'ck.snap')}`, disk_paths: { _disk0: join(work, `clone${n}.qcow2`) } });
       clones.push(c);
     }
     await clones[0]!.put('vm.resume');
@@ -294,8 +294,8 @@ describe('disk snapshots on a running VM', () => {
       expect(qemuImg('convert', '-O', 'qcow2', seedRaw, base).status).toBe(0);
       const vm = await boot(kind, base, 'tiny.blk=seqwrite:120,read:64,flush tiny.ticks');
       await vm.waitFor(/^blk: dev0 /m);
-      await vm.put('vm.snapshot-disk', { disk: 'disk0', file: join(work, `${kind}.top.qcow2`) });
-      await vm.put(`vm.block-${kind}`, { disk: 'disk0', rate_limit: 24 * MiB });
+      await vm.put('vm.snapshot-disk', { disk: '_disk0', file: join(work, `${kind}.top.qcow2`) });
+      await vm.put(`vm.block-${kind}`, { disk: '_disk0', rate_limit: 24 * MiB });
       expect(vm.stdout, 'the job must start while the guest still writes').not.toMatch(/blk: seqwrite/);
       const job = await waitJob(vm);
       expect(job['state'], JSON.stringify(job)).toBe('completed');
@@ -360,7 +360,7 @@ describe('disk snapshots on a running VM', () => {
     rawDisk(disk, 64 * MiB, 8 * MiB, 7);
     const vm = await boot('cli', disk, 'tiny.blk=write:4 tiny.ticks tiny.tick_ms=50');
     await vm.waitFor(/^tick 1$/m);
-    expect(remote(vm.sock, 'snapshot-disk', 'disk0', join(work, 'cli.s1.qcow2'))).toMatch(/^disk disk0 now on .*cli\.s1\.qcow2 \(frozen: .*cli\.raw\); guest I\/O held [0-9.]+ ms$/m);
+    expect(remote(vm.sock, 'snapshot-disk', '_disk0', join(work, 'cli.s1.qcow2'))).toMatch(/^disk _disk0 now on .*cli\.s1\.qcow2 \(frozen: .*cli\.raw\); guest I\/O held [0-9.]+ ms$/m);
     expect(remote(vm.sock, 'snapshot-create', 'A', '--description', 'first')).toMatch(/^snapshot A \(system\) created; guest paused [0-9.]+ ms$/m);
     expect(remote(vm.sock, 'snapshot-create', 'B', '--disk-only')).toMatch(/^snapshot B \(disk-only\) created/m);
     const table = remote(vm.sock, 'snapshot-list');
@@ -368,7 +368,7 @@ describe('disk snapshots on a running VM', () => {
     expect(table).toMatch(/^\* +B +\S+ \S+ +disk-only +A /m);
     const listed = JSON.parse(remote(vm.sock, '--json', 'snapshot-list')) as { snapshots: Array<{ name: string; description: string }> };
     expect(listed.snapshots.map((x) => [x.name, x.description])).toEqual([['A', 'first'], ['B', '']]);
-    expect(remote(vm.sock, 'block-pull', 'disk0', '--base', disk, '--wait')).toMatch(/^job\d+ pull disk disk0: completed 100\.0%/m);
+    expect(remote(vm.sock, 'block-pull', '_disk0', '--base', disk, '--wait')).toMatch(/^job\d+ pull disk _disk0: completed 100\.0%/m);
     expect(remote(vm.sock, 'jobs')).toMatch(/completed/);
     const info = JSON.parse(remote(vm.sock, '--json', 'info')) as { block_jobs: Array<{ state: string }> };
     expect(info.block_jobs.at(-1)!.state).toBe('completed');
@@ -393,7 +393,7 @@ describe('disk snapshots on a running VM', () => {
     const expected = content(top);
     const vm = await boot('kill', top, 'tiny.ticks tiny.tick_ms=50');
     await vm.waitFor(/^tick 1$/m);
-    await vm.put('vm.block-commit', { disk: 'disk0', rate_limit: 8 * MiB });
+    await vm.put('vm.block-commit', { disk: '_disk0', rate_limit: 8 * MiB });
     for (;;) {
       const j = (await vm.get<Array<{ done: number; total: number; state: string }>>('vm.jobs')).at(-1)!;
       expect(j.state).toBe('running');
@@ -414,7 +414,7 @@ describe('disk snapshots on a running VM', () => {
     expect(sha(content(top))).toBe(sha(expected));
     const again = await boot('kill2', top, 'tiny.ticks tiny.tick_ms=50');
     await again.waitFor(/^tick 1$/m);
-    await again.put('vm.block-commit', { disk: 'disk0' });
+    await again.put('vm.block-commit', { disk: '_disk0' });
     expect((await waitJob(again))['state']).toBe('completed');
     await again.kill();
     noCorruption(base);

@@ -37,7 +37,7 @@ describe('--serial as Cloud Hypervisor takes it', () => {
 
 describe('--disk image_type (Cloud Hypervisor) and format (its tsvmm alias)', () => {
   test('either names the format', () => {
-    expect(parseDisk('path=/d.qcow2,image_type=qcow2', 0)).toEqual({ path: '/d.qcow2', readonly: false, id: 'disk0', format: 'qcow2' });
+    expect(parseDisk('path=/d.qcow2,image_type=qcow2', 0)).toEqual({ path: '/d.qcow2', readonly: false, id: '_disk0', format: 'qcow2' });
     expect(parseDisk('path=/d.raw,format=raw,id=root', 1)).toEqual({ path: '/d.raw', readonly: false, id: 'root', format: 'raw' });
   });
 

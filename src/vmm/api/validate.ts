@@ -1,7 +1,7 @@
 import { ConfigError } from '../../errors.js';
 import { SnapshotError } from '../../snapshot/errors.js';
 import { snapshotUrlToPath } from '../../snapshot/url.js';
-import { CH_TOP_LEVEL_SECTIONS, type DiskConfig, type SerialConfig, type SerialMode, type VmConfig } from '../config.js';
+import { CH_TOP_LEVEL_SECTIONS, defaultDiskId, type DiskConfig, type SerialConfig, type SerialMode, type VmConfig } from '../config.js';
 import { acceptedTopLevelSections, checkUnsupportedFields } from './ch-sections.js';
 import type { MemoryRestoreMode, ResizeDiskRequest, RestoreRequest, SnapshotRequest } from '../requests.js';
 
@@ -153,7 +153,7 @@ function parseDisk(value: unknown, index: number, rules: VmConfigRules): DiskCon
   if (o.path === undefined) throw new ConfigError(`${field}.path: required`, { field: `${field}.path` });
   const diskPath = path(o.path, `${field}.path`);
   const readonly = o.readonly === undefined ? false : boolean(o.readonly, `${field}.readonly`);
-  const id = o.id === undefined || o.id === null ? `disk${index}` : string(o.id, `${field}.id`);
+  const id = o.id === undefined || o.id === null ? defaultDiskId(index) : string(o.id, `${field}.id`);
   if (rules.cliDiskIds === true ? id === '' : !/^[A-Za-z0-9_.-]{1,64}$/.test(id)) {
     throw new ConfigError(`${field}.id: "${id}" must be 1-64 characters of A-Z a-z 0-9 _ . -`, { field: `${field}.id` });
   }
@@ -261,7 +261,7 @@ export function parseSnapshotRequest(value: unknown): SnapshotRequest {
   return req;
 }
 
-/** vm.resize-disk: `{"id": "disk0", "desired_size": 2147483648}` (bytes; the VMM checks it against the disk). */
+/** vm.resize-disk: `{"id": "_disk0", "desired_size": 2147483648}` (bytes; the VMM checks it against the disk). */
 export function parseResizeDiskRequest(value: unknown): ResizeDiskRequest {
   const o = object(value, '', ['id', 'desired_size']);
   if (o.id === undefined) throw new ConfigError('id: required (the disk\'s id, as vm.info lists it)', { field: 'id' });

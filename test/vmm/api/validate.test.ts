@@ -76,7 +76,7 @@ describe('parseVmConfigJson', () => {
     };
     expect(parseVmConfigJson(body)).toEqual({
       ...body,
-      disks: [{ path: '/a.raw', readonly: false, id: 'disk0' }, body.disks[1]],
+      disks: [{ path: '/a.raw', readonly: false, id: '_disk0' }, body.disks[1]],
       serial: { mode: 'File', file: '/tmp/console.log' },
     });
   });
