@@ -246,10 +246,17 @@ describe('virtio-blk with the tiny kernel', () => {
       await p.waitFor(/^blk: flush ok$/m);
       const counters = (await apiOk(sock, 'GET', 'vm.counters')).json as Record<string, Record<string, number>>;
       // write:2 = 2 MiB written then read back; read:3 = 3 MiB; all in 64 KiB requests.
-      expect(counters['sys']).toEqual({
+      const sys = counters['sys']!;
+      expect(sys).toMatchObject({
         read_ops: 5 * 16, read_bytes: 5 * MiB, write_ops: 2 * 16, write_bytes: 2 * MiB,
         flush_ops: 1, discard_ops: 0, write_zeroes_ops: 0, errors: 0,
       });
+      // Cloud Hypervisor's latency fields (microseconds): ordered, and measured.
+      for (const kind of ['read', 'write']) {
+        const [min, avg, max] = [sys[`${kind}_latency_min`]!, sys[`${kind}_latency_avg`]!, sys[`${kind}_latency_max`]!];
+        expect(min, kind).toBeGreaterThan(0);
+        expect(min <= avg && avg <= max, `${kind}: ${min} ${avg} ${max}`).toBe(true);
+      }
     } finally {
       p.kill('SIGKILL');
       await p.exited;

@@ -168,7 +168,14 @@ describe('virtio-blk normal requests against a raw file', () => {
     expect(await rig.run(VIRTIO_BLK_T_GET_ID, 0n, [id])).toEqual({ status: VIRTIO_BLK_S_OK, len: 21 });
     expect(Buffer.from(rig.mem.read(id.addr, 20)).toString('latin1')).toBe('tsvmm-disk-0\0\0\0\0\0\0\0\0');
 
-    expect(rig.blk.counters()).toEqual({ read_ops: 1, read_bytes: 1024, write_ops: 1, write_bytes: 1024, flush_ops: 1, discard_ops: 0, write_zeroes_ops: 0, errors: 0 });
+    const c = rig.blk.counters();
+    expect(c).toMatchObject({ read_ops: 1, read_bytes: 1024, write_ops: 1, write_bytes: 1024, flush_ops: 1, discard_ops: 0, write_zeroes_ops: 0, errors: 0 });
+    // Cloud Hypervisor's latency fields, in microseconds: one read and one write, so min = max = avg.
+    for (const kind of ['read', 'write'] as const) {
+      const [min, max, avg] = [c[`${kind}_latency_min`], c[`${kind}_latency_max`], c[`${kind}_latency_avg`]];
+      expect(Number.isInteger(min) && min > 0, `${kind} latency ${min}`).toBe(true);
+      expect([max, avg]).toEqual([min, min]);
+    }
     expect(rig.irq.count).toBeGreaterThanOrEqual(4);
     await rig.backend.close();
   });
