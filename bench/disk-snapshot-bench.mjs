@@ -13,9 +13,13 @@
 //      (pause → memory written and fsync'd → disk switched to a new overlay → resume).
 //   3. Live block-commit throughput (guest running, idle) of an overlay holding 256 MiB of data
 //      over a 1 GiB base, against `qemu-img commit` of a copy of the same overlay and base.
+//   4. Live resize (vm.resize-disk) of a raw and a qcow2 disk while the guest streams writes: the
+//      whole call (guest I/O held, image grown, driver told). QEMU reference: QMP block_resize on
+//      the same guest and workload under QEMU microvm, timed as the QMP round trip.
 //
 // Needs `npx tsc -p tsconfig.json` (dist/), `make -C guest-images`, qemu-img, qemu-io.
 // RUNS=N (default 3). TSVMM_DIST: a private copy of dist/. BENCH_DIR: scratch folder (default tmp).
+// PARTS=live,checkpoint,commit,resize (default all): which of the four to run.
 import { execFileSync, spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { copyFileSync, existsSync, mkdtempSync, openSync, closeSync, ftruncateSync, readFileSync, rmSync, writeSync } from 'node:fs';
@@ -25,6 +29,7 @@ import { randomFillSync } from 'node:crypto';
 
 const root = resolve(import.meta.dirname, '..');
 const RUNS = Number(process.env.RUNS ?? 3);
+const PARTS = new Set((process.env.PARTS ?? 'live,checkpoint,commit,resize').split(','));
 const dist = resolve(process.env.TSVMM_DIST ?? join(root, 'dist'));
 const kernel = join(root, 'guest-images/out/tiny.elf');
 for (const [file, how] of [[join(dist, 'vmm/vmm.js'), 'npx tsc -p tsconfig.json'], [kernel, 'make -C guest-images']]) {
@@ -106,23 +111,34 @@ async function qmp(path, proc) {
   return { cmd, close: () => sock.destroy() };
 }
 
+/** The tiny guest under QEMU microvm on `image`, running `workload`, with QMP; resolves once its disk is up. */
+async function bootQemu(dir, image, format, workload) {
+  const qmpPath = join(dir, 'qmp.sock');
+  const proc = spawn('qemu-system-x86_64', [
+    '-M', 'microvm,acpi=off', '-enable-kvm', '-cpu', 'host', '-m', '128M', '-nographic', '-nodefaults', '-serial', 'stdio',
+    '-no-reboot', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-global', 'virtio-mmio.force-legacy=false',
+    '-drive', `file=${image},format=${format},if=none,id=d0,cache=writeback,aio=threads`, '-device', 'virtio-blk-device,drive=d0',
+    '-kernel', kernel, '-append', `tiny.blk=${workload} tiny.ticks`, '-qmp', `unix:${qmpPath},server=on,wait=off`,
+  ], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let out = '';
+  proc.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
+  try {
+    const q = await qmp(qmpPath, proc);
+    while (!/blk: dev0/.test(out)) await new Promise((r) => setTimeout(r, 5));
+    return { proc, q };
+  } catch (e) {
+    proc.kill('SIGKILL');
+    throw e;
+  }
+}
+
 async function qemuLiveSnapshot(workload) {
   const calls = [];
   for (let run = 0; run < RUNS; run++) {
     const dir = mkdtempSync(join(work, 'qlive-'));
     makeFile(join(dir, 'vm.raw'), 512 * MiB, 512 * MiB);
-    const qmpPath = join(dir, 'qmp.sock');
-    const proc = spawn('qemu-system-x86_64', [
-      '-M', 'microvm,acpi=off', '-enable-kvm', '-cpu', 'host', '-m', '128M', '-nographic', '-nodefaults', '-serial', 'stdio',
-      '-no-reboot', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-global', 'virtio-mmio.force-legacy=false',
-      '-drive', `file=${join(dir, 'vm.raw')},format=raw,if=none,id=d0,cache=writeback,aio=threads`, '-device', 'virtio-blk-device,drive=d0',
-      '-kernel', kernel, '-append', `tiny.blk=${workload} tiny.ticks`, '-qmp', `unix:${qmpPath},server=on,wait=off`,
-    ], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    proc.stdout.setEncoding('utf8').on('data', (d) => { out += d; });
+    const { proc, q } = await bootQemu(dir, join(dir, 'vm.raw'), 'raw', workload);
     try {
-      const q = await qmp(qmpPath, proc);
-      while (!/blk: dev0/.test(out)) await new Promise((r) => setTimeout(r, 5));
       for (let i = 0; i < 4; i++) {
         await new Promise((r) => setTimeout(r, 150));
         const t0 = performance.now();
@@ -221,22 +237,69 @@ async function commitThroughput() {
   return { ours, qemu, data };
 }
 
+/**
+ * Grows `format` disk four times by 64 MiB while the guest streams writes: tsvmm's vm.resize-disk
+ * (in-process, as the route calls it) and QEMU's QMP block_resize, alternating per run.
+ */
+async function liveResize(format) {
+  const ours = [];
+  const qemu = [];
+  const sizes = [1, 2, 3, 4].map((i) => (256 + 64 * i) * MiB);
+  for (let run = 0; run < RUNS; run++) {
+    const dir = mkdtempSync(join(work, 'resize-'));
+    const image = join(dir, `vm.${format}`);
+    const fresh = () => (format === 'raw' ? makeFile(image, 256 * MiB, 0) : execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', image, '256M']));
+    fresh();
+    const { vmm, waitFor } = await bootVm(dir, { memory: '128M', cmdline: 'tiny.blk=seqwrite:192 tiny.ticks', disk: image });
+    await waitFor(/blk: dev0/);
+    for (const size of sizes) {
+      const t0 = performance.now();
+      await vmm.resizeDisk({ id: '_disk0', desired_size: size });
+      ours.push(performance.now() - t0);
+    }
+    await vmm.shutdown();
+    fresh();
+    const { proc, q } = await bootQemu(dir, image, format, 'seqwrite:192');
+    try {
+      for (const size of sizes) {
+        const t0 = performance.now();
+        await q.cmd('block_resize', { device: 'd0', size });
+        qemu.push(performance.now() - t0);
+      }
+      q.close();
+    } finally {
+      proc.kill('SIGKILL');
+      await new Promise((r) => proc.once('exit', r));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  return { ours, qemu };
+}
+
 try {
-  const live = await liveSnapshotPause('seqwrite:448');
-  const liveReads = await liveSnapshotPause('randread:200000');
-  const qLive = await qemuLiveSnapshot('seqwrite:448');
-  const qReads = await qemuLiveSnapshot('randread:200000');
-  const ckpt = await systemCheckpoint();
-  const commit = await commitThroughput();
   const mbs = (bytes, ms) => `${(bytes / MiB / (ms / 1000)).toFixed(0)} MiB/s`;
   console.log(`\n## Disk snapshots (RUNS=${RUNS}, medians)\n`);
   console.log('| measurement | tsvmm | reference |');
   console.log('|---|---|---|');
-  const row = (what, ours, q) => console.log(`| live external snapshot — ${what} (${ours.pauses.length} snapshots) | I/O held: median ${fmt(median(ours.pauses))}, max ${fmt(Math.max(...ours.pauses))}; whole call ${fmt(median(ours.calls))} | QEMU blockdev-snapshot-sync (whole call, I/O drained inside): median ${fmt(median(q))}, max ${fmt(Math.max(...q))} |`);
-  row('guest streaming writes', live, qLive);
-  row('guest doing 4 KiB random reads', liveReads, qReads);
-  console.log(`| system checkpoint, 1 GiB RAM (900 MiB touched) + 1 GiB disk: guest paused | ${fmt(median(ckpt.map((c) => c.paused)))}: memory+devices ${fmt(median(ckpt.map((c) => c.memory)))}, disk switch ${fmt(median(ckpt.map((c) => c.disks)))} (state ${(median(ckpt.map((c) => c.size)) / MiB).toFixed(0)} MiB) | — |`);
-  console.log(`| commit of a 256 MiB overlay into a 1 GiB raw base | live, guest running: ${fmt(median(commit.ours.map((c) => c.ms)))} = ${mbs(commit.data, median(commit.ours.map((c) => c.ms)))}, pivot hold ${fmt(median(commit.ours.map((c) => c.pivot)))} | qemu-img commit (offline): ${fmt(median(commit.qemu))} = ${mbs(commit.data, median(commit.qemu))} |`);
+  if (PARTS.has('live')) {
+    const row = (what, ours, q) => console.log(`| live external snapshot — ${what} (${ours.pauses.length} snapshots) | I/O held: median ${fmt(median(ours.pauses))}, max ${fmt(Math.max(...ours.pauses))}; whole call ${fmt(median(ours.calls))} | QEMU blockdev-snapshot-sync (whole call, I/O drained inside): median ${fmt(median(q))}, max ${fmt(Math.max(...q))} |`);
+    row('guest streaming writes', await liveSnapshotPause('seqwrite:448'), await qemuLiveSnapshot('seqwrite:448'));
+    row('guest doing 4 KiB random reads', await liveSnapshotPause('randread:200000'), await qemuLiveSnapshot('randread:200000'));
+  }
+  if (PARTS.has('checkpoint')) {
+    const ckpt = await systemCheckpoint();
+    console.log(`| system checkpoint, 1 GiB RAM (900 MiB touched) + 1 GiB disk: guest paused | ${fmt(median(ckpt.map((c) => c.paused)))}: memory+devices ${fmt(median(ckpt.map((c) => c.memory)))}, disk switch ${fmt(median(ckpt.map((c) => c.disks)))} (state ${(median(ckpt.map((c) => c.size)) / MiB).toFixed(0)} MiB) | — |`);
+  }
+  if (PARTS.has('commit')) {
+    const commit = await commitThroughput();
+    console.log(`| commit of a 256 MiB overlay into a 1 GiB raw base | live, guest running: ${fmt(median(commit.ours.map((c) => c.ms)))} = ${mbs(commit.data, median(commit.ours.map((c) => c.ms)))}, pivot hold ${fmt(median(commit.ours.map((c) => c.pivot)))} | qemu-img commit (offline): ${fmt(median(commit.qemu))} = ${mbs(commit.data, median(commit.qemu))} |`);
+  }
+  if (PARTS.has('resize')) {
+    for (const format of ['raw', 'qcow2']) {
+      const r = await liveResize(format);
+      console.log(`| live resize of a ${format} disk, +64 MiB, guest streaming writes (${r.ours.length} resizes) | vm.resize-disk: median ${fmt(median(r.ours))}, max ${fmt(Math.max(...r.ours))} | QEMU block_resize: median ${fmt(median(r.qemu))}, max ${fmt(Math.max(...r.qemu))} |`);
+    }
+  }
 } finally {
   rmSync(work, { recursive: true, force: true });
 }
