@@ -48,6 +48,9 @@ const COMMANDS: Array<[string, string]> = [
   ...CHECKPOINT_COMMANDS,
 ];
 
+/** Verbs whose answer is printed as JSON by default, as ch-remote prints it (`--human` for text). */
+const JSON_BY_DEFAULT = new Set(['ping', 'info', 'counters']);
+
 /** `file:///dir`, `destination_url=file:///dir` or `/dir` → a file URL string. */
 function snapshotUrl(arg: string): string {
   const value = arg.startsWith('destination_url=') ? arg.slice('destination_url='.length) : arg;
@@ -96,11 +99,12 @@ async function runEvents(client: ApiClient, json: boolean, io: RemoteIo): Promis
 
 async function run(args: { _: Array<string | number>; [k: string]: unknown }, io: RemoteIo): Promise<void> {
   const client = new ApiClient(String(args['api-socket']));
-  const json = args.json === true;
+  const command = String(args._[0]);
+  // ch-remote prints the API's JSON for the verbs that return a body: so do these, unless --human.
+  const json = args.json === true || (args.human !== true && JSON_BY_DEFAULT.has(command));
   const print = (value: unknown, human: (v: never) => string): void => {
     io.stdout.write(`${json ? JSON.stringify(value, null, 2) : human(value as never)}\n`);
   };
-  const command = String(args._[0]);
   switch (command) {
     case 'ping': return print(await client.ping(), formatPing);
     case 'info': return print(await client.info(), formatInfo);
@@ -137,7 +141,8 @@ export async function main(argv: string[], io: RemoteIo): Promise<number> {
     .scriptName('tsvmm-remote')
     .usage('$0 --api-socket PATH <command> [args]')
     .option('api-socket', { type: 'string', demandOption: true, describe: 'the socket given to tsvmm --api-socket', requiresArg: true })
-    .option('json', { type: 'boolean', default: false, describe: 'print JSON (for scripts) instead of text' })
+    .option('json', { type: 'boolean', default: false, describe: 'print JSON (the default for ping, info and counters, as ch-remote does)' })
+    .option('human', { type: 'boolean', default: false, describe: 'ping, info, counters: print text for people instead of JSON' })
     .demandCommand(1, 1, 'give a command', 'give only one command')
     .strict()
     .help()

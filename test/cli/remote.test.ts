@@ -41,11 +41,14 @@ async function remote(args: string[], opts: { stdin?: FakeStdin; signal?: AbortS
 }
 
 describe('commands', () => {
-  test('ping, human and --json', async () => {
-    const human = await remote(['ping']);
+  test('ping: JSON as ch-remote prints it by default (and with --json), text with --human', async () => {
+    for (const args of [['ping'], ['--json', 'ping']]) {
+      const json = await remote(args);
+      expect(json.status).toBe(0);
+      expect(JSON.parse(json.stdout)).toMatchObject({ pid: process.pid, version: '0.1.0' });
+    }
+    const human = await remote(['--human', 'ping']);
     expect(human).toEqual({ status: 0, stdout: `tsvmm 0.1.0 (build test-double), pid ${process.pid}, features: fake\n`, stderr: '' });
-    const json = await remote(['--json', 'ping']);
-    expect(JSON.parse(json.stdout)).toMatchObject({ pid: process.pid, version: '0.1.0' });
   });
 
   test('create FILE.json, boot, info, counters, pause, snapshot, resume, reboot, shutdown', async () => {
@@ -53,7 +56,7 @@ describe('commands', () => {
     writeFileSync(file, JSON.stringify({ ...TINY_CONFIG, disks: [{ path: '/d.qcow2', readonly: true, format: 'qcow2' }] }));
     expect(await remote(['create', file])).toEqual({ status: 0, stdout: '', stderr: '' });
     expect((await remote(['boot'])).status).toBe(0);
-    const info = await remote(['info']);
+    const info = await remote(['--human', 'info']);
     expect(info.stdout).toBe(
       [
         'state:   Running',
@@ -66,8 +69,9 @@ describe('commands', () => {
         '',
       ].join('\n'),
     );
-    expect(JSON.parse((await remote(['--json', 'info'])).stdout).state).toBe('Running');
-    expect((await remote(['counters'])).stdout).toBe('serial.tx_bytes 0\nvcpu0.io 3\nvcpu0.mmio 1\n');
+    expect(JSON.parse((await remote(['info'])).stdout).state).toBe('Running');
+    expect((await remote(['--human', 'counters'])).stdout).toBe('serial.tx_bytes 0\nvcpu0.io 3\nvcpu0.mmio 1\n');
+    expect(JSON.parse((await remote(['counters'])).stdout)).toEqual({ vcpu0: { io: 3, mmio: 1 }, serial: { tx_bytes: 0 } });
     expect((await remote(['pause'])).status).toBe(0);
     expect((await remote(['snapshot', 'file:///tmp/snap-a'])).status).toBe(0);
     expect((await remote(['snapshot', '/tmp/snap b'])).status).toBe(0);

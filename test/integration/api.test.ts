@@ -59,12 +59,12 @@ async function expectVmmGone(v: RealVmm): Promise<void> {
 }
 
 // Generous per-test limit: on a loaded 2-core host a reboot or boot can take seconds.
-/** tsvmm-remote's --json output, or an error saying how the command ended (a flaky run shows why). */
+/** tsvmm-remote's JSON output, or an error saying how the command ended (a flaky run shows why). */
 function remoteJson(r: { code: number | null; stdout: string; stderr: string }): unknown {
   try {
     return JSON.parse(r.stdout);
   } catch {
-    throw new Error(`tsvmm-remote --json printed no JSON: exit ${String(r.code)}, stdout ${JSON.stringify(r.stdout)}, stderr ${JSON.stringify(r.stderr)}`);
+    throw new Error(`tsvmm-remote printed no JSON: exit ${String(r.code)}, stdout ${JSON.stringify(r.stdout)}, stderr ${JSON.stringify(r.stderr)}`);
   }
 }
 
@@ -138,29 +138,29 @@ describe('control plane against the real VMM', { timeout: deadline(180_000) }, (
     }
   });
 
-  test('every route through tsvmm-remote, with human and --json output and exit statuses', async () => {
+  test('every route through tsvmm-remote, with JSON (the default, as ch-remote) and --human output and exit statuses', async () => {
     const v = await RealVmm.start({ cmdline: TICKS, dir: scratch });
     const tap = await v.console();
     try {
       await tap.moreTicks(1);
-      const ping = await v.remote(['ping']);
+      const ping = await v.remote(['--human', 'ping']);
       expect(ping).toMatchObject({ code: 0, stdout: expect.stringMatching(new RegExp(`^tsvmm \\S+ \\(build \\S+\\), pid ${v.pid}, features: `)) });
-      expect(remoteJson(await v.remote(['--json', 'ping']))).toMatchObject({ pid: v.pid });
+      expect(remoteJson(await v.remote(['ping']))).toMatchObject({ pid: v.pid });
 
-      const info = await v.remote(['info']);
+      const info = await v.remote(['--human', 'info']);
       expect(info.code).toBe(0);
       expect(info.stdout).toMatch(/^state: +Running$/m);
       expect(info.stdout).toMatch(/^memory: +64 MiB \(actual 64 MiB\)$/m);
       expect(info.stdout).toMatch(new RegExp(`^cmdline: +${TICKS}$`, 'm'));
       expect(info.stdout).toMatch(/^serial: +Socket$/m);
-      const infoJson = await v.remote(['--json', 'info']);
+      const infoJson = await v.remote(['info']);
       expect(remoteJson(infoJson)).toMatchObject({ state: 'Running', memory_actual_size: 64 << 20, config: { payload: { cmdline: TICKS } } });
 
-      const counters = await v.remote(['counters']);
+      const counters = await v.remote(['--human', 'counters']);
       expect(counters.code).toBe(0);
       const io = Number(/^vcpu0\.io (\d+)$/m.exec(counters.stdout)?.[1]);
       expect(io).toBeGreaterThan(0);
-      const countersJson = remoteJson(await v.remote(['--json', 'counters'])) as Record<string, Record<string, number>>;
+      const countersJson = remoteJson(await v.remote(['counters'])) as Record<string, Record<string, number>>;
       expect(countersJson.vcpu0!.io).toBeGreaterThanOrEqual(io);
 
       expect(await v.remote(['pause'])).toEqual({ code: 0, stdout: '', stderr: '' });
@@ -181,7 +181,7 @@ describe('control plane against the real VMM', { timeout: deadline(180_000) }, (
       expect((await v.remote(['reboot'])).code).toBe(0);
       await expectFreshBoot(tap, mark, v);
       expect((await v.remote(['shutdown'])).code).toBe(0);
-      expect((await v.remote(['info'])).stdout).toMatch(/^state: +Shutdown$/m);
+      expect((await v.remote(['--human', 'info'])).stdout).toMatch(/^state: +Shutdown$/m);
       mark = tap.lines.length;
       expect((await v.remote(['boot'])).code).toBe(0);
       await expectFreshBoot(tap, mark, v);
@@ -242,7 +242,7 @@ describe('control plane against the real VMM', { timeout: deadline(180_000) }, (
       expect(none.code).toBe(1);
       expect(none.stderr).toMatch(/^tsvmm-remote: .*no VM/i);
       expect(await b.remote(['create', cfgFile])).toEqual({ code: 0, stdout: '', stderr: '' });
-      expect((await b.remote(['info'])).stdout).toMatch(/^state: +Created$/m);
+      expect(remoteJson(await b.remote(['info']))).toMatchObject({ state: 'Created' });
       expect((await b.remote(['create', cfgFile])).code).toBe(1);
       expect((await b.remote(['boot'])).code).toBe(0);
       const tap = await b.console();
