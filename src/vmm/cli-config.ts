@@ -1,5 +1,5 @@
 import { ConfigError } from '../errors.js';
-import { parseCount, parseKeyValues, parseToggle } from '../util/kv.js';
+import { parseCount, parseKeyValues, parseToggle, unquote } from '../util/kv.js';
 import { parseSize } from '../util/size.js';
 import type { ApiListen } from './api/server.js';
 import { defaultDiskId, type DiskConfig, type SerialConfig, type VmConfig } from './config.js';
@@ -80,12 +80,12 @@ export function parseSerial(text: string): SerialConfig {
   if (lower === 'null') return { mode: 'Null' };
   if (lower === 'socket') return { mode: 'Socket' };
   if (text.startsWith('file=')) {
-    const file = text.slice(5);
+    const file = unquote(text.slice(5));
     if (file === '') throw new ConfigError('--serial file=: a path is required');
     return { mode: 'File', file };
   }
   if (text.startsWith('socket=')) {
-    const socket = text.slice(7);
+    const socket = unquote(text.slice(7));
     if (socket === '') throw new ConfigError('--serial socket=: a path is required');
     return { mode: 'Socket', socket };
   }

@@ -12,7 +12,7 @@
 import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../errors.js';
-import { parseToggle } from '../util/kv.js';
+import { parseToggle, splitOptionList, unquote } from '../util/kv.js';
 import { memoryRestoreMode } from './api/validate.js';
 import type { RestoreRequest } from './requests.js';
 
@@ -26,17 +26,17 @@ function urlOf(value: string, what: string): string {
 
 export function parseRestoreSpec(text: string, what = '--restore'): RestoreRequest {
   const req: Partial<RestoreRequest> = {};
-  const items = text.split(',').filter((s) => s.length > 0);
+  const items = splitOptionList(text, what.replace(/^--/, ''));
   if (items.length === 0) throw new ConfigError(`${what}: empty value; use source_url=file:///dir`);
   items.forEach((item, i) => {
     const eq = item.indexOf('=');
     if (eq < 0 && i === 0) {
-      req.source_url = urlOf(item, what);
+      req.source_url = urlOf(unquote(item), what);
       return;
     }
     if (eq < 0) throw new ConfigError(`${what}: "${item}" is not key=value`);
     const key = item.slice(0, eq);
-    const value = item.slice(eq + 1);
+    const value = unquote(item.slice(eq + 1));
     const disk = DISK_KEY.exec(key);
     if (key === 'source_url') req.source_url = urlOf(value, `${what} source_url`);
     else if (key === 'prefault') req.prefault = parseToggle(value, `${what} prefault`);
