@@ -59,7 +59,7 @@ function makeFile(path, size, filled) {
 
 async function bootVm(dir, { memory, cmdline, disk }) {
   const serial = join(dir, 'serial.txt');
-  const config = vmConfigFromCli({ kernel, cpus: 'boot=1', memory: `size=${memory}`, serial: `file=${serial}`, cmdline, disk: [`path=${disk}`] });
+  const config = vmConfigFromCli({ kernel, cpus: 'boot=1', memory: `size=${memory}`, serial: `file=${serial}`, cmdline, disk: [`path=${disk},backing_files=on`] });
   const vmm = new Vmm({ onVmEnd: () => {}, stdinIsConsole: false });
   await vmm.create(config);
   await vmm.boot();

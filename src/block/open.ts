@@ -11,6 +11,11 @@ export interface OpenImageOptions {
   /** Forces a format instead of probing the magic (as `-f` does). */
   format?: ImageFormat | null;
   durable?: boolean;
+  /**
+   * Called before a backing file named inside an image is opened (`image` names `backing`); it
+   * may throw to refuse (the VMM's backing_files=off). Absent: backing chains are followed.
+   */
+  beforeBacking?: (image: string, backing: string) => void;
 }
 
 const MAX_CHAIN_DEPTH = 64;
@@ -55,13 +60,16 @@ export async function openImage(path: string, options: OpenImageOptions): Promis
     return Qcow2Image.open(p, {
       readOnly,
       durable: options.durable ?? true,
-      openBacking: (bp, bf) => openOne(bp, checkFormat(bf), true, depth + 1),
+      openBacking: (bp, bf) => {
+        options.beforeBacking?.(p, bp);
+        return openOne(bp, checkFormat(bf), true, depth + 1);
+      },
     });
   };
   return openOne(path, checkFormat(options.format), options.readOnly, 0);
 }
 
 /** The VM builder's entry point: a virtio-blk backend for a raw or qcow2 disk. */
-export async function openDisk(path: string, options: { readOnly: boolean; format?: ImageFormat }): Promise<BlockBackend> {
-  return openImage(path, { readOnly: options.readOnly, format: options.format ?? null });
+export async function openDisk(path: string, options: Pick<OpenImageOptions, 'readOnly' | 'beforeBacking'> & { format?: ImageFormat }): Promise<BlockBackend> {
+  return openImage(path, { ...options, format: options.format ?? null });
 }

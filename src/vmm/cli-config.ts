@@ -39,7 +39,7 @@ export function parseMemory(text: string): VmConfig['memory'] {
 
 export function parseDisk(text: string, index: number): DiskConfig {
   // image_type is Cloud Hypervisor's name for the format (format= is tsvmm's own, kept as an alias).
-  const kv = parseKeyValues(text, 'disk', ['path', 'readonly', 'id', 'serial', 'format', 'image_type'], 'path');
+  const kv = parseKeyValues(text, 'disk', ['path', 'readonly', 'id', 'serial', 'format', 'image_type', 'backing_files'], 'path');
   const path = kv.get('path');
   if (path === undefined || path === '') throw new ConfigError('--disk: path= is required');
   const readonly = kv.has('readonly') ? parseToggle(kv.get('readonly')!, '--disk readonly') : false;
@@ -50,10 +50,12 @@ export function parseDisk(text: string, index: number): DiskConfig {
   const formatKey = kv.has('image_type') ? 'image_type' : 'format';
   const format = kv.get(formatKey);
   if (format !== undefined && format !== 'raw' && format !== 'qcow2') throw new ConfigError(`--disk ${formatKey}: "${format}" must be raw or qcow2 (tsvmm reads no other image type yet)`);
+  const backingFiles = kv.has('backing_files') ? parseToggle(kv.get('backing_files')!, '--disk backing_files') : false;
   return {
     path, readonly, id,
     ...(serial === undefined ? {} : { serial }),
     ...(format === undefined ? {} : { format }),
+    ...(backingFiles ? { backing_files: true } : {}),
   };
 }
 

@@ -29,6 +29,12 @@ export interface DiskConfig {
   readonly serial?: string;
   /** 'raw' | 'qcow2'; detected from the image's magic when absent. */
   readonly format?: string;
+  /**
+   * Cloud Hypervisor's backing_files: follow the backing file a qcow2 image names (default off:
+   * that name is read from the image, and a raw disk the guest writes could be probed as a qcow2
+   * image naming any host file). On for the disks tsvmm itself moved onto an overlay it created.
+   */
+  readonly backing_files?: boolean;
 }
 
 /** A disk's id when none is given: Cloud Hypervisor's (`_disk0`, `_disk1`, ... in config order). */

@@ -43,6 +43,8 @@ export class Disk {
   private currentPath: string;
   /** The format as configured (absent: detected), then that of each image switched to. */
   private currentFormat: string | undefined;
+  /** tsvmm switched the disk to an image of its own making (an overlay over the old one). */
+  private switched = false;
 
   /** `config` is the disk as the VM was built with it; `path` and `format` tell where it is now. */
   constructor(readonly config: DiskConfig, private current: BlockBackend, private lockHandle: FileHandle) {
@@ -67,10 +69,18 @@ export class Disk {
     return this.currentFormat;
   }
 
-  /** The disk's config as it stands now: what vm.info reports, a reboot opens and a snapshot stores. */
+  /**
+   * The disk's config as it stands now: what vm.info reports, a reboot opens and a snapshot stores.
+   * `backing_files` is always explicit (a snapshot without it is from before the field: see
+   * snapshot-config.ts), and on once tsvmm moved the disk onto a chain it made: the backing file
+   * names in that chain are the ones tsvmm wrote.
+   */
   currentConfig(): DiskConfig {
     const { format: _configured, ...rest } = this.config;
-    return { ...rest, path: this.currentPath, ...(this.currentFormat === undefined ? {} : { format: this.currentFormat }) };
+    return {
+      ...rest, path: this.currentPath, ...(this.currentFormat === undefined ? {} : { format: this.currentFormat }),
+      backing_files: this.config.backing_files === true || this.switched,
+    };
   }
 
   /**
@@ -94,6 +104,7 @@ export class Disk {
       if (next.lockHandle !== undefined) this.lockHandle = next.lockHandle;
       this.currentPath = next.path;
       this.currentFormat = next.format;
+      this.switched = true;
       return { heldMs: performance.now() - start, previous, previousLock };
     } finally {
       if (!this.quiesced) this.device.resumeProcessing();
@@ -251,6 +262,11 @@ export async function openDisks(configs: readonly DiskConfig[]): Promise<Disk[]>
         if (!st.isFile()) throw new InputFileError(`--disk ${c.path}: is not a regular file (tsvmm takes raw or qcow2 image files)`);
         await lockImage(lockHandle.fd, c.path, c.readonly ? 'read' : 'write');
         const openOpts: Parameters<typeof openDisk>[1] = { readOnly: c.readonly };
+        if (c.backing_files !== true) {
+          openOpts.beforeBacking = (image, backing) => {
+            throw new InputFileError(`--disk ${c.path}: ${image === c.path ? 'the image' : image} names a backing file (${backing}); tsvmm follows backing files only with backing_files=on (give it for images you trust: the name is read from the image)`);
+          };
+        }
         if (c.format === 'raw' || c.format === 'qcow2') openOpts.format = c.format;
         const backend = await openDisk(c.path, openOpts);
         disks.push(new Disk(c, backend, lockHandle));

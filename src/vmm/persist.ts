@@ -94,7 +94,14 @@ export async function restoreVm(req: RestoreRequest, hooksFor: (config: VmConfig
       throw new ConfigError(`restore: the snapshot has no disk "${id}" (its disks: ${doc.config.disks.map((d) => d.id).join(', ') || 'none'})`);
     }
   }
-  const config: VmConfig = { ...doc.config, disks: doc.config.disks.map((d) => ({ ...d, path: newPaths.get(d.id) ?? d.path })) };
+  const config: VmConfig = {
+    ...doc.config,
+    disks: doc.config.disks.map((d) => {
+      const path = newPaths.get(d.id);
+      if (path === undefined) return d;
+      return { ...d, path, ...(req.backing_files === undefined ? {} : { backing_files: req.backing_files }) };
+    }),
+  };
   for (const d of config.disks) {
     const saved = doc.disks.find((e) => e.id === d.id);
     if (saved === undefined) throw new ConfigError(`restore: vm.json has no identity for disk "${d.id}"`);

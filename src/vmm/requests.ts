@@ -29,6 +29,11 @@ export interface RestoreRequest {
   force?: boolean;
   /** tsvmm extension: disk id → image path to use instead of the recorded one (clones). */
   disk_paths?: Record<string, string>;
+  /**
+   * tsvmm extension: backing_files for the images `disk_paths` names (e.g. qcow2 overlays made
+   * with qemu-img over the recorded disk); absent, each keeps what the snapshot recorded.
+   */
+  backing_files?: boolean;
 }
 
 /** vm.resize-disk as Cloud Hypervisor takes it: the disk's id and its new size in bytes. */

@@ -2,8 +2,8 @@
  * The restore request in its two spellings:
  *  - command line (tsvmm --restore, tsvmm-remote restore), Cloud Hypervisor's syntax
  *    `source_url=file:///dir[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on]` plus
- *    two tsvmm keys, `force=on` and `disk.ID=/new/path` (a bare first item is the source URL; an
- *    absolute path is accepted for it);
+ *    tsvmm keys `force=on`, `disk.ID=/new/path` and `backing_files=on` (for the disks given a new
+ *    path; a bare first item is the source URL; an absolute path is accepted for it);
  *  - JSON (vm.restore): Cloud Hypervisor's RestoreConfig (api/validate.ts) plus "force" and
  *    "disk_paths": {"ID": "/new/path"}.
  * `disk_paths` lets clones restore onto their own copies of the disks; `force` restores even
@@ -42,12 +42,13 @@ export function parseRestoreSpec(text: string, what = '--restore'): RestoreReque
     else if (key === 'prefault') req.prefault = parseToggle(value, `${what} prefault`);
     else if (key === 'force') req.force = parseToggle(value, `${what} force`);
     else if (key === 'resume') req.resume = parseToggle(value, `${what} resume`);
+    else if (key === 'backing_files') req.backing_files = parseToggle(value, `${what} backing_files`);
     else if (key === 'memory_restore_mode') req.memory_restore_mode = memoryRestoreMode(value, `${what} memory_restore_mode`);
     else if (disk !== null) {
       if (!isAbsolute(value)) throw new ConfigError(`${what} ${key}: "${value}" must be an absolute path`);
       req.disk_paths = { ...req.disk_paths, [disk[1]!]: value };
     } else {
-      throw new ConfigError(`${what}: unknown key "${key}" (known: source_url, prefault, memory_restore_mode, resume, force, disk.ID)`);
+      throw new ConfigError(`${what}: unknown key "${key}" (known: source_url, prefault, memory_restore_mode, resume, force, disk.ID, backing_files)`);
     }
   });
   if (req.source_url === undefined) throw new ConfigError(`${what}: source_url=file:///dir is required`);

@@ -4,7 +4,7 @@
  * restores exactly when it did before the snapshot layer stopped knowing the config's shape:
  * a stored config is complete (every section present: vm.create filled the defaults when the VM
  * was made, and a later release must not fill them again differently), and disk ids may be any
- * text, as `--disk id=` allows.
+ * text, as `--disk id=` allows. A third, for snapshots older than `backing_files`: below.
  */
 import type { ConfigCodec } from '../snapshot/index.js';
 import { parseVmConfigJson } from './api/validate.js';
@@ -24,7 +24,10 @@ export const SNAPSHOT_CONFIG: ConfigCodec<VmConfig> = {
         fail(section, 'an object', v);
       }
     }
-    return parseVmConfigJson(value, { cliDiskIds: true });
+    // A disk stored without backing_files is from before the field, when tsvmm followed every
+    // backing file; it restores as it did then (the VMM writes the field on every disk now).
+    const disks = (config.disks as unknown[]).map((d) => (typeof d === 'object' && d !== null && !Array.isArray(d) && !('backing_files' in d) ? { ...d, backing_files: true } : d));
+    return parseVmConfigJson({ ...config, disks }, { cliDiskIds: true });
   },
   facts(config) {
     return {

@@ -71,7 +71,7 @@ describe('virtio-blk disks under a real Linux guest', () => {
         cpus: 2, memoryMiB: 512, apiSocket: join(dir, 'boot.sock'),
         disks: [
           `path=${join(golden, 'raw.img')},id=raw,serial=raw`,
-          `path=${join(golden, 'overlay.qcow2')},id=qcow,serial=qcow`,
+          `path=${join(golden, 'overlay.qcow2')},id=qcow,serial=qcow,backing_files=on`,
           `path=${join(golden, 'ro.ext4')},id=ro,serial=ro,readonly=on`,
         ],
       });

@@ -121,7 +121,7 @@ describe('real Linux: pause → snapshot → kill → restore in a new process �
     // force=on: an overlay is a different file from the raw disk the snapshot recorded, but it
     // reads as exactly that disk (the base is unchanged and the overlay empty).
     const clones = await Promise.all(overlays.map((o, k) =>
-      LinuxGuest.restore(s.snap, { apiSocket: join(dir, `clone-${attempt}-${k}.sock`), force: true, diskPaths: { data: o } })));
+      LinuxGuest.restore(s.snap, { apiSocket: join(dir, `clone-${attempt}-${k}.sock`), force: true, backingFiles: true, diskPaths: { data: o } })));
     // allSettled: a failing clone must not leave the others running into a retry.
     const results = await Promise.allSettled(clones.map((g, k) => continueAndFinishOverlay(g, s, overlays[k]!, k)));
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');

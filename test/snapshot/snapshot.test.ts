@@ -183,6 +183,18 @@ describe('every damage is a SnapshotError naming the file', () => {
   });
 });
 
+describe('disks[].backing_files in a stored config', () => {
+  it('is read as written; a disk stored before the field existed follows its backing files, as tsvmm did then', async () => {
+    const { dir } = await freshSnapshot();
+    await editVmJson(dir, (d) => { d.config.disks[0].backing_files = false; });
+    expect((await readSnapshot(dir, opts)).document.config.disks[0]!.backing_files).toBeUndefined();
+    await editVmJson(dir, (d) => { d.config.disks[0].backing_files = true; });
+    expect((await readSnapshot(dir, opts)).document.config.disks[0]!.backing_files).toBe(true);
+    await editVmJson(dir, (d) => { delete d.config.disks[0].backing_files; });
+    expect((await readSnapshot(dir, opts)).document.config.disks[0]!.backing_files).toBe(true);
+  });
+});
+
 describe('read-only snapshot directories', () => {
   it('are read and verified without writing anything', async () => {
     const { dir } = await freshSnapshot();

@@ -74,6 +74,8 @@ export interface LinuxRestoreOptions {
   force?: boolean;
   /** disk id → the image this restore uses instead of the snapshot's. */
   diskPaths?: Record<string, string>;
+  /** Follow the backing files of the diskPaths images (qcow2 overlays made with qemu-img). */
+  backingFiles?: boolean;
   console?: 'tty' | 'socket';
 }
 
@@ -148,6 +150,7 @@ export class LinuxGuest {
     if (o.prefault === true) spec.push('prefault=on');
     if (o.force === true) spec.push('force=on');
     for (const [id, path] of Object.entries(o.diskPaths ?? {})) spec.push(`disk.${id}=${path}`);
+    if (o.backingFiles === true) spec.push('backing_files=on');
     const vmm = new TsvmmProcess(['--restore', spec.join(','), '--api-socket', o.apiSocket], {
       stdin: o.console === 'socket' ? 'ignore' : 'pipe',
     });

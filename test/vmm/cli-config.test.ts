@@ -41,6 +41,12 @@ describe('--disk image_type (Cloud Hypervisor) and format (its tsvmm alias)', ()
     expect(parseDisk('path=/d.raw,format=raw,id=root', 1)).toEqual({ path: '/d.raw', readonly: false, id: 'root', format: 'raw' });
   });
 
+  test('backing_files=on|off (Cloud Hypervisor\'s; off unless given)', () => {
+    expect(parseDisk('path=/o.qcow2,backing_files=on', 0)).toEqual({ path: '/o.qcow2', readonly: false, id: '_disk0', backing_files: true });
+    expect(parseDisk('path=/o.qcow2,backing_files=off', 0)).toEqual({ path: '/o.qcow2', readonly: false, id: '_disk0' });
+    expect(() => parseDisk('path=/o.qcow2,backing_files=maybe', 0)).toThrow(/--disk backing_files: "maybe" must be on or off/);
+  });
+
   test('refuses both at once and types tsvmm cannot read', () => {
     expect(() => parseDisk('path=/d,image_type=raw,format=raw', 0)).toThrow(/give image_type= or format=, not both/);
     expect(() => parseDisk('path=/d,image_type=vhdx', 0)).toThrow(/--disk image_type: "vhdx" must be raw or qcow2 \(tsvmm reads no other image type yet\)/);

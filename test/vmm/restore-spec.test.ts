@@ -24,6 +24,12 @@ describe('restore spec (Cloud Hypervisor syntax plus tsvmm keys)', () => {
     });
   });
 
+  test('backing_files=on for the images the disk paths name', () => {
+    expect(parseRestoreSpec('source_url=file:///s,disk._disk0=/c/o.qcow2,backing_files=on')).toEqual({
+      source_url: 'file:///s', disk_paths: { _disk0: '/c/o.qcow2' }, backing_files: true,
+    });
+  });
+
   test('errors name the problem', () => {
     expect(() => parseRestoreSpec('source_url=file:///s,fast=yes')).toThrow(/unknown key "fast"/);
     expect(() => parseRestoreSpec('prefault=on')).toThrow(/source_url=file:\/\/\/dir is required/);

@@ -148,7 +148,6 @@ function parseDisk(value: unknown, index: number, rules: VmConfigRules): DiskCon
   const o = object(value, field, [
     'path', 'readonly', 'id', 'serial', 'format', ...CH_DISK_FIELDS,
   ]);
-  // backing_files is accepted whatever its value (README: differences from Cloud Hypervisor).
   checkUnsupportedFields(o, field, ['path', 'readonly', 'id', 'serial', 'format', 'image_type', 'backing_files']);
   if (o.path === undefined) throw new ConfigError(`${field}.path: required`, { field: `${field}.path` });
   const diskPath = path(o.path, `${field}.path`);
@@ -167,13 +166,14 @@ function parseDisk(value: unknown, index: number, rules: VmConfigRules): DiskCon
   // Cloud Hypervisor's image_type (Raw, Qcow2; Unknown means detect) or tsvmm's format (raw, qcow2).
   const imageType = o.image_type === undefined || o.image_type === 'Unknown' ? undefined : IMAGE_TYPES[string(o.image_type, `${field}.image_type`)];
   if (o.image_type !== undefined && o.image_type !== 'Unknown' && imageType === undefined) fail(`${field}.image_type`, 'Raw, Qcow2 or Unknown (tsvmm reads no other image type yet)', o.image_type);
-  if (o.backing_files !== undefined) boolean(o.backing_files, `${field}.backing_files`);
+  const backingFiles = o.backing_files === undefined || o.backing_files === null ? false : boolean(o.backing_files, `${field}.backing_files`);
   const format = o.format === undefined || o.format === null ? imageType : string(o.format, `${field}.format`);
   if (format !== undefined && !DISK_FORMATS.includes(format)) fail(`${field}.format`, `one of ${DISK_FORMATS.join(', ')}`, format);
   return {
     path: diskPath, readonly, id,
     ...(serial === undefined ? {} : { serial }),
     ...(format === undefined ? {} : { format }),
+    ...(backingFiles ? { backing_files: true } : {}),
   };
 }
 
@@ -284,7 +284,7 @@ export function memoryRestoreMode(value: unknown, field: string): MemoryRestoreM
  * when no network is handed over) plus tsvmm's `force` and `disk_paths`.
  */
 export function parseRestoreRequest(value: unknown): RestoreRequest {
-  const o = object(value, '', ['source_url', 'prefault', 'memory_restore_mode', 'resume', 'net_fds', 'force', 'disk_paths']);
+  const o = object(value, '', ['source_url', 'prefault', 'memory_restore_mode', 'resume', 'net_fds', 'force', 'disk_paths', 'backing_files']);
   if (o.source_url === undefined) throw new ConfigError('source_url: required (file:///dir)', { field: 'source_url' });
   const req: RestoreRequest = { source_url: parseFileUrl(o.source_url, 'source_url') };
   if (o.prefault !== undefined) req.prefault = boolean(o.prefault, 'prefault');
@@ -301,5 +301,6 @@ export function parseRestoreRequest(value: unknown): RestoreRequest {
     req.disk_paths = {};
     for (const [id, path] of Object.entries(paths as Json)) req.disk_paths[id] = string(path, `disk_paths.${id}`);
   }
+  if (o.backing_files !== undefined) req.backing_files = boolean(o.backing_files, 'backing_files');
   return req;
 }

@@ -157,8 +157,9 @@ export async function restoreCheckpoint(req: RestoreRequest, disks: CheckpointDi
       await createOverlay(overlay, f.path, f.format, f.size);
       overlays[f.id] = overlay;
     }
-    // Identities were checked on the frozen images above; the overlays are new by construction.
-    const vm = await restoreVm({ ...req, disk_paths: { ...req.disk_paths, ...overlays }, force: true }, hooksFor);
+    // Identities were checked on the frozen images above; the overlays are new by construction,
+    // and the backing file each names is the frozen image tsvmm recorded.
+    const vm = await restoreVm({ ...req, disk_paths: { ...req.disk_paths, ...overlays }, force: true, backing_files: true }, hooksFor);
     try {
       for (const f of writable) {
         const disk = vm.platform.disks.find((d) => d.config.id === f.id);

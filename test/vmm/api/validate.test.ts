@@ -56,6 +56,13 @@ describe('parseVmConfigJson', () => {
     expect(parseVmConfigJson(JSON.parse(JSON.stringify(c)))).toEqual(c);
   });
 
+  test('disks[].backing_files: off unless true (Cloud Hypervisor\'s default)', () => {
+    const disk = (backing_files: unknown) => parseVmConfigJson({ ...minimal, disks: [{ path: '/o.qcow2', backing_files }] }).disks[0];
+    expect(disk(true)).toEqual({ path: '/o.qcow2', readonly: false, id: '_disk0', backing_files: true });
+    for (const off of [false, null, undefined]) expect(disk(off)).toEqual({ path: '/o.qcow2', readonly: false, id: '_disk0' });
+    expect(() => disk('on')).toThrow(/disks\[0\]\.backing_files: expected a boolean/);
+  });
+
   test('fills Cloud Hypervisor-style defaults', () => {
     expect(parseVmConfigJson(minimal)).toEqual({
       cpus: { boot_vcpus: 1, max_vcpus: 1 },
@@ -168,6 +175,7 @@ describe('snapshot and restore bodies', () => {
     [() => parseRestoreRequest({ source_url: 'file:///s', net_fds: [{ id: 'net0', num_fds: 1, fds: [3] }] }), /net_fds: tsvmm has no network devices yet/],
     [() => parseRestoreRequest({ source_url: 'file:///s', net_fds: 3 }), /net_fds: expected null or a list/],
     [() => parseRestoreRequest({ source_url: 'file:///s', landlock: true }), /unknown field "landlock"/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', backing_files: 'on' }), /backing_files: expected a boolean/],
   ])('rejects bad bodies (%#)', (f, message) => {
     expect(f).toThrow(message);
   });

@@ -4,7 +4,7 @@
  * against qemu-img as the oracle.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Qcow2Image } from '../../../src/block/qcow2/image.js';
@@ -26,8 +26,8 @@ afterEach(async () => {
   t.cleanup();
 });
 
-async function diskOn(path: string): Promise<Disk> {
-  const [d] = await openDisks([{ path, readonly: false, id: 'disk0' }]);
+async function diskOn(path: string, backingFiles = true): Promise<Disk> {
+  const [d] = await openDisks([{ path, readonly: false, id: 'disk0', backing_files: backingFiles }]);
   open.push(d!);
   return d!;
 }
@@ -56,9 +56,12 @@ describe('snapshotDiskLive', () => {
     const base = join(t.dir, 'vm.raw');
     const original = pattern(4 * MiB, 7);
     writeFileSync(base, original);
-    const disk = await diskOn(base);
+    const disk = await diskOn(base, false);
+    expect(disk.currentConfig().backing_files).toBe(false);
     await disk.backend.write(0, pattern(MiB, 2)); // before the snapshot: lands in vm.raw
     const r = await snapshotDiskLive(disk, join(t.dir, 'vm.s1.qcow2'));
+    // The disk now runs on a chain tsvmm made: a reboot or a restore of it must follow it.
+    expect(disk.currentConfig()).toMatchObject({ path: join(t.dir, 'vm.s1.qcow2'), backing_files: true });
     expect(r.frozen).toBe(base);
     expect(r.io_pause_ms).toBeGreaterThanOrEqual(0);
     expect(disk.path).toBe(join(t.dir, 'vm.s1.qcow2'));
@@ -96,6 +99,20 @@ describe('snapshotDiskLive', () => {
 });
 
 describe('openDisks', () => {
+  it('without backing_files, refuses an image that names a backing file, before opening that file', async () => {
+    // What a guest could do to a raw disk probed as qcow2: write a header naming a host file. The
+    // named file is a FIFO here: opening it would block, so the refusal must come first.
+    const base = join(t.dir, 'named.raw');
+    writeFileSync(base, pattern(MiB, 1));
+    await createOverlay(join(t.dir, 'written-by-guest.img'), base, 'raw', MiB);
+    rmSync(base);
+    expect(spawnSync('mkfifo', [base]).status).toBe(0);
+    await expect(diskOn(join(t.dir, 'written-by-guest.img'), false)).rejects.toThrow(/names a backing file \(.*named\.raw\); tsvmm follows backing files only with backing_files=on/);
+    // A raw image and a qcow2 image without backing file need nothing.
+    writeFileSync(join(t.dir, 'plain.raw'), pattern(MiB, 2));
+    expect((await diskOn(join(t.dir, 'plain.raw'), false)).backend.format).toBe('raw');
+  });
+
   it('read-locks every backing file of a chain, and lets them go when the disk closes', async () => {
     const base = join(t.dir, 'base.raw');
     writeFileSync(base, pattern(MiB, 1));

@@ -46,7 +46,7 @@ async function setup(): Promise<Setup> {
     if (r.status !== 0) throw new Error(r.stderr);
   }
   const model = qemuContent(top, t.dir);
-  [disk] = await openDisks([{ path: top, readonly: false, id: 'disk0' }]);
+  [disk] = await openDisks([{ path: top, readonly: false, id: 'disk0', backing_files: true }]);
   const vm = { state: 'Running', platform: { disks: [disk] } } as unknown as Vm;
   const events: string[] = [];
   const manager = new BlockJobManager({ vm: () => vm, emit: (e) => events.push(e) });
@@ -116,7 +116,7 @@ describe('block-pull', () => {
     closeSync(fd);
     const top = join(t.dir, 'over-sparse.qcow2');
     await createOverlay(top, base, 'raw', SIZE);
-    [disk] = await openDisks([{ path: top, readonly: false, id: 'disk0' }]);
+    [disk] = await openDisks([{ path: top, readonly: false, id: 'disk0', backing_files: true }]);
     const vm = { state: 'Running', platform: { disks: [disk] } } as unknown as Vm;
     const manager = new BlockJobManager({ vm: () => vm, emit: () => {} });
     current = manager;
