@@ -222,7 +222,7 @@ describe('restoring a bad snapshot is refused cleanly', () => {
     const fd = openSync(disk, 'r+');
     writeSync(fd, Buffer.from('changed'), 0, 7, 2 * MiB);
     closeSync(fd);
-    await expectRefused(dir, /disk "_disk0" \(.*disk-b\.raw\) is not the image the snapshot was taken with: .*restore with force=on/, disk);
+    await expectRefused(dir, /disk "disk0" \(.*disk-b\.raw\) is not the image the snapshot was taken with: .*restore with force=on/, disk);
     // No CLI/API spelling for force exists yet; the check itself must let a forced restore through.
     const diskConfig = { id: 'disk0', path: disk, readonly: false } as Parameters<typeof checkDiskIdentity>[0];
     await expect(checkDiskIdentity(diskConfig, saved, false)).rejects.toThrow(/not the image/);
