@@ -420,7 +420,8 @@ export class Vmm implements VmmController {
   /** A disk-changing operation: one at a time, and never while a block job runs. */
   private diskOperation(route: string, doing: string, run: () => Promise<unknown>): Promise<void> {
     return this.exclusive(route, async () => {
-      this.ops.jobs.refuseWhileRunning(doing);
+      // Loaded with the API server; an in-process VMM (benchmarks) loads them on first use.
+      (await this.loadDiskOps()).jobs.refuseWhileRunning(doing);
       await run();
     });
   }
