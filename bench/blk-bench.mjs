@@ -62,7 +62,7 @@ function prepareImage() {
 const vmms = {
   tsvmm: {
     cmd: process.execPath,
-    args: () => [tsvmm, '--kernel', kernel, '--memory', `size=${MEMORY}`, '--disk', `path=${image}`, '--cmdline', cmdline, ...TSVMM_ARGS],
+    args: () => [tsvmm, '--kernel', kernel, '--serial', 'tty', '--memory', `size=${MEMORY}`, '--disk', `path=${image}`, '--cmdline', cmdline, ...TSVMM_ARGS],
     guestStatus: (code) => code,
   },
   qemu: {

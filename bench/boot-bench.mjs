@@ -173,7 +173,7 @@ function timeRun(cmd, args) {
 
 const contenders = {
   tsvmm: {
-    run: () => timeRun(process.execPath, [tsvmm, '--kernel', kernel, '--memory', 'size=128M', '--cmdline', CMDLINE]),
+    run: () => timeRun(process.execPath, [tsvmm, '--kernel', kernel, '--memory', 'size=128M', '--serial', 'tty', '--cmdline', CMDLINE]),
     // tsvmm exits with the guest's power-off status.
     expectedCode: 0,
   },

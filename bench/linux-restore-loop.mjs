@@ -158,7 +158,7 @@ async function progress(p) {
 const t0 = performance.now();
 let socket = join(work, 'boot.sock');
 let vm = startTsvmm(['--kernel', join(linux, 'vmlinuz'), '--initramfs', join(linux, 'initramfs.cpio.gz'), '--cpus', `boot=${CPUS}`,
-  '--memory', `size=${opt.memory}`, '--cmdline', 'console=ttyS0 panic=-1 nmi_watchdog=0', '--api-socket', socket]);
+  '--memory', `size=${opt.memory}`, '--cmdline', 'console=ttyS0 panic=-1 nmi_watchdog=0', '--serial', 'tty', '--api-socket', socket]);
 await waitFor(vm, /linux: init ok/, 600_000);
 // Echo stays on: with echo off, busybox ash (PID 1 here) exits when a SIGCHLD interrupts its read.
 await sh(vm, 'dmesg -n 1');

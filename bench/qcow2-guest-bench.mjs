@@ -21,7 +21,7 @@ const dir = mkdtempSync(join(tmpdir(), 'tsvmm-qcow2-guest-'));
 
 function guest(image, ops) {
   const r = spawnSync(process.execPath, [join(dist, 'cli/tsvmm.js'), '--kernel', join(root, 'guest-images/out/tiny.elf'),
-    '--memory', 'size=128M', '--disk', `path=${image},backing_files=on`, '--cmdline', `tiny.blk=${ops}`], { encoding: 'utf8', timeout: 300_000 });
+    '--memory', 'size=128M', '--serial', 'tty', '--disk', `path=${image},backing_files=on`, '--cmdline', `tiny.blk=${ops}`], { encoding: 'utf8', timeout: 300_000 });
   if (r.status !== 0) throw new Error(`tsvmm exited ${r.status}: ${r.stdout.slice(-500)} ${r.stderr}`);
   const iops = {};
   for (const m of r.stdout.matchAll(/blk: (randwrite|randread) (\d+) bytes (\d+) us/g)) {

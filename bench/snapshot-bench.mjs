@@ -122,7 +122,7 @@ const sockPath = (tag) => join(work, `${tag}-${seq++}.sock`);
 
 async function tsvmmBoot(memory, cmdline) {
   const sock = sockPath('boot');
-  const p = startProcess(process.execPath, [tsvmm, '--kernel', kernel, '--memory', `size=${memory}`, '--cmdline', cmdline, '--api-socket', sock]);
+  const p = startProcess(process.execPath, [tsvmm, '--kernel', kernel, '--memory', `size=${memory}`, '--serial', 'tty', '--cmdline', cmdline, '--api-socket', sock]);
   await pollUntil200(sock, 'vmm.ping', p, 5);
   p.sock = sock;
   return p;

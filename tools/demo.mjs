@@ -11,7 +11,7 @@ import { kvmMode, NO_KVM_MESSAGE, runNested } from './nested/run.mjs';
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const command = [
   process.execPath, join(repo, 'dist/cli/tsvmm.js'), '--kernel', join(repo, 'guest-images/out/tiny.elf'),
-  '--cpus', 'boot=2', '--memory', 'size=256M', '--cmdline', 'tiny.memtest=64 tiny.ticks=20',
+  '--cpus', 'boot=2', '--memory', 'size=256M', '--serial', 'tty', '--cmdline', 'tiny.memtest=64 tiny.ticks=20',
   ...process.argv.slice(2),
 ];
 

@@ -3,7 +3,9 @@ import type { WebSocket } from 'ws';
 /**
  * `tsvmm-remote console`: the terminal ↔ the vm.console WebSocket. On a TTY the terminal goes raw
  * (every key, Ctrl-C included, goes to the guest) and Ctrl-] detaches, like telnet; the terminal
- * mode is restored however the session ends. From a pipe, end of input detaches.
+ * mode is restored however the session ends. From a pipe, end of input detaches. Either way a line
+ * on stderr says when the console is attached: a script can wait for it before resuming a
+ * restored guest whose output it must not miss.
  */
 export const DETACH_BYTE = 0x1d; // Ctrl-]
 
@@ -18,6 +20,8 @@ export function runConsole(ws: WebSocket, io: ConsoleIo, signal?: AbortSignal): 
   if (tty) {
     io.stdin.setRawMode?.(true);
     io.stderr.write("Connected to the guest console. Escape character is '^]'.\r\n");
+  } else {
+    io.stderr.write('Connected to the guest console.\n');
   }
   return new Promise<void>((resolve) => {
     let done = false;

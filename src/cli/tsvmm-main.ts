@@ -5,7 +5,7 @@
  */
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { ConfigError, TsvmmError } from '../errors.js';
+import { TsvmmError } from '../errors.js';
 import { openEventMonitor, parseEventMonitor } from './event-monitor.js';
 import { openSync } from 'node:fs';
 import { logLevelFromVerbosity, setLogFd, setLogLevel } from '../util/log.js';
@@ -27,15 +27,6 @@ function fail(message: string, status: number): never {
   exitProcess(status);
 }
 
-/**
- * Cloud Hypervisor's `--console` configures its virtio console (the guest's hvc0). tsvmm has none
- * yet: `off` and `null` (no console device) are what it does anyway; the rest fail, naming it.
- */
-function checkConsoleFlag(value: string): void {
-  if (value === 'off' || value === 'null') return;
-  throw new ConfigError(`--console ${value}: tsvmm has no virtio console (hvc0) yet; use --console off and the serial port (--serial tty|file=PATH|socket, console=ttyS0)`);
-}
-
 export async function main(): Promise<void> {
   // Cloud Hypervisor's -V/--version; read before yargs, whose own version handling exits the
   // process at once (unsafe while a vCPU thread is loading: see exitProcess).
@@ -53,10 +44,10 @@ export async function main(): Promise<void> {
     .option('cpus', { type: 'string', describe: 'boot=N[,max=N]', default: 'boot=1' })
     .option('memory', { type: 'string', describe: 'size=BYTES (e.g. 512M, 4G)', default: 'size=512M' })
     .option('disk', { type: 'string', array: true, describe: 'path=FILE[,readonly=on][,id=NAME][,serial=STR][,image_type=raw|qcow2] (repeatable; format= is an alias of image_type=)' })
-    .option('serial', { type: 'string', describe: 'tty | file=PATH | socket | null | off', default: 'tty' })
+    .option('serial', { type: 'string', describe: 'the 16550 UART (ttyS0): tty | file=PATH | socket=PATH | socket | null | off (default null, as Cloud Hypervisor)' })
     .option('api-socket', { type: 'string', describe: 'serve the HTTP API: path=PATH | fd=N (an inherited listening socket) | PATH' })
     .option('restore', { type: 'string', describe: 'source_url=file:///DIR[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH] — restore a snapshot (paused unless resume=on)' })
-    .option('console', { type: 'string', describe: 'off | null: the virtio console (hvc0); tsvmm has none yet, the serial port is the console' })
+    .option('console', { type: 'string', describe: 'the virtio console (hvc0): tty | file=PATH | socket=PATH | socket | null | off (default tty, or off when --serial tty)' })
     .option('event-monitor', { type: 'string', describe: 'path=PATH | fd=N: write every VMM event there, one JSON object per line' })
     .option('log-level', { choices: ['error', 'warn', 'info', 'debug'] as const, describe: 'default warn' })
     .option('v', { type: 'count', describe: 'more log: -v info, -vv debug (Cloud Hypervisor\'s)' })
@@ -75,7 +66,7 @@ export async function main(): Promise<void> {
   for (const name of ['kernel', 'initramfs', 'cmdline', 'cpus', 'memory', 'serial', 'console', 'event-monitor', 'api-socket', 'restore', 'log-level', 'log-file']) {
     if (Array.isArray(given[name])) fail(`--${name} is given more than once`, EXIT_STATUS.usage);
   }
-  for (const name of ['kernel', 'initramfs', 'console', 'event-monitor', 'api-socket', 'restore', 'log-file']) {
+  for (const name of ['kernel', 'initramfs', 'serial', 'console', 'event-monitor', 'api-socket', 'restore', 'log-file']) {
     if (given[name] === '') fail(`--${name} needs a value`, EXIT_STATUS.usage);
   }
 
@@ -102,12 +93,13 @@ export async function main(): Promise<void> {
   let apiSocket: ReturnType<typeof parseApiSocket> | undefined;
   let eventMonitor: ReturnType<typeof openEventMonitor> | undefined;
   try {
-    if (argv.console !== undefined) checkConsoleFlag(argv.console);
     if (apiSocketText !== undefined) apiSocket = parseApiSocket(apiSocketText);
     if (argv['event-monitor'] !== undefined) eventMonitor = openEventMonitor(parseEventMonitor(argv['event-monitor']));
     if (argv.restore !== undefined) restore = parseRestoreSpec(argv.restore);
     if (argv.kernel !== undefined) {
-      const o: Parameters<typeof vmConfigFromCli>[0] = { kernel: argv.kernel, cpus: argv.cpus, memory: argv.memory, serial: argv.serial };
+      const o: Parameters<typeof vmConfigFromCli>[0] = { kernel: argv.kernel, cpus: argv.cpus, memory: argv.memory };
+      if (argv.serial !== undefined) o.serial = argv.serial;
+      if (argv.console !== undefined) o.console = argv.console;
       if (argv.initramfs !== undefined) o.initramfs = argv.initramfs;
       if (argv.cmdline !== undefined) o.cmdline = argv.cmdline;
       if (argv.disk !== undefined) o.disk = argv.disk.map(String);

@@ -37,6 +37,7 @@ const COMMANDS: Array<[string, string]> = [
   ['pause', 'pause the VM'],
   ['resume', 'resume the paused VM'],
   ['reboot', 'reboot the VM'],
+  ['power-button', 'press the ACPI power button (the guest decides: usually a clean power-off)'],
   ['shutdown', 'shut the VM down (the VMM keeps running)'],
   ['delete', 'shut the VM down if it runs and forget it (the VMM keeps running, empty)'],
   ['shutdown-vmm', 'shut down the VM and end the tsvmm process'],
@@ -44,9 +45,24 @@ const COMMANDS: Array<[string, string]> = [
   ['restore <config>', 'restore from source_url=file:///dir[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH] (paused unless resume=on)'],
   ['resize-disk', 'grow a disk under the running guest: --disk ID --size SIZE (bytes, or 512M, 4G, ...)'],
   ['events', 'print VMM events, one per line, until interrupted'],
-  ['console', 'attach to the serial console (Ctrl-] detaches)'],
+  ['console', 'attach to a console port in socket mode: --port serial|console (default: the serial port if it is in socket mode, else the virtio console); Ctrl-] detaches'],
   ...CHECKPOINT_COMMANDS,
 ];
+
+/**
+ * ch-remote verbs for what tsvmm cannot do yet: each is refused with one line that says so,
+ * rather than yargs' "unknown argument".
+ */
+const NOT_YET: ReadonlyMap<string, string> = new Map([
+  ...['add-device', 'add-disk', 'add-fs', 'add-net', 'add-pmem', 'add-user-device', 'add-vdpa', 'add-vsock', 'remove-device']
+    .map((v): [string, string] => [v, 'tsvmm has no device hotplug yet']),
+  ['resize', 'tsvmm has no vCPU or memory hotplug yet (resize-disk grows a disk)'],
+  ['resize-zone', 'tsvmm has no memory zones yet'],
+  ['nmi', 'tsvmm cannot inject an NMI yet'],
+  ['send-migration', 'tsvmm has no live migration yet (snapshot and restore move a paused VM)'],
+  ['receive-migration', 'tsvmm has no live migration yet (snapshot and restore move a paused VM)'],
+  ['coredump', 'tsvmm cannot write a guest core dump yet'],
+]);
 
 /** Verbs whose answer is printed as JSON by default, as ch-remote prints it (`--human` for text). */
 const JSON_BY_DEFAULT = new Set(['ping', 'info', 'counters']);
@@ -115,6 +131,7 @@ async function run(args: { _: Array<string | number>; [k: string]: unknown }, io
     case 'pause': return client.pause();
     case 'resume': return client.resume();
     case 'reboot': return client.reboot();
+    case 'power-button': return void (await client.call('PUT', 'vm.power-button'));
     case 'shutdown': return client.shutdown();
     case 'delete': return client.delete();
     case 'shutdown-vmm': return client.shutdownVmm();
@@ -127,8 +144,13 @@ async function run(args: { _: Array<string | number>; [k: string]: unknown }, io
       return client.resizeDisk({ id: args.disk, desired_size: parseSize(String(args.size), '--size') });
     }
     case 'events': return runEvents(client, json, io);
-    case 'console': return runConsole(await client.openWebSocket('vm.console'), io, io.signal);
+    case 'console': {
+      const port = args.port;
+      if (port !== undefined && port !== 'serial' && port !== 'console') throw new UsageError(`console --port: "${String(port)}" must be serial or console`);
+      return runConsole(await client.openWebSocket('vm.console', port === undefined ? '' : `?port=${port}`), io, io.signal);
+    }
     default:
+      if (NOT_YET.has(command)) throw new UsageError(`${command}: not supported yet: ${NOT_YET.get(command)!}`);
       if (await runCheckpointCommand(client, command, args, print)) return;
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -154,8 +176,12 @@ export async function main(argv: string[], io: RemoteIo): Promise<number> {
   parser.option('with-disks', { type: 'boolean', describe: 'snapshot: include the disks (each continues on a new overlay)' });
   parser.option('disk', { type: 'string', requiresArg: true, describe: 'resize-disk: the id of the disk (vm.info lists them)' });
   parser.option('size', { type: 'string', requiresArg: true, describe: 'resize-disk: the new size, in bytes or with a unit (4G)' });
+  parser.option('port', { type: 'string', requiresArg: true, describe: 'console: serial or console (the virtio console, hvc0)' });
   checkpointOptions(parser);
   for (const [cmd, describe] of COMMANDS) parser.command(cmd, describe);
+  // Hidden (no description): known ch-remote verbs that run() refuses, naming the verb. Their
+  // arguments are whatever ch-remote takes, so nothing after them is checked.
+  for (const verb of NOT_YET.keys()) parser.command(`${verb} [args..]`, false, (y) => y.strict(false));
   let args: Awaited<ReturnType<typeof parser.parseAsync>>;
   let helpText = '';
   try {

@@ -16,6 +16,11 @@ export const VIRTIO_MMIO_BASE = 0xd000_0000;
 export const VIRTIO_MMIO_SIZE = 0x1000;
 /** First GSI handed to virtio-mmio devices (4 is COM1; ISA lines below 5 are taken). */
 export const VIRTIO_FIRST_IRQ = 5;
+/**
+ * The interrupt of the ACPI generic event device (GED) that carries the power button: the last
+ * IOAPIC pin, so virtio-mmio devices have GSIs 5..22.
+ */
+export const POWER_BUTTON_GSI = 23;
 
 export const IOAPIC_BASE = 0xfec0_0000;
 

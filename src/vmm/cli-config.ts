@@ -2,7 +2,7 @@ import { ConfigError } from '../errors.js';
 import { parseCount, parseKeyValues, parseToggle, unquote } from '../util/kv.js';
 import { parseSize } from '../util/size.js';
 import type { ApiListen } from './api/server.js';
-import { defaultDiskId, type DiskConfig, type SerialConfig, type VmConfig } from './config.js';
+import { defaultDiskId, resolvePorts, type DiskConfig, type PortConfig, type VmConfig } from './config.js';
 
 /** Highest vCPU count we accept on the command line; KVM's own limit is checked at boot. */
 export const MAX_VCPUS = 254;
@@ -18,6 +18,7 @@ export interface CliVmOptions {
   memory?: string;
   disk?: string[];
   serial?: string;
+  console?: string;
 }
 
 export function parseCpus(text: string): VmConfig['cpus'] {
@@ -75,7 +76,11 @@ export function parseApiSocket(text: string): ApiListen {
   return { path };
 }
 
-export function parseSerial(text: string): SerialConfig {
+/**
+ * `--serial` / `--console` as Cloud Hypervisor takes them: off, null, tty, pty, file=PATH,
+ * socket=PATH, and tsvmm's bare `socket` (the port is reached through the API's vm.console).
+ */
+export function parsePort(text: string, flag: '--serial' | '--console'): PortConfig {
   const lower = text.toLowerCase();
   if (lower === 'tty') return { mode: 'Tty' };
   if (lower === 'off') return { mode: 'Off' };
@@ -83,16 +88,16 @@ export function parseSerial(text: string): SerialConfig {
   if (lower === 'socket') return { mode: 'Socket' };
   if (text.startsWith('file=')) {
     const file = unquote(text.slice(5));
-    if (file === '') throw new ConfigError('--serial file=: a path is required');
+    if (file === '') throw new ConfigError(`${flag} file=: a path is required`);
     return { mode: 'File', file };
   }
   if (text.startsWith('socket=')) {
     const socket = unquote(text.slice(7));
-    if (socket === '') throw new ConfigError('--serial socket=: a path is required');
+    if (socket === '') throw new ConfigError(`${flag} socket=: a path is required`);
     return { mode: 'Socket', socket };
   }
-  if (lower === 'pty') throw new ConfigError('--serial pty: not supported yet; use socket=PATH (then e.g. `socat -,raw,echo=0 UNIX-CONNECT:PATH`), tty, file=PATH, null or off');
-  throw new ConfigError(`--serial: "${text}" must be tty, file=PATH, socket=PATH, socket, null or off`);
+  if (lower === 'pty') return { mode: 'Pty' };
+  throw new ConfigError(`${flag}: "${text}" must be tty, pty, file=PATH, socket=PATH, socket, null or off`);
 }
 
 /** Turns the `tsvmm` command-line options into a VmConfig (Cloud Hypervisor syntax). */
@@ -116,6 +121,10 @@ export function vmConfigFromCli(o: CliVmOptions): VmConfig {
     memory: parseMemory(o.memory ?? 'size=512M'),
     payload,
     disks,
-    serial: parseSerial(o.serial ?? 'tty'),
+    ...resolvePorts(
+      o.serial === undefined ? undefined : parsePort(o.serial, '--serial'),
+      o.console === undefined ? undefined : parsePort(o.console, '--console'),
+      { serial: '--serial', console: '--console' },
+    ),
   };
 }

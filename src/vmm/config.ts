@@ -4,6 +4,8 @@
  * changes while a VM runs (a disk's current image after a disk snapshot or block job) lives in
  * the VM's Disk objects, and Vm.config assembles the config as it stands now from them.
  */
+import { ConfigError } from '../errors.js';
+
 export interface CpusConfig {
   readonly boot_vcpus: number;
   readonly max_vcpus: number;
@@ -42,17 +44,42 @@ export function defaultDiskId(index: number): string {
   return `_disk${index}`;
 }
 
-export type SerialMode = 'Tty' | 'File' | 'Off' | 'Null' | 'Socket';
+/** How a console port (the serial port, the virtio console) is connected on the host; Cloud Hypervisor's modes. */
+export type PortMode = 'Tty' | 'Pty' | 'File' | 'Off' | 'Null' | 'Socket';
 
-export interface SerialConfig {
-  readonly mode: SerialMode;
+/**
+ * One console port's host end, as Cloud Hypervisor's `serial` and `console` sections have it. Off
+ * means no device at all; Null a device whose output goes nowhere.
+ */
+export interface PortConfig {
+  readonly mode: PortMode;
+  /** File mode: the file written; Pty mode, in vm.info only: the terminal tsvmm opened (/dev/pts/N). */
   readonly file?: string;
   /**
-   * Socket mode: the Unix socket tsvmm listens on for the serial port's client (Cloud
-   * Hypervisor's `--serial socket=PATH`). Absent: the port is reached through the API
-   * (`tsvmm-remote console`).
+   * Socket mode: the Unix socket tsvmm listens on for the port's client (Cloud Hypervisor's
+   * `socket=PATH`). Absent: the port is reached through the API (`tsvmm-remote console`).
    */
   readonly socket?: string;
+}
+
+/** The 16550 UART at COM1 (the guest's ttyS0). */
+export type SerialConfig = PortConfig;
+/** The virtio console (the guest's hvc0). */
+export type ConsoleConfig = PortConfig;
+
+/**
+ * The serial port and the virtio console with Cloud Hypervisor's defaults (serial Null, console
+ * Tty) and its rule that only one of them may use the terminal. One leniency: a serial port on
+ * the terminal with no console given leaves the console off instead of failing, so `--serial tty`
+ * alone (or `serial: {mode: "Tty"}`) means what it says.
+ */
+export function resolvePorts(serial: PortConfig | undefined, console: PortConfig | undefined, names = { serial: 'serial.mode', console: 'console.mode' }): { serial: PortConfig; console: PortConfig } {
+  const s = serial ?? { mode: 'Null' };
+  const c = console ?? (s.mode === 'Tty' ? { mode: 'Off' } : { mode: 'Tty' });
+  if (s.mode === 'Tty' && c.mode === 'Tty') {
+    throw new ConfigError(`${names.serial} and ${names.console} are both Tty: only one port can use the terminal (set the other Off, Null, File or Socket)`, { field: 'console.mode' });
+  }
+  return { serial: s, console: c };
 }
 
 /**
@@ -61,7 +88,7 @@ export interface SerialConfig {
  * so vm.info and vm.json report them back.
  */
 export const CH_TOP_LEVEL_SECTIONS = [
-  'rng', 'balloon', 'fs', 'pmem', 'console', 'debug_console', 'devices', 'user_devices', 'vdpa', 'vsock',
+  'rng', 'balloon', 'fs', 'pmem', 'debug_console', 'devices', 'user_devices', 'vdpa', 'vsock',
   'pvpanic', 'iommu', 'sgx_epc', 'numa', 'watchdog', 'platform', 'tpm', 'net', 'preserved_fds',
   'landlock_enable', 'landlock_rules', 'rate_limit_groups', 'pci_segments', 'ivshmem',
 ] as const;
@@ -73,6 +100,7 @@ export interface VmConfig extends Readonly<Partial<Record<ChTopLevelSection, unk
   readonly payload: PayloadConfig;
   readonly disks: readonly DiskConfig[];
   readonly serial: SerialConfig;
+  readonly console: ConsoleConfig;
 }
 
 /** Lifecycle states as Cloud Hypervisor names them in `vm.info`. */

@@ -11,10 +11,27 @@ import type { BlockJobInfo, BlockCommitRequest, BlockPullRequest, JobCancelReque
  * `code` the API maps to HTTP status (see src/vmm/api/status.ts):
  *   ENOVM -> 404, EINVALIDSTATE / EINVALIDCONFIG -> 400, ECONFLICT -> 409, anything else -> 500.
  */
+/** A device resource as Cloud Hypervisor's device tree lists it (serde's external tagging). */
+export type DeviceResource =
+  | { PioAddressRange: { base: number; size: number } }
+  | { MmioAddressRange: { base: number; size: number } }
+  | { LegacyIrq: number };
+
+/** One device of vm.info's `device_tree`, in Cloud Hypervisor's DeviceNode shape. */
+export interface DeviceNode {
+  id: string;
+  resources: DeviceResource[];
+  parent: string | null;
+  children: string[];
+  pci_bdf: string | null;
+}
+
 export interface VmInfo {
   config: VmConfig;
   state: VmState;
   memory_actual_size: number;
+  /** The devices of a built VM by id (absent before vm.boot/vm.restore), as Cloud Hypervisor reports them. */
+  device_tree?: Record<string, DeviceNode>;
   /** tsvmm extension: block-commit / block-pull jobs and their progress (present once any ran). */
   block_jobs?: BlockJobInfo[];
 }
@@ -36,10 +53,13 @@ export interface VmmEvent {
   properties: Record<string, unknown> | null;
 }
 
+/** The guest's console ports: the serial port (ttyS0) and the virtio console (hvc0). */
+export type ConsolePortName = 'serial' | 'console';
+
 export interface ConsoleAttachment {
-  /** Bytes from the guest's serial port. */
+  /** Bytes from the guest's port. */
   onOutput(listener: (bytes: Uint8Array) => void): void;
-  /** Bytes typed by the user, to the guest's serial port. */
+  /** Bytes typed by the user, to the guest's port. */
   input(bytes: Uint8Array): void;
   detach(): void;
 }
@@ -56,6 +76,8 @@ export interface VmmController {
   /** Shuts the VM down if it runs and forgets it (Cloud Hypervisor's vm.delete); nothing to delete is fine. */
   delete(): Promise<void>;
   reboot(): Promise<void>;
+  /** Presses the ACPI power button of a running VM (the guest decides what to do: usually power off). */
+  powerButton(): Promise<void>;
   snapshot(req: SnapshotRequest): Promise<void>;
   restore(req: RestoreRequest): Promise<void>;
   /** Grows a disk of the running or paused VM; the guest's driver is told the new capacity. */
@@ -64,8 +86,11 @@ export interface VmmController {
   shutdownVmm(): Promise<void>;
   /** Subscribes to lifecycle events; returns an unsubscribe function. */
   subscribe(listener: (e: VmmEvent) => void): () => void;
-  /** Attaches to the serial port (only when it was configured as `socket`), else throws. */
-  attachConsole(): ConsoleAttachment;
+  /**
+   * Attaches to a port configured as `socket`, else throws; without `port`, the serial port if it
+   * is in socket mode, else the virtio console.
+   */
+  attachConsole(port?: ConsolePortName): ConsoleAttachment;
 
   // Disk snapshots, named checkpoints and block jobs (src/vmm/checkpoints/, src/vmm/jobs/).
   /** Live external snapshot: the disk continues on a new overlay at `file`. */

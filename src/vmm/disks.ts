@@ -6,34 +6,23 @@
 import { open as openFile, type FileHandle } from 'node:fs/promises';
 import type { VmFd } from '../kvm/vm.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import { VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../memory/layout.js';
-import { EventFd } from '../sys/eventfd.js';
 import { fileErrorReason } from '../util/fs.js';
-import { sharedPoller } from '../sys/poller.js';
 import type { Bus, InterruptLine, MmioDevice } from '../devices/bus.js';
 import type { BlockBackend } from '../block/backend.js';
 import { lockImage, unlockImage } from '../block/lock.js';
 import { lockBackingChain } from '../block/chain/lock.js';
 import { VirtioBlk } from '../devices/block/virtio-blk/device.js';
 import type { VirtioBlkState } from '../devices/block/virtio-blk/persist.js';
-import { MMIO_QUEUE_NOTIFY, VirtioMmioTransport, type VirtioMmioState } from '../devices/virtio/mmio.js';
+import type { VirtioMmioState, VirtioMmioTransport } from '../devices/virtio/mmio.js';
+import { VirtioMmioSlot, type VirtioSlot } from './virtio-mmio-slot.js';
 import { InputFileError } from './errors.js';
 import { ConfigError } from '../errors.js';
 import { log } from '../util/log.js';
 import type { DiskConfig } from './config.js';
 
-export interface VirtioSlot {
-  base: number;
-  size: number;
-  gsi: number;
-}
-
 export class Disk {
-  slot: VirtioSlot | undefined;
   device: VirtioBlk;
-  transport: VirtioMmioTransport | undefined;
-  private notify: EventFd | undefined;
-  private vmFd: VmFd | undefined;
+  private attached: VirtioMmioSlot | undefined;
   private closed = false;
   /** Set between quiesce() and unquiesce() (VM pause): a backend swap must not restart I/O then. */
   private quiesced = false;
@@ -133,28 +122,22 @@ export class Disk {
 
   /** Puts the device on the MMIO bus at slot `index` and wires its notify/interrupt to KVM. */
   attach(index: number, vmFd: VmFd, memory: GuestMemory, mmio: Bus<MmioDevice>, lineFor: (gsi: number) => InterruptLine, saved?: VirtioMmioState): void {
-    const slot = { base: VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_SIZE, size: VIRTIO_MMIO_SIZE, gsi: VIRTIO_FIRST_IRQ + index };
-    this.slot = slot;
     const onError = (m: string): void => log.warn(`disk ${this.config.id}: ${m}`);
     if (saved !== undefined) this.device = VirtioBlk.fromState({ backend: this.backend, onError }, saved.device as VirtioBlkState);
-    const args = {
-      device: this.device,
-      memory,
-      interrupt: lineFor(slot.gsi),
-      onDeviceError: (reason: string) => log.warn(`disk ${this.config.id} needs reset: ${reason}`),
-    };
-    const transport = saved !== undefined ? VirtioMmioTransport.fromState(args, saved) : new VirtioMmioTransport(args);
-    this.transport = transport;
-    mmio.insert(`virtio-blk:${this.config.id}`, slot.base, slot.size, transport);
-    // One queue: notifications of queue 0 become eventfd signals inside KVM, which the shared
-    // poller turns into queueNotify calls on the main thread.
-    const notify = EventFd.create({ nonBlocking: true });
-    vmFd.ioeventfd(notify, slot.base + MMIO_QUEUE_NOTIFY, 4, { datamatch: 0n });
-    this.notify = notify;
-    this.vmFd = vmFd;
-    sharedPoller().add(notify.fd, () => {
-      if (notify.read() > 0n && !this.closed) transport.queueNotify(0);
+    this.attached = VirtioMmioSlot.attach({
+      name: `virtio-blk:${this.config.id}`, index, device: this.device, vmFd, memory, mmio, lineFor,
+      onDeviceError: (reason) => log.warn(`disk ${this.config.id} needs reset: ${reason}`),
+      ...(saved === undefined ? {} : { saved }),
     });
+  }
+
+  /** The virtio-mmio window the guest finds the disk at (after attach). */
+  get slot(): VirtioSlot | undefined {
+    return this.attached?.slot;
+  }
+
+  get transport(): VirtioMmioTransport | undefined {
+    return this.attached?.transport;
   }
 
   /**
@@ -200,13 +183,7 @@ export class Disk {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.notify !== undefined && this.slot !== undefined) {
-      try {
-        this.vmFd?.ioeventfdDeassign(this.notify, this.slot.base + MMIO_QUEUE_NOTIFY, 4, { datamatch: 0n });
-      } catch { /* the VM may already be gone; closing the eventfd is what matters */ }
-      sharedPoller().remove(this.notify.fd);
-      this.notify.close();
-    }
+    this.attached?.close();
     await this.device.drain();
     await this.current.close();
     await this.lockHandle.close();

@@ -1,6 +1,7 @@
 /**
  * The machine around the vCPUs: the port and MMIO buses and the devices on them (COM1, the i8042
- * reset line, the power-off port, virtio-blk disks), with their interrupt lines wired to KVM.
+ * reset line, the power-off port, virtio-blk disks, the virtio console), with their interrupt
+ * lines wired to KVM.
  * Everything here runs on the main thread.
  */
 import type { VmFd } from '../kvm/vm.js';
@@ -13,15 +14,25 @@ import type { VirtioMmioState } from '../devices/virtio/mmio.js';
 import { ConfigError } from '../errors.js';
 import { DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE } from '../devices/debug-exit.js';
 import { AcpiResetRegister, AcpiSleepControl } from '../devices/acpi-sleep.js';
-import { ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT } from '../memory/layout.js';
+import { ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, IOAPIC_BASE, POWER_BUTTON_GSI } from '../memory/layout.js';
 import type { VmConfig } from './config.js';
+import type { DeviceNode, DeviceResource } from './controller.js';
 import type { VmEnd } from './exit-status.js';
-import { Disk, openDisks, type VirtioSlot } from './disks.js';
+import { Disk, openDisks } from './disks.js';
+import { VirtioMmioSlot, type VirtioSlot } from './virtio-mmio-slot.js';
+import { VirtioConsole } from '../devices/console/virtio-console/device.js';
+import { log } from '../util/log.js';
 import { SerialFastPath, type SerialShareInit } from './serial-fastpath.js';
 
 export const COM1_PORT = 0x3f8;
 export const COM1_SIZE = 8;
 export const COM1_GSI = 4;
+/** The IOAPIC's register window. */
+const IOAPIC_SIZE = 0x1000;
+/** Device ids in vm.counters and vm.info's device tree, as Cloud Hypervisor names its devices. */
+export const CONSOLE_ID = '__console';
+export const SERIAL_ID = '__serial';
+export const IOAPIC_ID = '__ioapic';
 
 /** Device state in snapshots: `serial` is absent when the VM has no serial port. */
 export interface PlatformState {
@@ -29,11 +40,15 @@ export interface PlatformState {
   i8042: I8042State;
   /** virtio-mmio transport (with the block device inside) per disk id. */
   disks: Record<string, VirtioMmioState>;
+  /** The virtio console's transport (with the device inside); absent when the console is off. */
+  console?: VirtioMmioState;
 }
 
 export interface PlatformHooks {
   /** Bytes the guest wrote to its serial port. */
   onSerialOutput(bytes: Uint8Array): void;
+  /** Bytes the guest wrote to its virtio console. */
+  onConsoleOutput(bytes: Uint8Array): void;
   onEnd(end: VmEnd): void;
 }
 
@@ -64,7 +79,11 @@ export class Platform {
   readonly serial: Serial16550 | undefined;
   private readonly serialFastPath: SerialFastPath | undefined;
   private readonly i8042: I8042;
+  /** The virtio console and its MMIO slot (after the disks'); absent when the console is off. */
+  private console: { device: VirtioConsole; slot: VirtioMmioSlot } | undefined;
   private readonly lines: IrqfdLine[] = [];
+  /** The interrupt of the ACPI generic event device whose event method notifies the power button. */
+  private readonly powerButton: IrqfdLine;
   private pendingInput: Uint8Array[] = [];
   private closed = false;
 
@@ -89,6 +108,15 @@ export class Platform {
     // ACPI soft-off (S5), how a Linux guest's `poweroff` ends the VM.
     this.pio.insert('acpi-sleep', ACPI_SLEEP_CONTROL_PORT, 2, new AcpiSleepControl(ACPI_S5_SLEEP_TYPE, () => hooks.onEnd({ kind: 'poweroff', status: 0 })));
     this.pio.insert('acpi-reset', ACPI_RESET_PORT, 1, new AcpiResetRegister(ACPI_RESET_VALUE, onReset));
+    this.powerButton = this.line(POWER_BUTTON_GSI);
+  }
+
+  /**
+   * Presses the power button: an edge on the generic event device's interrupt; the guest's ACPI
+   * code notifies the button device (boot/acpi.ts) and its driver reports KEY_POWER.
+   */
+  pressPowerButton(): void {
+    this.powerButton.trigger();
   }
 
   /** Opens the disks and builds the devices, fresh or from a snapshot's `saved` state. */
@@ -96,6 +124,9 @@ export class Platform {
     if (saved !== undefined) {
       if ((saved.serial !== undefined) !== (config.serial.mode !== 'Off')) {
         throw new ConfigError(`the snapshot's serial port ${saved.serial === undefined ? 'was off' : 'was on'} but the config says mode ${config.serial.mode}`);
+      }
+      if ((saved.console !== undefined) !== (config.console.mode !== 'Off')) {
+        throw new ConfigError(`the snapshot's virtio console ${saved.console === undefined ? 'was off' : 'was on'} but the config says mode ${config.console.mode}`);
       }
       for (const d of config.disks) {
         if (saved.disks[d.id] === undefined) throw new ConfigError(`the snapshot has no device state for disk "${d.id}"`);
@@ -109,6 +140,7 @@ export class Platform {
       platform = new Platform(vmFd, hooks, disks, config.serial.mode !== 'Off', saved);
       const p = platform;
       disks.forEach((d, i) => d.attach(i, vmFd, memory, p.mmio, (gsi) => p.line(gsi), saved?.disks[d.config.id]));
+      if (config.console.mode !== 'Off') p.attachConsole(disks.length, vmFd, memory, hooks, saved?.console);
     } catch (e) {
       if (platform !== undefined) await platform.close();
       else for (const d of disks) await d.close();
@@ -117,11 +149,28 @@ export class Platform {
     return platform;
   }
 
+  /** The virtio console on virtio-mmio slot `index`, fresh or from its saved transport state. */
+  private attachConsole(index: number, vmFd: VmFd, memory: GuestMemory, hooks: PlatformHooks, saved: VirtioMmioState | undefined): void {
+    const opts = {
+      output: hooks.onConsoleOutput,
+      onError: (m: string) => log.warn(`console: ${m}`),
+      onInputDropped: (n: number) => log.warn(`console: the guest takes no input; ${n} bytes dropped`),
+    };
+    const device = saved !== undefined ? VirtioConsole.fromState(opts, saved.device) : new VirtioConsole(opts);
+    const slot = VirtioMmioSlot.attach({
+      name: 'virtio-console', index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi),
+      onDeviceError: (reason) => log.warn(`console needs reset: ${reason}`),
+      ...(saved === undefined ? {} : { saved }),
+    });
+    this.console = { device, slot };
+  }
+
   state(): PlatformState {
     const disks: Record<string, VirtioMmioState> = {};
     for (const d of this.disks) disks[d.config.id] = d.transport!.state();
     const s: PlatformState = { i8042: this.i8042.state(), disks };
     if (this.serial !== undefined) s.serial = this.serial.state();
+    if (this.console !== undefined) s.console = this.console.slot.transport.state();
     return s;
   }
 
@@ -133,7 +182,9 @@ export class Platform {
 
   /** The virtio-mmio windows the boot code must describe to the guest. */
   virtioSlots(): VirtioSlot[] {
-    return this.disks.map((d) => d.slot!);
+    const slots = this.disks.map((d) => d.slot!);
+    if (this.console !== undefined) slots.push(this.console.slot.slot);
+    return slots;
   }
 
   /** Shared state vCPU threads use to send serial output without a trap (none without a UART). */
@@ -146,6 +197,20 @@ export class Platform {
     if (this.serial === undefined) return;
     this.pendingInput.push(bytes);
     this.drainInput();
+  }
+
+  /** Host input for the guest's virtio console (dropped when the console is off). */
+  consoleInput(bytes: Uint8Array): void {
+    this.console?.device.input(bytes);
+  }
+
+  /**
+   * The host terminal of the virtio console changed size: the driver reads the new size after a
+   * configuration-change interrupt (VIRTIO_CONSOLE_F_SIZE), and resizes hvc0.
+   */
+  resizeConsole(cols: number, rows: number): void {
+    const c = this.console;
+    if (c !== undefined && c.device.resize(cols, rows)) c.slot.transport.configChanged();
   }
 
   private drainInput(): void {
@@ -166,17 +231,34 @@ export class Platform {
   /** Stops taking new disk requests and waits for those in flight (pause and snapshot need it). */
   async quiesce(): Promise<void> {
     await Promise.all(this.disks.map((d) => d.quiesce()));
+    this.console?.device.pause();
     this.serialFastPath?.drain();
     this.serial?.flush();
   }
 
   unquiesce(): void {
     for (const d of this.disks) d.unquiesce();
+    this.console?.device.unpause();
+  }
+
+  /** The devices with their address ranges and interrupt lines: vm.info's `device_tree`. */
+  deviceTree(): Record<string, DeviceNode> {
+    const tree: Record<string, DeviceNode> = {};
+    const add = (id: string, resources: DeviceResource[]): void => {
+      tree[id] = { id, resources, parent: null, children: [], pci_bdf: null };
+    };
+    const virtio = (slot: VirtioSlot): DeviceResource[] => [{ MmioAddressRange: { base: slot.base, size: slot.size } }, { LegacyIrq: slot.gsi }];
+    add(IOAPIC_ID, [{ MmioAddressRange: { base: IOAPIC_BASE, size: IOAPIC_SIZE } }]);
+    if (this.serial !== undefined) add(SERIAL_ID, [{ PioAddressRange: { base: COM1_PORT, size: COM1_SIZE } }, { LegacyIrq: COM1_GSI }]);
+    for (const d of this.disks) add(d.config.id, virtio(d.slot!));
+    if (this.console !== undefined) add(CONSOLE_ID, virtio(this.console.slot.slot));
+    return tree;
   }
 
   counters(): Record<string, Record<string, number>> {
     const out: Record<string, Record<string, number>> = {};
     for (const d of this.disks) out[d.config.id] = d.counters();
+    if (this.console !== undefined) out[CONSOLE_ID] = this.console.device.counters();
     out['bus'] = { unclaimed_accesses: this.unclaimed.unclaimed };
     return out;
   }
@@ -186,6 +268,7 @@ export class Platform {
     this.closed = true;
     this.serialFastPath?.close();
     this.serial?.flush();
+    this.console?.slot.close();
     for (const d of this.disks) await d.close();
     for (const l of this.lines) l.close();
   }

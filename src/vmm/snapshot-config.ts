@@ -4,7 +4,8 @@
  * restores exactly when it did before the snapshot layer stopped knowing the config's shape:
  * a stored config is complete (every section present: vm.create filled the defaults when the VM
  * was made, and a later release must not fill them again differently), and disk ids may be any
- * text, as `--disk id=` allows. A third, for snapshots older than `backing_files`: below.
+ * text, as `--disk id=` allows. Two more, for snapshots older than `backing_files` and than the
+ * virtio console: below.
  */
 import type { ConfigCodec } from '../snapshot/index.js';
 import { parseVmConfigJson } from './api/validate.js';
@@ -27,7 +28,10 @@ export const SNAPSHOT_CONFIG: ConfigCodec<VmConfig> = {
     // A disk stored without backing_files is from before the field, when tsvmm followed every
     // backing file; it restores as it did then (the VMM writes the field on every disk now).
     const disks = (config.disks as unknown[]).map((d) => (typeof d === 'object' && d !== null && !Array.isArray(d) && !('backing_files' in d) ? { ...d, backing_files: true } : d));
-    return parseVmConfigJson({ ...config, disks }, { cliDiskIds: true });
+    // A config stored without a console section is from before tsvmm had a virtio console: its
+    // VM had none, and a restore must not add one (Cloud Hypervisor's default would be Tty).
+    const console = 'console' in config ? config.console : { mode: 'Off' };
+    return parseVmConfigJson({ ...config, disks, console }, { cliDiskIds: true });
   },
   facts(config) {
     return {

@@ -3,16 +3,15 @@
  * CLI and the HTTP API. Every state-changing operation runs one at a time; a request that arrives
  * while another is in progress is refused with ECONFLICT rather than queued, as the API promises.
  */
-import { createWriteStream, openSync, type WriteStream } from 'node:fs';
 import { log } from '../util/log.js';
 import type { VmConfig } from './config.js';
-import type { ConsoleAttachment, VmCounters, VmInfo, VmmController, VmmEvent } from './controller.js';
+import type { ConsoleAttachment, ConsolePortName, VmCounters, VmInfo, VmmController, VmmEvent } from './controller.js';
 import type { ResizeDiskRequest, RestoreRequest, SnapshotRequest } from './requests.js';
 import type { ApiListen } from './api/server.js';
-import { ConflictError, InputFileError, InvalidStateError, NoVmError } from './errors.js';
+import { ConflictError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
 import { prepareSpareVm, releaseSpareVm } from './spare-vm.js';
-import { SerialSocket } from './serial-socket.js';
+import { ConsolePort } from './console-ports.js';
 import { VmBuilder } from './builder.js';
 import { diskById } from './disks.js';
 import type { Vm, VmHooks } from './vm.js';
@@ -31,7 +30,7 @@ const WARM_VCPU_WORKERS = 2;
 export interface VmmOptions {
   /** Called once when the VM ends by itself or the VMM is asked to stop. */
   onVmEnd(end: VmEnd): void;
-  /** Wire the process's stdin to the serial port when the serial mode is Tty. */
+  /** Wire the process's stdin (and terminal size) to the port whose mode is Tty. */
   stdinIsConsole: boolean;
 }
 
@@ -59,11 +58,13 @@ export class Vmm implements VmmController {
   private configSource: { readonly config: VmConfig } | undefined;
   private busy: string | undefined;
   private readonly listeners = new Set<(e: VmmEvent) => void>();
-  private consoleListener: ((bytes: Uint8Array) => void) | undefined;
-  private serialFile: WriteStream | undefined;
-  private serialSocket: SerialSocket | undefined;
-  private serialFilePath: string | undefined;
-  private stdinAttached = false;
+  /** The host ends of the serial port and the virtio console. */
+  private readonly ports = {
+    serial: new ConsolePort('serial', (b) => this.vm?.platform.serialInput(b)),
+    console: new ConsolePort('console', (b) => this.vm?.platform.consoleInput(b)),
+  };
+  /** The port stdin is wired to (the one in Tty mode), while it is. */
+  private stdinPort: ConsolePortName | undefined;
   private api: { close(): Promise<void> } | undefined;
   private endReported = false;
   /**
@@ -142,86 +143,60 @@ export class Vmm implements VmmController {
     return this.vm;
   }
 
-  // ---- serial port plumbing -----------------------------------------------------------------
+  // ---- console ports ------------------------------------------------------------------------
 
-  private serialOutput(config: VmConfig): (bytes: Uint8Array) => void {
-    switch (config.serial.mode) {
-      case 'Tty':
-        return (b) => { process.stdout.write(b); };
-      case 'File': {
-        const path = config.serial.file!;
-        // A reboot of the same VM keeps appending to the log it already writes.
-        if (this.serialFile === undefined || this.serialFilePath !== path) {
-          this.serialFile?.end();
-          // Opened now so a bad path fails the boot instead of losing the console later.
-          let fd: number;
-          try {
-            fd = openSync(path, 'w');
-          } catch (e) {
-            throw new InputFileError(`cannot open serial file ${path}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : (e as Error).message}`);
-          }
-          const stream = createWriteStream('', { fd });
-          stream.on('error', (e) => log.error(`serial file ${path}: ${e.message}`));
-          this.serialFile = stream;
-          this.serialFilePath = path;
-        }
-        const file = this.serialFile;
-        return (b) => { file.write(b); };
-      }
-      case 'Socket':
-        // Both ends may be in use: a client of the socket and a console attached through the API.
-        return (b) => { this.consoleListener?.(b); this.serialSocket?.output(b); };
-      case 'Null':
-      case 'Off':
-        return () => {};
-    }
+  /** Listens on the ports' `socket=PATH` sockets the config names, before a boot or a resume. */
+  private async openPorts(config: VmConfig): Promise<void> {
+    await this.ports.serial.open(config);
+    await this.ports.console.open(config);
   }
 
   /**
-   * Listens on the config's `--serial socket=PATH` (kept across reboots and reverts of the same
-   * VM; replaced when a restore brings another path). Before a boot, so a bad path fails it.
-   */
-  private async openSerialSocket(config: VmConfig): Promise<void> {
-    const want = config.serial.mode === 'Socket' ? config.serial.socket : undefined;
-    if (this.serialSocket?.path === want) return;
-    await this.serialSocket?.close();
-    this.serialSocket = undefined;
-    if (want !== undefined) this.serialSocket = await SerialSocket.listen(want, (b) => this.vm?.platform.serialInput(b));
-  }
-
-  /**
-   * Feeds stdin to the guest's serial port, as Cloud Hypervisor's `--serial tty` does: a terminal
-   * in raw mode (the guest does its own line editing and echo), and a pipe or file as it comes,
-   * so programs (tests, expect-style scripts) can drive a guest shell through tsvmm's stdio.
+   * Feeds stdin to the port in Tty mode, as Cloud Hypervisor does: a terminal in raw mode (the
+   * guest does its own line editing and echo), and a pipe or file as it comes, so programs
+   * (tests, expect-style scripts) can drive a guest shell through tsvmm's stdio. On a terminal,
+   * the virtio console also follows its size.
    */
   private attachStdin(vm: Vm): void {
-    if (!this.options.stdinIsConsole || vm.config.serial.mode !== 'Tty' || this.stdinAttached) return;
-    this.stdinAttached = true;
+    if (!this.options.stdinIsConsole || this.stdinPort !== undefined) return;
+    const port: ConsolePortName | undefined = vm.config.serial.mode === 'Tty' ? 'serial' : vm.config.console.mode === 'Tty' ? 'console' : undefined;
+    if (port === undefined) return;
+    this.stdinPort = port;
     if (process.stdin.isTTY) process.stdin.setRawMode(true);
-    process.stdin.on('data', (chunk: Buffer) => this.vm?.platform.serialInput(chunk));
+    process.stdin.on('data', this.onStdin);
     // A closed stdin (EOF, or /dev/null) only means no more input; the VM runs on.
     process.stdin.on('error', (e) => log.warn(`stdin: ${e.message}`));
     process.stdin.resume();
+    if (port === 'console' && process.stdout.isTTY) {
+      this.onTerminalResize();
+      process.stdout.on('resize', this.onTerminalResize);
+    }
   }
 
+  private readonly onStdin = (chunk: Buffer): void => {
+    if (this.stdinPort === 'serial') this.vm?.platform.serialInput(chunk);
+    else if (this.stdinPort === 'console') this.vm?.platform.consoleInput(chunk);
+  };
+
+  private readonly onTerminalResize = (): void => {
+    this.vm?.platform.resizeConsole(process.stdout.columns, process.stdout.rows);
+  };
+
   private detachStdin(): void {
-    if (!this.stdinAttached) return;
-    this.stdinAttached = false;
+    if (this.stdinPort === undefined) return;
+    this.stdinPort = undefined;
     if (process.stdin.isTTY) process.stdin.setRawMode(false);
+    process.stdin.off('data', this.onStdin);
+    process.stdout.off('resize', this.onTerminalResize);
     process.stdin.pause();
   }
 
-  attachConsole(): ConsoleAttachment {
+  attachConsole(port?: ConsolePortName): ConsoleAttachment {
     const vm = this.requireVm();
-    if (vm.config.serial.mode !== 'Socket') throw new InvalidStateError('the serial port is not in socket mode: start the VM with --serial socket to attach a console');
-    if (this.consoleListener !== undefined) throw new ConflictError('a console is already attached; detach it first');
-    let listener: ((b: Uint8Array) => void) | undefined;
-    this.consoleListener = (b) => listener?.(b);
-    return {
-      onOutput: (l) => { listener = l; },
-      input: (bytes) => { this.vm?.platform.serialInput(bytes); },
-      detach: () => { this.consoleListener = undefined; listener = undefined; },
-    };
+    if (port !== undefined) return this.ports[port].attach(vm.config);
+    if (this.ports.serial.attachable(vm.config)) return this.ports.serial.attach(vm.config);
+    if (this.ports.console.attachable(vm.config)) return this.ports.console.attach(vm.config);
+    throw new InvalidStateError('no console port is in socket mode: start the VM with --serial socket or --console socket to attach a console');
   }
 
   // ---- VmmController ------------------------------------------------------------------------
@@ -236,8 +211,10 @@ export class Vmm implements VmmController {
       if (this.busy === 'vm.restore') throw new ConflictError('the VM is being restored; retry when vm.restore completes');
       throw new NoVmError();
     }
-    const config = this.configSource.config;
+    const built = this.configSource.config;
+    const config = { ...built, serial: this.ports.serial.reported(built), console: this.ports.console.reported(built) };
     const info: VmInfo = { config, state: this.vm?.state ?? 'Created', memory_actual_size: config.memory.size };
+    if (this.vm !== undefined && this.vm.state !== 'Shutdown') info.device_tree = this.vm.platform.deviceTree();
     const jobs = this.diskOps?.jobs.list() ?? [];
     if (jobs.length > 0) info.block_jobs = jobs;
     return info;
@@ -250,7 +227,8 @@ export class Vmm implements VmmController {
   private hooks(config: VmConfig): VmHooks {
     return {
       onEnd: (end: VmEnd) => { void this.end(end); },
-      onSerialOutput: this.serialOutput(config),
+      onSerialOutput: this.ports.serial.output(config),
+      onConsoleOutput: this.ports.console.output(config),
     };
   }
 
@@ -271,7 +249,7 @@ export class Vmm implements VmmController {
       this.emit('vm', 'booting');
       const start = performance.now();
       const config = this.configSource.config;
-      await this.openSerialSocket(config);
+      await this.openPorts(config);
       const vm = await VmBuilder.boot(config, this.hooks(config));
       this.vm = vm;
       this.configSource = vm;
@@ -347,6 +325,15 @@ export class Vmm implements VmmController {
     });
   }
 
+  powerButton(): Promise<void> {
+    return this.exclusive('vm.power-button', async () => {
+      const vm = this.requireVm();
+      if (vm.state !== 'Running') throw new InvalidStateError(`cannot press the power button of a VM that is ${vm.state}`);
+      vm.platform.pressPowerButton();
+      this.emit('vm', 'power-button');
+    });
+  }
+
   snapshot(req: SnapshotRequest): Promise<void> {
     return this.exclusive('vm.snapshot', async () => {
       const vm = this.requireVm();
@@ -373,8 +360,8 @@ export class Vmm implements VmmController {
       // A checkpoint with disks restores onto new overlays over its frozen images.
       const vm = await (await this.loadDiskOps()).snapshots.restoreIfCheckpoint(req) ?? await (await loadPersist()).restoreVm(req, (config: VmConfig) => this.hooks(config));
       try {
-        // The restored VM is paused: nothing is lost while its serial socket comes up.
-        await this.openSerialSocket(vm.config);
+        // The restored VM is paused: nothing is lost while its port sockets come up.
+        await this.openPorts(vm.config);
       } catch (e) {
         await vm.close();
         throw e;
@@ -490,7 +477,7 @@ export class Vmm implements VmmController {
     }
   }
 
-  /** Releases everything (VM, API socket, serial file and socket). */
+  /** Releases everything (VM, API socket, the ports' files and sockets). */
   async dispose(): Promise<void> {
     releaseSpareVm();
     // The process may exit next, and it cannot stop a vCPU thread that is still loading koffi.
@@ -498,7 +485,7 @@ export class Vmm implements VmmController {
     this.detachStdin();
     if (this.vm !== undefined) await this.vm.close();
     await this.api?.close();
-    this.serialFile?.end();
-    await this.serialSocket?.close();
+    await this.ports.serial.close();
+    await this.ports.console.close();
   }
 }

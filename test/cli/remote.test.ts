@@ -151,6 +151,39 @@ describe('commands', () => {
   });
 });
 
+describe('Cloud Hypervisor verbs', () => {
+  test('power-button presses the running VM\'s ACPI power button', async () => {
+    await h.vmm.create(TINY_CONFIG as never);
+    expect(await remote(['power-button'])).toMatchObject({ status: 1, stderr: expect.stringMatching(/cannot press the power button of a VM that is Created/) });
+    await h.vmm.boot();
+    expect(await remote(['power-button'])).toEqual({ status: 0, stdout: '', stderr: '' });
+    expect(h.vmm.powerButtonPresses).toBe(1);
+  });
+
+  test('console --port serial|console asks for that port; another value is a usage error', async () => {
+    await h.vmm.create(TINY_CONFIG as never);
+    const stdin = new PassThrough();
+    const running = remote(['console', '--port', 'serial'], { stdin });
+    await expect.poll(() => h.vmm.consoleIsAttached).toBe(true);
+    stdin.end();
+    // From a pipe too, one line says the console is attached (scripts wait for it).
+    expect(await running).toEqual({ status: 0, stdout: '', stderr: 'Connected to the guest console.\n' });
+    expect(h.vmm.consolePorts).toEqual(['serial']);
+    expect(await remote(['console', '--port', 'hvc0'])).toMatchObject({ status: 2, stderr: 'tsvmm-remote: console --port: "hvc0" must be serial or console\n' });
+  });
+
+  test.each([
+    [['add-disk', 'path=/d.raw'], /^tsvmm-remote: add-disk: not supported yet: tsvmm has no device hotplug yet\n$/],
+    [['remove-device', '_disk0'], /^tsvmm-remote: remove-device: not supported yet: tsvmm has no device hotplug yet\n$/],
+    [['resize', '--cpus', '4'], /^tsvmm-remote: resize: not supported yet: tsvmm has no vCPU or memory hotplug yet/],
+    [['send-migration', 'unix:/tmp/m.sock'], /^tsvmm-remote: send-migration: not supported yet: tsvmm has no live migration yet/],
+  ])('%j: ch-remote verbs tsvmm cannot do yet say so (exit 2)', async (args, message) => {
+    const r = await remote(args);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(message);
+  });
+});
+
 describe('failures', () => {
   test('a VMM error is one line on stderr and exit 1', async () => {
     expect(await remote(['info'])).toEqual({

@@ -63,8 +63,11 @@ describe('usage errors exit with status 2', () => {
 
   it('--disk without a path', () => tsvmm([...k, '--disk', 'readonly=on'], USAGE, /--disk: path= is required/));
 
-  it('--console other than off or null (tsvmm has no virtio console yet)', () =>
-    tsvmm([...k, '--console', 'tty'], USAGE, /^tsvmm: --console tty: tsvmm has no virtio console \(hvc0\) yet; use --console off/m));
+  it('--serial tty and --console tty together (one terminal, as Cloud Hypervisor)', () =>
+    tsvmm([...k, '--serial', 'tty', '--console', 'tty'], USAGE, /^tsvmm: --serial and --console are both Tty: only one port can use the terminal/m));
+
+  it('--console with an unknown mode', () =>
+    tsvmm([...k, '--console', 'pipe'], USAGE, /^tsvmm: --console: "pipe" must be tty, pty, file=PATH, socket=PATH, socket, null or off$/m));
 
   it('--event-monitor without path= or fd=', () =>
     tsvmm([...k, '--event-monitor', '/tmp/e'], USAGE, /^tsvmm: --event-monitor: "\/tmp\/e" must be path=PATH or fd=N$/m));
@@ -73,10 +76,7 @@ describe('usage errors exit with status 2', () => {
     tsvmm([...k, '--log-level', 'info', '-v'], USAGE, /^tsvmm: give --log-level or -v, not both$/m));
 
   it('--serial with an unknown mode', () =>
-    tsvmm([...k, '--serial', 'pipe'], USAGE, /--serial: "pipe" must be tty, file=PATH, socket=PATH, socket, null or off/));
-
-  it('--serial pty (not supported yet: says so and what to use)', () =>
-    tsvmm([...k, '--serial', 'pty'], USAGE, /^tsvmm: --serial pty: not supported yet; use socket=PATH/m));
+    tsvmm([...k, '--serial', 'pipe'], USAGE, /--serial: "pipe" must be tty, pty, file=PATH, socket=PATH, socket, null or off/));
 
   it('--serial socket= in a directory that does not exist', () =>
     tsvmm([...k, '--serial', 'socket=/nonexistent-dir/s.sock'], VMM_ERROR, /cannot create serial socket \/nonexistent-dir\/s.sock: directory \/nonexistent-dir does not exist/));

@@ -7,8 +7,9 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { VmmEvent } from '../../src/vmm/controller.js';
 import { raw } from '../vmm/api/helpers.js';
 import { errorCode, RealVmm, sleep, type ConsoleTap } from '../vmm/api/real-tsvmm.js';
-import { remoteBin, run, tinyElf } from '../support/tsvmm-process.js';
+import { remoteBin, tinyElf } from '../support/tsvmm-process.js';
 import { deadline } from '../support/timing.js';
+import { curl } from '../support/curl.js';
 
 /**
  * The control plane end to end: the real tsvmm binary booting the tiny guest, driven over its
@@ -20,21 +21,6 @@ const TICKS = 'tiny.ticks tiny.tick_ms=10';
 // Not anchored: a reboot or shutdown can cut the old guest mid-line, so the new banner may
 // follow the old guest's partial line on the console.
 const BANNER = /tiny: boot=pvh cpus=1 /;
-
-interface Answer {
-  status: number;
-  body: string;
-}
-
-/** `curl --unix-socket S -X METHOD [-d BODY] http://localhost/api/v1/ROUTE`, status from -w. */
-async function curl(socket: string, method: string, route: string, body?: string): Promise<Answer> {
-  const args = ['-sS', '--unix-socket', socket, '-X', method, '-o', '-', '-w', '\n%{http_code}', `http://localhost/api/v1/${route}`];
-  if (body !== undefined) args.push('-H', 'Content-Type: application/json', '-d', body);
-  const r = await run('curl', args, { timeoutMs: deadline(20_000) });
-  expect(r.code, r.stderr).toBe(0);
-  const cut = r.stdout.lastIndexOf('\n');
-  return { status: Number(r.stdout.slice(cut + 1)), body: r.stdout.slice(0, cut) };
-}
 
 const get = (v: RealVmm, route: string) => raw(v.socketPath, 'GET', `/api/v1/${route}`);
 const put = (v: RealVmm, route: string, body?: string) => raw(v.socketPath, 'PUT', `/api/v1/${route}`, body);

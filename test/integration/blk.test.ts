@@ -19,7 +19,7 @@ import { setupStep } from '../support/nested-retry.js';
 const MiB = 1 << 20;
 
 function tinyArgs(cmdline: string, disks: string[], extra: string[] = []): string[] {
-  return ['--kernel', tinyElf, '--memory', 'size=128M', '--cmdline', cmdline, ...disks.flatMap((d) => ['--disk', d]), ...extra];
+  return ['--kernel', tinyElf, '--serial', 'tty', '--memory', 'size=128M', '--cmdline', cmdline, ...disks.flatMap((d) => ['--disk', d]), ...extra];
 }
 
 function sha256(path: string): string {

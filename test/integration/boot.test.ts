@@ -22,7 +22,7 @@ describe('tsvmm boots the tiny kernel', () => {
   describe.each(formats)('$name', ({ kernel, boot }) => {
     it.each([1, 2])('%i vCPU(s), 128 MiB: banner, ticks, memtest and the power-off status', async (cpus) => {
       const cmdline = 'tiny.ticks=4 tiny.tick_ms=50 tiny.memtest=16 tiny.exit=7';
-      const r = await runTsvmm(['--kernel', kernel, '--cpus', `boot=${cpus}`, '--memory', 'size=128M', '--cmdline', cmdline]);
+      const r = await runTsvmm(['--serial', 'tty', '--kernel', kernel, '--cpus', `boot=${cpus}`, '--memory', 'size=128M', '--cmdline', cmdline]);
       const banner = parseBanner(r.lines[0]);
       expect(banner).toEqual({ boot, cpus, memMiB: 128, cmdline });
 
@@ -54,7 +54,7 @@ describe('tsvmm boots the tiny kernel', () => {
     });
 
     it('2 vCPUs: the AP keeps counting while the BSP ticks', async () => {
-      const p = new TsvmmProcess(['--kernel', kernel, '--cpus', 'boot=2', '--memory', 'size=128M', '--cmdline', 'tiny.ticks tiny.tick_ms=50']);
+      const p = new TsvmmProcess(['--serial', 'tty', '--kernel', kernel, '--cpus', 'boot=2', '--memory', 'size=128M', '--cmdline', 'tiny.ticks tiny.tick_ms=50']);
       try {
         await p.waitFor(/^tiny: cpu1 up$/m);
         const first = BigInt((await p.waitFor(/^tick 1 ap=(\d+)$/m))[1]!);
@@ -72,7 +72,7 @@ describe('tsvmm boots the tiny kernel', () => {
 
   it('5 GiB of RAM (a region below the 32-bit hole and one above 4 GiB) is reported in full and the high region holds data', async () => {
     // memtest_from=4096: the 16 MiB tested all lie above 4 GiB, in memory-region-1.
-    const r = await runTsvmm(['--kernel', tinyElf, '--cpus', 'boot=2', '--memory', 'size=5G', '--cmdline', 'tiny.memtest=16 tiny.memtest_from=4096 tiny.exit=0']);
+    const r = await runTsvmm(['--serial', 'tty', '--kernel', tinyElf, '--cpus', 'boot=2', '--memory', 'size=5G', '--cmdline', 'tiny.memtest=16 tiny.memtest_from=4096 tiny.exit=0']);
     const banner = parseBanner(r.lines[0]);
     expect(banner.memMiB).toBe(5 * 1024);
     expect(banner.cpus).toBe(2);
@@ -82,20 +82,20 @@ describe('tsvmm boots the tiny kernel', () => {
   });
 
   it('without RAM above 4 GiB, a memtest there finds none (the high-region test above is real)', async () => {
-    const r = await runTsvmm(['--kernel', tinyElf, '--memory', 'size=3G', '--cmdline', 'tiny.memtest=16 tiny.memtest_from=4096 tiny.exit=0']);
+    const r = await runTsvmm(['--serial', 'tty', '--kernel', tinyElf, '--memory', 'size=3G', '--cmdline', 'tiny.memtest=16 tiny.memtest_from=4096 tiny.exit=0']);
     expect(r.lines).toContain('memtest: not enough free RAM: 0 MiB available');
     expect(r.code).toBe(1);
   });
 
   it.each([0, 42, 255])('guest power-off status %i becomes the exit status', async (status) => {
-    const r = await runTsvmm(['--kernel', tinyElf, '--memory', 'size=128M', '--cmdline', `tiny.exit=${status}`]);
+    const r = await runTsvmm(['--serial', 'tty', '--kernel', tinyElf, '--memory', 'size=128M', '--cmdline', `tiny.exit=${status}`]);
     expect(r.lines.at(-1)).toBe(`tiny: exit ${status}`);
     expect(r.code).toBe(status);
     expect(r.stderr).toBe(`tsvmm: guest powered off with status ${status}\n`);
   });
 
   it('a guest reset through the i8042 ends tsvmm with status 120', async () => {
-    const r = await runTsvmm(['--kernel', tinyElf, '--memory', 'size=128M', '--cmdline', 'tiny.reset tiny.exit=9']);
+    const r = await runTsvmm(['--serial', 'tty', '--kernel', tinyElf, '--memory', 'size=128M', '--cmdline', 'tiny.reset tiny.exit=9']);
     expect(r.lines.at(-1)).toBe('tiny: reset');
     expect(r.code).toBe(EXIT_STATUS.reset);
     expect(r.code).toBe(120);
@@ -108,7 +108,7 @@ describe('tsvmm boots the tiny kernel', () => {
     { kind: 'ud', vector: 6, extra: /err=0x0 / },
     { kind: 'pf', vector: 14, extra: /cr2=0x8000000000 / },
   ])('tiny.fault=$kind: the guest reports exception $vector and powers off with status 3', async ({ kind, vector, extra }) => {
-    const r = await runTsvmm(['--kernel', tinyElf, '--memory', 'size=128M', '--cmdline', `tiny.fault=${kind} tiny.exit=0`]);
+    const r = await runTsvmm(['--serial', 'tty', '--kernel', tinyElf, '--memory', 'size=128M', '--cmdline', `tiny.fault=${kind} tiny.exit=0`]);
     expect(r.lines).toContain('tiny: raising a fault');
     const report = r.lines.find((l) => l.startsWith('tiny: exception '));
     expect(report).toMatch(new RegExp(`^tiny: exception ${vector} rip=0x[0-9a-f]+ `));
@@ -121,7 +121,7 @@ describe('tsvmm boots the tiny kernel', () => {
     { signal: 'SIGTERM' as const, cpus: 1, status: EXIT_STATUS.SIGTERM },
     { signal: 'SIGINT' as const, cpus: 2, status: EXIT_STATUS.SIGINT },
   ])('$signal on a ticking guest with $cpus vCPU(s) ends tsvmm with status $status', async ({ signal, cpus, status }) => {
-    const p = new TsvmmProcess(['--kernel', tinyElf, '--cpus', `boot=${cpus}`, '--memory', 'size=128M', '--cmdline', 'tiny.ticks tiny.tick_ms=20']);
+    const p = new TsvmmProcess(['--serial', 'tty', '--kernel', tinyElf, '--cpus', `boot=${cpus}`, '--memory', 'size=128M', '--cmdline', 'tiny.ticks tiny.tick_ms=20']);
     try {
       await p.waitFor(/^tick 3\b/m);
       p.child.kill(signal);

@@ -101,7 +101,7 @@ const live: Vmm[] = [];
 async function boot(name: string, disk: string, cmdline: string, memory = '128M'): Promise<Vmm> {
   const sock = join(work, `${name}.sock`);
   // backing_files=on: some tests boot on chains they made with qemu-img, or that a killed VMM left.
-  const vm = new Vmm(['--kernel', tinyElf, '--memory', `size=${memory}`, '--disk', `path=${disk},backing_files=on`, '--cmdline', cmdline], sock);
+  const vm = new Vmm(['--kernel', tinyElf, '--serial', 'tty', '--memory', `size=${memory}`, '--disk', `path=${disk},backing_files=on`, '--cmdline', cmdline], sock);
   live.push(vm);
   await waitForApi(sock);
   // The API is served before the VM is created: wait until it exists.

@@ -25,6 +25,7 @@ export function testConfig(memorySize: number, bootVcpus = 2): VmConfig {
     payload: { kernel: '/images/vmlinux', cmdline: 'console=ttyS0' },
     disks: [{ path: '/images/root.raw', readonly: false, id: 'disk0' }],
     serial: { mode: 'Tty' },
+    console: { mode: 'Off' },
   };
 }
 

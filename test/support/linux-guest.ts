@@ -1,7 +1,8 @@
 /**
  * A real Linux guest (Debian's stock kernel and the initramfs of guest-images/linux/build.sh)
- * under tsvmm, driven through its serial console: tsvmm's stdin/stdout (`--serial tty`, the
- * default) or `tsvmm-remote console` (`--serial socket`). Booting Linux is slow (about 40 s when
+ * under tsvmm, driven through its console: the serial port (ttyS0, the default) or the virtio
+ * console (hvc0), reached through tsvmm's stdin/stdout (mode tty) or `tsvmm-remote console`
+ * (mode socket). Booting Linux is slow (about 40 s when
  * KVM itself runs nested under TCG), restoring a snapshot is not, so a test file boots once,
  * snapshots the shell, and restores that snapshot for each case.
  *
@@ -46,6 +47,14 @@ export function requireLinuxImages(): void {
  */
 export const BASE_CMDLINE = 'console=ttyS0 panic=-1 nmi_watchdog=0';
 
+/** Which of the guest's console ports the test's shell is on. */
+export type GuestPort = 'serial' | 'virtio';
+
+/** The base command line with the kernel's console on `port`. */
+function baseCmdline(port: GuestPort): string {
+  return port === 'virtio' ? BASE_CMDLINE.replace('console=ttyS0', 'console=hvc0') : BASE_CMDLINE;
+}
+
 /** A scratch directory on tmpfs for sockets, snapshots and disk copies; remove it with rmSync. */
 export function scratchDir(prefix = 'tsvmm-linux-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
@@ -64,6 +73,8 @@ export interface LinuxBootOptions {
   apiSocket: string;
   /** How the test reaches the console (default 'tty': tsvmm's stdin/stdout). */
   console?: 'tty' | 'socket';
+  /** The guest port the shell is on (default serial): the other port is off. */
+  port?: GuestPort;
   /** What to wait for before the shell is used (default the initramfs's `linux: init ok`). */
   ready?: RegExp;
 }
@@ -77,6 +88,10 @@ export interface LinuxRestoreOptions {
   /** Follow the backing files of the diskPaths images (qcow2 overlays made with qemu-img). */
   backingFiles?: boolean;
   console?: 'tty' | 'socket';
+  /** The guest port the snapshotted shell is on (default serial). */
+  port?: GuestPort;
+  /** Resume once restored (default true); false leaves the VM Paused for the caller. */
+  resume?: boolean;
 }
 
 let heldVm: { kvm: Kvm; vm: VmFd } | undefined;
@@ -121,15 +136,18 @@ export class LinuxGuest {
   static async boot(o: LinuxBootOptions): Promise<LinuxGuest> {
     requireLinuxImages();
     holdKvmVm();
+    const port = o.port ?? 'serial';
+    const mode = o.console === 'socket' ? 'socket' : 'tty';
     const args = [
       '--kernel', o.kernel ?? LINUX.vmlinuz, '--initramfs', LINUX.initramfs,
       '--cpus', `boot=${o.cpus}`, '--memory', `size=${o.memoryMiB}M`,
-      '--cmdline', [BASE_CMDLINE, o.cmdline ?? ''].join(' ').trim(),
-      '--api-socket', o.apiSocket, '--serial', o.console === 'socket' ? 'socket' : 'tty',
+      '--cmdline', [baseCmdline(port), o.cmdline ?? ''].join(' ').trim(),
+      '--api-socket', o.apiSocket,
+      '--serial', port === 'serial' ? mode : 'off', '--console', port === 'virtio' ? mode : 'off',
     ];
     for (const d of o.disks ?? []) args.push('--disk', d);
     const vmm = new TsvmmProcess(args, { stdin: o.console === 'socket' ? 'ignore' : 'pipe' });
-    const guest = await LinuxGuest.attach(vmm, o.apiSocket, o.console ?? 'tty', false);
+    const guest = await LinuxGuest.attach(vmm, o.apiSocket, o.console ?? 'tty', port, false);
     try {
       await guest.console.waitFor(o.ready ?? /linux: init ok/, BOOT_TIMEOUT_MS, 0);
       await guest.quietShell();
@@ -141,8 +159,8 @@ export class LinuxGuest {
   }
 
   /**
-   * Restores `dir` in a new tsvmm process and resumes it. The shell is used as it was at the
-   * snapshot (kernel messages off).
+   * Restores `dir` in a new tsvmm process and resumes it (unless `resume: false`). The shell is
+   * used as it was at the snapshot (kernel messages off).
    */
   static async restore(dir: string, o: LinuxRestoreOptions): Promise<LinuxGuest> {
     holdKvmVm();
@@ -154,13 +172,14 @@ export class LinuxGuest {
     const vmm = new TsvmmProcess(['--restore', spec.join(','), '--api-socket', o.apiSocket], {
       stdin: o.console === 'socket' ? 'ignore' : 'pipe',
     });
-    const guest = await LinuxGuest.attach(vmm, o.apiSocket, o.console ?? 'tty', true);
+    const guest = await LinuxGuest.attach(vmm, o.apiSocket, o.console ?? 'tty', o.port ?? 'serial', true);
     try {
-      await guest.resume();
+      if (o.resume !== false) await guest.resume();
       return guest;
     } catch (e) {
       guest.kill();
-      throw e;
+      await guest.vmm.exited;
+      throw new Error(`restore of ${dir}: ${(e as Error).message}\n${guest.diagnostics()}`);
     }
   }
 
@@ -168,7 +187,7 @@ export class LinuxGuest {
    * Waits for the API and the VM (vm.info answers 409 while a restore runs, 404 before a boot has
    * created the VM), then connects the console: a console client needs the VM to exist.
    */
-  private static async attach(vmm: TsvmmProcess, apiSocket: string, mode: 'tty' | 'socket', restoring: boolean): Promise<LinuxGuest> {
+  private static async attach(vmm: TsvmmProcess, apiSocket: string, mode: 'tty' | 'socket', port: GuestPort, restoring: boolean): Promise<LinuxGuest> {
     try {
       // Generous: a cold tsvmm start is Node.js start-up and module loading, which nested under
       // TCG on a busy host was seen to take more than a minute.
@@ -182,11 +201,20 @@ export class LinuxGuest {
       }
     } catch (e) {
       vmm.kill();
-      throw e;
+      await vmm.exited;
+      throw new Error(`${(e as Error).message}\ntsvmm stderr:\n${vmm.stderr.slice(-3000)}`);
     }
     if (mode === 'tty') return new LinuxGuest(vmm, vmm, apiSocket);
     // tsvmm-remote copies its stdin to the guest and the guest's output to its stdout.
-    const remote = new TsvmmProcess(['--api-socket', apiSocket, 'console'], { bin: remoteBin, stdin: 'pipe' });
+    const remote = new TsvmmProcess(['--api-socket', apiSocket, 'console', '--port', port === 'virtio' ? 'console' : 'serial'], { bin: remoteBin, stdin: 'pipe' });
+    try {
+      // Output while no client is attached is dropped: a restored guest resumes only after this.
+      await remote.waitFor(/Connected to the guest console/, STARTUP_TIMEOUT_MS, 0, 'stderr');
+    } catch (e) {
+      vmm.kill();
+      remote.kill();
+      throw e;
+    }
     return new LinuxGuest(vmm, remote, apiSocket);
   }
 
@@ -223,13 +251,18 @@ export class LinuxGuest {
     await apiOk(this.apiSocket, 'PUT', 'vm.snapshot', { destination_url: fileUrl(dir) });
   }
 
-  /**
-   * Types a command that ends the guest (e.g. `poweroff -f`) and resolves with tsvmm's exit
-   * status once it has exited. If it has not within the time, where each vCPU was is recorded for
-   * diagnostics() (a paused snapshot's registers), tsvmm is killed and the status is null.
-   */
-  async end(command: string, timeoutMs = deadline(30_000)): Promise<number | null> {
+  /** Types a command that ends the guest (e.g. `poweroff -f`); resolves as ended() does. */
+  end(command: string, timeoutMs = deadline(30_000)): Promise<number | null> {
     this.console.write(`${command}\n`);
+    return this.ended(timeoutMs);
+  }
+
+  /**
+   * Resolves with tsvmm's exit status once the guest has ended it. If it has not within the
+   * time, where each vCPU was is recorded for diagnostics() (a paused snapshot's registers),
+   * tsvmm is killed and the status is null.
+   */
+  async ended(timeoutMs = deadline(30_000)): Promise<number | null> {
     const timedOut = new Promise<'timeout'>((r) => { this.endTimer = setTimeout(() => r('timeout'), timeoutMs); });
     try {
       if (await Promise.race([this.vmm.exited, timedOut]) === 'timeout') {

@@ -91,7 +91,7 @@ export interface BootOptions {
 
 /** Boots the tiny kernel with an API socket and waits for the API. */
 export async function bootTiny(o: BootOptions): Promise<TsvmmProcess> {
-  const args = ['--kernel', tinyElf, '--cpus', `boot=${o.cpus}`, '--memory', `size=${o.memory}`, '--cmdline', o.cmdline, '--api-socket', o.socketPath];
+  const args = ['--kernel', tinyElf, '--serial', 'tty', '--cpus', `boot=${o.cpus}`, '--memory', `size=${o.memory}`, '--cmdline', o.cmdline, '--api-socket', o.socketPath];
   for (const d of o.disks ?? []) args.push('--disk', d);
   const proc = new TsvmmProcess(args);
   try {

@@ -48,11 +48,11 @@ export class TsvmmProcess {
     for (const f of w) f();
   }
 
-  /** Waits until `pattern` matches the console output; returns the match. */
-  async waitFor(pattern: RegExp, timeoutMs = deadline(20_000), from = 0): Promise<RegExpMatchArray> {
+  /** Waits until `pattern` matches the console output (or `stream`); returns the match. */
+  async waitFor(pattern: RegExp, timeoutMs = deadline(20_000), from = 0, stream: 'stdout' | 'stderr' = 'stdout'): Promise<RegExpMatchArray> {
     const giveUpAt = Date.now() + timeoutMs;
     for (;;) {
-      const m = this.stdout.slice(from).match(pattern);
+      const m = this[stream].slice(from).match(pattern);
       if (m !== null) return m;
       if (this.child.exitCode !== null || this.child.signalCode !== null) {
         throw new Error(`tsvmm exited (${this.child.exitCode ?? this.child.signalCode}) before ${pattern}; stdout:\n${this.stdout.slice(-2000)}\nstderr:\n${this.stderr.slice(-2000)}`);

@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest';
 import { parseKeyValues, splitOptionList, unquote } from '../../src/util/kv.js';
 import { parseRestoreSpec } from '../../src/vmm/restore-spec.js';
-import { parseDisk, parseSerial } from '../../src/vmm/cli-config.js';
+import { parseDisk, parsePort } from '../../src/vmm/cli-config.js';
 
 describe("Cloud Hypervisor's option syntax", () => {
   test('commas split items, except inside double quotes and [lists] (which may nest)', () => {
@@ -29,8 +29,8 @@ describe("Cloud Hypervisor's option syntax", () => {
 
   test('--disk, --serial and --restore take quoted paths with commas', () => {
     expect(parseDisk('path="/vm/a,b.raw",readonly=on', 0)).toMatchObject({ path: '/vm/a,b.raw', readonly: true });
-    expect(parseSerial('file="/log/a,b.txt"')).toEqual({ mode: 'File', file: '/log/a,b.txt' });
-    expect(parseSerial('socket="/run/a,b.sock"')).toEqual({ mode: 'Socket', socket: '/run/a,b.sock' });
+    expect(parsePort('file="/log/a,b.txt"', '--serial')).toEqual({ mode: 'File', file: '/log/a,b.txt' });
+    expect(parsePort('socket="/run/a,b.sock"', '--console')).toEqual({ mode: 'Socket', socket: '/run/a,b.sock' });
     expect(parseRestoreSpec('source_url="file:///snap/a,b",prefault=on,disk._disk0="/d/c,d.qcow2"')).toEqual({
       source_url: 'file:///snap/a,b', prefault: true, disk_paths: { _disk0: '/d/c,d.qcow2' },
     });

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { parseApiSocket, parseDisk, parseSerial } from '../../src/vmm/cli-config.js';
+import { parseApiSocket, parseDisk, parsePort, vmConfigFromCli } from '../../src/vmm/cli-config.js';
 
 describe('--api-socket as Cloud Hypervisor takes it', () => {
   test('path=, fd= and a bare path', () => {
@@ -18,20 +18,41 @@ describe('--api-socket as Cloud Hypervisor takes it', () => {
   });
 });
 
-describe('--serial as Cloud Hypervisor takes it', () => {
-  test('socket=PATH listens at PATH; a bare socket is the API console; modes are case-insensitive', () => {
-    expect(parseSerial('socket=/run/s.sock')).toEqual({ mode: 'Socket', socket: '/run/s.sock' });
-    expect(parseSerial('socket')).toEqual({ mode: 'Socket' });
-    expect(parseSerial('TTY')).toEqual({ mode: 'Tty' });
-    expect(parseSerial('file=/l')).toEqual({ mode: 'File', file: '/l' });
+describe('--serial and --console as Cloud Hypervisor takes them', () => {
+  test.each(['--serial', '--console'] as const)('%s: socket=PATH listens at PATH; a bare socket is the API console; modes are case-insensitive', (flag) => {
+    expect(parsePort('socket=/run/s.sock', flag)).toEqual({ mode: 'Socket', socket: '/run/s.sock' });
+    expect(parsePort('socket', flag)).toEqual({ mode: 'Socket' });
+    expect(parsePort('TTY', flag)).toEqual({ mode: 'Tty' });
+    expect(parsePort('file=/l', flag)).toEqual({ mode: 'File', file: '/l' });
+    expect(parsePort('Off', flag)).toEqual({ mode: 'Off' });
+    expect(parsePort('null', flag)).toEqual({ mode: 'Null' });
+    expect(parsePort('pty', flag)).toEqual({ mode: 'Pty' });
   });
 
   test.each([
-    ['socket=', /--serial socket=: a path is required/],
-    ['pty', /--serial pty: not supported yet; use socket=PATH/],
-    ['pipe', /must be tty, file=PATH, socket=PATH, socket, null or off/],
+    ['socket=', /--console socket=: a path is required/],
+    ['pipe', /--console: "pipe" must be tty, pty, file=PATH, socket=PATH, socket, null or off/],
   ])('refuses %s', (text, message) => {
-    expect(() => parseSerial(text)).toThrow(message);
+    expect(() => parsePort(text, '--console')).toThrow(message);
+  });
+
+  const ports = (o: { serial?: string; console?: string }) => {
+    const c = vmConfigFromCli({ kernel: '/k', ...o });
+    return { serial: c.serial, console: c.console };
+  };
+
+  test("Cloud Hypervisor's defaults: the virtio console on the terminal, the serial port nowhere", () => {
+    expect(ports({})).toEqual({ serial: { mode: 'Null' }, console: { mode: 'Tty' } });
+    expect(ports({ serial: 'tty', console: 'off' })).toEqual({ serial: { mode: 'Tty' }, console: { mode: 'Off' } });
+    expect(ports({ console: 'file=/c.log' })).toEqual({ serial: { mode: 'Null' }, console: { mode: 'File', file: '/c.log' } });
+  });
+
+  test('--serial tty alone turns the console off (Cloud Hypervisor would refuse two terminals)', () => {
+    expect(ports({ serial: 'tty' })).toEqual({ serial: { mode: 'Tty' }, console: { mode: 'Off' } });
+  });
+
+  test('refuses both ports on the terminal', () => {
+    expect(() => ports({ serial: 'tty', console: 'tty' })).toThrow(/^--serial and --console are both Tty: only one port can use the terminal/);
   });
 });
 

@@ -22,7 +22,6 @@ const DEFAULTS: Record<string, (v: unknown) => boolean> = {
   'memory.thp': (v) => typeof v === 'boolean', // a hint to the host kernel either way
   'platform.num_pci_segments': (v) => v === 1,
   'rng.src': (v) => v === '/dev/urandom',
-  'console.mode': (v) => v === 'Off' || v === 'Null',
   'debug_console.mode': (v) => v === 'Off',
   'disk.num_queues': (v) => v === 1,
   'disk.queue_size': (v) => v === 128 || v === 256,
@@ -40,7 +39,6 @@ const WHY: Record<string, string> = {
   vsock: 'tsvmm has no vsock device yet',
   balloon: 'tsvmm has no balloon device yet',
   tpm: 'tsvmm has no TPM device yet',
-  console: 'tsvmm has no virtio console yet: set console.mode Off and use the serial port (serial.mode Tty, File or Socket)',
   'cpus.max_vcpus': 'tsvmm has no vCPU hotplug: max_vcpus must equal boot_vcpus',
   'payload.firmware': 'tsvmm boots kernels directly, without firmware',
 };

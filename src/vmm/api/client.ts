@@ -146,9 +146,9 @@ export class ApiClient {
   }
 
   /** Opens a WebSocket endpoint; rejects with ApiRequestError when the server refuses the upgrade. */
-  openWebSocket(endpoint: 'vmm.events' | 'vm.console'): Promise<WebSocket> {
+  openWebSocket(endpoint: 'vmm.events' | 'vm.console', query = ''): Promise<WebSocket> {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(`ws+unix://${this.socketPath}:${API_BASE}/${endpoint}`, { perMessageDeflate: false });
+      const ws = new WebSocket(`ws+unix://${this.socketPath}:${API_BASE}/${endpoint}${query}`, { perMessageDeflate: false });
       ws.once('open', () => {
         ws.removeAllListeners('error');
         ws.on('error', () => {}); // later errors surface as 'close'; callers listen there

@@ -23,6 +23,7 @@ export const ROUTES: readonly Route[] = [
   { kind: 'action', method: 'PUT', name: 'vm.shutdown', concurrency: 'queued', run: (c) => c.shutdown() },
   { kind: 'action', method: 'PUT', name: 'vm.delete', concurrency: 'queued', run: (c) => c.delete() },
   { kind: 'action', method: 'PUT', name: 'vm.reboot', concurrency: 'exclusive', run: (c) => c.reboot() },
+  { kind: 'action', method: 'PUT', name: 'vm.power-button', concurrency: 'exclusive', run: (c) => c.powerButton() },
   {
     kind: 'action', method: 'PUT', name: 'vm.snapshot', concurrency: 'exclusive',
     parseBody: parseSnapshotRequest, run: (c, b) => c.snapshot(b as ReturnType<typeof parseSnapshotRequest>),

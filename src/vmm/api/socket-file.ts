@@ -11,8 +11,8 @@ export class ApiSocketError extends TsvmmError {
   }
 }
 
-/** The `--serial socket=PATH` path cannot be used, for the same reasons. */
-export class SerialSocketError extends TsvmmError {
+/** The `--serial socket=PATH` or `--console socket=PATH` path cannot be used, for the same reasons. */
+export class PortSocketError extends TsvmmError {
   constructor(message: string, path: string) {
     super('ESERIALSOCKET', message, { path });
   }
@@ -30,7 +30,8 @@ export interface SocketRole {
 }
 
 export const API_SOCKET: SocketRole = { what: 'API socket', flag: '--api-socket', error: (m, p) => new ApiSocketError(m, p), askPid: true };
-export const SERIAL_SOCKET: SocketRole = { what: 'serial socket', flag: '--serial socket=', error: (m, p) => new SerialSocketError(m, p), askPid: false };
+export const SERIAL_SOCKET: SocketRole = { what: 'serial socket', flag: '--serial socket=', error: (m, p) => new PortSocketError(m, p), askPid: false };
+export const CONSOLE_SOCKET: SocketRole = { what: 'console socket', flag: '--console socket=', error: (m, p) => new PortSocketError(m, p), askPid: false };
 
 const MAX_SOCKET_PATH_BYTES = 107;
 

@@ -1,7 +1,7 @@
 import { ConfigError } from '../../errors.js';
 import { SnapshotError } from '../../snapshot/errors.js';
 import { snapshotUrlToPath } from '../../snapshot/url.js';
-import { CH_TOP_LEVEL_SECTIONS, defaultDiskId, type DiskConfig, type SerialConfig, type SerialMode, type VmConfig } from '../config.js';
+import { CH_TOP_LEVEL_SECTIONS, defaultDiskId, resolvePorts, type DiskConfig, type PortConfig, type PortMode, type VmConfig } from '../config.js';
 import { acceptedTopLevelSections, checkUnsupportedFields } from './ch-sections.js';
 import type { MemoryRestoreMode, ResizeDiskRequest, RestoreRequest, SnapshotRequest } from '../requests.js';
 
@@ -19,7 +19,7 @@ const PAGE = 4096;
 const MIN_MEMORY = 1 << 20;
 const MAX_MEMORY = 2 ** 46; // 64 TiB: beyond any host this runs on, and well inside 2^53
 export const DEFAULT_MEMORY_SIZE = 512 * 1024 * 1024; // Cloud Hypervisor's default
-const SERIAL_MODES: readonly SerialMode[] = ['Tty', 'File', 'Off', 'Null', 'Socket'];
+const PORT_MODES: readonly PortMode[] = ['Tty', 'Pty', 'File', 'Off', 'Null', 'Socket'];
 const DISK_FORMATS = ['raw', 'qcow2'];
 const IMAGE_TYPES: Record<string, string> = { Raw: 'raw', Qcow2: 'qcow2' };
 /** Cloud Hypervisor's DiskConfig fields beyond tsvmm's (checked by ch-sections.ts). */
@@ -189,24 +189,26 @@ function parseDisks(value: unknown, rules: VmConfigRules): DiskConfig[] {
   return disks;
 }
 
-function parseSerial(value: unknown): SerialConfig {
-  if (value === undefined) return { mode: 'Null' };
-  const o = object(value, 'serial', ['mode', 'file', 'socket', 'iommu']);
-  checkUnsupportedFields(o, 'serial', ['mode', 'file', 'socket']);
-  const raw = string(o.mode, 'serial.mode');
+/** A `serial` or `console` section (Cloud Hypervisor's ConsoleConfig). */
+function parsePort(value: unknown, name: 'serial' | 'console'): PortConfig {
+  const o = object(value, name, ['mode', 'file', 'socket', 'iommu']);
+  checkUnsupportedFields(o, name, ['mode', 'file', 'socket']);
+  const raw = string(o.mode, `${name}.mode`);
   // Case-insensitive like Cloud Hypervisor's CLI ("tty", "off"); stored in the API's spelling.
-  const mode = SERIAL_MODES.find((m) => m.toLowerCase() === raw.toLowerCase());
-  if (mode === undefined) fail('serial.mode', `one of ${SERIAL_MODES.join(', ')}`, raw);
+  const mode = PORT_MODES.find((m) => m.toLowerCase() === raw.toLowerCase());
+  if (mode === undefined) fail(`${name}.mode`, `one of ${PORT_MODES.join(', ')}`, raw);
   if (mode === 'File') {
-    if (o.file === undefined) throw new ConfigError('serial.file: required when serial.mode is File', { field: 'serial.file' });
-    return { mode, file: path(o.file, 'serial.file') };
+    if (o.file === undefined || o.file === null) throw new ConfigError(`${name}.file: required when ${name}.mode is File`, { field: `${name}.file` });
+    return { mode, file: path(o.file, `${name}.file`) };
   }
-  if (o.file !== undefined && o.file !== null) {
-    throw new ConfigError(`serial.file: only valid when serial.mode is File (it is ${mode})`, { field: 'serial.file' });
+  // In Pty mode `file` is the terminal a running VMM opened, as vm.info reports it: a config
+  // copied from there is accepted, and the new VM gets a terminal of its own.
+  if (o.file !== undefined && o.file !== null && mode !== 'Pty') {
+    throw new ConfigError(`${name}.file: only valid when ${name}.mode is File (it is ${mode})`, { field: `${name}.file` });
   }
   if (o.socket !== undefined && o.socket !== null) {
-    if (mode !== 'Socket') throw new ConfigError(`serial.socket: only valid when serial.mode is Socket (it is ${mode})`, { field: 'serial.socket' });
-    return { mode, socket: path(o.socket, 'serial.socket') };
+    if (mode !== 'Socket') throw new ConfigError(`${name}.socket: only valid when ${name}.mode is Socket (it is ${mode})`, { field: `${name}.socket` });
+    return { mode, socket: path(o.socket, `${name}.socket`) };
   }
   return { mode };
 }
@@ -221,17 +223,21 @@ export interface VmConfigRules {
 
 /**
  * A `vm.create` body (Cloud Hypervisor field names) → VmConfig with defaults filled in:
- * cpus 1/1, memory 512 MiB, no disks, serial Null. Throws ConfigError naming the bad field.
+ * cpus 1/1, memory 512 MiB, no disks, serial Null, console Tty. Throws ConfigError naming the bad field.
  */
 export function parseVmConfigJson(value: unknown, rules: VmConfigRules = {}): VmConfig {
-  const o = object(value, '', ['cpus', 'memory', 'payload', 'kernel', 'initramfs', 'cmdline', 'disks', 'serial', ...CH_TOP_LEVEL_SECTIONS]);
+  const o = object(value, '', ['cpus', 'memory', 'payload', 'kernel', 'initramfs', 'cmdline', 'disks', 'serial', 'console', ...CH_TOP_LEVEL_SECTIONS]);
+  const ports = resolvePorts(
+    o.serial === undefined ? undefined : parsePort(o.serial, 'serial'),
+    o.console === undefined ? undefined : parsePort(o.console, 'console'),
+  );
   return {
     ...acceptedTopLevelSections(o),
     cpus: parseCpus(o.cpus),
     memory: parseMemory(o.memory),
     payload: parsePayload(o),
     disks: parseDisks(o.disks, rules),
-    serial: parseSerial(o.serial),
+    ...ports,
   };
 }
 

@@ -1,15 +1,16 @@
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import type { VmmController } from '../controller.js';
-import { ConflictError } from '../errors.js';
+import type { ConsolePortName, VmmController } from '../controller.js';
+import { BadRequestError } from './http-errors.js';
 import { errorResponse, toJson } from './status.js';
 
 /**
  * The two WebSocket endpoints, served on the API's HTTP server in `noServer` mode:
  *  - vmm.events: one JSON text message per VmmEvent, in the order the controller emits them.
- *  - vm.console: binary frames both ways to the serial port; one client at a time. Closing the
- *    socket only detaches; the guest keeps running.
+ *  - vm.console: binary frames both ways to a console port in socket mode (`?port=serial` or
+ *    `?port=console`; without it, the serial port if it is in socket mode, else the virtio
+ *    console); one client per port. Closing the socket only detaches; the guest keeps running.
  * A client that stops reading is disconnected (close 1013) rather than buffered without bound.
  */
 const MAX_BACKLOG_BYTES = 4 * 1024 * 1024;
@@ -17,6 +18,14 @@ const MAX_MESSAGE_BYTES = 1024 * 1024;
 export const CLOSE_GOING_AWAY = 1001;
 export const CLOSE_TRY_AGAIN_LATER = 1013;
 
+
+/** The `port` query parameter of a vm.console upgrade; undefined when absent. */
+function consolePortOf(req: IncomingMessage): ConsolePortName | undefined {
+  const port = new URL(req.url ?? '/', 'http://localhost').searchParams.get('port');
+  if (port === null) return undefined;
+  if (port !== 'serial' && port !== 'console') throw new BadRequestError(`vm.console: port "${port}" must be serial or console`);
+  return port;
+}
 
 /**
  * Writes an HTTP error response straight onto a socket and closes it: for refused upgrades (the
@@ -44,7 +53,6 @@ function tooSlow(ws: WebSocket): boolean {
 
 export class WebSocketEndpoints {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES, perMessageDeflate: false });
-  private consoleBusy = false;
 
   constructor(private readonly controller: VmmController) {}
 
@@ -66,23 +74,17 @@ export class WebSocketEndpoints {
   }
 
   console(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    if (this.consoleBusy) {
-      writeRawError(socket, new ConflictError('another client is attached to the console; only one may attach at a time'));
-      return;
-    }
     let attachment;
     try {
-      attachment = this.controller.attachConsole();
+      attachment = this.controller.attachConsole(consolePortOf(req));
     } catch (err) {
       writeRawError(socket, err);
       return;
     }
-    this.consoleBusy = true;
     let released = false;
     const release = (): void => {
       if (released) return;
       released = true;
-      this.consoleBusy = false;
       attachment.detach();
     };
     // If the handshake itself fails (bad Sec-WebSocket-Key), ws answers 400 and never calls back.

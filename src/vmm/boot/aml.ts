@@ -1,6 +1,7 @@
 /**
  * A tiny AML (ACPI Machine Language) encoder: just the terms a DSDT describing fixed devices
- * needs — Scope, Device, Name, integers, strings, EISA ids, and resource-template buffers.
+ * needs — Scope, Device, Name, integers, strings, EISA ids, resource-template buffers, and the
+ * one method the power button's event device has (Method, Notify).
  * Each function returns the encoded bytes; nesting is by composition.
  */
 const SCOPE_OP = 0x10;
@@ -9,6 +10,9 @@ const BUFFER_OP = 0x11;
 const EXT_OP_PREFIX = 0x5b;
 const DEVICE_OP = 0x82;
 const ROOT_PREFIX = 0x5c;
+const DUAL_NAME_PREFIX = 0x2e;
+const METHOD_OP = 0x14;
+const NOTIFY_OP = 0x86;
 
 export function concat(parts: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -41,9 +45,13 @@ function nameSeg(seg: string): Uint8Array {
   return new TextEncoder().encode(seg.padEnd(4, '_'));
 }
 
-/** "\\_SB_" (rooted) or "DEV0" (relative, single segment). */
+/** "\\_SB_" or "\\_SB_.PWRB" (rooted, one or two segments) or "DEV0" (relative, single segment). */
 export function nameString(name: string): Uint8Array {
-  return name.startsWith('\\') ? concat([Uint8Array.of(ROOT_PREFIX), nameSeg(name.slice(1))]) : nameSeg(name);
+  if (!name.startsWith('\\')) return nameSeg(name);
+  const segs = name.slice(1).split('.');
+  if (segs.length === 1) return concat([Uint8Array.of(ROOT_PREFIX), nameSeg(segs[0]!)]);
+  if (segs.length === 2) return concat([Uint8Array.of(ROOT_PREFIX, DUAL_NAME_PREFIX), nameSeg(segs[0]!), nameSeg(segs[1]!)]);
+  throw new RangeError(`AML name "${name}": at most two segments here`);
 }
 
 export function integer(v: number): Uint8Array {
@@ -92,6 +100,19 @@ export function scope(n: string, children: readonly Uint8Array[]): Uint8Array {
 export function device(n: string, children: readonly Uint8Array[]): Uint8Array {
   const body = concat([nameString(n), ...children]);
   return concat([Uint8Array.of(EXT_OP_PREFIX, DEVICE_OP), pkgLength(body.length), body]);
+}
+
+/** Method(name, argCount, Serialized) { body }. */
+export function method(n: string, argCount: number, body: readonly Uint8Array[]): Uint8Array {
+  if (!Number.isInteger(argCount) || argCount < 0 || argCount > 7) throw new RangeError(`AML method with ${argCount} arguments`);
+  const serialized = 0x08;
+  const content = concat([nameString(n), Uint8Array.of(argCount | serialized), ...body]);
+  return concat([Uint8Array.of(METHOD_OP), pkgLength(content.length), content]);
+}
+
+/** Notify(target, value): tells the OS's driver for `target` about event `value`. */
+export function notify(target: string, value: number): Uint8Array {
+  return concat([Uint8Array.of(NOTIFY_OP), nameString(target), integer(value)]);
 }
 
 export function buffer(bytes: Uint8Array): Uint8Array {

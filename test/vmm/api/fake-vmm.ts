@@ -2,6 +2,7 @@ import { ConfigError, TsvmmError } from '../../../src/errors.js';
 import type { VmConfig, VmState } from '../../../src/vmm/config.js';
 import type {
   ConsoleAttachment,
+  ConsolePortName,
   VmCounters,
   VmInfo,
   VmmController,
@@ -30,6 +31,9 @@ export class FakeVmm implements VmmController {
   shutdownVmmCalls = 0;
   private readonly listeners = new Set<(e: VmmEvent) => void>();
   private consoleAttached = false;
+  /** The `port` of each attachConsole call (undefined: the default). */
+  readonly consolePorts: Array<ConsolePortName | undefined> = [];
+  powerButtonPresses = 0;
   private running = 0; // operations executing concurrently: the server must keep this ≤ 1
   maxConcurrentOps = 0;
   private eventSeq = 0;
@@ -117,6 +121,14 @@ export class FakeVmm implements VmmController {
     });
   }
 
+  powerButton(): Promise<void> {
+    return this.op('power-button', async () => {
+      this.expect(['Running'], 'press the power button of');
+      this.powerButtonPresses++;
+      this.emit('vm', 'power-button');
+    });
+  }
+
   snapshot(req: SnapshotRequest): Promise<void> {
     return this.op('snapshot', async () => {
       this.expect(['Paused'], 'snapshot');
@@ -132,7 +144,7 @@ export class FakeVmm implements VmmController {
       const snap = this.snapshots.find((s) => s.destination_url === req.source_url);
       if (snap === undefined) throw new TsvmmError('ESNAPSHOT', `no snapshot at ${req.source_url}`);
       this.emit('vm', 'restoring');
-      this.config ??= { cpus: { boot_vcpus: 1, max_vcpus: 1 }, memory: { size: 1 << 20 }, payload: { kernel: '/k' }, disks: [], serial: { mode: 'Null' } };
+      this.config ??= { cpus: { boot_vcpus: 1, max_vcpus: 1 }, memory: { size: 1 << 20 }, payload: { kernel: '/k' }, disks: [], serial: { mode: 'Null' }, console: { mode: 'Off' } };
       this.state = 'Paused';
       this.emit('vm', 'restored');
     });
@@ -158,7 +170,8 @@ export class FakeVmm implements VmmController {
     return () => this.listeners.delete(listener);
   }
 
-  attachConsole(): ConsoleAttachment {
+  attachConsole(port?: ConsolePortName): ConsoleAttachment {
+    this.consolePorts.push(port);
     const { config } = this.requireVm();
     if (config.serial.mode !== 'Socket') throw new InvalidStateError(`the serial port is in ${config.serial.mode} mode; the console needs Socket`);
     if (this.consoleAttached) throw new ConflictError('console already attached');

@@ -51,7 +51,7 @@ describe('parseVmConfigJson', () => {
     expect(c.serial).toEqual({ mode: 'Tty' });
     // vm.info and vm.json report them back; parsing that again gives the same config.
     expect(c.rng).toEqual({ src: '/dev/urandom', iommu: false });
-    expect(c.console).toEqual({ file: null, mode: 'Off', iommu: false, socket: null });
+    expect(c.console).toEqual({ mode: 'Off' });
     expect(c.net).toBeNull();
     expect(parseVmConfigJson(JSON.parse(JSON.stringify(c)))).toEqual(c);
   });
@@ -70,7 +70,23 @@ describe('parseVmConfigJson', () => {
       payload: { kernel: '/k.elf' },
       disks: [],
       serial: { mode: 'Null' },
+      console: { mode: 'Tty' },
     });
+  });
+
+  test("serial and console: Cloud Hypervisor's defaults, one terminal at most", () => {
+    const ports = (o: object) => {
+      const c = parseVmConfigJson({ ...minimal, ...o });
+      return { serial: c.serial, console: c.console };
+    };
+    expect(ports({ serial: { mode: 'Tty' } })).toEqual({ serial: { mode: 'Tty' }, console: { mode: 'Off' } });
+    expect(ports({ console: { mode: 'Socket', socket: '/run/c.sock', file: null, iommu: false } })).toEqual({ serial: { mode: 'Null' }, console: { mode: 'Socket', socket: '/run/c.sock' } });
+    expect(ports({ console: { mode: 'File', file: '/c.log' }, serial: { mode: 'Off' } })).toEqual({ serial: { mode: 'Off' }, console: { mode: 'File', file: '/c.log' } });
+    expect(() => ports({ serial: { mode: 'Tty' }, console: { mode: 'Tty' } })).toThrow(/^serial.mode and console.mode are both Tty/);
+    expect(() => ports({ console: { mode: 'File' } })).toThrow(/^console.file: required when console.mode is File/);
+    expect(() => ports({ console: { mode: 'Tty', iommu: true } })).toThrow(/^console.iommu: true is not supported/);
+    // Pty: a `file` (the terminal a running VMM reports in vm.info) is accepted and not kept.
+    expect(ports({ serial: { mode: 'Pty', file: '/dev/pts/3' } })).toEqual({ serial: { mode: 'Pty' }, console: { mode: 'Tty' } });
   });
 
   test('accepts a full body and keeps every field', () => {
@@ -85,6 +101,7 @@ describe('parseVmConfigJson', () => {
       ...body,
       disks: [{ path: '/a.raw', readonly: false, id: '_disk0' }, body.disks[1]],
       serial: { mode: 'File', file: '/tmp/console.log' },
+      console: { mode: 'Tty' },
     });
   });
 
@@ -124,7 +141,7 @@ describe('parseVmConfigJson', () => {
     [{ ...minimal, disks: [{ path: '/a', format: 'vmdk' }] }, /disks\[0\].format: expected one of raw, qcow2/],
     [{ ...minimal, disks: [{ path: '/a', id: 'x y' }] }, /disks\[0\].id: "x y" must be/],
     [{ ...minimal, disks: [{ path: '/a', id: 'd' }, { path: '/b', id: 'd' }] }, /id "d" is used by more than one disk/],
-    [{ ...minimal, serial: { mode: 'Pty' } }, /serial.mode: expected one of Tty, File, Off, Null, Socket/],
+    [{ ...minimal, serial: { mode: 'Pipe' } }, /serial.mode: expected one of Tty, Pty, File, Off, Null, Socket/],
     [{ ...minimal, serial: { mode: 'File' } }, /serial.file: required when serial.mode is File/],
     [{ ...minimal, serial: { mode: 'Tty', file: '/x' } }, /serial.file: only valid when serial.mode is File/],
     [{ ...minimal, serial: { mode: 'Tty', socket: '/s' } }, /serial.socket: only valid when serial.mode is Socket \(it is Tty\)/],
@@ -133,7 +150,6 @@ describe('parseVmConfigJson', () => {
     [{ ...minimal, net: [{ tap: 'tap0' }] }, /^net: .* is not supported: tsvmm has no network device yet$/],
     [{ ...minimal, vsock: { cid: 3, socket: '/v.sock' } }, /^vsock: .* is not supported: tsvmm has no vsock device yet$/],
     [{ ...minimal, balloon: { size: 0 } }, /^balloon: .* is not supported: tsvmm has no balloon device yet$/],
-    [{ ...minimal, console: { mode: 'Tty' } }, /^console.mode: "Tty" is not supported: tsvmm has no virtio console yet/],
     [{ ...minimal, payload: { kernel: '/k', firmware: '/fw' } }, /^payload.firmware: "\/fw" is not supported: tsvmm boots kernels directly/],
     [{ ...minimal, memory: { size: 1 << 30, hugepages: true } }, /^memory.hugepages: true is not supported/],
     [{ ...minimal, disks: [{ path: '/a', image_type: 'Vhdx' }] }, /disks\[0\].image_type: expected Raw, Qcow2 or Unknown/],

@@ -1,3 +1,4 @@
+import { POWER_BUTTON_GSI } from '../../../src/memory/layout.js';
 import { describe, expect, it } from 'vitest';
 import { anonymousGuestMemory, type GuestMemory } from '../../../src/memory/guest-memory.js';
 import { RSDP_ADDR } from '../../../src/vmm/boot/addresses.js';
@@ -48,7 +49,7 @@ function readPkgLength(b: Uint8Array, o: number): { len: number; size: number } 
   return { len, size: 1 + extra };
 }
 
-interface AmlDevice { name: string; hid: string | number; uid: number; crs: Uint8Array }
+interface AmlDevice { name: string; hid: string | number; uid: number; crs?: Uint8Array; methods?: Record<string, { flags: number; body: Uint8Array }> }
 
 function readDevices(aml: Uint8Array): AmlDevice[] {
   const out: AmlDevice[] = [];
@@ -60,6 +61,13 @@ function readDevices(aml: Uint8Array): AmlDevice[] {
     const dev: Partial<AmlDevice> = { name };
     let p = o + 2 + pl.size + 4;
     while (p < end) {
+      if (aml[p] === 0x14) { // MethodOp: PkgLength, NameSeg, flags, body
+        const ml = readPkgLength(aml, p + 1);
+        const start = p + 1 + ml.size;
+        (dev.methods ??= {})[asciiAt(aml, start, 4)] = { flags: aml[start + 4]!, body: aml.subarray(start + 5, p + 1 + ml.len) };
+        p = p + 1 + ml.len;
+        continue;
+      }
       expect(aml[p]).toBe(0x08); // NameOp
       const n = asciiAt(aml, p + 1, 4);
       p += 5;
@@ -151,24 +159,33 @@ describe('ACPI tables', () => {
     expect(1 + sp.len).toBe(body.length);
     expect(asciiAt(body, 1 + sp.size, 5)).toBe('\\_SB_');
     const devs = readDevices(body);
-    expect(devs.map((d) => d.name)).toEqual(['VR00', 'VR01', 'COM1']);
+    expect(devs.map((d) => d.name)).toEqual(['VR00', 'VR01', 'COM1', 'PWRB', 'GED0']);
     devices.forEach((d, i) => {
       const dev = devs[i]!;
       expect(dev.hid).toBe('LNRO0005');
       expect(dev.uid).toBe(i);
-      const c = new DataView(dev.crs.buffer, dev.crs.byteOffset, dev.crs.byteLength);
-      expect(dev.crs[0]).toBe(0x86);
+      const crs = dev.crs!;
+      const c = new DataView(crs.buffer, crs.byteOffset, crs.byteLength);
+      expect(crs[0]).toBe(0x86);
       expect(c.getUint32(4, true)).toBe(d.base);
       expect(c.getUint32(8, true)).toBe(0x1000);
-      expect(dev.crs[12]).toBe(0x89);
-      expect(dev.crs[15]).toBe(0x03); // consumer, edge, active high, exclusive
-      expect(dev.crs[16]).toBe(1);
+      expect(crs[12]).toBe(0x89);
+      expect(crs[15]).toBe(0x03); // consumer, edge, active high, exclusive
+      expect(crs[16]).toBe(1);
       expect(c.getUint32(17, true)).toBe(d.gsi);
-      expect([...dev.crs.subarray(21)]).toEqual([0x79, 0]);
+      expect([...crs.subarray(21)]).toEqual([0x79, 0]);
     });
     const com = devs[2]!;
     expect(com.hid).toBe(0x0105d041);
-    expect([...com.crs]).toEqual([0x47, 1, 0xf8, 0x03, 0xf8, 0x03, 1, 8, 0x22, 0x10, 0, 0x79, 0]);
+    expect([...com.crs!]).toEqual([0x47, 1, 0xf8, 0x03, 0xf8, 0x03, 1, 8, 0x22, 0x10, 0, 0x79, 0]);
+    // The power button (EisaId PNP0C0C), and the generic event device whose interrupt notifies it.
+    const [pwrb, ged] = [devs[3]!, devs[4]!];
+    expect(pwrb.hid).toBe(0x0c0cd041);
+    expect(ged.hid).toBe('ACPI0013');
+    expect([...ged.crs!]).toEqual([0x89, 6, 0, 0x03, 1, POWER_BUTTON_GSI, 0, 0, 0, 0x79, 0]);
+    // Method(_EVT, 1, Serialized) { Notify(\_SB_.PWRB, 0x80) }
+    expect(ged.methods?.['_EVT']?.flags).toBe(0x09);
+    expect([...ged.methods!['_EVT']!.body]).toEqual([0x86, 0x5c, 0x2e, ...Buffer.from('_SB_PWRB'), 0x0a, 0x80]);
   });
 
   it('encodes PkgLength in 1–4 bytes and EISA ids', () => {
@@ -184,10 +201,10 @@ describe('ACPI tables', () => {
   });
 
   it('keeps large DSDTs (many devices) well-formed', () => {
-    const many = Array.from({ length: 19 }, (_, i) => ({ base: 0xd0000000 + i * 0x1000, size: 0x1000, gsi: 5 + i }));
+    const many = Array.from({ length: 18 }, (_, i) => ({ base: 0xd0000000 + i * 0x1000, size: 0x1000, gsi: 5 + i }));
     const mem = anonymousGuestMemory([{ guestBase: 0, size: 2 << 20 }]);
     const layout = writeAcpiTables(mem, 2, many);
     const dsdt = table(mem, layout.dsdt, 'DSDT');
-    expect(readDevices(dsdt.subarray(36)).map((d) => d.name)).toHaveLength(20);
+    expect(readDevices(dsdt.subarray(36)).map((d) => d.name)).toHaveLength(21);
   });
 });

@@ -1,7 +1,8 @@
 /**
- * `--serial socket=PATH` as Cloud Hypervisor has it: tsvmm listens on a Unix socket at PATH and
- * the client connected to it (`socat - UNIX-CONNECT:PATH`, `nc -U PATH`, a script) is the serial
- * port's other end: what the guest transmits goes to it, what it sends is the guest's input.
+ * `--serial socket=PATH` and `--console socket=PATH` as Cloud Hypervisor has them: tsvmm listens
+ * on a Unix socket at PATH and the client connected to it (`socat - UNIX-CONNECT:PATH`, `nc -U
+ * PATH`, a script) is the port's other end: what the guest transmits goes to it, what it sends
+ * is the guest's input.
  *
  * One client at a time, as on a real serial line: a second connection is told so and closed.
  * Output while no client is connected is dropped (a serial line with nothing plugged in), and so
@@ -11,33 +12,33 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync } from 'node:fs';
 import { log } from '../util/log.js';
-import { claimSocketPath, SERIAL_SOCKET } from './api/socket-file.js';
+import { claimSocketPath, type SocketRole } from './api/socket-file.js';
 
 /** Bytes a client may have queued and unread before further output to it is dropped. */
 const MAX_CLIENT_BACKLOG = 1024 * 1024;
 
-export class SerialSocket {
+export class PortSocket {
   private client: Socket | undefined;
   private dropping = false;
 
-  private constructor(readonly path: string, private readonly server: Server, private readonly input: (bytes: Uint8Array) => void) {
+  private constructor(readonly path: string, private readonly what: string, private readonly server: Server, private readonly input: (bytes: Uint8Array) => void) {
     server.on('connection', (s) => this.accept(s));
-    server.on('error', (e) => log.error(`serial socket ${path}: ${e.message}`));
+    server.on('error', (e) => log.error(`${what} ${path}: ${e.message}`));
   }
 
   /**
    * Listens on `path` (a stale socket file there is replaced; a live one or a non-socket file is
-   * refused with ESERIALSOCKET). `input` receives what the client sends.
+   * refused with the role's error). `input` receives what the client sends.
    */
-  static async listen(path: string, input: (bytes: Uint8Array) => void): Promise<SerialSocket> {
-    await claimSocketPath(path, SERIAL_SOCKET);
+  static async listen(path: string, role: SocketRole, input: (bytes: Uint8Array) => void): Promise<PortSocket> {
+    await claimSocketPath(path, role);
     const server = createServer();
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (e) => reject(SERIAL_SOCKET.error(`cannot listen on serial socket ${path}: ${e.message}`, path)));
+      server.once('error', (e) => reject(role.error(`cannot listen on ${role.what} ${path}: ${e.message}`, path)));
       server.listen(path, () => resolve());
     });
     server.removeAllListeners('error');
-    return new SerialSocket(path, server, input);
+    return new PortSocket(path, role.what, server, input);
   }
 
   /** Guest output: to the client if one is connected and keeping up, else dropped. */
@@ -45,7 +46,7 @@ export class SerialSocket {
     const c = this.client;
     if (c === undefined) return;
     if (c.writableLength > MAX_CLIENT_BACKLOG) {
-      if (!this.dropping) log.warn(`serial socket ${this.path}: the client does not read; dropping guest output until it does`);
+      if (!this.dropping) log.warn(`${this.what} ${this.path}: the client does not read; dropping guest output until it does`);
       this.dropping = true;
       return;
     }
@@ -59,9 +60,9 @@ export class SerialSocket {
   }
 
   private accept(s: Socket): void {
-    s.on('error', (e) => log.debug(`serial socket ${this.path}: client: ${e.message}`));
+    s.on('error', (e) => log.debug(`${this.what} ${this.path}: client: ${e.message}`));
     if (this.client !== undefined) {
-      s.end('tsvmm: another client is connected to this serial port\r\n');
+      s.end(`tsvmm: another client is connected to this ${this.what}\r\n`);
       return;
     }
     this.client = s;
