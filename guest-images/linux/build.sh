@@ -3,7 +3,7 @@
 # guest-images/out/linux/:
 #   vmlinuz            Debian's stock bzImage (debian-kernel.sh fetches linux-image-amd64's kernel)
 #   vmlinux            the same kernel decompressed: an ELF with a PVH note (Xen ELF note 18)
-#   initramfs.cpio.gz  busybox-static, the virtio-mmio/virtio-blk/ext4/virtio-console/ACPI button/evdev modules,
+#   initramfs.cpio.gz  busybox-static, the virtio-mmio/-blk/-console/-rng, ext4, ACPI button and evdev modules,
 #                      mke2fs/e2fsck from the host's e2fsprogs with their libraries, and
 #                      initramfs-init as /init
 #   rootfs.ext4        an ext4 root disk (busybox, rootfs-init as /sbin/init), made with
@@ -31,7 +31,7 @@ done
 mke2fs=$(command -v mke2fs)
 e2fsck=$(command -v e2fsck)
 
-MODULES=(virtio_mmio virtio_blk crc32c_generic ext4 virtio_console button evdev)
+MODULES=(virtio_mmio virtio_blk crc32c_generic ext4 virtio_console virtio_rng button evdev)
 inputs=("$0" "$here/initramfs-init" "$here/rootfs-init" "$here/modules.mjs" "$busybox" "$mke2fs" "$e2fsck")
 stamp="$(cat "$debian/version") ${MODULES[*]} $(sha1sum "${inputs[@]}" | awk '{ print $1 }' | tr '\n' ' ')"
 if [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ] &&

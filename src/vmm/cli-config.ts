@@ -2,7 +2,7 @@ import { ConfigError } from '../errors.js';
 import { parseCount, parseKeyValues, parseToggle, unquote } from '../util/kv.js';
 import { parseSize } from '../util/size.js';
 import type { ApiListen } from './api/server.js';
-import { defaultDiskId, resolvePorts, type DiskConfig, type PortConfig, type VmConfig } from './config.js';
+import { DEFAULT_RNG, defaultDiskId, resolvePorts, type DiskConfig, type PortConfig, type RngConfig, type VmConfig } from './config.js';
 
 /** Highest vCPU count we accept on the command line; KVM's own limit is checked at boot. */
 export const MAX_VCPUS = 254;
@@ -19,6 +19,7 @@ export interface CliVmOptions {
   disk?: string[];
   serial?: string;
   console?: string;
+  rng?: string;
 }
 
 export function parseCpus(text: string): VmConfig['cpus'] {
@@ -100,6 +101,14 @@ export function parsePort(text: string, flag: '--serial' | '--console'): PortCon
   throw new ConfigError(`${flag}: "${text}" must be tty, pty, file=PATH, socket=PATH, socket, null or off`);
 }
 
+/** `--rng src=PATH` as Cloud Hypervisor takes it (a bare path too). */
+export function parseRng(text: string): RngConfig {
+  const kv = parseKeyValues(text, 'rng', ['src'], 'src');
+  const src = kv.get('src');
+  if (src === undefined || src === '') throw new ConfigError('--rng src=: a path is required (e.g. /dev/urandom)');
+  return { src };
+}
+
 /** Turns the `tsvmm` command-line options into a VmConfig (Cloud Hypervisor syntax). */
 export function vmConfigFromCli(o: CliVmOptions): VmConfig {
   if (o.kernel === undefined) throw new ConfigError('--kernel is required to boot a VM');
@@ -126,5 +135,6 @@ export function vmConfigFromCli(o: CliVmOptions): VmConfig {
       o.console === undefined ? undefined : parsePort(o.console, '--console'),
       { serial: '--serial', console: '--console' },
     ),
+    rng: o.rng === undefined ? DEFAULT_RNG : parseRng(o.rng),
   };
 }

@@ -67,6 +67,14 @@ export type SerialConfig = PortConfig;
 /** The virtio console (the guest's hvc0). */
 export type ConsoleConfig = PortConfig;
 
+/** The virtio-rng device (the guest's /dev/hwrng) and the host file it reads, as Cloud Hypervisor's `rng`. */
+export interface RngConfig {
+  readonly src: string;
+}
+
+/** Cloud Hypervisor's entropy source unless `--rng src=` / `rng.src` says otherwise. */
+export const DEFAULT_RNG: RngConfig = { src: '/dev/urandom' };
+
 /**
  * The serial port and the virtio console with Cloud Hypervisor's defaults (serial Null, console
  * Tty) and its rule that only one of them may use the terminal. One leniency: a serial port on
@@ -88,7 +96,7 @@ export function resolvePorts(serial: PortConfig | undefined, console: PortConfig
  * so vm.info and vm.json report them back.
  */
 export const CH_TOP_LEVEL_SECTIONS = [
-  'rng', 'balloon', 'fs', 'pmem', 'debug_console', 'devices', 'user_devices', 'vdpa', 'vsock',
+  'balloon', 'fs', 'pmem', 'debug_console', 'devices', 'user_devices', 'vdpa', 'vsock',
   'pvpanic', 'iommu', 'sgx_epc', 'numa', 'watchdog', 'platform', 'tpm', 'net', 'preserved_fds',
   'landlock_enable', 'landlock_rules', 'rate_limit_groups', 'pci_segments', 'ivshmem',
 ] as const;
@@ -101,6 +109,11 @@ export interface VmConfig extends Readonly<Partial<Record<ChTopLevelSection, unk
   readonly disks: readonly DiskConfig[];
   readonly serial: SerialConfig;
   readonly console: ConsoleConfig;
+  /**
+   * Every VM built now has one (Cloud Hypervisor's default); absent only in the config of a
+   * snapshot from before tsvmm had the device, whose restore must not add one.
+   */
+  readonly rng?: RngConfig;
 }
 
 /** Lifecycle states as Cloud Hypervisor names them in `vm.info`. */

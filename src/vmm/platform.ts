@@ -1,9 +1,10 @@
 /**
  * The machine around the vCPUs: the port and MMIO buses and the devices on them (COM1, the i8042
- * reset line, the power-off port, virtio-blk disks, the virtio console), with their interrupt
- * lines wired to KVM.
+ * reset line, the power-off port, the power button, virtio-blk disks, the virtio console,
+ * virtio-rng), with their interrupt lines wired to KVM.
  * Everything here runs on the main thread.
  */
+import { closeSync, openSync, readSync } from 'node:fs';
 import type { VmFd } from '../kvm/vm.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { EventFd } from '../sys/eventfd.js';
@@ -21,6 +22,9 @@ import type { VmEnd } from './exit-status.js';
 import { Disk, openDisks } from './disks.js';
 import { VirtioMmioSlot, type VirtioSlot } from './virtio-mmio-slot.js';
 import { VirtioConsole } from '../devices/console/virtio-console/device.js';
+import { VirtioRng } from '../devices/rng/virtio-rng/device.js';
+import { InputFileError } from './errors.js';
+import { fileErrorReason } from '../util/fs.js';
 import { log } from '../util/log.js';
 import { SerialFastPath, type SerialShareInit } from './serial-fastpath.js';
 
@@ -31,6 +35,7 @@ export const COM1_GSI = 4;
 const IOAPIC_SIZE = 0x1000;
 /** Device ids in vm.counters and vm.info's device tree, as Cloud Hypervisor names its devices. */
 export const CONSOLE_ID = '__console';
+export const RNG_ID = '__rng';
 export const SERIAL_ID = '__serial';
 export const IOAPIC_ID = '__ioapic';
 
@@ -42,6 +47,8 @@ export interface PlatformState {
   disks: Record<string, VirtioMmioState>;
   /** The virtio console's transport (with the device inside); absent when the console is off. */
   console?: VirtioMmioState;
+  /** The virtio-rng transport; absent in snapshots from before the device existed. */
+  rng?: VirtioMmioState;
 }
 
 export interface PlatformHooks {
@@ -81,6 +88,8 @@ export class Platform {
   private readonly i8042: I8042;
   /** The virtio console and its MMIO slot (after the disks'); absent when the console is off. */
   private console: { device: VirtioConsole; slot: VirtioMmioSlot } | undefined;
+  /** The virtio-rng device, its slot (after the console's) and the entropy source it reads. */
+  private rng: { device: VirtioRng; slot: VirtioMmioSlot; source: number } | undefined;
   private readonly lines: IrqfdLine[] = [];
   /** The interrupt of the ACPI generic event device whose event method notifies the power button. */
   private readonly powerButton: IrqfdLine;
@@ -141,6 +150,10 @@ export class Platform {
       const p = platform;
       disks.forEach((d, i) => d.attach(i, vmFd, memory, p.mmio, (gsi) => p.line(gsi), saved?.disks[d.config.id]));
       if (config.console.mode !== 'Off') p.attachConsole(disks.length, vmFd, memory, hooks, saved?.console);
+      // A snapshot from before virtio-rng had none: its guest never probed one, so none is added.
+      if (config.rng !== undefined && (saved === undefined || saved.rng !== undefined)) {
+        p.attachRng(disks.length + (config.console.mode !== 'Off' ? 1 : 0), config.rng.src, vmFd, memory, saved?.rng);
+      }
     } catch (e) {
       if (platform !== undefined) await platform.close();
       else for (const d of disks) await d.close();
@@ -165,12 +178,31 @@ export class Platform {
     this.console = { device, slot };
   }
 
+  /** virtio-rng on virtio-mmio slot `index`, reading `src` (opened now: a bad path fails the boot). */
+  private attachRng(index: number, src: string, vmFd: VmFd, memory: GuestMemory, saved: VirtioMmioState | undefined): void {
+    const source = openEntropySource(src);
+    try {
+      const opts = { fill: (buf: Uint8Array) => fillFrom(source, src, buf), onError: (m: string) => log.warn(`rng: ${m}`) };
+      const device = saved !== undefined ? VirtioRng.fromState(opts, saved.device) : new VirtioRng(opts);
+      const slot = VirtioMmioSlot.attach({
+        name: 'virtio-rng', index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi),
+        onDeviceError: (reason) => log.warn(`rng needs reset: ${reason}`),
+        ...(saved === undefined ? {} : { saved }),
+      });
+      this.rng = { device, slot, source };
+    } catch (e) {
+      closeSync(source);
+      throw e;
+    }
+  }
+
   state(): PlatformState {
     const disks: Record<string, VirtioMmioState> = {};
     for (const d of this.disks) disks[d.config.id] = d.transport!.state();
     const s: PlatformState = { i8042: this.i8042.state(), disks };
     if (this.serial !== undefined) s.serial = this.serial.state();
     if (this.console !== undefined) s.console = this.console.slot.transport.state();
+    if (this.rng !== undefined) s.rng = this.rng.slot.transport.state();
     return s;
   }
 
@@ -184,6 +216,7 @@ export class Platform {
   virtioSlots(): VirtioSlot[] {
     const slots = this.disks.map((d) => d.slot!);
     if (this.console !== undefined) slots.push(this.console.slot.slot);
+    if (this.rng !== undefined) slots.push(this.rng.slot.slot);
     return slots;
   }
 
@@ -232,6 +265,7 @@ export class Platform {
   async quiesce(): Promise<void> {
     await Promise.all(this.disks.map((d) => d.quiesce()));
     this.console?.device.pause();
+    this.rng?.device.pause();
     this.serialFastPath?.drain();
     this.serial?.flush();
   }
@@ -239,6 +273,7 @@ export class Platform {
   unquiesce(): void {
     for (const d of this.disks) d.unquiesce();
     this.console?.device.unpause();
+    this.rng?.device.unpause();
   }
 
   /** The devices with their address ranges and interrupt lines: vm.info's `device_tree`. */
@@ -252,6 +287,7 @@ export class Platform {
     if (this.serial !== undefined) add(SERIAL_ID, [{ PioAddressRange: { base: COM1_PORT, size: COM1_SIZE } }, { LegacyIrq: COM1_GSI }]);
     for (const d of this.disks) add(d.config.id, virtio(d.slot!));
     if (this.console !== undefined) add(CONSOLE_ID, virtio(this.console.slot.slot));
+    if (this.rng !== undefined) add(RNG_ID, virtio(this.rng.slot.slot));
     return tree;
   }
 
@@ -259,6 +295,7 @@ export class Platform {
     const out: Record<string, Record<string, number>> = {};
     for (const d of this.disks) out[d.config.id] = d.counters();
     if (this.console !== undefined) out[CONSOLE_ID] = this.console.device.counters();
+    if (this.rng !== undefined) out[RNG_ID] = this.rng.device.counters();
     out['bus'] = { unclaimed_accesses: this.unclaimed.unclaimed };
     return out;
   }
@@ -269,7 +306,29 @@ export class Platform {
     this.serialFastPath?.close();
     this.serial?.flush();
     this.console?.slot.close();
+    if (this.rng !== undefined) {
+      this.rng.slot.close();
+      closeSync(this.rng.source);
+    }
     for (const d of this.disks) await d.close();
     for (const l of this.lines) l.close();
+  }
+}
+
+/** Opens the rng source for reading; a clear one-line error when it cannot be. */
+function openEntropySource(src: string): number {
+  try {
+    return openSync(src, 'r');
+  } catch (e) {
+    throw new InputFileError(`--rng src=${src}: ${fileErrorReason(e)}`);
+  }
+}
+
+/** Fills all of `buf` from the entropy source (a short read reads again; the end of a file is an error). */
+function fillFrom(fd: number, src: string, buf: Uint8Array): void {
+  for (let at = 0; at < buf.length;) {
+    const n = readSync(fd, buf, at, buf.length - at, null);
+    if (n === 0) throw new Error(`the entropy source ${src} has no more bytes`);
+    at += n;
   }
 }

@@ -4,8 +4,8 @@
  * restores exactly when it did before the snapshot layer stopped knowing the config's shape:
  * a stored config is complete (every section present: vm.create filled the defaults when the VM
  * was made, and a later release must not fill them again differently), and disk ids may be any
- * text, as `--disk id=` allows. Two more, for snapshots older than `backing_files` and than the
- * virtio console: below.
+ * text, as `--disk id=` allows. Three more, for snapshots older than `backing_files`, the virtio
+ * console and virtio-rng: below.
  */
 import type { ConfigCodec } from '../snapshot/index.js';
 import { parseVmConfigJson } from './api/validate.js';
@@ -31,7 +31,11 @@ export const SNAPSHOT_CONFIG: ConfigCodec<VmConfig> = {
     // A config stored without a console section is from before tsvmm had a virtio console: its
     // VM had none, and a restore must not add one (Cloud Hypervisor's default would be Tty).
     const console = 'console' in config ? config.console : { mode: 'Off' };
-    return parseVmConfigJson({ ...config, disks, console }, { cliDiskIds: true });
+    const parsed = parseVmConfigJson({ ...config, disks, console }, { cliDiskIds: true });
+    // Likewise without `rng`: that VM had no entropy device, and its restore adds none.
+    if ('rng' in config) return parsed;
+    const { rng: _absent, ...withoutRng } = parsed;
+    return withoutRng;
   },
   facts(config) {
     return {

@@ -4,8 +4,8 @@
  *  - 1 vCPU, the uncompressed vmlinux through its PVH note, `console=hvc0` on the virtio console
  *    over the API socket (`--console socket --serial off` + `tsvmm-remote console --port
  *    console`), driven by curl as Cloud Hypervisor's snapshot guide does; its output goes on
- *    across a snapshot restored in a new process, every byte once; `vm.power-button` and a
- *    handler in the guest power it off (ACPI soft-off) → 0.
+ *    across a snapshot restored in a new process, every byte once; `/dev/hwrng` reads from
+ *    virtio-rng; `vm.power-button` and a handler in the guest power it off (ACPI soft-off) → 0.
  *  - 2 vCPUs, the bzImage, console on tsvmm's stdin/stdout, root file system on a virtio disk
  *    (`root=/dev/vda`, switch_root from the initramfs); `reboot -f` → status 120 (reset), and
  *    the host's e2fsck finds the root file system clean afterwards.
@@ -69,7 +69,12 @@ describe('Debian Linux boots under tsvmm', () => {
       expect(await guest.ok('echo still-here')).toBe('still-here');
       const info = JSON.parse((await curl(apiSocket, 'GET', 'vm.info')).body) as { config: { console: unknown; serial: unknown }; device_tree: Record<string, unknown> };
       expect(info.config).toMatchObject({ console: { mode: 'Socket' }, serial: { mode: 'Off' } });
-      expect(Object.keys(info.device_tree).sort()).toEqual(['__console', '__ioapic']);
+      expect(Object.keys(info.device_tree).sort()).toEqual(['__console', '__ioapic', '__rng']);
+      // virtio-rng, there by default as in Cloud Hypervisor: the kernel's hw_random uses it.
+      expect(await guest.ok('cat /sys/class/misc/hw_random/rng_current')).toMatch(/^virtio_rng\.\d+$/);
+      expect(await guest.ok('dd if=/dev/hwrng bs=32 count=1 2>/dev/null | od -An -tx1 | wc -w')).toBe('32');
+      const counters = JSON.parse((await curl(apiSocket, 'GET', 'vm.counters')).body) as { __rng: { bytes: number } };
+      expect(counters.__rng.bytes).toBeGreaterThanOrEqual(32);
 
       // Cloud Hypervisor's snapshot guide, with curl: pause, snapshot, then `--restore
       // source_url=...` in a new process and resume. A writer numbers its lines meanwhile: the

@@ -195,6 +195,18 @@ describe('disks[].backing_files in a stored config', () => {
   });
 });
 
+describe('sections newer than a stored config', () => {
+  it('a config stored without console or rng is from before those devices: restored with neither, as the VM had', async () => {
+    const { dir } = await freshSnapshot();
+    await editVmJson(dir, (d) => { delete d.config.console; delete d.config.rng; });
+    const config = (await readSnapshot(dir, opts)).document.config;
+    expect(config.console).toEqual({ mode: 'Off' });
+    expect('rng' in config).toBe(false);
+    await editVmJson(dir, (d) => { d.config.rng = { src: '/dev/urandom', iommu: false }; });
+    expect((await readSnapshot(dir, opts)).document.config.rng).toEqual({ src: '/dev/urandom' });
+  });
+});
+
 describe('read-only snapshot directories', () => {
   it('are read and verified without writing anything', async () => {
     const { dir } = await freshSnapshot();

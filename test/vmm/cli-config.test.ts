@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { parseApiSocket, parseDisk, parsePort, vmConfigFromCli } from '../../src/vmm/cli-config.js';
+import { parseApiSocket, parseDisk, parsePort, parseRng, vmConfigFromCli } from '../../src/vmm/cli-config.js';
 
 describe('--api-socket as Cloud Hypervisor takes it', () => {
   test('path=, fd= and a bare path', () => {
@@ -71,5 +71,15 @@ describe('--disk image_type (Cloud Hypervisor) and format (its tsvmm alias)', ()
   test('refuses both at once and types tsvmm cannot read', () => {
     expect(() => parseDisk('path=/d,image_type=raw,format=raw', 0)).toThrow(/give image_type= or format=, not both/);
     expect(() => parseDisk('path=/d,image_type=vhdx', 0)).toThrow(/--disk image_type: "vhdx" must be raw or qcow2 \(tsvmm reads no other image type yet\)/);
+  });
+});
+
+describe('--rng as Cloud Hypervisor takes it', () => {
+  test('src=PATH or a bare path; /dev/urandom when not given', () => {
+    expect(parseRng('src=/dev/random')).toEqual({ src: '/dev/random' });
+    expect(parseRng('/dev/hwrng')).toEqual({ src: '/dev/hwrng' });
+    expect(vmConfigFromCli({ kernel: '/k' }).rng).toEqual({ src: '/dev/urandom' });
+    expect(() => parseRng('src=')).toThrow(/--rng src=: a path is required/);
+    expect(() => parseRng('src=/a,rate=5')).toThrow(/unknown key "rate"/);
   });
 });

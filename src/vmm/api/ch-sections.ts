@@ -21,7 +21,6 @@ const DEFAULTS: Record<string, (v: unknown) => boolean> = {
   'memory.hotplug_method': (v) => v === 'Acpi',
   'memory.thp': (v) => typeof v === 'boolean', // a hint to the host kernel either way
   'platform.num_pci_segments': (v) => v === 1,
-  'rng.src': (v) => v === '/dev/urandom',
   'debug_console.mode': (v) => v === 'Off',
   'disk.num_queues': (v) => v === 1,
   'disk.queue_size': (v) => v === 128 || v === 256,

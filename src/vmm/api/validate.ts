@@ -1,7 +1,7 @@
 import { ConfigError } from '../../errors.js';
 import { SnapshotError } from '../../snapshot/errors.js';
 import { snapshotUrlToPath } from '../../snapshot/url.js';
-import { CH_TOP_LEVEL_SECTIONS, defaultDiskId, resolvePorts, type DiskConfig, type PortConfig, type PortMode, type VmConfig } from '../config.js';
+import { CH_TOP_LEVEL_SECTIONS, DEFAULT_RNG, defaultDiskId, resolvePorts, type RngConfig, type DiskConfig, type PortConfig, type PortMode, type VmConfig } from '../config.js';
 import { acceptedTopLevelSections, checkUnsupportedFields } from './ch-sections.js';
 import type { MemoryRestoreMode, ResizeDiskRequest, RestoreRequest, SnapshotRequest } from '../requests.js';
 
@@ -213,6 +213,14 @@ function parsePort(value: unknown, name: 'serial' | 'console'): PortConfig {
   return { mode };
 }
 
+/** Cloud Hypervisor's `rng` section: `{src, iommu}`; the default when absent. */
+function parseRng(value: unknown): RngConfig {
+  if (value === undefined) return DEFAULT_RNG;
+  const o = object(value, 'rng', ['src', 'iommu']);
+  checkUnsupportedFields(o, 'rng', ['src']);
+  return o.src === undefined || o.src === null ? DEFAULT_RNG : { src: path(o.src, 'rng.src') };
+}
+
 export interface VmConfigRules {
   /**
    * Accept any non-empty disk id, as `--disk id=` does, not only the API's 1-64 characters of
@@ -226,7 +234,7 @@ export interface VmConfigRules {
  * cpus 1/1, memory 512 MiB, no disks, serial Null, console Tty. Throws ConfigError naming the bad field.
  */
 export function parseVmConfigJson(value: unknown, rules: VmConfigRules = {}): VmConfig {
-  const o = object(value, '', ['cpus', 'memory', 'payload', 'kernel', 'initramfs', 'cmdline', 'disks', 'serial', 'console', ...CH_TOP_LEVEL_SECTIONS]);
+  const o = object(value, '', ['cpus', 'memory', 'payload', 'kernel', 'initramfs', 'cmdline', 'disks', 'serial', 'console', 'rng', ...CH_TOP_LEVEL_SECTIONS]);
   const ports = resolvePorts(
     o.serial === undefined ? undefined : parsePort(o.serial, 'serial'),
     o.console === undefined ? undefined : parsePort(o.console, 'console'),
@@ -238,6 +246,7 @@ export function parseVmConfigJson(value: unknown, rules: VmConfigRules = {}): Vm
     payload: parsePayload(o),
     disks: parseDisks(o.disks, rules),
     ...ports,
+    rng: parseRng(o.rng),
   };
 }
 

@@ -50,7 +50,7 @@ describe('parseVmConfigJson', () => {
     expect(c.disks).toEqual([{ path: '/d/root.qcow2', readonly: false, id: '_disk0', format: 'qcow2' }]);
     expect(c.serial).toEqual({ mode: 'Tty' });
     // vm.info and vm.json report them back; parsing that again gives the same config.
-    expect(c.rng).toEqual({ src: '/dev/urandom', iommu: false });
+    expect(c.rng).toEqual({ src: '/dev/urandom' });
     expect(c.console).toEqual({ mode: 'Off' });
     expect(c.net).toBeNull();
     expect(parseVmConfigJson(JSON.parse(JSON.stringify(c)))).toEqual(c);
@@ -71,7 +71,9 @@ describe('parseVmConfigJson', () => {
       disks: [],
       serial: { mode: 'Null' },
       console: { mode: 'Tty' },
+      rng: { src: '/dev/urandom' },
     });
+    expect(parseVmConfigJson({ ...minimal, rng: { src: '/dev/random', iommu: false } }).rng).toEqual({ src: '/dev/random' });
   });
 
   test("serial and console: Cloud Hypervisor's defaults, one terminal at most", () => {
@@ -102,6 +104,7 @@ describe('parseVmConfigJson', () => {
       disks: [{ path: '/a.raw', readonly: false, id: '_disk0' }, body.disks[1]],
       serial: { mode: 'File', file: '/tmp/console.log' },
       console: { mode: 'Tty' },
+      rng: { src: '/dev/urandom' },
     });
   });
 
@@ -155,7 +158,8 @@ describe('parseVmConfigJson', () => {
     [{ ...minimal, disks: [{ path: '/a', image_type: 'Vhdx' }] }, /disks\[0\].image_type: expected Raw, Qcow2 or Unknown/],
     [{ ...minimal, disks: [{ path: '/a', image_type: 'Raw', format: 'qcow2' }] }, /disks\[0\]: give image_type or format, not both/],
     [{ ...minimal, platform: { num_pci_segments: 2 } }, /^platform.num_pci_segments: 2 is not supported/],
-    [{ ...minimal, rng: { src: '/dev/random' } }, /^rng.src: "\/dev\/random" is not supported/],
+    [{ ...minimal, rng: { src: '/dev/random', iommu: true } }, /^rng.iommu: true is not supported/],
+    [{ ...minimal, rng: { src: '' } }, /^rng.src: must not be empty/],
   ])('rejects %j', (body, message) => {
     expect(() => parseVmConfigJson(body)).toThrow(message);
     try {
