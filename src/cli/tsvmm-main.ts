@@ -27,6 +27,56 @@ function fail(message: string, status: number): never {
   exitProcess(status);
 }
 
+/**
+ * Cloud Hypervisor's flags for what tsvmm cannot do yet: refused with one line naming the flag
+ * and why, not as yargs' "unknown argument" (a script written for Cloud Hypervisor learns what is
+ * missing).
+ */
+const NOT_YET_FLAGS: ReadonlyMap<string, string> = new Map([
+  ['net', 'tsvmm has no network device yet'],
+  ['vsock', 'tsvmm has no vsock device yet'],
+  ['fs', 'tsvmm has no virtio-fs device yet'],
+  ['pmem', 'tsvmm has no persistent-memory device yet'],
+  ['balloon', 'tsvmm has no balloon device yet'],
+  ['device', 'tsvmm has no VFIO device passthrough'],
+  ['user-device', 'tsvmm has no vfio-user devices'],
+  ['vdpa', 'tsvmm has no vDPA devices'],
+  ['numa', 'tsvmm has no NUMA topology yet'],
+  ['memory-zone', 'tsvmm has no memory zones yet'],
+  ['firmware', 'tsvmm boots kernels directly, without firmware'],
+  ['igvm', 'tsvmm boots kernels directly, without IGVM files'],
+  ['host-data', 'tsvmm has no confidential-VM support'],
+  ['platform', 'tsvmm has no PCI segments, serial numbers or OEM strings yet'],
+  ['pci-segment', 'tsvmm has no PCI'],
+  ['pvpanic', 'tsvmm has no pvpanic device yet'],
+  ['watchdog', 'tsvmm has no watchdog device yet'],
+  ['tpm', 'tsvmm has no TPM device'],
+  ['sgx-epc', 'tsvmm has no SGX support'],
+  ['gdb', 'tsvmm has no gdb stub'],
+  ['debug-console', 'tsvmm has no debug console port; use --serial or --console'],
+  ['landlock', 'tsvmm has no Landlock sandbox yet'],
+  ['landlock-rules', 'tsvmm has no Landlock sandbox yet'],
+  ['rate-limit-group', 'tsvmm has no I/O rate limits yet'],
+  ['ivshmem', 'tsvmm has no ivshmem device'],
+]);
+
+/** The first Cloud Hypervisor flag in `args` that tsvmm refuses, with the reason; `--seccomp false` is what tsvmm does anyway. */
+function notYetFlag(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(args[i]!);
+    if (m === null) continue;
+    const [, name, inline] = m;
+    if (name === 'seccomp') {
+      const value = inline ?? args[i + 1];
+      if (value !== 'false') return `${value === undefined ? '--seccomp' : `--seccomp ${value}`}: not supported yet: tsvmm has no seccomp filter (only --seccomp false, which is what it does)`;
+      continue;
+    }
+    const why = NOT_YET_FLAGS.get(name!);
+    if (why !== undefined) return `--${name}: not supported yet: ${why}`;
+  }
+  return undefined;
+}
+
 export async function main(): Promise<void> {
   // Cloud Hypervisor's -V/--version; read before yargs, whose own version handling exits the
   // process at once (unsafe while a vCPU thread is loading: see exitProcess).
@@ -35,7 +85,9 @@ export async function main(): Promise<void> {
     process.stdout.write(`tsvmm v${VERSION}\n`);
     exitProcess(0);
   }
-  const argv = await yargs(args)
+  const refused = notYetFlag(args);
+  if (refused !== undefined) fail(refused, EXIT_STATUS.usage);
+  const argv = await yargs(args.filter((a, i) => !(a === '--seccomp' || a.startsWith('--seccomp=') || (args[i - 1] === '--seccomp' && a === 'false'))))
     .scriptName('tsvmm')
     .usage('$0 --kernel FILE [options]\n$0 --restore source_url=file:///DIR [options]\n$0 --api-socket PATH\n$0 -V | --version')
     .option('kernel', { type: 'string', describe: 'kernel to boot: bzImage, or ELF vmlinux (PVH note or 64-bit entry)' })
@@ -44,10 +96,10 @@ export async function main(): Promise<void> {
     .option('cpus', { type: 'string', describe: 'boot=N[,max=N]', default: 'boot=1' })
     .option('memory', { type: 'string', describe: 'size=BYTES (e.g. 512M, 4G)', default: 'size=512M' })
     .option('disk', { type: 'string', array: true, describe: 'path=FILE[,readonly=on][,id=NAME][,serial=STR][,image_type=raw|qcow2] (repeatable; format= is an alias of image_type=)' })
-    .option('serial', { type: 'string', describe: 'the 16550 UART (ttyS0): tty | file=PATH | socket=PATH | socket | null | off (default null, as Cloud Hypervisor)' })
+    .option('serial', { type: 'string', describe: 'the 16550 UART (ttyS0): tty | pty | file=PATH | socket=PATH | socket | null | off (default null, as Cloud Hypervisor)' })
     .option('api-socket', { type: 'string', describe: 'serve the HTTP API: path=PATH | fd=N (an inherited listening socket) | PATH' })
     .option('restore', { type: 'string', describe: 'source_url=file:///DIR[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH] — restore a snapshot (paused unless resume=on)' })
-    .option('console', { type: 'string', describe: 'the virtio console (hvc0): tty | file=PATH | socket=PATH | socket | null | off (default tty, or off when --serial tty)' })
+    .option('console', { type: 'string', describe: 'the virtio console (hvc0): tty | pty | file=PATH | socket=PATH | socket | null | off (default tty, or off when --serial tty)' })
     .option('rng', { type: 'string', describe: 'src=PATH: the host file virtio-rng reads (default /dev/urandom, as Cloud Hypervisor)' })
     .option('event-monitor', { type: 'string', describe: 'path=PATH | fd=N: write every VMM event there, one JSON object per line' })
     .option('log-level', { choices: ['error', 'warn', 'info', 'debug'] as const, describe: 'default warn' })

@@ -66,6 +66,16 @@ describe('usage errors exit with status 2', () => {
   it('--serial tty and --console tty together (one terminal, as Cloud Hypervisor)', () =>
     tsvmm([...k, '--serial', 'tty', '--console', 'tty'], USAGE, /^tsvmm: --serial and --console are both Tty: only one port can use the terminal/m));
 
+  it.each([
+    [['--net', 'tap=tap0,mac=12:34:56:78:90:ab'], /^tsvmm: --net: not supported yet: tsvmm has no network device yet$/m],
+    [['--vsock=cid=3,socket=/tmp/v.sock'], /^tsvmm: --vsock: not supported yet: tsvmm has no vsock device yet$/m],
+    [['--firmware', '/fw'], /^tsvmm: --firmware: not supported yet: tsvmm boots kernels directly, without firmware$/m],
+    [['--seccomp', 'true'], /^tsvmm: --seccomp true: not supported yet: tsvmm has no seccomp filter \(only --seccomp false/m],
+  ])('Cloud Hypervisor flags tsvmm cannot honour yet: %j', (flags, message) => tsvmm([...k, ...flags], USAGE, message));
+
+  it('--seccomp false is accepted (tsvmm has no filter to turn off)', () =>
+    tsvmm(['--kernel', join(dir, 'no-such-kernel'), '--seccomp', 'false'], VMM_ERROR, /cannot read kernel \S+no-such-kernel: no such file$/m));
+
   it('--console with an unknown mode', () =>
     tsvmm([...k, '--console', 'pipe'], USAGE, /^tsvmm: --console: "pipe" must be tty, pty, file=PATH, socket=PATH, socket, null or off$/m));
 
