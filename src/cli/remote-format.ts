@@ -32,7 +32,11 @@ export function formatInfo(info: VmInfo): string {
   for (const d of c.disks) {
     rows.push([d.id, `${d.path} (${d.readonly ? 'read-only' : 'read-write'}${d.format === undefined ? '' : `, ${d.format}`})`]);
   }
-  rows.push(['serial', c.serial.file === undefined ? c.serial.mode : `${c.serial.mode} ${c.serial.file}`]);
+  const port = (p: { mode: string; file?: string; socket?: string }): string => [p.mode, p.file ?? p.socket].filter((x) => x !== undefined).join(' ');
+  rows.push(['serial', port(c.serial)]);
+  // Configs of snapshots from before the virtio console have none.
+  if (c.console !== undefined) rows.push(['console', port(c.console)]);
+  if (c.rng !== undefined) rows.push(['rng', c.rng.src]);
   const width = Math.max(...rows.map(([k]) => k.length)) + 1;
   return rows.map(([k, v]) => `${`${k}:`.padEnd(width)} ${v}`).join('\n');
 }

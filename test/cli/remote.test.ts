@@ -66,6 +66,8 @@ describe('commands', () => {
         'cmdline: tiny.ticks',
         '_disk0:  /d.qcow2 (read-only, qcow2)',
         'serial:  Socket',
+        'console: Tty',
+        'rng:     /dev/urandom',
         '',
       ].join('\n'),
     );
