@@ -52,7 +52,7 @@ const NOT_YET_FLAGS: ReadonlyMap<string, string> = new Map([
   ['watchdog', 'tsvmm has no watchdog device yet'],
   ['tpm', 'tsvmm has no TPM device'],
   ['sgx-epc', 'tsvmm has no SGX support'],
-  ['gdb', 'tsvmm has no gdb stub'],
+  ['gdb', 'tsvmm has no GDB server'],
   ['debug-console', 'tsvmm has no debug console port; use --serial or --console'],
   ['landlock', 'tsvmm has no Landlock sandbox yet'],
   ['landlock-rules', 'tsvmm has no Landlock sandbox yet'],

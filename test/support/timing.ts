@@ -11,3 +11,12 @@ export const TIME_SCALE = Number(process.env['TSVMM_TIME_SCALE'] ?? (process.env
 export function deadline(ms: number): number {
   return ms * TIME_SCALE;
 }
+
+/** Resolves once `cond()` holds, polling; throws when it has not within `ms`. */
+export async function until(cond: () => boolean, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`condition not met in ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

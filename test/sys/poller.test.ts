@@ -1,14 +1,8 @@
 import { describe, expect, test } from 'vitest';
 import { EventFd } from '../../src/sys/eventfd.js';
 import { FdPoller } from '../../src/sys/poller.js';
+import { until } from '../support/timing.js';
 
-const until = async (cond: () => boolean, ms = 5000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 2));
-  }
-};
 
 describe('FdPoller', () => {
   test('one poller serves many eventfds, more than libuv has pool threads', async () => {

@@ -2,6 +2,7 @@
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PortPty } from '../../src/vmm/port-pty.js';
+import { until } from '../support/timing.js';
 
 let open: PortPty | undefined;
 afterEach(() => {
@@ -9,12 +10,6 @@ afterEach(() => {
   open = undefined;
 });
 
-const until = async (cond: () => boolean): Promise<void> => {
-  for (let i = 0; !cond(); i++) {
-    if (i > 500) throw new Error('condition not met in 5 s');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 describe('PortPty', () => {
   it('is a raw terminal at /dev/pts/N: what a user types reaches the guest as typed, guest output reaches the user', async () => {

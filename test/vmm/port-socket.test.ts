@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PortSocket } from '../../src/vmm/port-socket.js';
 import { CONSOLE_SOCKET, SERIAL_SOCKET } from '../../src/vmm/api/socket-file.js';
+import { until } from '../support/timing.js';
 
 let dir: string;
 let open: PortSocket | undefined;
@@ -26,12 +27,6 @@ async function client(path: string): Promise<{ socket: Socket; text: () => strin
   return { socket, text: () => text, closed };
 }
 
-const until = async (cond: () => boolean): Promise<void> => {
-  for (let i = 0; !cond(); i++) {
-    if (i > 500) throw new Error('condition not met in 5 s');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 describe('PortSocket', () => {
   it('carries guest output to the client and the client\'s bytes to the guest; one client at a time', async () => {
