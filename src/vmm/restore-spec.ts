@@ -4,7 +4,7 @@
  *    `source_url=file:///dir[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on]` plus
  *    tsvmm keys `force=on`, `disk.ID=/new/path` and `backing_files=on` (for the disks given a new
  *    path; a bare first item is the source URL; an absolute path is accepted for it);
- *  - JSON (vm.restore): Cloud Hypervisor's RestoreConfig (api/validate.ts) plus "force" and
+ *  - JSON (vm.restore): Cloud Hypervisor's RestoreConfig (api/schema/bodies.ts) plus "force" and
  *    "disk_paths": {"ID": "/new/path"}.
  * `disk_paths` lets clones restore onto their own copies of the disks; `force` restores even
  * over disks that changed since the snapshot (which corrupts a guest that cached them).
@@ -13,10 +13,18 @@ import { isAbsolute } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../errors.js';
 import { parseToggle, splitOptionList, unquote } from '../util/kv.js';
-import { memoryRestoreMode } from './api/validate.js';
-import type { RestoreRequest } from './requests.js';
+import { RestoreConfig } from './api/schema/bodies.js';
+import type { MemoryRestoreMode, RestoreRequest } from './requests.js';
 
 const DISK_KEY = /^disk\.([A-Za-z0-9_.-]+)$/;
+
+/** `memory_restore_mode` in any case, as Cloud Hypervisor's CLI (copy, ondemand) and API (Copy, OnDemand) spell it. */
+function memoryRestoreMode(value: string, field: string): MemoryRestoreMode {
+  const modes = RestoreConfig.properties.memory_restore_mode.enum;
+  const mode = modes.find((m) => m.toLowerCase() === value.toLowerCase());
+  if (mode === undefined) throw new ConfigError(`${field}: expected one of ${modes.join(', ')}, got "${value}"`);
+  return mode;
+}
 
 function urlOf(value: string, what: string): string {
   if (isAbsolute(value)) return pathToFileURL(value).href;

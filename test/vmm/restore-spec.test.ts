@@ -15,7 +15,7 @@ describe('restore spec (Cloud Hypervisor syntax plus tsvmm keys)', () => {
     expect(parseRestoreSpec('source_url=file:///s,memory_restore_mode=copy,resume=off')).toEqual({
       source_url: 'file:///s', memory_restore_mode: 'Copy', resume: false,
     });
-    expect(() => parseRestoreSpec('source_url=file:///s,memory_restore_mode=lazy')).toThrow(/memory_restore_mode: expected "Copy" or "OnDemand", got string "lazy"/);
+    expect(() => parseRestoreSpec('source_url=file:///s,memory_restore_mode=lazy')).toThrow(/memory_restore_mode: expected one of Copy, OnDemand, got "lazy"/);
   });
 
   test('force and per-disk paths for clones', () => {

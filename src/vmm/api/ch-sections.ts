@@ -6,9 +6,6 @@
  * tsvmm cannot do is refused with a 400 naming the field and saying why, never ignored.
  */
 import { ConfigError } from '../../errors.js';
-import { CH_TOP_LEVEL_SECTIONS, type ChTopLevelSection } from '../config.js';
-
-type Json = Record<string, unknown>;
 
 /** Off: null, false or an empty list. */
 function isOff(value: unknown): boolean {
@@ -26,7 +23,6 @@ const DEFAULTS: Record<string, (v: unknown) => boolean> = {
   'disk.queue_size': (v) => v === 128 || v === 256,
   'disk.sparse': (v) => v === true,
   'disk.pci_segment': (v) => v === 0,
-  'disk.image_type': (v) => v === 'Raw' || v === 'Qcow2' || v === 'Unknown',
 };
 
 /** Sections whose mere presence makes a device (Cloud Hypervisor's `Option<...Config>`): null only. */
@@ -38,8 +34,8 @@ const WHY: Record<string, string> = {
   vsock: 'tsvmm has no vsock device yet',
   balloon: 'tsvmm has no balloon device yet',
   tpm: 'tsvmm has no TPM device yet',
-  'cpus.max_vcpus': 'tsvmm has no vCPU hotplug: max_vcpus must equal boot_vcpus',
   'payload.firmware': 'tsvmm boots kernels directly, without firmware',
+  net_fds: 'tsvmm has no network device yet, so there is no interface to hand file descriptors to',
 };
 
 function refuse(field: string, value: unknown): never {
@@ -48,32 +44,19 @@ function refuse(field: string, value: unknown): never {
   throw new ConfigError(`${field}: ${JSON.stringify(value)} is not supported: ${why}`, { field });
 }
 
-/** Checks `o`'s fields other than `handled` (fields tsvmm implements): each must be off or its accepted default. */
-export function checkUnsupportedFields(o: Json, prefix: string, handled: readonly string[]): void {
-  for (const [key, value] of Object.entries(o)) {
-    if (handled.includes(key)) continue;
-    const field = prefix === '' ? key : `${prefix}.${key}`;
-    const rule = DEFAULTS[field.replace(/^disks\[\d+\]/, 'disk')];
-    if (DEVICE_SECTIONS.has(field)) {
-      if (value !== null) refuse(field, value);
-    } else if (rule !== undefined) {
-      if (!rule(value)) refuse(field, value);
-    } else if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
-      // A settings object: each of its fields off or at its accepted default; names the first that is not.
-      checkUnsupportedFields(value as Json, field, []);
-    } else if (!isOff(value)) {
-      refuse(field, value);
-    }
+/**
+ * A field tsvmm has nothing behind yet (a schema's `x-tsvmm-off-or-default`): accepted when off or
+ * at its accepted default; a settings object field by field; otherwise a 400 naming the field.
+ */
+export function checkOffOrDefault(field: string, value: unknown): void {
+  const rule = DEFAULTS[field.replace(/^disks\[\d+\]/, 'disk')];
+  if (DEVICE_SECTIONS.has(field)) {
+    if (value !== null) refuse(field, value);
+  } else if (rule !== undefined) {
+    if (!isOff(value) && !rule(value)) refuse(field, value);
+  } else if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+    for (const [key, v] of Object.entries(value)) checkOffOrDefault(`${field}.${key}`, v);
+  } else if (!isOff(value)) {
+    refuse(field, value);
   }
-}
-
-/** The top-level Cloud Hypervisor sections of a body, checked, to keep in the config as given. */
-export function acceptedTopLevelSections(o: Json): Partial<Record<ChTopLevelSection, unknown>> {
-  const out: Partial<Record<ChTopLevelSection, unknown>> = {};
-  for (const section of CH_TOP_LEVEL_SECTIONS) {
-    if (!(section in o)) continue;
-    checkUnsupportedFields({ [section]: o[section] }, '', []);
-    out[section] = o[section];
-  }
-  return out;
 }

@@ -1,4 +1,5 @@
 import type { VmmController } from '../controller.js';
+import type { BodySchemaName } from './schema/bodies.js';
 
 /** How a state-changing request behaves when another one is still running (see op-queue.ts). */
 export type Concurrency = 'exclusive' | 'queued';
@@ -17,6 +18,8 @@ export interface ActionRoute {
   name: string;
   /** Parses (validates) the JSON body; absent when the route takes no body. */
   parseBody?: (value: unknown) => unknown;
+  /** The schema parseBody checks the body against: docs/openapi.json documents the body as this one. */
+  bodySchema?: BodySchemaName;
   concurrency: Concurrency;
   /** Send the 204 before running (vmm.shutdown: the process ends while running it). */
   respondFirst?: boolean;

@@ -14,7 +14,7 @@ export const ROUTES: readonly Route[] = [
   { kind: 'json', method: 'GET', name: 'vm.counters', read: (c) => c.counters() },
   {
     kind: 'action', method: 'PUT', name: 'vm.create', concurrency: 'exclusive',
-    parseBody: parseVmConfigJson, run: (c, b) => c.create(b as ReturnType<typeof parseVmConfigJson>),
+    parseBody: parseVmConfigJson, bodySchema: 'VmConfig', run: (c, b) => c.create(b as ReturnType<typeof parseVmConfigJson>),
   },
   { kind: 'action', method: 'PUT', name: 'vm.boot', concurrency: 'exclusive', run: (c) => c.boot() },
   { kind: 'action', method: 'PUT', name: 'vm.pause', concurrency: 'exclusive', run: (c) => c.pause() },
@@ -26,15 +26,15 @@ export const ROUTES: readonly Route[] = [
   { kind: 'action', method: 'PUT', name: 'vm.power-button', concurrency: 'exclusive', run: (c) => c.powerButton() },
   {
     kind: 'action', method: 'PUT', name: 'vm.snapshot', concurrency: 'exclusive',
-    parseBody: parseSnapshotRequest, run: (c, b) => c.snapshot(b as ReturnType<typeof parseSnapshotRequest>),
+    parseBody: parseSnapshotRequest, bodySchema: 'VmSnapshotConfig', run: (c, b) => c.snapshot(b as ReturnType<typeof parseSnapshotRequest>),
   },
   {
     kind: 'action', method: 'PUT', name: 'vm.restore', concurrency: 'exclusive',
-    parseBody: parseRestoreRequest, run: (c, b) => c.restore(b as ReturnType<typeof parseRestoreRequest>),
+    parseBody: parseRestoreRequest, bodySchema: 'RestoreConfig', run: (c, b) => c.restore(b as ReturnType<typeof parseRestoreRequest>),
   },
   {
     kind: 'action', method: 'PUT', name: 'vm.resize-disk', concurrency: 'exclusive',
-    parseBody: parseResizeDiskRequest, run: (c, b) => c.resizeDisk(b as ReturnType<typeof parseResizeDiskRequest>),
+    parseBody: parseResizeDiskRequest, bodySchema: 'VmResizeDiskConfig', run: (c, b) => c.resizeDisk(b as ReturnType<typeof parseResizeDiskRequest>),
   },
   {
     kind: 'action', method: 'PUT', name: 'vmm.shutdown', concurrency: 'queued', respondFirst: true,

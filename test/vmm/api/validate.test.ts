@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
-import { DEFAULT_MEMORY_SIZE, parseResizeDiskRequest, parseRestoreRequest, parseSnapshotRequest, parseVmConfigJson } from '../../../src/vmm/api/validate.js';
+import { DEFAULT_MEMORY_SIZE } from '../../../src/vmm/api/schema/bodies.js';
+import { parseResizeDiskRequest, parseRestoreRequest, parseSnapshotRequest, parseVmConfigJson } from '../../../src/vmm/api/validate.js';
 
 const minimal = { payload: { kernel: '/k.elf' } };
 
@@ -135,7 +136,7 @@ describe('parseVmConfigJson', () => {
     [{ ...minimal, cpus: { boot_vcpus: 1, topology: { threads_per_core: 2, cores_per_die: 1, dies_per_package: 1, packages: 1 } } }, /cpus.topology.threads_per_core: 2 is not supported: tsvmm does not support it yet/],
     [{ ...minimal, memory: {} }, /memory.size: required/],
     [{ ...minimal, memory: { size: '512M' } }, /memory.size: expected an integer, got string "512M"/],
-    [{ ...minimal, memory: { size: (1 << 20) + 1 } }, /not a multiple of the 4096-byte page size/],
+    [{ ...minimal, memory: { size: (1 << 20) + 1 } }, /memory.size: 1048577 is not a multiple of 4096/],
     [{ ...minimal, memory: { size: 2 ** 60 } }, /memory.size: .* out of range/],
     [{ ...minimal, disks: {} }, /disks: expected an array, got an object/],
     [{ ...minimal, disks: [{}] }, /disks\[0\].path: required/],
@@ -155,7 +156,7 @@ describe('parseVmConfigJson', () => {
     [{ ...minimal, balloon: { size: 0 } }, /^balloon: .* is not supported: tsvmm has no balloon device yet$/],
     [{ ...minimal, payload: { kernel: '/k', firmware: '/fw' } }, /^payload.firmware: "\/fw" is not supported: tsvmm boots kernels directly/],
     [{ ...minimal, memory: { size: 1 << 30, hugepages: true } }, /^memory.hugepages: true is not supported/],
-    [{ ...minimal, disks: [{ path: '/a', image_type: 'Vhdx' }] }, /disks\[0\].image_type: expected Raw, Qcow2 or Unknown/],
+    [{ ...minimal, disks: [{ path: '/a', image_type: 'Vhdx' }] }, /disks\[0\].image_type: expected one of Raw, Qcow2, Unknown, got string "Vhdx"/],
     [{ ...minimal, disks: [{ path: '/a', image_type: 'Raw', format: 'qcow2' }] }, /disks\[0\]: give image_type or format, not both/],
     [{ ...minimal, platform: { num_pci_segments: 2 } }, /^platform.num_pci_segments: 2 is not supported/],
     [{ ...minimal, rng: { src: '/dev/random', iommu: true } }, /^rng.iommu: true is not supported/],
@@ -190,10 +191,10 @@ describe('snapshot and restore bodies', () => {
     [() => parseSnapshotRequest({ destination_url: 'https://x/y' }), /scheme "https" is not supported/],
     [() => parseSnapshotRequest({ destination_url: 'file://host/x' }), /names host "host"/],
     [() => parseRestoreRequest({ source_url: 'file:///s', prefault: 1 }), /prefault: expected a boolean/],
-    [() => parseRestoreRequest({ source_url: 'file:///s', memory_restore_mode: 'x' }), /memory_restore_mode: expected "Copy" or "OnDemand", got string "x"/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', memory_restore_mode: 'x' }), /memory_restore_mode: expected one of Copy, OnDemand, got string "x"/],
     [() => parseRestoreRequest({ source_url: 'file:///s', resume: 'yes' }), /resume: expected a boolean/],
-    [() => parseRestoreRequest({ source_url: 'file:///s', net_fds: [{ id: 'net0', num_fds: 1, fds: [3] }] }), /net_fds: tsvmm has no network devices yet/],
-    [() => parseRestoreRequest({ source_url: 'file:///s', net_fds: 3 }), /net_fds: expected null or a list/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', net_fds: [{ id: 'net0', num_fds: 1, fds: [3] }] }), /^net_fds: .* is not supported: tsvmm has no network device yet/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', net_fds: 3 }), /^net_fds: 3 is not supported/],
     [() => parseRestoreRequest({ source_url: 'file:///s', landlock: true }), /unknown field "landlock"/],
     [() => parseRestoreRequest({ source_url: 'file:///s', backing_files: 'on' }), /backing_files: expected a boolean/],
   ])('rejects bad bodies (%#)', (f, message) => {
