@@ -5,12 +5,13 @@
 #   vmlinux            the same kernel decompressed: an ELF with a PVH note (Xen ELF note 18)
 #   initramfs.cpio.gz  busybox-static, the virtio-mmio/-blk/-console/-rng, ext4, ACPI button and evdev modules,
 #                      mke2fs/e2fsck from the host's e2fsprogs with their libraries, and
-#                      initramfs-init as /init
+#                      rng-probe (rng-probe.c, built static), initramfs-init as /init
 #   rootfs.ext4        an ext4 root disk (busybox, rootfs-init as /sbin/init), made with
 #                      `mke2fs -d`, so no root privileges and no loop mounts
 # Cached: nothing is rebuilt while the kernel version and every input (this script, the init
 # scripts, busybox, e2fsprogs) are unchanged (stamp file), like tools/nested/initramfs.sh.
-# Needs: busybox-static, cpio, e2fsprogs, xz-utils (apt-get install busybox-static cpio e2fsprogs).
+# Needs: busybox-static, cpio, e2fsprogs, xz-utils, a C compiler with static glibc (apt-get install
+# busybox-static cpio e2fsprogs build-essential).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -32,7 +33,7 @@ mke2fs=$(command -v mke2fs)
 e2fsck=$(command -v e2fsck)
 
 MODULES=(virtio_mmio virtio_blk crc32c_generic ext4 virtio_console virtio_rng button evdev)
-inputs=("$0" "$here/initramfs-init" "$here/rootfs-init" "$here/modules.mjs" "$busybox" "$mke2fs" "$e2fsck")
+inputs=("$0" "$here/initramfs-init" "$here/rootfs-init" "$here/modules.mjs" "$here/rng-probe.c" "$busybox" "$mke2fs" "$e2fsck")
 stamp="$(cat "$debian/version") ${MODULES[*]} $(sha1sum "${inputs[@]}" | awk '{ print $1 }' | tr '\n' ' ')"
 if [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ] &&
    [ -f "$out/vmlinuz" ] && [ -f "$out/vmlinux" ] && [ -f "$out/initramfs.cpio.gz" ] && [ -f "$out/rootfs.ext4" ]; then
@@ -111,6 +112,8 @@ install_dynamic "$root" "$e2fsck" /sbin/e2fsck
 for name in mkfs.ext4 mkfs.ext2; do ln -sf mke2fs "$root/sbin/$name"; done
 ln -sf e2fsck "$root/sbin/fsck.ext4"
 cp /etc/mke2fs.conf "$root/etc/mke2fs.conf"
+# rng-probe (static, like busybox): the tests' view of the kernel RNG after a restore (VMGenID).
+cc -O2 -Wall -Wextra -static -o "$root/bin/rng-probe" "$here/rng-probe.c"
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -6 > "$work/initramfs.cpio.gz"
 
 # --- root disk --------------------------------------------------------------------------

@@ -17,10 +17,14 @@ export const VIRTIO_MMIO_SIZE = 0x1000;
 /** First GSI handed to virtio-mmio devices (4 is COM1; ISA lines below 5 are taken). */
 export const VIRTIO_FIRST_IRQ = 5;
 /**
- * The interrupt of the ACPI generic event device (GED) that carries the power button: the last
- * IOAPIC pin, so virtio-mmio devices have GSIs 5..22.
+ * The interrupts of the ACPI generic event device (GED): the power button on the last IOAPIC pin,
+ * the VM generation ID's change notification on the one before, so virtio-mmio devices have GSIs
+ * 5..21.
  */
 export const POWER_BUTTON_GSI = 23;
+export const VMGENID_GSI = 22;
+/** The last GSI a virtio-mmio device may have. */
+export const VIRTIO_LAST_IRQ = 21;
 
 export const IOAPIC_BASE = 0xfec0_0000;
 

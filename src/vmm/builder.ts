@@ -200,6 +200,7 @@ export class VmBuilder {
         // The irqchip after the LAPICs (their state feeds it), the PIT and the clock last.
         IRQCHIPS.forEach((chip, i) => vmFd.setIrqchip(chip, state.vm.irqchips[i]!));
         vmFd.setPit2(state.vm.pit);
+        platform.announceRestore();
       } catch (e) {
         await starting.catch(() => {}); // its threads are in `cleanups` once it settles
         throw e;

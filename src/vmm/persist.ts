@@ -17,7 +17,7 @@ import { vmLevelStateFromJson } from './vm-state.js';
 import { SNAPSHOT_CONFIG } from './snapshot-config.js';
 
 /** Device types this VMM can rebuild from a snapshot. */
-export const DEVICE_TYPES = ['serial', 'i8042', 'virtio-blk', 'virtio-console', 'virtio-rng'] as const;
+export const DEVICE_TYPES = ['serial', 'i8042', 'virtio-blk', 'virtio-console', 'virtio-rng', 'vmgenid'] as const;
 
 export interface SnapshotSummary {
   destination: string;
@@ -34,6 +34,7 @@ function deviceEntries(p: PlatformState): Record<string, DeviceEntry> {
   for (const [id, s] of Object.entries(p.disks)) out[`disk:${id}`] = { type: 'virtio-blk', state: json(s) };
   if (p.console !== undefined) out['console'] = { type: 'virtio-console', state: json(p.console) };
   if (p.rng !== undefined) out['rng'] = { type: 'virtio-rng', state: json(p.rng) };
+  if (p.vmgenid !== undefined) out['vmgenid'] = { type: 'vmgenid', state: json(p.vmgenid) };
   return out;
 }
 
@@ -45,6 +46,7 @@ function platformFromEntries(devices: Record<string, DeviceEntry>): PlatformStat
     else if (e.type === 'virtio-blk') p.disks[name.replace(/^disk:/, '')] = e.state as unknown as PlatformState['disks'][string];
     else if (e.type === 'virtio-console') p.console = e.state as unknown as NonNullable<PlatformState['console']>;
     else if (e.type === 'virtio-rng') p.rng = e.state as unknown as NonNullable<PlatformState['rng']>;
+    else if (e.type === 'vmgenid') p.vmgenid = e.state as unknown as NonNullable<PlatformState['vmgenid']>;
   }
   if (p.i8042 === undefined) throw new ConfigError('the snapshot has no i8042 device state');
   return p;

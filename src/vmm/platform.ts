@@ -15,7 +15,9 @@ import type { VirtioMmioState } from '../devices/virtio/mmio.js';
 import { ConfigError } from '../errors.js';
 import { DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE } from '../devices/debug-exit.js';
 import { AcpiResetRegister, AcpiSleepControl } from '../devices/acpi-sleep.js';
-import { ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, IOAPIC_BASE, POWER_BUTTON_GSI } from '../memory/layout.js';
+import { ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, IOAPIC_BASE, POWER_BUTTON_GSI, VMGENID_GSI } from '../memory/layout.js';
+import { VmGenId, type VmGenIdState } from '../devices/acpi/vmgenid.js';
+import { VMGENID_ADDR } from './boot/addresses.js';
 import type { VmConfig } from './config.js';
 import type { DeviceNode, DeviceResource } from './controller.js';
 import type { VmEnd } from './exit-status.js';
@@ -49,6 +51,8 @@ export interface PlatformState {
   console?: VirtioMmioState;
   /** The virtio-rng transport; absent in snapshots from before the device existed. */
   rng?: VirtioMmioState;
+  /** Where the VM generation ID is; absent in snapshots from before tsvmm had one. */
+  vmgenid?: VmGenIdState;
 }
 
 export interface PlatformHooks {
@@ -90,6 +94,8 @@ export class Platform {
   private console: { device: VirtioConsole; slot: VirtioMmioSlot } | undefined;
   /** The virtio-rng device, its slot (after the console's) and the entropy source it reads. */
   private rng: { device: VirtioRng; slot: VirtioMmioSlot; source: number } | undefined;
+  /** The VM generation ID; absent only in a VM restored from a snapshot older than the device. */
+  private vmGenId: VmGenId | undefined;
   private readonly lines: IrqfdLine[] = [];
   /** The interrupt of the ACPI generic event device whose event method notifies the power button. */
   private readonly powerButton: IrqfdLine;
@@ -154,6 +160,9 @@ export class Platform {
       if (config.rng !== undefined && (saved === undefined || saved.rng !== undefined)) {
         p.attachRng(disks.length + (config.console.mode !== 'Off' ? 1 : 0), config.rng.src, vmFd, memory, saved?.rng);
       }
+      // The same for the generation ID: an older snapshot's DSDT names none, so none is written.
+      if (saved === undefined) p.vmGenId = VmGenId.create(memory, p.line(VMGENID_GSI), VMGENID_ADDR);
+      else if (saved.vmgenid !== undefined) p.vmGenId = VmGenId.fromState(memory, p.line(VMGENID_GSI), saved.vmgenid);
     } catch (e) {
       if (platform !== undefined) await platform.close();
       else for (const d of disks) await d.close();
@@ -203,7 +212,17 @@ export class Platform {
     if (this.serial !== undefined) s.serial = this.serial.state();
     if (this.console !== undefined) s.console = this.console.slot.transport.state();
     if (this.rng !== undefined) s.rng = this.rng.slot.transport.state();
+    if (this.vmGenId !== undefined) s.vmgenid = this.vmGenId.state();
     return s;
+  }
+
+  /**
+   * This VM was restored from a snapshot, so other copies of it may run: a new generation ID and
+   * its notification (devices/acpi/vmgenid.ts). Called once the restored irqchip is loaded, so
+   * the interrupt is not overwritten by the saved one.
+   */
+  announceRestore(): void {
+    this.vmGenId?.announceRestore();
   }
 
   private line(gsi: number): IrqfdLine {

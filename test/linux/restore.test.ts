@@ -6,6 +6,11 @@
  * go on on every CPU, that the loops go on where they were, that no write was lost (the host
  * reads each log back: 1..N without a gap) and that the file system is clean afterwards.
  *
+ * The 1-vCPU guest also makes two snapshots with a random draw armed in it (rng-probe, built into
+ * the initramfs): its clones must draw different numbers right away, because tsvmm gives every
+ * restored VM a new generation ID (VMGenID) and the kernel's vmgenid driver reseeds on it; the
+ * same draw from a snapshot whose guest had that driver unbound gives every clone the same bytes.
+ *
  * Chains of restore → run → snapshot → kill of a 2-vCPU Linux, many in a row, are
  * bench/linux-restore-loop.mjs (a stress run, too long for the test tier nested).
  */
@@ -32,25 +37,65 @@ interface Saved {
   at: Progress;
 }
 
+/** Snapshots with a draw armed (`rng-probe draw-after /tmp/go`), and the disk their clones read. */
+interface RngSnapshots {
+  withVmGenId: string;
+  driverUnbound: string;
+  disk: string;
+}
+
+const VMGENID_DRIVER = '/sys/bus/acpi/drivers/vmgenid';
+
 describe('real Linux: pause → snapshot → kill → restore in a new process → resume', () => {
   let dir: string;
   const saved = new Map<number, Saved>();
   let caseNo = 0;
   let cloneAttempt = 0;
+  let rng: RngSnapshots | undefined;
 
   async function bootAndSnapshot(cpus: number): Promise<Saved> {
-    const golden = join(dir, `golden-${cpus}.raw`);
-    await host('truncate', ['-s', '64M', golden]);
-    const guest = await LinuxGuest.boot({ cpus, memoryMiB: 384, apiSocket: join(dir, `boot-${cpus}.sock`), disks: [`path=${golden},id=data`] });
+    const live = join(dir, `live-${cpus}.raw`);
+    await host('truncate', ['-s', '64M', live]);
+    const guest = await LinuxGuest.boot({ cpus, memoryMiB: 384, apiSocket: join(dir, `boot-${cpus}.sock`), disks: [`path=${live},id=data`] });
     try {
       await startCounters(guest, cpus);
       const at = await readProgress(guest, cpus);
       const snap = join(dir, `snap-${cpus}`);
       await guest.snapshot(snap);
+      // The disk as the snapshot saw it (the guest goes on writing to `live` below).
+      const golden = join(dir, `golden-${cpus}.raw`);
+      copyFileSync(live, golden);
+      if (cpus === 1) rng = await rngSnapshots(guest, live);
       return { cpus, snap, disk: golden, at };
     } finally {
       await guest.killHard();
     }
+  }
+
+  /**
+   * Two snapshots of a guest whose next random draw waits for the test: one as it is, one with
+   * the kernel's vmgenid driver unbound. Before each, the kernel RNG is reseeded, so no timed
+   * reseed (from an input pool that differs between clones) falls between a clone's resume and
+   * its draw; the counter loops are stopped, so nothing draws randomness by itself in between.
+   */
+  async function rngSnapshots(guest: LinuxGuest, disk: string): Promise<RngSnapshots> {
+    await guest.resume();
+    await stopCounters(guest, 1);
+    // Debian's kernel has bound its vmgenid driver to tsvmm's generation ID device.
+    expect(await guest.ok(`ls ${VMGENID_DRIVER}`)).toMatch(/TSVMVGID:00/);
+    const armed = async (name: string): Promise<string> => {
+      await guest.ok('rm -f /tmp/go /tmp/rnd && mkfifo /tmp/go && rng-probe reseed');
+      await guest.ok('rng-probe draw-after /tmp/go > /tmp/rnd &');
+      const snap = join(dir, name);
+      await guest.snapshot(snap);
+      await guest.resume();
+      return snap;
+    };
+    const withVmGenId = await armed('rng-vmgenid');
+    await guest.ok('kill $! && wait $!; true');
+    await guest.ok(`for d in ${VMGENID_DRIVER}/*:*; do echo "\${d##*/}" > ${VMGENID_DRIVER}/unbind; done`);
+    expect(await guest.ok(`ls ${VMGENID_DRIVER}`)).not.toMatch(/TSVMVGID/);
+    return { withVmGenId, driverUnbound: await armed('rng-unbound'), disk };
   }
 
   beforeAll(async () => {
@@ -127,6 +172,29 @@ describe('real Linux: pause → snapshot → kill → restore in a new process �
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed !== undefined) throw failed.reason;
     expect(sha256(s.disk)).toBe(baseSha);
+  });
+
+  it('clones draw different random numbers right away (VMGenID); with the guest\'s vmgenid driver unbound they draw the same', { timeout: CASE_TIMEOUT_MS }, async () => {
+    const r = rng!;
+    const attempt = cloneAttempt++;
+    const sources = [r.withVmGenId, r.withVmGenId, r.withVmGenId, r.driverUnbound, r.driverUnbound];
+    const overlays = sources.map((_, k) => join(dir, `rng-${attempt}-${k}.qcow2`));
+    for (const o of overlays) await host('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', r.disk, '-F', 'raw', o]);
+    const started = await Promise.allSettled(sources.map((snap, k) =>
+      LinuxGuest.restore(snap, { apiSocket: join(dir, `rng-${attempt}-${k}.sock`), force: true, backingFiles: true, diskPaths: { data: overlays[k]! } })));
+    const clones = started.flatMap((x) => (x.status === 'fulfilled' ? [x.value] : []));
+    try {
+      const failed = started.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
+      // Each clone opens the FIFO with a shell builtin: nothing runs between that and its draw.
+      const draws = await Promise.all(clones.map((g) => g.ok(': > /tmp/go && wait && cat /tmp/rnd')));
+      for (const d of draws) expect(d.trim()).toMatch(/^[0-9a-f]{32}$/);
+      const [a, b, c, unboundA, unboundB] = draws.map((d) => d.trim());
+      expect(new Set([a, b, c]).size, `clones with VMGenID drew ${draws.join(', ')}`).toBe(3);
+      expect(unboundA, 'clones whose kernel ignores VMGenID draw the same bytes').toBe(unboundB);
+    } finally {
+      await Promise.all(clones.map((g) => g.killHard()));
+    }
   });
 
   async function continueAndFinishOverlay(guest: LinuxGuest, s: Saved, overlay: string, k: number): Promise<void> {

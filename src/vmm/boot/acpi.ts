@@ -2,16 +2,18 @@
  * ACPI tables: RSDP (revision 2) at RSDP_ADDR → XSDT → FADT (revision 6, hardware-reduced, so no
  * PM/GPE ports are needed) → DSDT, and the MADT. The DSDT names the virtio-mmio devices
  * (LNRO0005) and COM1 so stock kernels, which lack virtio_mmio.device= support, still find them,
- * and the power button: on a hardware-reduced platform there is no fixed power button, so an ACPI
- * generic event device (GED, ACPI0013) owns an interrupt whose event method notifies the button
- * device (PNP0C0C), for which the guest's button driver reports KEY_POWER.
+ * the power button and the VM generation ID. On a hardware-reduced platform there is no fixed
+ * power button, so an ACPI generic event device (GED, ACPI0013) owns an interrupt per event, and
+ * its event method notifies, by interrupt, the button device (PNP0C0C, for which the guest's
+ * button driver reports KEY_POWER) or the generation ID device (VM_GEN_COUNTER, whose driver
+ * reseeds the guest's RNG).
  */
 import type { GuestMemory } from '../../memory/guest-memory.js';
 import {
   ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, IOAPIC_BASE, LAPIC_BASE,
-  POWER_BUTTON_GSI,
+  POWER_BUTTON_GSI, VMGENID_GSI,
 } from '../../memory/layout.js';
-import { ACPI_AREA_SIZE, RSDP_ADDR } from './addresses.js';
+import { ACPI_AREA_SIZE, RSDP_ADDR, VMGENID_ADDR } from './addresses.js';
 import * as aml from './aml.js';
 import { ByteWriter, checksumByte } from './table-writer.js';
 import type { VirtioMmioDevice } from './cmdline.js';
@@ -116,12 +118,24 @@ export function buildDsdt(devices: readonly VirtioMmioDevice[]): Uint8Array {
     aml.name('_HID', aml.eisaId('PNP0C0C')),
     aml.name('_UID', aml.integer(0)),
   ]));
-  // Notify 0x80 on a power button: "the button was pressed" (ACPI 6.x, 4.8.3.1).
+  // The generation ID: Linux's vmgenid driver matches the compatible ID and reads ADDR, a package
+  // of the ID's address, low then high 32 bits (as QEMU and Firecracker describe it).
+  children.push(aml.device('VGEN', [
+    aml.name('_HID', aml.string('TSVMVGID')),
+    aml.name('_CID', aml.string('VM_GEN_COUNTER')),
+    aml.name('_DDN', aml.string('VM_GEN_COUNTER')),
+    aml.name('ADDR', aml.pkg([aml.integer(VMGENID_ADDR), aml.integer(0)])),
+  ]));
+  // _EVT gets the interrupt that fired. Notify 0x80 on a power button: "the button was pressed"
+  // (ACPI 6.x, 4.8.3.1); on VGEN: "the ID changed" (the value QEMU uses; the driver takes any).
   children.push(aml.device('GED0', [
     aml.name('_HID', aml.string('ACPI0013')),
     aml.name('_UID', aml.integer(0)),
-    aml.name('_CRS', aml.resourceTemplate([aml.extendedInterrupt(POWER_BUTTON_GSI)])),
-    aml.method('_EVT', 1, [aml.notify('\\_SB_.PWRB', 0x80)]),
+    aml.name('_CRS', aml.resourceTemplate([aml.extendedInterrupt(VMGENID_GSI), aml.extendedInterrupt(POWER_BUTTON_GSI)])),
+    aml.method('_EVT', 1, [
+      aml.ifArg0Equals(VMGENID_GSI, [aml.notify('\\_SB_.VGEN', 0x80)]),
+      aml.ifArg0Equals(POWER_BUTTON_GSI, [aml.notify('\\_SB_.PWRB', 0x80)]),
+    ]),
   ]));
   // \_S5_: the SLP_TYP values for soft-off, which Linux writes to the sleep control register.
   const s5 = aml.name('\\_S5_', aml.pkg([aml.integer(ACPI_S5_SLEEP_TYPE), aml.integer(0)]));

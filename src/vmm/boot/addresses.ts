@@ -55,6 +55,10 @@ export const MPTABLE_SIZE = 0x10400;
 export const RSDP_ADDR = 0xe0000;
 export const ACPI_AREA_SIZE = 0x10000;
 
+/** The VM generation ID (16 bytes, devices/acpi/vmgenid.ts), in reserved memory after the ACPI tables. */
+export const VMGENID_ADDR = 0xf0000;
+export const VMGENID_AREA_SIZE = 0x10;
+
 /** The real-mode reset vector F000:FFF0, where a rebooting guest jumps (reset-vector.ts). */
 export const RESET_VECTOR_ADDR = 0xffff0;
 export const RESET_VECTOR_SIZE = 0x10;
@@ -80,6 +84,7 @@ export const BOOT_AREAS: readonly BootArea[] = [
   { name: 'cmdline', start: CMDLINE_ADDR, size: CMDLINE_AREA_SIZE },
   { name: 'mptable', start: MPTABLE_ADDR, size: MPTABLE_SIZE },
   { name: 'acpi', start: RSDP_ADDR, size: ACPI_AREA_SIZE },
+  { name: 'vmgenid', start: VMGENID_ADDR, size: VMGENID_AREA_SIZE },
   { name: 'reset-vector', start: RESET_VECTOR_ADDR, size: RESET_VECTOR_SIZE },
 ];
 

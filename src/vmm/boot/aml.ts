@@ -1,7 +1,7 @@
 /**
  * A tiny AML (ACPI Machine Language) encoder: just the terms a DSDT describing fixed devices
- * needs — Scope, Device, Name, integers, strings, EISA ids, resource-template buffers, and the
- * one method the power button's event device has (Method, Notify).
+ * needs — Scope, Device, Name, integers, strings, EISA ids, packages, resource-template buffers,
+ * and the one method the generic event device has (Method, If, LEqual, Arg0, Notify).
  * Each function returns the encoded bytes; nesting is by composition.
  */
 const SCOPE_OP = 0x10;
@@ -13,6 +13,9 @@ const ROOT_PREFIX = 0x5c;
 const DUAL_NAME_PREFIX = 0x2e;
 const METHOD_OP = 0x14;
 const NOTIFY_OP = 0x86;
+const IF_OP = 0xa0;
+const LEQUAL_OP = 0x93;
+const ARG0_OP = 0x68;
 
 export function concat(parts: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
@@ -113,6 +116,12 @@ export function method(n: string, argCount: number, body: readonly Uint8Array[])
 /** Notify(target, value): tells the OS's driver for `target` about event `value`. */
 export function notify(target: string, value: number): Uint8Array {
   return concat([Uint8Array.of(NOTIFY_OP), nameString(target), integer(value)]);
+}
+
+/** If (LEqual (Arg0, value)) { body }: the event method's test of which interrupt fired. */
+export function ifArg0Equals(value: number, body: readonly Uint8Array[]): Uint8Array {
+  const content = concat([Uint8Array.of(LEQUAL_OP, ARG0_OP), integer(value), ...body]);
+  return concat([Uint8Array.of(IF_OP), pkgLength(content.length), content]);
 }
 
 export function buffer(bytes: Uint8Array): Uint8Array {

@@ -21,7 +21,7 @@ import { loadInitramfs, type InitramfsPlacement } from './initramfs.js';
 import { loadKernel } from './kernel.js';
 import { guestMemoryMap, lowRamEnd, type MemoryMapEntry } from './memory-map.js';
 import { writeMpTable } from './mptable.js';
-import { POWER_BUTTON_GSI, VIRTIO_FIRST_IRQ } from '../../memory/layout.js';
+import { POWER_BUTTON_GSI, VIRTIO_FIRST_IRQ, VIRTIO_LAST_IRQ, VMGENID_GSI } from '../../memory/layout.js';
 import { IDENTITY_MAPPED_BYTES, writeIdentityPageTables } from './paging.js';
 import { writeStartInfo } from './pvh.js';
 import { writeResetVector } from './reset-vector.js';
@@ -89,8 +89,8 @@ function validateDevices(devices: readonly VirtioMmioDevice[]): void {
       throw new BootLayoutError(`virtio-mmio window 0x${d.base.toString(16)}+0x${d.size.toString(16)} is not a 32-bit range`);
     }
     // Below 16 the ISA identity routes already cover the line; 0-4 belong to timer, keyboard, cascade, COM2/COM1.
-    if (!Number.isInteger(d.gsi) || d.gsi < VIRTIO_FIRST_IRQ || d.gsi >= POWER_BUTTON_GSI || seen.has(d.gsi)) {
-      throw new BootLayoutError(`virtio-mmio GSI ${d.gsi} must be unique and in ${VIRTIO_FIRST_IRQ}..${POWER_BUTTON_GSI - 1} (at most ${POWER_BUTTON_GSI - VIRTIO_FIRST_IRQ} virtio devices)`);
+    if (!Number.isInteger(d.gsi) || d.gsi < VIRTIO_FIRST_IRQ || d.gsi > VIRTIO_LAST_IRQ || seen.has(d.gsi)) {
+      throw new BootLayoutError(`virtio-mmio GSI ${d.gsi} must be unique and in ${VIRTIO_FIRST_IRQ}..${VIRTIO_LAST_IRQ} (at most ${VIRTIO_LAST_IRQ - VIRTIO_FIRST_IRQ + 1} virtio devices)`);
     }
     seen.add(d.gsi);
   }
@@ -123,7 +123,7 @@ export function layoutGuest(opts: LayoutOptions): GuestLayout {
     ? loadInitramfs(memory, opts.initramfs, k.kernelEnd, ramTop, initrdMax)
     : undefined;
 
-  writeMpTable(memory, { vcpus, extraGsis: [...opts.virtioDevices.map((d) => d.gsi), POWER_BUTTON_GSI] });
+  writeMpTable(memory, { vcpus, extraGsis: [...opts.virtioDevices.map((d) => d.gsi), VMGENID_GSI, POWER_BUTTON_GSI] });
   const acpi = writeAcpiTables(memory, vcpus, opts.virtioDevices);
   const tables = { gdt: writeGdt(memory), idt: writeIdt(memory) };
   writeResetVector(memory);

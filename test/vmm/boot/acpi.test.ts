@@ -1,7 +1,7 @@
-import { POWER_BUTTON_GSI } from '../../../src/memory/layout.js';
+import { POWER_BUTTON_GSI, VMGENID_GSI } from '../../../src/memory/layout.js';
 import { describe, expect, it } from 'vitest';
 import { anonymousGuestMemory, type GuestMemory } from '../../../src/memory/guest-memory.js';
-import { RSDP_ADDR } from '../../../src/vmm/boot/addresses.js';
+import { RSDP_ADDR, VMGENID_ADDR } from '../../../src/vmm/boot/addresses.js';
 import { FADT_HW_REDUCED_ACPI, FADT_RESET_REG_SUP, writeAcpiTables } from '../../../src/vmm/boot/acpi.js';
 import { eisaId, pkgLength } from '../../../src/vmm/boot/aml.js';
 import { asciiAt, sum8 } from './fixtures.js';
@@ -49,7 +49,38 @@ function readPkgLength(b: Uint8Array, o: number): { len: number; size: number } 
   return { len, size: 1 + extra };
 }
 
-interface AmlDevice { name: string; hid: string | number; uid: number; crs?: Uint8Array; methods?: Record<string, { flags: number; body: Uint8Array }> }
+type AmlValue = string | number | Uint8Array | AmlValue[];
+interface AmlDevice { name: string; hid: string | number; uid: number; crs?: Uint8Array; names: Record<string, AmlValue>; methods?: Record<string, { flags: number; body: Uint8Array }> }
+
+/** One data object: a string, an integer, a buffer or a package of them. */
+function readValue(aml: Uint8Array, p: number, where: string): { value: AmlValue; next: number } {
+  const op = aml[p]!;
+  if (op === 0x0d) { const z = aml.indexOf(0, p); return { value: asciiAt(aml, p + 1, z - p - 1), next: z + 1 }; }
+  if (op === 0x00 || op === 0x01) return { value: op, next: p + 1 };
+  if (op === 0x0a) return { value: aml[p + 1]!, next: p + 2 };
+  if (op === 0x0b) return { value: aml[p + 1]! | (aml[p + 2]! << 8), next: p + 3 };
+  if (op === 0x0c) return { value: new DataView(aml.buffer, aml.byteOffset).getUint32(p + 1, true), next: p + 5 };
+  if (op === 0x11) {
+    const bl = readPkgLength(aml, p + 1);
+    const body = aml.subarray(p + 1 + bl.size, p + 1 + bl.len);
+    expect(body[0]).toBe(0x0a); // BufferSize as a byte
+    return { value: body.subarray(2, 2 + body[1]!), next: p + 1 + bl.len };
+  }
+  if (op === 0x12) { // PackageOp: PkgLength, NumElements, elements
+    const pl = readPkgLength(aml, p + 1);
+    const count = aml[p + 1 + pl.size]!;
+    const elements: AmlValue[] = [];
+    let q = p + 2 + pl.size;
+    for (let i = 0; i < count; i++) {
+      const e = readValue(aml, q, where);
+      elements.push(e.value);
+      q = e.next;
+    }
+    expect(q).toBe(p + 1 + pl.len);
+    return { value: elements, next: q };
+  }
+  throw new Error(`unexpected AML op 0x${op.toString(16)} in ${where}`);
+}
 
 function readDevices(aml: Uint8Array): AmlDevice[] {
   const out: AmlDevice[] = [];
@@ -70,23 +101,12 @@ function readDevices(aml: Uint8Array): AmlDevice[] {
       }
       expect(aml[p]).toBe(0x08); // NameOp
       const n = asciiAt(aml, p + 1, 4);
-      p += 5;
-      const op = aml[p]!;
-      let value: string | number | Uint8Array;
-      if (op === 0x0d) { const z = aml.indexOf(0, p); value = asciiAt(aml, p + 1, z - p - 1); p = z + 1; }
-      else if (op === 0x00 || op === 0x01) { value = op; p += 1; }
-      else if (op === 0x0a) { value = aml[p + 1]!; p += 2; }
-      else if (op === 0x0c) { value = new DataView(aml.buffer, aml.byteOffset).getUint32(p + 1, true); p += 5; }
-      else if (op === 0x11) {
-        const bl = readPkgLength(aml, p + 1);
-        const body = aml.subarray(p + 1 + bl.size, p + 1 + bl.len);
-        expect(body[0]).toBe(0x0a); // BufferSize as a byte
-        value = body.subarray(2, 2 + body[1]!);
-        p = p + 1 + bl.len;
-      } else throw new Error(`unexpected AML op 0x${op.toString(16)} in ${name}.${n}`);
-      if (n === '_HID') dev.hid = value as string | number;
-      if (n === '_UID') dev.uid = value as number;
-      if (n === '_CRS') dev.crs = value as Uint8Array;
+      const read = readValue(aml, p + 5, `${name}.${n}`);
+      p = read.next;
+      (dev.names ??= {})[n] = read.value;
+      if (n === '_HID') dev.hid = read.value as string | number;
+      if (n === '_UID') dev.uid = read.value as number;
+      if (n === '_CRS') dev.crs = read.value as Uint8Array;
     }
     expect(p).toBe(end);
     out.push(dev as AmlDevice);
@@ -159,7 +179,7 @@ describe('ACPI tables', () => {
     expect(1 + sp.len).toBe(body.length);
     expect(asciiAt(body, 1 + sp.size, 5)).toBe('\\_SB_');
     const devs = readDevices(body);
-    expect(devs.map((d) => d.name)).toEqual(['VR00', 'VR01', 'COM1', 'PWRB', 'GED0']);
+    expect(devs.map((d) => d.name)).toEqual(['VR00', 'VR01', 'COM1', 'PWRB', 'VGEN', 'GED0']);
     devices.forEach((d, i) => {
       const dev = devs[i]!;
       expect(dev.hid).toBe('LNRO0005');
@@ -178,14 +198,22 @@ describe('ACPI tables', () => {
     const com = devs[2]!;
     expect(com.hid).toBe(0x0105d041);
     expect([...com.crs!]).toEqual([0x47, 1, 0xf8, 0x03, 0xf8, 0x03, 1, 8, 0x22, 0x10, 0, 0x79, 0]);
-    // The power button (EisaId PNP0C0C), and the generic event device whose interrupt notifies it.
-    const [pwrb, ged] = [devs[3]!, devs[4]!];
+    // The power button (EisaId PNP0C0C), the generation ID device (what Linux's vmgenid driver
+    // matches, and the ID's address as a package of low and high halves), and the generic event
+    // device whose interrupts notify them.
+    const [pwrb, vgen, ged] = [devs[3]!, devs[4]!, devs[5]!];
     expect(pwrb.hid).toBe(0x0c0cd041);
+    expect(vgen.names).toEqual({ _HID: 'TSVMVGID', _CID: 'VM_GEN_COUNTER', _DDN: 'VM_GEN_COUNTER', ADDR: [VMGENID_ADDR, 0] });
     expect(ged.hid).toBe('ACPI0013');
-    expect([...ged.crs!]).toEqual([0x89, 6, 0, 0x03, 1, POWER_BUTTON_GSI, 0, 0, 0, 0x79, 0]);
-    // Method(_EVT, 1, Serialized) { Notify(\_SB_.PWRB, 0x80) }
+    expect([...ged.crs!]).toEqual([0x89, 6, 0, 0x03, 1, VMGENID_GSI, 0, 0, 0, 0x89, 6, 0, 0x03, 1, POWER_BUTTON_GSI, 0, 0, 0, 0x79, 0]);
+    // Method(_EVT, 1, Serialized) {
+    //   If (LEqual(Arg0, 22)) { Notify(\_SB_.VGEN, 0x80) }  If (LEqual(Arg0, 23)) { Notify(\_SB_.PWRB, 0x80) } }
     expect(ged.methods?.['_EVT']?.flags).toBe(0x09);
-    expect([...ged.methods!['_EVT']!.body]).toEqual([0x86, 0x5c, 0x2e, ...Buffer.from('_SB_PWRB'), 0x0a, 0x80]);
+    const notifyIf = (gsi: number, dev: string): number[] => {
+      const inner = [0x93, 0x68, 0x0a, gsi, 0x86, 0x5c, 0x2e, ...Buffer.from(`_SB_${dev}`), 0x0a, 0x80];
+      return [0xa0, inner.length + 1, ...inner];
+    };
+    expect([...ged.methods!['_EVT']!.body]).toEqual([...notifyIf(VMGENID_GSI, 'VGEN'), ...notifyIf(POWER_BUTTON_GSI, 'PWRB')]);
   });
 
   it('encodes PkgLength in 1–4 bytes and EISA ids', () => {
@@ -201,7 +229,7 @@ describe('ACPI tables', () => {
   });
 
   it('keeps large DSDTs (many devices) well-formed', () => {
-    const many = Array.from({ length: 18 }, (_, i) => ({ base: 0xd0000000 + i * 0x1000, size: 0x1000, gsi: 5 + i }));
+    const many = Array.from({ length: 17 }, (_, i) => ({ base: 0xd0000000 + i * 0x1000, size: 0x1000, gsi: 5 + i }));
     const mem = anonymousGuestMemory([{ guestBase: 0, size: 2 << 20 }]);
     const layout = writeAcpiTables(mem, 2, many);
     const dsdt = table(mem, layout.dsdt, 'DSDT');

@@ -16,13 +16,13 @@ describe('boot address map', () => {
     for (const a of BOOT_AREAS) expect(a.start + a.size).toBeLessThanOrEqual(HIGH_MEMORY_START);
   });
 
-  it('keeps the MP table, ACPI and the reset vector inside the reserved EBDA/BIOS window, everything else below it', () => {
+  it('keeps the MP table, ACPI, the VM generation ID and the reset vector inside the reserved EBDA/BIOS window, everything else below it', () => {
     expect(MPTABLE_ADDR).toBe(0x9fc00);
     expect(RSDP_ADDR).toBe(0xe0000);
     for (const a of BOOT_AREAS) {
       const inWindow = a.start >= EBDA_START;
       expect(inWindow || a.start + a.size <= EBDA_START, a.name).toBe(true);
-      expect(['mptable', 'acpi', 'reset-vector'].includes(a.name)).toBe(inWindow);
+      expect(['mptable', 'acpi', 'vmgenid', 'reset-vector'].includes(a.name)).toBe(inWindow);
     }
   });
 
