@@ -13,6 +13,8 @@ const BENCHES = {
   qcow2: 'qcow2-bench.mjs',
   'qcow2-guest': 'qcow2-guest-bench.mjs',
   'disk-snapshot': 'disk-snapshot-bench.mjs',
+  console: 'console-bench.mjs',
+  rng: 'rng-bench.mjs',
 };
 
 const wanted = process.argv.slice(2);

@@ -2,6 +2,7 @@ import { ConfigError } from '../errors.js';
 import { parseCount, parseKeyValues, parseToggle, unquote } from '../util/kv.js';
 import { parseSize } from '../util/size.js';
 import type { ApiListen } from './api/server.js';
+import type { RateLimiterConfig, TokenBucketConfig } from '../devices/rate-limiter.js';
 import { DEFAULT_RNG, defaultDiskId, resolvePorts, type DiskConfig, type PortConfig, type RngConfig, type VmConfig } from './config.js';
 
 /** Highest vCPU count we accept on the command line; KVM's own limit is checked at boot. */
@@ -101,12 +102,39 @@ export function parsePort(text: string, flag: '--serial' | '--console'): PortCon
   throw new ConfigError(`${flag}: "${text}" must be tty, pty, file=PATH, socket=PATH, socket, null or off`);
 }
 
-/** `--rng src=PATH` as Cloud Hypervisor takes it (a bare path too). */
+/** Rate-limiter keys as Cloud Hypervisor's `--disk` has them: bandwidth in bytes, ops in requests. */
+const BUCKET_KEYS = ['size', 'one_time_burst', 'refill_time'] as const;
+const RATE_LIMIT_KEYS = ['bw', 'ops'].flatMap((b) => BUCKET_KEYS.map((k) => `${b}_${k}`));
+
+function rateLimiterFromKeys(kv: Map<string, string>, option: string): RateLimiterConfig | undefined {
+  const bucket = (prefix: 'bw' | 'ops'): TokenBucketConfig | undefined => {
+    const get = (k: string): number | undefined => {
+      const v = kv.get(`${prefix}_${k}`);
+      return v === undefined ? undefined : parseCount(v, `--${option} ${prefix}_${k}`, 0, Number.MAX_SAFE_INTEGER);
+    };
+    const [size, burst, refill] = BUCKET_KEYS.map(get);
+    if (size === undefined && burst === undefined && refill === undefined) return undefined;
+    if (size === undefined || refill === undefined) {
+      throw new ConfigError(`--${option}: ${prefix}_size and ${prefix}_refill_time go together (${prefix}_one_time_burst is optional)`);
+    }
+    return { size, refill_time: refill, ...(burst === undefined ? {} : { one_time_burst: burst }) };
+  };
+  const bandwidth = bucket('bw');
+  const ops = bucket('ops');
+  if (bandwidth === undefined && ops === undefined) return undefined;
+  return { ...(bandwidth === undefined ? {} : { bandwidth }), ...(ops === undefined ? {} : { ops }) };
+}
+
+/**
+ * `--rng src=PATH` as Cloud Hypervisor takes it (a bare path too), plus a rate limit in the
+ * keys its `--disk` uses (`bw_size=,bw_refill_time=,bw_one_time_burst=`, `ops_...`).
+ */
 export function parseRng(text: string): RngConfig {
-  const kv = parseKeyValues(text, 'rng', ['src'], 'src');
-  const src = kv.get('src');
-  if (src === undefined || src === '') throw new ConfigError('--rng src=: a path is required (e.g. /dev/urandom)');
-  return { src };
+  const kv = parseKeyValues(text, 'rng', ['src', ...RATE_LIMIT_KEYS], 'src');
+  const src = kv.get('src') ?? DEFAULT_RNG.src;
+  if (src === '') throw new ConfigError('--rng src=: a path is required (e.g. /dev/urandom)');
+  const limiter = rateLimiterFromKeys(kv, 'rng');
+  return limiter === undefined ? { src } : { src, rate_limiter_config: limiter };
 }
 
 /** Turns the `tsvmm` command-line options into a VmConfig (Cloud Hypervisor syntax). */

@@ -5,6 +5,7 @@
  * the VM's Disk objects, and Vm.config assembles the config as it stands now from them.
  */
 import { ConfigError } from '../errors.js';
+import type { RateLimiterConfig } from '../devices/rate-limiter.js';
 
 export interface CpusConfig {
   readonly boot_vcpus: number;
@@ -70,6 +71,8 @@ export type ConsoleConfig = PortConfig;
 /** The virtio-rng device (the guest's /dev/hwrng) and the host file it reads, as Cloud Hypervisor's `rng`. */
 export interface RngConfig {
   readonly src: string;
+  /** Bytes and requests per second the guest may draw (Cloud Hypervisor's disk `rate_limiter_config` shape); absent: unlimited. */
+  readonly rate_limiter_config?: RateLimiterConfig;
 }
 
 /** Cloud Hypervisor's entropy source unless `--rng src=` / `rng.src` says otherwise. */

@@ -17,8 +17,9 @@ import { DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE } from '../devices/debug-ex
 import { AcpiResetRegister, AcpiSleepControl } from '../devices/acpi-sleep.js';
 import { ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, IOAPIC_BASE, POWER_BUTTON_GSI, VMGENID_GSI } from '../memory/layout.js';
 import { VmGenId, type VmGenIdState } from '../devices/acpi/vmgenid.js';
+import { RateLimiter } from '../devices/rate-limiter.js';
 import { VMGENID_ADDR } from './boot/addresses.js';
-import type { VmConfig } from './config.js';
+import type { RngConfig, VmConfig } from './config.js';
 import type { DeviceNode, DeviceResource } from './controller.js';
 import type { VmEnd } from './exit-status.js';
 import { Disk, openDisks } from './disks.js';
@@ -158,7 +159,7 @@ export class Platform {
       if (config.console.mode !== 'Off') p.attachConsole(disks.length, vmFd, memory, hooks, saved?.console);
       // A snapshot from before virtio-rng had none: its guest never probed one, so none is added.
       if (config.rng !== undefined && (saved === undefined || saved.rng !== undefined)) {
-        p.attachRng(disks.length + (config.console.mode !== 'Off' ? 1 : 0), config.rng.src, vmFd, memory, saved?.rng);
+        p.attachRng(disks.length + (config.console.mode !== 'Off' ? 1 : 0), config.rng, vmFd, memory, saved?.rng);
       }
       // The same for the generation ID: an older snapshot's DSDT names none, so none is written.
       if (saved === undefined) p.vmGenId = VmGenId.create(memory, p.line(VMGENID_GSI), VMGENID_ADDR);
@@ -187,11 +188,16 @@ export class Platform {
     this.console = { device, slot };
   }
 
-  /** virtio-rng on virtio-mmio slot `index`, reading `src` (opened now: a bad path fails the boot). */
-  private attachRng(index: number, src: string, vmFd: VmFd, memory: GuestMemory, saved: VirtioMmioState | undefined): void {
+  /** virtio-rng on virtio-mmio slot `index`, reading `rng.src` (opened now: a bad path fails the boot). */
+  private attachRng(index: number, rng: RngConfig, vmFd: VmFd, memory: GuestMemory, saved: VirtioMmioState | undefined): void {
+    const { src } = rng;
     const source = openEntropySource(src);
     try {
-      const opts = { fill: (buf: Uint8Array) => fillFrom(source, src, buf), onError: (m: string) => log.warn(`rng: ${m}`) };
+      const opts = {
+        fill: (buf: Uint8Array) => fillFrom(source, src, buf),
+        onError: (m: string) => log.warn(`rng: ${m}`),
+        ...(RateLimiter.limits(rng.rate_limiter_config) ? { rateLimiter: new RateLimiter(rng.rate_limiter_config!) } : {}),
+      };
       const device = saved !== undefined ? VirtioRng.fromState(opts, saved.device) : new VirtioRng(opts);
       const slot = VirtioMmioSlot.attach({
         name: 'virtio-rng', index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi),

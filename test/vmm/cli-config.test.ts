@@ -82,4 +82,15 @@ describe('--rng as Cloud Hypervisor takes it', () => {
     expect(() => parseRng('src=')).toThrow(/--rng src=: a path is required/);
     expect(() => parseRng('src=/a,rate=5')).toThrow(/unknown key "rate"/);
   });
+
+  test('a rate limit in the keys Cloud Hypervisor\'s --disk uses', () => {
+    expect(parseRng('src=/dev/urandom,bw_size=4096,bw_refill_time=1000')).toEqual({
+      src: '/dev/urandom', rate_limiter_config: { bandwidth: { size: 4096, refill_time: 1000 } },
+    });
+    expect(parseRng('ops_size=10,ops_refill_time=100,ops_one_time_burst=5')).toEqual({
+      src: '/dev/urandom', rate_limiter_config: { ops: { size: 10, refill_time: 100, one_time_burst: 5 } },
+    });
+    expect(() => parseRng('src=/a,bw_size=4096')).toThrow(/bw_size and bw_refill_time go together/);
+    expect(() => parseRng('src=/a,ops_size=-1,ops_refill_time=1')).toThrow(/--rng ops_size: "-1" is not a whole number/);
+  });
 });

@@ -1,5 +1,5 @@
 import { ConfigError } from '../../errors.js';
-import { CH_TOP_LEVEL_SECTIONS, DEFAULT_RNG, defaultDiskId, resolvePorts, type ChTopLevelSection, type DiskConfig, type PortConfig, type VmConfig } from '../config.js';
+import { CH_TOP_LEVEL_SECTIONS, DEFAULT_RNG, defaultDiskId, resolvePorts, type ChTopLevelSection, type DiskConfig, type PortConfig, type RngConfig, type VmConfig } from '../config.js';
 import type { ResizeDiskRequest, RestoreRequest, SnapshotRequest } from '../requests.js';
 import { DEFAULT_MEMORY_SIZE, RestoreConfig, SnapshotVmConfig, VmConfig as VmConfigSchema, VmResizeDiskConfig, VmSnapshotConfig } from './schema/bodies.js';
 import type { Static } from './schema/json-schema.js';
@@ -97,6 +97,13 @@ function port(p: PortBody | undefined, name: 'serial' | 'console'): PortConfig |
   return { mode };
 }
 
+/** Cloud Hypervisor's `rng` section; its default when absent. */
+function rng(r: VmConfigBody['rng']): RngConfig {
+  const limiter = r?.rate_limiter_config;
+  if (limiter === undefined) return r?.src === undefined ? DEFAULT_RNG : { src: r.src };
+  return { src: r?.src ?? DEFAULT_RNG.src, rate_limiter_config: limiter };
+}
+
 export interface VmConfigRules {
   /**
    * Accept any non-empty disk id, as `--disk id=` does, not only the API's 1-64 characters of
@@ -121,7 +128,7 @@ export function parseVmConfigJson(value: unknown, rules: VmConfigRules = {}): Vm
     payload: payload(o),
     disks: disks(o.disks),
     ...resolvePorts(port(o.serial, 'serial'), port(o.console, 'console')),
-    rng: o.rng?.src === undefined ? DEFAULT_RNG : { src: o.rng.src },
+    rng: rng(o.rng),
   };
 }
 

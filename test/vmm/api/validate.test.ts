@@ -75,6 +75,8 @@ describe('parseVmConfigJson', () => {
       rng: { src: '/dev/urandom' },
     });
     expect(parseVmConfigJson({ ...minimal, rng: { src: '/dev/random', iommu: false } }).rng).toEqual({ src: '/dev/random' });
+    const limited = { src: '/dev/random', rate_limiter_config: { bandwidth: { size: 4096, one_time_burst: null, refill_time: 1000 }, ops: null } };
+    expect(parseVmConfigJson({ ...minimal, rng: limited }).rng).toEqual({ src: '/dev/random', rate_limiter_config: { bandwidth: { size: 4096, refill_time: 1000 } } });
   });
 
   test("serial and console: Cloud Hypervisor's defaults, one terminal at most", () => {
@@ -161,6 +163,8 @@ describe('parseVmConfigJson', () => {
     [{ ...minimal, platform: { num_pci_segments: 2 } }, /^platform.num_pci_segments: 2 is not supported/],
     [{ ...minimal, rng: { src: '/dev/random', iommu: true } }, /^rng.iommu: true is not supported/],
     [{ ...minimal, rng: { src: '' } }, /^rng.src: must not be empty/],
+    [{ ...minimal, rng: { rate_limiter_config: { bandwidth: { size: 10 } } } }, /^rng.rate_limiter_config.bandwidth.refill_time: required/],
+    [{ ...minimal, rng: { rate_limiter_config: { ops: { size: -1, refill_time: 5 } } } }, /^rng.rate_limiter_config.ops.size: -1 is out of range/],
   ])('rejects %j', (body, message) => {
     expect(() => parseVmConfigJson(body)).toThrow(message);
     try {

@@ -3,11 +3,14 @@
  * the device fills them with bytes from the host's entropy source (Cloud Hypervisor's `--rng
  * src=`, /dev/urandom by default). The device keeps no state of its own: its queue is the
  * transport's, so a snapshot holds nothing here, and buffers posted before a snapshot are filled
- * after the restore.
+ * after the restore. With a rate limiter (Cloud Hypervisor's `rate_limiter_config` shape) a
+ * request gets what the buckets allow now, at least one byte: the rest of the queue waits for a
+ * timer, never the VMM.
  */
 import type { VirtioActivation, VirtioDevice } from '../../virtio/device.js';
 import { VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, bit } from '../../virtio/device.js';
 import { DeviceStateError } from '../../errors.js';
+import type { RateLimiter } from '../../rate-limiter.js';
 
 export const VIRTIO_ID_RNG = 4;
 const QUEUE_SIZE = 256;
@@ -21,9 +24,12 @@ export interface VirtioRngOptions {
   /** Fills all of `buf` from the entropy source (throws if it cannot). */
   fill(buf: Uint8Array): void;
   onError?(message: string): void;
+  /** Limits bytes and requests per second; absent: unlimited. */
+  rateLimiter?: RateLimiter;
 }
 
-export type VirtioRngCounters = { bytes: number; requests: number };
+/** `throttled`: times a waiting request had to wait for the rate limiter. */
+export type VirtioRngCounters = { bytes: number; requests: number; throttled: number };
 
 export class VirtioRng implements VirtioDevice {
   readonly deviceType = VIRTIO_ID_RNG;
@@ -31,7 +37,9 @@ export class VirtioRng implements VirtioDevice {
   readonly deviceFeatures = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_INDIRECT_DESC);
   private activation: VirtioActivation | null = null;
   private paused = false;
-  private readonly stats: VirtioRngCounters = { bytes: 0, requests: 0 };
+  private readonly stats: VirtioRngCounters = { bytes: 0, requests: 0, throttled: 0 };
+  /** Serves the queue again once the rate limiter allows (set while requests wait). */
+  private retry: ReturnType<typeof setTimeout> | undefined;
 
   constructor(private readonly options: VirtioRngOptions) {}
 
@@ -42,6 +50,7 @@ export class VirtioRng implements VirtioDevice {
   /** Stops serving requests (VM pause and snapshot); the queue stays as the guest left it. */
   pause(): void {
     this.paused = true;
+    this.cancelRetry();
   }
 
   unpause(): void {
@@ -66,6 +75,7 @@ export class VirtioRng implements VirtioDevice {
 
   reset(): void {
     this.activation = null;
+    this.cancelRetry();
   }
 
   state(): Record<string, never> {
@@ -87,10 +97,16 @@ export class VirtioRng implements VirtioDevice {
     if (act === null || this.paused) return;
     const q = act.queues[0];
     if (q === undefined || !q.ready) return;
+    const limiter = this.options.rateLimiter;
     try {
       let used = false;
-      for (let chain = q.popChain(); chain !== null; chain = q.popChain()) {
-        let budget = MAX_REQUEST_BYTES;
+      while (q.pending() > 0) {
+        let budget = limiter === undefined ? MAX_REQUEST_BYTES : limiter.budget(MAX_REQUEST_BYTES);
+        if (budget === 0) {
+          this.waitForTokens(limiter!);
+          break;
+        }
+        const chain = q.popChain()!;
         let written = 0;
         for (const d of chain) {
           if (!d.writable || budget === 0) continue; // the device only writes device-writable buffers
@@ -99,6 +115,7 @@ export class VirtioRng implements VirtioDevice {
           written += n;
           budget -= n;
         }
+        limiter?.consume(written);
         q.addUsed(chain.head, written);
         this.stats.requests++;
         this.stats.bytes += written;
@@ -111,5 +128,20 @@ export class VirtioRng implements VirtioDevice {
       this.activation = null;
       act.deviceError(msg);
     }
+  }
+
+  private waitForTokens(limiter: RateLimiter): void {
+    if (this.retry !== undefined) return;
+    this.stats.throttled++;
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      this.serve();
+    }, Math.max(1, limiter.msUntilReady()));
+    this.retry.unref();
+  }
+
+  private cancelRetry(): void {
+    clearTimeout(this.retry);
+    this.retry = undefined;
   }
 }

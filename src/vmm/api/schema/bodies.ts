@@ -77,8 +77,21 @@ export const ConsoleConfig = obj({
   description: 'A console port\'s host end (Cloud Hypervisor\'s ConsoleConfig): the serial port (`serial`, the guest\'s ttyS0) or the virtio console (`console`, hvc0). Only one of them may be Tty.',
 });
 
+/** Cloud Hypervisor's TokenBucketConfig (its disks' rate_limiter_config). */
+const TokenBucketConfig = obj({
+  size: int({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Capacity in tokens (bytes or requests); 0: no limit.' }),
+  one_time_burst: int({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, nullable: true, description: 'Extra tokens at start, never refilled.' }),
+  refill_time: int({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'Milliseconds to refill the bucket from empty; 0: no limit.' }),
+}, { required: ['size', 'refill_time'] });
+
+const RateLimiterConfig = obj({
+  bandwidth: { ...TokenBucketConfig, nullable: true, description: 'Bytes.' },
+  ops: { ...TokenBucketConfig, nullable: true, description: 'Requests.' },
+}, { description: 'Token buckets, as Cloud Hypervisor\'s rate_limiter_config.' });
+
 export const RngConfig = obj({
   src: str({ ...HOST_PATH, nullable: true, description: 'Host file the device reads (default /dev/urandom).' }),
+  rate_limiter_config: { ...RateLimiterConfig, nullable: true, description: 'tsvmm extension (Cloud Hypervisor has it on disks and nets): how fast the guest may draw entropy.' },
   ...chFields(['iommu']),
 }, { description: 'Cloud Hypervisor\'s rng section: the virtio-rng device (always present) and the host file it reads. Default (when `rng` is absent) {"src": "/dev/urandom"}.' });
 
