@@ -117,8 +117,9 @@ async function main() {
       const budgetS = 4800;
       status = await runNested([process.execPath, vitest, ...vitestArgs('kvm', json, options, filters)], { cwd: repo, timeoutS: budgetS });
       // 125: the nested VM died without the job's status. Its kernel has crashed under QEMU's TCG
-      // in the middle of a run (a kernel stack overflow in exception entry, not a test's doing):
-      // the files that finished keep their results; the others run once more in a new nested VM.
+      // in the middle of a run (a kernel stack overflow in exception entry, not a test's doing),
+      // or locked up (a CPU reported stuck for minutes): the files that finished keep their
+      // results; the others run once more in a new nested VM.
       const leftS = budgetS - (Date.now() - started) / 1000;
       const again = unfinishedFiles(kvmFiles, readModules(process.env.TSVMM_MODULES_FILE));
       if (status === 125 && again.length > 0 && leftS > 600) {

@@ -4,7 +4,9 @@
 // root over 9p and runs the command in a chroot of it, in the same directory with the same
 // environment. The command's output streams back; the exit status is the command's. A watchdog
 // turns a VM that hangs (no output for --idle seconds, or longer than --timeout in all) into a
-// failed run with a message. See ../../docs/testing.md.
+// failed run with a message, and a nested host whose kernel reports a CPU stuck for minutes into
+// status 125, as if it had crashed (npm test then reruns the unfinished files). See
+// ../../docs/testing.md.
 //
 //   node tools/nested/run.mjs [--timeout S] [--idle S] [--memory MiB] [--cpus N] -- CMD [ARG...]
 import { spawn, spawnSync } from 'node:child_process';
@@ -23,6 +25,19 @@ const QEMU = 'qemu-system-x86_64';
 const STATUS_LINE = /^tsvmm-nested: exit (\d+)\s*$/;
 const READY_LINE = /^tsvmm-nested: kvm ready/;
 const INIT_FAILED = /^tsvmm-nested: init failed: (.*)$/;
+/**
+ * The nested host's kernel saying a CPU has not scheduled for N seconds. Under TCG a nested
+ * host's CPU was seen stuck for good (the lockup repeated every 26 s for more than 7 minutes):
+ * such lines are not progress, and past LOCKUP_LIMIT_S the VM is given up as dead.
+ */
+const SOFT_LOCKUP = /watchdog: BUG: soft lockup - CPU#\d+ stuck for (\d+)s!/;
+const LOCKUP_LIMIT_S = 180;
+
+/** Seconds the kernel line says a CPU has been stuck, or undefined for any other line. */
+export function softLockupSeconds(line) {
+  const m = SOFT_LOCKUP.exec(line);
+  return m === null ? undefined : Number(m[1]);
+}
 
 /** What a host can do for KVM tests: run them directly, run them nested, or neither. */
 export function kvmMode() {
@@ -109,12 +124,19 @@ export async function runNested(argv, options = {}) {
 
   let status;
   let watchdog;
+  let lockedUp;
   let pending = '';
   let lastOutput = Date.now();
   const stderr = [];
   const onLine = (line) => {
     const done = STATUS_LINE.exec(line);
     if (status !== undefined) return; // the kernel's own power-off message
+    const stuck = softLockupSeconds(line);
+    if (stuck === undefined) lastOutput = Date.now();
+    else if (stuck >= LOCKUP_LIMIT_S && lockedUp === undefined) {
+      lockedUp = `its kernel reported a CPU stuck for ${stuck} s`;
+      qemu.kill('SIGKILL');
+    }
     if (done) status = Number(done[1]);
     else if (READY_LINE.test(line)) log(`${line} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
     else if (INIT_FAILED.test(line)) log(line);
@@ -122,7 +144,6 @@ export async function runNested(argv, options = {}) {
   };
   // setEncoding: a character split across two reads must not become two replacement characters.
   qemu.stdout.setEncoding('utf8').on('data', (text) => {
-    lastOutput = Date.now();
     pending += text.replace(/\r/g, '');
     const lines = pending.split('\n');
     pending = lines.pop() ?? '';
@@ -155,6 +176,11 @@ export async function runNested(argv, options = {}) {
   if (watchdog) {
     log(`tsvmm-nested: WATCHDOG: the nested VM ${watchdog}; stopped it after ${took}`);
     return 124;
+  }
+  if (lockedUp !== undefined) {
+    // As if the nested host had crashed (125): the caller reruns what had not finished.
+    log(`tsvmm-nested: the nested VM ${lockedUp}; stopped it after ${took}`);
+    return 125;
   }
   if (status === undefined) {
     const why = Buffer.concat(stderr).toString().trim();
