@@ -14,15 +14,16 @@ import { pathToFileURL } from 'node:url';
 import { ConfigError } from '../errors.js';
 import { parseToggle, splitOptionList, unquote } from '../util/kv.js';
 import { RestoreConfig } from './api/schema/bodies.js';
+import { enumMember } from './api/schema/validate-json.js';
 import type { MemoryRestoreMode, RestoreRequest } from './requests.js';
 
 const DISK_KEY = /^disk\.([A-Za-z0-9_.-]+)$/;
 
 /** `memory_restore_mode` in any case, as Cloud Hypervisor's CLI (copy, ondemand) and API (Copy, OnDemand) spell it. */
 function memoryRestoreMode(value: string, field: string): MemoryRestoreMode {
-  const modes = RestoreConfig.properties.memory_restore_mode.enum;
-  const mode = modes.find((m) => m.toLowerCase() === value.toLowerCase());
-  if (mode === undefined) throw new ConfigError(`${field}: expected one of ${modes.join(', ')}, got "${value}"`);
+  const schema = RestoreConfig.properties.memory_restore_mode;
+  const mode = enumMember(schema.enum, value, schema['x-tsvmm-case-insensitive']);
+  if (mode === undefined) throw new ConfigError(`${field}: expected one of ${schema.enum.join(', ')}, got "${value}"`);
   return mode;
 }
 

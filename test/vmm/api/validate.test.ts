@@ -1,45 +1,20 @@
 import { describe, expect, test } from 'vitest';
-import { DEFAULT_MEMORY_SIZE } from '../../../src/vmm/api/schema/bodies.js';
+import { DEFAULT_MEMORY_SIZE, VmConfig as VmConfigSchema } from '../../../src/vmm/api/schema/bodies.js';
 import { parseResizeDiskRequest, parseRestoreRequest, parseSnapshotRequest, parseVmConfigJson } from '../../../src/vmm/api/validate.js';
 
 const minimal = { payload: { kernel: '/k.elf' } };
 
-/** A vm.create body as ch-remote / Cloud Hypervisor's vm.info write it: every section, mostly off. */
+/**
+ * A vm.create body as ch-remote / Cloud Hypervisor's vm.info write it: every section, mostly off.
+ * The document's own example, with the serial port on the terminal and recognisable paths.
+ */
+const example = VmConfigSchema.example;
 const CLOUD_HYPERVISOR_CONFIG = {
-  cpus: { boot_vcpus: 2, max_vcpus: 2, topology: null, kvm_hyperv: false, max_phys_bits: 46, affinity: null, features: { amx: false } },
-  memory: {
-    size: 536870912, mergeable: false, hotplug_method: 'Acpi', hotplug_size: null, hotplugged_size: null, shared: false,
-    hugepages: false, hugepage_size: null, prefault: false, zones: null, thp: true,
-  },
-  payload: { firmware: null, kernel: '/k/vmlinux', cmdline: 'console=ttyS0', initramfs: null, igvm: null, host_data: null },
-  rate_limit_groups: null,
-  disks: [{
-    path: '/d/root.qcow2', readonly: false, direct: false, iommu: false, num_queues: 1, queue_size: 128, vhost_user: false,
-    vhost_socket: null, rate_limit_group: null, rate_limiter_config: null, id: '_disk0', disable_io_uring: false,
-    disable_aio: false, pci_segment: 0, serial: null, queue_affinity: null, image_type: 'Qcow2', backing_files: false, sparse: true,
-  }],
-  net: null,
-  rng: { src: '/dev/urandom', iommu: false },
-  balloon: null,
-  fs: null,
-  pmem: null,
-  serial: { file: null, mode: 'Tty', iommu: false, socket: null },
-  console: { file: null, mode: 'Off', iommu: false, socket: null },
-  debug_console: { file: null, mode: 'Off', iobase: null },
-  devices: null,
-  user_devices: null,
-  vdpa: null,
-  vsock: null,
-  pvpanic: false,
-  iommu: false,
-  sgx_epc: null,
-  numa: null,
-  watchdog: false,
-  platform: { num_pci_segments: 1, iommu_segments: null, serial_number: null, uuid: null, oem_strings: null },
-  tpm: null,
-  preserved_fds: null,
-  landlock_enable: false,
-  landlock_rules: null,
+  ...example,
+  payload: { ...example.payload, kernel: '/k/vmlinux', cmdline: 'console=ttyS0' },
+  disks: [{ ...example.disks[0]!, path: '/d/root.qcow2' }],
+  serial: { ...example.serial, mode: 'Tty' },
+  console: { ...example.console, mode: 'Off' },
 };
 
 describe('parseVmConfigJson', () => {

@@ -30,12 +30,17 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** The member of an enum that `value` names (in any case with `x-tsvmm-case-insensitive`), or undefined. */
+export function enumMember<const E extends string>(members: readonly E[], value: string, caseInsensitive: boolean | undefined): E | undefined {
+  return caseInsensitive === true
+    ? members.find((e) => e.toLowerCase() === value.toLowerCase())
+    : members.find((e) => e === value);
+}
+
 function checkString(s: StringSchema, value: unknown, field: string): string {
   if (typeof value !== 'string') expected(field, 'a string', value);
   if (s.enum !== undefined) {
-    const found = s['x-tsvmm-case-insensitive'] === true
-      ? s.enum.find((e) => e.toLowerCase() === value.toLowerCase())
-      : s.enum.find((e) => e === value);
+    const found = enumMember(s.enum, value, s['x-tsvmm-case-insensitive']);
     if (found === undefined) expected(field, `one of ${s.enum.join(', ')}`, value);
     return found;
   }
