@@ -26,7 +26,8 @@ export interface Snapshottable<S> {
   state(): S;
 }
 
-interface Range<D> { base: number; size: number; device: D; name: string }
+export interface AddressRange { base: number; size: number }
+interface Range<D> extends AddressRange { device: D; name: string }
 
 /** Address-range dispatch table; ranges may not overlap. Unclaimed accesses read as all-ones. */
 export class Bus<D> {
@@ -40,6 +41,11 @@ export class Bus<D> {
     }
     this.ranges.push({ base, size, device, name });
     this.ranges.sort((a, b) => a.base - b.base);
+  }
+
+  /** The claimed ranges, in address order. */
+  claimed(): AddressRange[] {
+    return this.ranges.map(({ base, size }) => ({ base, size }));
   }
 
   /** The device covering `addr` and the offset into it, or undefined. */

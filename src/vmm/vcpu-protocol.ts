@@ -1,3 +1,4 @@
+import type { AddressRange } from '../devices/bus.js';
 import type { SerialShareInit } from './serial-fastpath.js';
 
 /**
@@ -45,6 +46,15 @@ export const enum AccessKind {
 export const EXIT_COUNTERS = ['io', 'mmio', 'intr', 'hlt', 'other'] as const;
 export type ExitCounter = (typeof EXIT_COUNTERS)[number];
 
+/**
+ * Port accesses the worker answered itself because no device claims the port (reads float high,
+ * writes vanish): a counter slot after the exit counters. Linux probes PCI configuration space
+ * this way; on an AMD family 0Fh CPU (QEMU's TCG `-cpu max`) its GART checks scan every PCI bus
+ * and slot twice, which took ~22 s of a nested boot as round trips to the main thread and takes 3 s
+ * answered here.
+ */
+export const UNCLAIMED_PORTS_COUNTER = EXIT_COUNTERS.length;
+
 export interface Mailbox {
   readonly sab: SharedArrayBuffer;
   readonly words: Int32Array;
@@ -57,7 +67,7 @@ export function createMailbox(sab = new SharedArrayBuffer(MAILBOX_BYTES)): Mailb
     sab,
     words: new Int32Array(sab, 0, 16),
     data: new Uint8Array(sab, DATA_OFFSET, DATA_BYTES),
-    counters: new Float64Array(sab, COUNTERS_OFFSET, EXIT_COUNTERS.length),
+    counters: new Float64Array(sab, COUNTERS_OFFSET, UNCLAIMED_PORTS_COUNTER + 1),
   };
 }
 
@@ -83,8 +93,15 @@ export const VCPU_CALLS = [
 ] as const;
 export type VcpuCall = (typeof VCPU_CALLS)[number];
 
+/** What a worker may answer without the main thread. */
+export interface WorkerFastPaths {
+  serial: SerialShareInit | undefined;
+  /** The ports devices claim (fixed once vCPUs run); an access to any other port is unclaimed. */
+  claimedPorts: AddressRange[];
+}
+
 export type ToWorker =
-  | { type: 'init'; vcpuId: number; fd: number; runAddress: bigint; runSize: number; mailbox: SharedArrayBuffer; serial: SerialShareInit | undefined }
+  | { type: 'init'; vcpuId: number; fd: number; runAddress: bigint; runSize: number; mailbox: SharedArrayBuffer; fastPaths: WorkerFastPaths }
   | { type: 'run' }
   | { type: 'call'; id: number; method: VcpuCall; args: unknown[] }
   | { type: 'exit' };

@@ -8,11 +8,10 @@ import type { ErrorCode } from '../error-codes.js';
 import { TsvmmError } from '../errors.js';
 import type { VcpuFd } from '../kvm/vcpu.js';
 import { pthreadKill } from '../sys/libc.js';
-import type { SerialShareInit } from './serial-fastpath.js';
 import {
-  AccessKind, CONTROL_RUN, CONTROL_STOP, EXIT_COUNTERS, STATE_REQUEST, STATE_RESPONSE,
+  AccessKind, CONTROL_RUN, CONTROL_STOP, EXIT_COUNTERS, STATE_REQUEST, STATE_RESPONSE, UNCLAIMED_PORTS_COUNTER,
   WORD_ADDR_HI, WORD_ADDR_LO, WORD_CONTROL, WORD_COUNT, WORD_KIND, WORD_SIZE, WORD_STATE,
-  createMailbox, type FromWorker, type Mailbox, type StopReason, type ToWorker, type VcpuCall,
+  createMailbox, type FromWorker, type Mailbox, type StopReason, type ToWorker, type VcpuCall, type WorkerFastPaths,
 } from './vcpu-protocol.js';
 
 export class VcpuError extends TsvmmError {
@@ -120,7 +119,7 @@ export class VcpuThread {
   }
 
   /** Starts a worker for `vcpu` and waits until it is attached and ready to run. */
-  static async start(id: number, vcpu: VcpuFd, onAccess: AccessHandler, serial?: SerialShareInit): Promise<VcpuThread> {
+  static async start(id: number, vcpu: VcpuFd, onAccess: AccessHandler, fastPaths: WorkerFastPaths): Promise<VcpuThread> {
     installKickHandler();
     const mailbox = createMailbox();
     const worker = takeWorker();
@@ -137,7 +136,7 @@ export class VcpuThread {
       worker.once('error', reject);
       worker.once('exit', (code) => reject(new VcpuError(`vCPU ${id} thread exited before it was ready (code ${code})`)));
     });
-    const init: ToWorker = { type: 'init', vcpuId: id, fd: vcpu.fd, runAddress: vcpu.runAddress, runSize: vcpu.runSize, mailbox: mailbox.sab, serial };
+    const init: ToWorker = { type: 'init', vcpuId: id, fd: vcpu.fd, runAddress: vcpu.runAddress, runSize: vcpu.runSize, mailbox: mailbox.sab, fastPaths };
     worker.postMessage(init);
     await ready;
     return thread;
@@ -152,6 +151,11 @@ export class VcpuThread {
     const out: Record<string, number> = {};
     EXIT_COUNTERS.forEach((name, i) => { out[name] = this.mailbox.counters[i]!; });
     return out;
+  }
+
+  /** Port accesses this vCPU's thread answered as unclaimed (no device at the port). */
+  unclaimedPorts(): number {
+    return this.mailbox.counters[UNCLAIMED_PORTS_COUNTER]!;
   }
 
   /**

@@ -1,15 +1,17 @@
 /**
  * The body of one vCPU thread. It owns nothing but the vCPU fd's run loop: every port or MMIO
- * access is answered by the main thread through the shared mailbox (see vcpu-protocol.ts), and
+ * access a device claims is answered by the main thread through the shared mailbox (see
+ * vcpu-protocol.ts; the serial fast path and unclaimed ports are answered here), and
  * every state save/restore happens here while the loop is stopped.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { VcpuFd } from '../kvm/vcpu.js';
 import { pthreadSelf } from '../sys/libc.js';
 import { TsvmmError } from '../errors.js';
+import type { AddressRange } from '../devices/bus.js';
 import { SerialFastPathClient } from './serial-fastpath.js';
 import {
-  AccessKind, CONTROL_STOP, DATA_BYTES, STATE_IDLE, STATE_REQUEST, VCPU_CALLS,
+  AccessKind, CONTROL_STOP, DATA_BYTES, STATE_IDLE, STATE_REQUEST, UNCLAIMED_PORTS_COUNTER, VCPU_CALLS,
   WORD_ADDR_HI, WORD_ADDR_LO, WORD_CONTROL, WORD_COUNT, WORD_KIND, WORD_SIZE, WORD_STATE,
   counterIndex, createMailbox, type FromWorker, type Mailbox, type StopReason, type ToWorker,
 } from './vcpu-protocol.js';
@@ -20,6 +22,7 @@ if (port === null) throw new Error('vcpu-worker must run in a worker thread');
 let vcpu: VcpuFd | undefined;
 let mailbox: Mailbox | undefined;
 let serial: SerialFastPathClient | undefined;
+let claimedPorts: AddressRange[] = [];
 
 const post = (m: FromWorker): void => port.postMessage(m);
 
@@ -28,6 +31,11 @@ const C_MMIO = counterIndex('mmio');
 const C_INTR = counterIndex('intr');
 const C_HLT = counterIndex('hlt');
 const C_OTHER = counterIndex('other');
+
+function portClaimed(port: number): boolean {
+  for (const r of claimedPorts) if (port >= r.base && port < r.base + r.size) return true;
+  return false;
+}
 
 /** Hands one access to the main thread and sleeps until it is answered. */
 function exchange(mb: Mailbox, kind: AccessKind, addr: number, size: number, count: number): void {
@@ -106,6 +114,12 @@ function runLoop(v: VcpuFd, mb: Mailbox): StopReason {
             if (lsr >= 0) { exit.data[0] = lsr; break; }
           }
         }
+        if (!portClaimed(exit.port)) {
+          // No device: the same answer the main thread's bus would give, without the round trip.
+          counters[UNCLAIMED_PORTS_COUNTER]! += exit.count;
+          if (exit.direction === 'in') exit.data.fill(0xff, 0, bytes);
+          break;
+        }
         if (bytes > DATA_BYTES) return { kind: 'error', code: 'EVCPU', message: `port I/O of ${bytes} bytes is larger than the mailbox` };
         if (exit.direction === 'out') {
           mb.data.set(exit.data.subarray(0, bytes));
@@ -163,7 +177,8 @@ port.on('message', (m: ToWorker) => {
   switch (m.type) {
     case 'init':
       mailbox = createMailbox(m.mailbox);
-      serial = m.serial === undefined ? undefined : new SerialFastPathClient(m.serial);
+      serial = m.fastPaths.serial === undefined ? undefined : new SerialFastPathClient(m.fastPaths.serial);
+      claimedPorts = m.fastPaths.claimedPorts;
       vcpu = VcpuFd.attach({ fd: m.fd, runAddress: m.runAddress, runSize: m.runSize });
       post({ type: 'ready', threadId: pthreadSelf() });
       return;

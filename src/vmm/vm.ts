@@ -157,6 +157,8 @@ export class Vm {
     const out: Record<string, Record<string, number>> = {};
     this.threads.forEach((t) => { out[`vcpu${t.id}`] = t.counters(); });
     Object.assign(out, this.platform.counters());
+    // The vCPU threads answer unclaimed ports themselves; the bus's count covers them too.
+    out['bus']!['unclaimed_accesses']! += this.threads.reduce((n, t) => n + t.unclaimedPorts(), 0);
     return out;
   }
 

@@ -24,8 +24,14 @@ const dist = (path: string): string => pathToFileURL(join(repoRoot, 'dist', path
 const PIO_IN = 1;
 const MMIO_READ = 3;
 
-/** Runs `code` at 0x1000 in real mode; the handler answers every read with 0x5a and stops the vCPU. */
-async function stopDuringRead(code: number[], expectKind: number): Promise<{ regs: Regs; reads: number }> {
+/** Every port is claimed: the handler sees every access. */
+const ALL_PORTS = [{ base: 0, size: 0x10000 }];
+
+/**
+ * Runs `code` at 0x1000 in real mode; the handler answers every read of kind `expectKind` with 0x5a
+ * and stops the vCPU. Accesses to ports outside `claimedPorts` never reach the handler.
+ */
+async function stopDuringRead(code: number[], expectKind: number, claimedPorts = ALL_PORTS): Promise<{ regs: Regs; reads: number; unclaimed: number }> {
   const { Kvm } = (await import(dist('kvm/system.js'))) as KvmModule;
   const { createRamRegions, unmapRegions } = (await import(dist('memory/regions.js'))) as RegionsModule;
   const { VcpuThread } = (await import(dist('vmm/vcpu-thread.js'))) as ThreadModule;
@@ -51,11 +57,11 @@ async function stopDuringRead(code: number[], expectKind: number): Promise<{ reg
       data.fill(0x5a, 0, size);
       // The pause arrives while this read is being answered.
       stopping ??= thread!.stop();
-    });
+    }, { serial: undefined, claimedPorts });
     const reason = await thread.run();
     await stopping;
     expect(reason.kind).toBe('kicked');
-    return { regs: await thread.call<Regs>('getRegs'), reads };
+    return { regs: await thread.call<Regs>('getRegs'), reads, unclaimed: thread.unclaimedPorts() };
   } finally {
     await thread?.close();
     vcpu.close();
@@ -78,5 +84,18 @@ describe('a vCPU stopped while its port/MMIO read is answered', () => {
     expect(reads).toBe(1);
     expect(regs.rax & 0xffn).toBe(0x5an);
     expect(regs.rip).toBe(0x1003n);
+  });
+});
+
+describe('a port no device claims is answered by the vCPU thread itself', () => {
+  it('reads float high and writes vanish without the main thread; a claimed port still reaches its handler', async () => {
+    // in al,0x80; out 0x80,al; mov bl,al; in al,0x60; jmp $ (only 0x60 is claimed)
+    const code = [0xe4, 0x80, 0xe6, 0x80, 0x88, 0xc3, 0xe4, 0x60, 0xeb, 0xfe];
+    const { regs, reads, unclaimed } = await stopDuringRead(code, PIO_IN, [{ base: 0x60, size: 1 }]);
+    expect(reads).toBe(1);
+    expect(unclaimed).toBe(2);
+    expect(regs.rbx & 0xffn).toBe(0xffn);
+    expect(regs.rax & 0xffn).toBe(0x5an);
+    expect(regs.rip).toBe(0x1008n);
   });
 });

@@ -3,10 +3,10 @@
 // AMD SVM with nested paging) that boots Debian's stock kernel, loads kvm_amd, sees this host's
 // root over 9p and runs the command in a chroot of it, in the same directory with the same
 // environment. The command's output streams back; the exit status is the command's. A watchdog
-// turns a VM that hangs (no output for --idle seconds, or longer than --timeout in all) into a
-// failed run with a message, and a nested host whose kernel reports a CPU stuck for minutes into
-// status 125, as if it had crashed (npm test then reruns the unfinished files). See
-// ../../docs/testing.md.
+// turns a VM that runs longer than --timeout in all into a failed run (124) with a message, and a
+// nested host that hangs (no output for --idle seconds, or none from the command for its first
+// 300) or whose kernel reports a CPU stuck for minutes into status 125, as if it had crashed (npm
+// test then reruns the unfinished files). See ../../docs/testing.md.
 //
 //   node tools/nested/run.mjs [--timeout S] [--idle S] [--memory MiB] [--cpus N] -- CMD [ARG...]
 import { spawn, spawnSync } from 'node:child_process';
@@ -32,6 +32,12 @@ const INIT_FAILED = /^tsvmm-nested: init failed: (.*)$/;
  */
 const SOFT_LOCKUP = /watchdog: BUG: soft lockup - CPU#\d+ stuck for (\d+)s!/;
 const LOCKUP_LIMIT_S = 180;
+/**
+ * Seconds the command may take to print its first line. vitest prints its header within a minute
+ * even nested; a nested host was seen to print nothing at all after "kvm ready" (stuck before the
+ * command started), and waiting the whole idle limit for that cost 15 minutes.
+ */
+const FIRST_OUTPUT_S = 300;
 
 /** Seconds the kernel line says a CPU has been stuck, or undefined for any other line. */
 export function softLockupSeconds(line) {
@@ -86,8 +92,9 @@ function jobScript(argv, cwd, env) {
 }
 
 /**
- * Runs argv nested; resolves with its exit status (124 when the watchdog stopped the VM, 125 when
- * the VM failed before or around the job).
+ * Runs argv nested; resolves with its exit status: 124 when it ran past its time limit or was
+ * interrupted, 125 when the nested host failed before or around the job (it crashed, locked up, or
+ * hung without output).
  */
 export async function runNested(argv, options = {}) {
   const cwd = options.cwd ?? process.cwd();
@@ -124,7 +131,8 @@ export async function runNested(argv, options = {}) {
 
   let status;
   let watchdog;
-  let lockedUp;
+  let givenUp;
+  let commandSpoke = false;
   let pending = '';
   let lastOutput = Date.now();
   const stderr = [];
@@ -133,14 +141,14 @@ export async function runNested(argv, options = {}) {
     if (status !== undefined) return; // the kernel's own power-off message
     const stuck = softLockupSeconds(line);
     if (stuck === undefined) lastOutput = Date.now();
-    else if (stuck >= LOCKUP_LIMIT_S && lockedUp === undefined) {
-      lockedUp = `its kernel reported a CPU stuck for ${stuck} s`;
-      qemu.kill('SIGKILL');
-    }
+    else if (stuck >= LOCKUP_LIMIT_S) giveUp(`its kernel reported a CPU stuck for ${stuck} s`);
     if (done) status = Number(done[1]);
     else if (READY_LINE.test(line)) log(`${line} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
     else if (INIT_FAILED.test(line)) log(line);
-    else out.write(`${line}\n`);
+    else {
+      if (stuck === undefined) commandSpoke = true;
+      out.write(`${line}\n`);
+    }
   };
   // setEncoding: a character split across two reads must not become two replacement characters.
   qemu.stdout.setEncoding('utf8').on('data', (text) => {
@@ -155,10 +163,17 @@ export async function runNested(argv, options = {}) {
     watchdog = why;
     qemu.kill('SIGKILL');
   };
+  // As if the nested host had crashed (125): the caller reruns what had not finished.
+  function giveUp(why) {
+    if (givenUp !== undefined) return;
+    givenUp = why;
+    qemu.kill('SIGKILL');
+  }
   const timer = setInterval(() => {
     const now = Date.now();
+    const idleLimitS = commandSpoke ? idleS : Math.min(idleS, FIRST_OUTPUT_S);
     if (now - started > timeoutS * 1000) stop(`ran longer than ${timeoutS} s`);
-    else if (now - lastOutput > idleS * 1000) stop(`printed nothing for ${idleS} s (a hung test or guest)`);
+    else if (now - lastOutput > idleLimitS * 1000) giveUp(`printed nothing for ${idleLimitS} s (a hung host, test or guest)`);
   }, 5000);
   const forward = (sig) => () => stop(`interrupted by ${sig}`);
   const onInt = forward('SIGINT');
@@ -177,9 +192,8 @@ export async function runNested(argv, options = {}) {
     log(`tsvmm-nested: WATCHDOG: the nested VM ${watchdog}; stopped it after ${took}`);
     return 124;
   }
-  if (lockedUp !== undefined) {
-    // As if the nested host had crashed (125): the caller reruns what had not finished.
-    log(`tsvmm-nested: the nested VM ${lockedUp}; stopped it after ${took}`);
+  if (givenUp !== undefined) {
+    log(`tsvmm-nested: the nested VM ${givenUp}; stopped it after ${took}`);
     return 125;
   }
   if (status === undefined) {
