@@ -4,10 +4,11 @@
  * and Firecracker use: the host reaches guest port P by connecting to the `--vsock socket=` path
  * and sending `CONNECT P\n`; the guest's connections to host port P go to `<socket>_P`.
  *
- * One boot: an echo server on guest port 52 and a guest agent that keeps a connection to host port
- * 1234 open (and reconnects when it goes). Then a snapshot; its restores (two clones at once, each
- * with its own socket through `vsock_socket=`) reset the transport, so each agent reconnects to
- * its own clone's socket, and the echo server answers on each.
+ * One boot: an echo server on guest port 52 (one connection at a time) and a guest agent that keeps
+ * a connection to host port 1234 open (and reconnects when it goes). Then a snapshot, taken while
+ * a host connection holds the echo server; its restores (two clones at once, each with its own
+ * socket through `vsock_socket=`) reset the transport, so each agent reconnects to its own clone's
+ * socket, and each echo server, freed from the held connection, answers.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, connect, type Server, type Socket } from 'node:net';
@@ -65,9 +66,10 @@ class HostPort {
 }
 
 /** Connects to the VM's vsock socket, asks for guest port `port`, sends `data`, half-closes, returns the reply and the OK line. */
-async function hostToGuest(socketPath: string, port: number, data: Buffer): Promise<{ ok: string; reply: Buffer }> {
+async function hostToGuest(socketPath: string, port: number, data: Buffer, timeoutMs = 60_000): Promise<{ ok: string; reply: Buffer }> {
   return new Promise((resolve, reject) => {
     const s = connect({ path: socketPath, allowHalfOpen: true });
+    s.setTimeout(timeoutMs, () => s.destroy(new Error(`no echo from guest port ${port} in ${timeoutMs} ms`)));
     const chunks: Buffer[] = [];
     let ok: string | undefined;
     let head = Buffer.alloc(0);
@@ -153,6 +155,12 @@ describe('virtio-vsock under a real Linux guest (hybrid: Unix sockets on the hos
   });
 
   it('after a restore the transport is reset: two clones at once, each on its own socket (vsock_socket=); each agent reconnects to its clone and each echo server answers', { timeout: CASE_TIMEOUT_MS }, async () => {
+    // A connection the echo server is blocked on (it serves one at a time) when the snapshot is
+    // taken: only the transport reset frees a clone's server from it, for the echoes below.
+    const held = connect(vsockPath('boot'));
+    held.on('error', () => {});
+    held.write(`CONNECT ${ECHO_PORT}\n`);
+    await new Promise<void>((res) => held.once('data', () => res()));
     await guest!.snapshot(snap);
     await guest!.killHard();
     guest = undefined;
@@ -170,6 +178,7 @@ describe('virtio-vsock under a real Linux guest (hybrid: Unix sockets on the hos
         expect(reply.toString()).toBe(`echo from ${c}`);
       }
     } finally {
+      held.destroy();
       for (const g of restored) await g.killHard();
       for (const a of agents) a.close();
     }
