@@ -13,7 +13,7 @@
 // run it nested: node tools/nested/run.mjs -- node bench/vsock-bench.mjs (vhost_vsock is loaded
 // from Debian's kernel package when /dev/vhost-vsock is missing).
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -40,7 +40,12 @@ function python(args) {
   return r.stdout;
 }
 
-python(['load-vhost-vsock', join(root, 'guest-images/out/debian/modules')]);
+if (!existsSync('/dev/vhost-vsock')) {
+  // Debian's kernel package ships no modules.dep: the guest image builder's resolver orders them.
+  const list = spawnSync(process.execPath, [join(root, 'guest-images/linux/modules.mjs'), join(root, 'guest-images/out/debian/modules'), 'vhost_vsock'], { encoding: 'utf8' });
+  if (list.status !== 0) throw new Error(`modules.mjs: ${list.stderr}`);
+  python(['insmod', ...list.stdout.split('\n').filter((l) => l !== '')]);
+}
 const dir = mkdtempSync(join(tmpdir(), 'vsock-bench-'));
 
 async function measure(vmm) {
@@ -50,7 +55,7 @@ async function measure(vmm) {
     : qemuCommand(CMDLINE, ['-serial', 'stdio', '-device', `vhost-vsock-device,guest-cid=${CID}`]));
   try {
     await booted(p);
-    await sh(p, `vsock-probe listen ${PORT} > /dev/null 2>&1 &`);
+    await sh(p, `vsock-probe listen ${PORT} > /dev/null 2>&1 & true`);
     await new Promise((r) => setTimeout(r, 1000));
     const where = vmm === 'tsvmm' ? ['unix', socketPath] : ['vsock', String(CID)];
     return JSON.parse(python([...where, String(PORT), opt.pings, opt.mib]));
@@ -62,7 +67,10 @@ async function measure(vmm) {
 const results = { tsvmm: [], qemu: [] };
 try {
   for (let r = 0; r < ROUNDS; r++) {
-    for (const vmm of r % 2 === 0 ? ['tsvmm', 'qemu'] : ['qemu', 'tsvmm']) results[vmm].push(await measure(vmm));
+    for (const vmm of r % 2 === 0 ? ['tsvmm', 'qemu'] : ['qemu', 'tsvmm']) {
+      results[vmm].push(await measure(vmm));
+      console.error(`vsock-bench: round ${r + 1} ${vmm}: ${JSON.stringify(results[vmm].at(-1))}`);
+    }
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -5,7 +5,7 @@ through the kernel's AF_VSOCK (vsock CID PORT: QEMU's vhost-vsock), the same way
 
   vsock-client.py unix PATH PORT ROUNDS MIB
   vsock-client.py vsock CID PORT ROUNDS MIB
-  vsock-client.py load-vhost-vsock MODULES_DIR    insmod vsock, vhost_iotlb, vhost, vhost_vsock
+  vsock-client.py insmod KO...    load these modules in order (already loaded ones are skipped)
 
 Prints one JSON line: round trips of 64 bytes (µs, median and p99) and the echo throughput of
 MIB MiB sent while the echo is read back (MiB/s). Python because Node.js has no AF_VSOCK.
@@ -84,12 +84,10 @@ def throughput(s, mib):
     return mib / (time.perf_counter() - t0)
 
 
-def load_vhost_vsock(modules):
-    if os.path.exists("/dev/vhost-vsock"):
-        return
+def insmod(paths):
     libc = ctypes.CDLL(None, use_errno=True)
-    for path in ["net/vmw_vsock/vsock.ko", "drivers/vhost/vhost_iotlb.ko", "drivers/vhost/vhost.ko", "drivers/vhost/vhost_vsock.ko"]:
-        fd = os.open(os.path.join(modules, "kernel", path), os.O_RDONLY)
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
         # finit_module(fd, "", 0); EEXIST: already loaded
         if libc.syscall(313, fd, b"", 0) != 0 and ctypes.get_errno() != 17:
             raise SystemExit("vsock-client: cannot load %s: %s" % (path, os.strerror(ctypes.get_errno())))
@@ -97,8 +95,8 @@ def load_vhost_vsock(modules):
 
 
 def main():
-    if sys.argv[1] == "load-vhost-vsock":
-        load_vhost_vsock(sys.argv[2])
+    if sys.argv[1] == "insmod":
+        insmod(sys.argv[2:])
         return
     kind, where, port, rounds, mib = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     s = connect(kind, where, port)
