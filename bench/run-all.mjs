@@ -15,6 +15,7 @@ const BENCHES = {
   'disk-snapshot': 'disk-snapshot-bench.mjs',
   console: 'console-bench.mjs',
   rng: 'rng-bench.mjs',
+  vsock: 'vsock-bench.mjs',
 };
 
 const wanted = process.argv.slice(2);

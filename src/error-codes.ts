@@ -39,6 +39,7 @@ export const ERROR_CODES = {
   ESYS: { status: 500, meaning: 'a system call failed' },
   EAPISOCKET: { status: 500, meaning: 'the API socket cannot be created (path taken by a live VMM, or not creatable)' },
   ESERIALSOCKET: { status: 400, meaning: 'the `--serial socket=PATH` or `--console socket=PATH` socket cannot be created (path taken by a live process, not a socket, or not creatable)' },
+  EVSOCKSOCKET: { status: 400, meaning: 'the `--vsock socket=PATH` socket cannot be created (path taken by a live process, not a socket, or not creatable)' },
   EINTERNAL: { status: 500, meaning: 'an internal error (a bug: please report it)' },
   EUSAGE: { status: null, meaning: 'bad command line of tsvmm-remote or tsvmm-img (exit status 2)' },
   ECONNECT: { status: null, meaning: 'tsvmm-remote cannot reach the API socket' },

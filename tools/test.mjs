@@ -71,6 +71,13 @@ function readModules(file) {
   return byFile;
 }
 
+/**
+ * Seconds vitest may take to print its first line in the nested VM: its header comes within a
+ * minute even nested, and a nested host was seen to print nothing at all after "kvm ready" (stuck
+ * before vitest started); waiting the whole 15-minute idle limit for that was a red run.
+ */
+const FIRST_OUTPUT_S = 300;
+
 /** A new nested VM for unfinished files is started only with at least this much of the budget left. */
 const MIN_RERUN_S = 600;
 
@@ -119,7 +126,7 @@ async function main() {
       // limit is 90) and 15 without a line of output (vitest prints one per test).
       const budgetS = 4800;
       const elapsedS = () => (Date.now() - started) / 1000;
-      status = await runNested([process.execPath, vitest, ...vitestArgs('kvm', json, options, filters)], { cwd: repo, timeoutS: budgetS });
+      status = await runNested([process.execPath, vitest, ...vitestArgs('kvm', json, options, filters)], { cwd: repo, timeoutS: budgetS, firstOutputS: FIRST_OUTPUT_S });
       // 125: the nested host died without the job's status. Its kernel has crashed under QEMU's
       // TCG in the middle of a run (a kernel stack overflow in exception entry, not a test's
       // doing), locked up (a CPU reported stuck for minutes), or hung: the files that finished
@@ -133,7 +140,7 @@ async function main() {
         notes.push(note);
         rmSync(json, { force: true });
         rerun = true;
-        status = await runNested([process.execPath, vitest, ...vitestArgs('kvm', json, options, again)], { cwd: repo, timeoutS: Math.floor(budgetS - elapsedS()) });
+        status = await runNested([process.execPath, vitest, ...vitestArgs('kvm', json, options, again)], { cwd: repo, timeoutS: Math.floor(budgetS - elapsedS()), firstOutputS: FIRST_OUTPUT_S });
       }
       if (rerun) {
         const modules = [...readModules(process.env.TSVMM_MODULES_FILE).values()];

@@ -37,6 +37,7 @@ export function formatInfo(info: VmInfo): string {
   // Configs of snapshots from before the virtio console have none.
   if (c.console !== undefined) rows.push(['console', port(c.console)]);
   if (c.rng !== undefined) rows.push(['rng', c.rng.src]);
+  if (c.vsock !== undefined) rows.push([c.vsock.id, `vsock cid ${c.vsock.cid}, ${c.vsock.socket}`]);
   const width = Math.max(...rows.map(([k]) => k.length)) + 1;
   return rows.map(([k, v]) => `${`${k}:`.padEnd(width)} ${v}`).join('\n');
 }

@@ -34,7 +34,6 @@ function fail(message: string, status: number): never {
  */
 const NOT_YET_FLAGS: ReadonlyMap<string, string> = new Map([
   ['net', 'tsvmm has no network device yet'],
-  ['vsock', 'tsvmm has no vsock device yet'],
   ['fs', 'tsvmm has no virtio-fs device yet'],
   ['pmem', 'tsvmm has no persistent-memory device yet'],
   ['balloon', 'tsvmm has no balloon device yet'],
@@ -101,6 +100,7 @@ export async function main(): Promise<void> {
     .option('restore', { type: 'string', describe: 'source_url=file:///DIR[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH] — restore a snapshot (paused unless resume=on)' })
     .option('console', { type: 'string', describe: 'the virtio console (hvc0): tty | pty | file=PATH | socket=PATH | socket | null | off (default tty, or off when --serial tty)' })
     .option('rng', { type: 'string', describe: 'src=PATH: the host file virtio-rng reads (default /dev/urandom, as Cloud Hypervisor)' })
+    .option('vsock', { type: 'string', describe: 'cid=N,socket=PATH[,id=NAME]: virtio-vsock; the host connects to PATH and sends "CONNECT <port>\\n", the guest\'s connections to host port P go to PATH_P (as Cloud Hypervisor and Firecracker)' })
     .option('event-monitor', { type: 'string', describe: 'path=PATH | fd=N: write every VMM event there, one JSON object per line' })
     .option('log-level', { choices: ['error', 'warn', 'info', 'debug'] as const, describe: 'default warn' })
     .option('v', { type: 'count', describe: 'more log: -v info, -vv debug (Cloud Hypervisor\'s)' })
@@ -116,10 +116,10 @@ export async function main(): Promise<void> {
   // yargs turns a repeated flag into an array and a bare one into '': only --disk may repeat, and
   // the file and socket paths cannot be empty.
   const given = argv as Record<string, unknown>;
-  for (const name of ['kernel', 'initramfs', 'cmdline', 'cpus', 'memory', 'serial', 'console', 'rng', 'event-monitor', 'api-socket', 'restore', 'log-level', 'log-file']) {
+  for (const name of ['kernel', 'initramfs', 'cmdline', 'cpus', 'memory', 'serial', 'console', 'rng', 'vsock', 'event-monitor', 'api-socket', 'restore', 'log-level', 'log-file']) {
     if (Array.isArray(given[name])) fail(`--${name} is given more than once`, EXIT_STATUS.usage);
   }
-  for (const name of ['kernel', 'initramfs', 'serial', 'console', 'rng', 'event-monitor', 'api-socket', 'restore', 'log-file']) {
+  for (const name of ['kernel', 'initramfs', 'serial', 'console', 'rng', 'vsock', 'event-monitor', 'api-socket', 'restore', 'log-file']) {
     if (given[name] === '') fail(`--${name} needs a value`, EXIT_STATUS.usage);
   }
 
@@ -154,6 +154,7 @@ export async function main(): Promise<void> {
       if (argv.serial !== undefined) o.serial = argv.serial;
       if (argv.console !== undefined) o.console = argv.console;
       if (argv.rng !== undefined) o.rng = argv.rng;
+      if (argv.vsock !== undefined) o.vsock = argv.vsock;
       if (argv.initramfs !== undefined) o.initramfs = argv.initramfs;
       if (argv.cmdline !== undefined) o.cmdline = argv.cmdline;
       if (argv.disk !== undefined) o.disk = argv.disk.map(String);

@@ -3,7 +3,8 @@ import { parseCount, parseKeyValues, parseToggle, unquote } from '../util/kv.js'
 import { parseSize } from '../util/size.js';
 import type { ApiListen } from './api/server.js';
 import type { RateLimiterConfig, TokenBucketConfig } from '../devices/rate-limiter.js';
-import { DEFAULT_RNG, defaultDiskId, resolvePorts, type DiskConfig, type PortConfig, type RngConfig, type VmConfig } from './config.js';
+import { DEFAULT_RNG, DEFAULT_VSOCK_ID, defaultDiskId, resolvePorts, type DiskConfig, type PortConfig, type RngConfig, type VmConfig, type VsockConfig } from './config.js';
+import { MAX_GUEST_CID, MIN_GUEST_CID } from '../devices/vsock/virtio-vsock/persist.js';
 
 /** Highest vCPU count we accept on the command line; KVM's own limit is checked at boot. */
 export const MAX_VCPUS = 254;
@@ -21,6 +22,7 @@ export interface CliVmOptions {
   serial?: string;
   console?: string;
   rng?: string;
+  vsock?: string;
 }
 
 export function parseCpus(text: string): VmConfig['cpus'] {
@@ -137,6 +139,23 @@ export function parseRng(text: string): RngConfig {
   return limiter === undefined ? { src } : { src, rate_limiter_config: limiter };
 }
 
+/**
+ * `--vsock cid=N,socket=PATH[,id=NAME]` as Cloud Hypervisor takes it (`iommu=off` and
+ * `pci_segment=0` accepted: tsvmm's devices are on virtio-mmio).
+ */
+export function parseVsock(text: string, diskIds: ReadonlySet<string> = new Set()): VsockConfig {
+  const kv = parseKeyValues(text, 'vsock', ['cid', 'socket', 'id', 'iommu', 'pci_segment']);
+  const cid = kv.get('cid');
+  const socket = kv.get('socket');
+  if (cid === undefined || socket === undefined || socket === '') throw new ConfigError('--vsock: cid= and socket= are required, e.g. cid=3,socket=/run/vm.vsock');
+  if (kv.has('iommu') && parseToggle(kv.get('iommu')!, '--vsock iommu')) throw new ConfigError('--vsock iommu=on: tsvmm has no IOMMU');
+  if (kv.has('pci_segment') && kv.get('pci_segment') !== '0') throw new ConfigError('--vsock pci_segment: tsvmm has one segment, 0');
+  const id = kv.get('id') ?? DEFAULT_VSOCK_ID;
+  if (id === '') throw new ConfigError('--vsock id=: a name is required');
+  if (diskIds.has(id)) throw new ConfigError(`--vsock id: "${id}" is a disk's id`);
+  return { cid: parseCount(cid, '--vsock cid', MIN_GUEST_CID, MAX_GUEST_CID), socket, id };
+}
+
 /** Turns the `tsvmm` command-line options into a VmConfig (Cloud Hypervisor syntax). */
 export function vmConfigFromCli(o: CliVmOptions): VmConfig {
   if (o.kernel === undefined) throw new ConfigError('--kernel is required to boot a VM');
@@ -164,5 +183,6 @@ export function vmConfigFromCli(o: CliVmOptions): VmConfig {
       { serial: '--serial', console: '--console' },
     ),
     rng: o.rng === undefined ? DEFAULT_RNG : parseRng(o.rng),
+    ...(o.vsock === undefined ? {} : { vsock: parseVsock(o.vsock, ids) }),
   };
 }

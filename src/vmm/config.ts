@@ -75,6 +75,19 @@ export interface RngConfig {
   readonly rate_limiter_config?: RateLimiterConfig;
 }
 
+/**
+ * The virtio-vsock device, as Cloud Hypervisor's `vsock` (`--vsock cid=N,socket=PATH`): the guest's
+ * CID and the Unix socket of the hybrid host side (vmm/vsock-unix.ts).
+ */
+export interface VsockConfig {
+  readonly cid: number;
+  readonly socket: string;
+  /** The device id in vm.counters and vm.info (Cloud Hypervisor's `id`); default `_vsock0`. */
+  readonly id: string;
+}
+
+export const DEFAULT_VSOCK_ID = '_vsock0';
+
 /** Cloud Hypervisor's entropy source unless `--rng src=` / `rng.src` says otherwise. */
 export const DEFAULT_RNG: RngConfig = { src: '/dev/urandom' };
 
@@ -99,7 +112,7 @@ export function resolvePorts(serial: PortConfig | undefined, console: PortConfig
  * so vm.info and vm.json report them back.
  */
 export const CH_TOP_LEVEL_SECTIONS = [
-  'balloon', 'fs', 'pmem', 'debug_console', 'devices', 'user_devices', 'vdpa', 'vsock',
+  'balloon', 'fs', 'pmem', 'debug_console', 'devices', 'user_devices', 'vdpa',
   'pvpanic', 'iommu', 'sgx_epc', 'numa', 'watchdog', 'platform', 'tpm', 'net', 'preserved_fds',
   'landlock_enable', 'landlock_rules', 'rate_limit_groups', 'pci_segments', 'ivshmem',
 ] as const;
@@ -117,6 +130,7 @@ export interface VmConfig extends Readonly<Partial<Record<ChTopLevelSection, unk
    * snapshot from before tsvmm had the device, whose restore must not add one.
    */
   readonly rng?: RngConfig;
+  readonly vsock?: VsockConfig;
 }
 
 /** Lifecycle states as Cloud Hypervisor names them in `vm.info`. */

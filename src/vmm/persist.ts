@@ -17,7 +17,7 @@ import { vmLevelStateFromJson } from './vm-state.js';
 import { SNAPSHOT_CONFIG } from './snapshot-config.js';
 
 /** Device types this VMM can rebuild from a snapshot. */
-export const DEVICE_TYPES = ['serial', 'i8042', 'virtio-blk', 'virtio-console', 'virtio-rng', 'vmgenid'] as const;
+export const DEVICE_TYPES = ['serial', 'i8042', 'virtio-blk', 'virtio-console', 'virtio-rng', 'virtio-vsock', 'vmgenid'] as const;
 
 export interface SnapshotSummary {
   destination: string;
@@ -34,6 +34,7 @@ function deviceEntries(p: PlatformState): Record<string, DeviceEntry> {
   for (const [id, s] of Object.entries(p.disks)) out[`disk:${id}`] = { type: 'virtio-blk', state: json(s) };
   if (p.console !== undefined) out['console'] = { type: 'virtio-console', state: json(p.console) };
   if (p.rng !== undefined) out['rng'] = { type: 'virtio-rng', state: json(p.rng) };
+  if (p.vsock !== undefined) out['vsock'] = { type: 'virtio-vsock', state: json(p.vsock) };
   if (p.vmgenid !== undefined) out['vmgenid'] = { type: 'vmgenid', state: json(p.vmgenid) };
   return out;
 }
@@ -46,6 +47,7 @@ function platformFromEntries(devices: Record<string, DeviceEntry>): PlatformStat
     else if (e.type === 'virtio-blk') p.disks[name.replace(/^disk:/, '')] = e.state as unknown as PlatformState['disks'][string];
     else if (e.type === 'virtio-console') p.console = e.state as unknown as NonNullable<PlatformState['console']>;
     else if (e.type === 'virtio-rng') p.rng = e.state as unknown as NonNullable<PlatformState['rng']>;
+    else if (e.type === 'virtio-vsock') p.vsock = e.state as unknown as NonNullable<PlatformState['vsock']>;
     else if (e.type === 'vmgenid') p.vmgenid = e.state as unknown as NonNullable<PlatformState['vmgenid']>;
   }
   if (p.i8042 === undefined) throw new ConfigError('the snapshot has no i8042 device state');
@@ -100,8 +102,10 @@ export async function restoreVm(req: RestoreRequest, hooksFor: (config: VmConfig
       throw new ConfigError(`restore: the snapshot has no disk "${id}" (its disks: ${doc.config.disks.map((d) => d.id).join(', ') || 'none'})`);
     }
   }
+  if (req.vsock_socket !== undefined && doc.config.vsock === undefined) throw new ConfigError('restore: vsock_socket: the snapshot\'s VM has no vsock device');
   const config: VmConfig = {
     ...doc.config,
+    ...(req.vsock_socket === undefined || doc.config.vsock === undefined ? {} : { vsock: { ...doc.config.vsock, socket: req.vsock_socket } }),
     disks: doc.config.disks.map((d) => {
       const path = newPaths.get(d.id);
       if (path === undefined) return d;

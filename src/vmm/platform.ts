@@ -1,7 +1,7 @@
 /**
  * The machine around the vCPUs: the port and MMIO buses and the devices on them (COM1, the i8042
  * reset line, the power-off port, the power button, virtio-blk disks, the virtio console,
- * virtio-rng), with their interrupt lines wired to KVM.
+ * virtio-rng, virtio-vsock), with their interrupt lines wired to KVM.
  * Everything here runs on the main thread.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
@@ -19,13 +19,15 @@ import { ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTR
 import { VmGenId, type VmGenIdState } from '../devices/acpi/vmgenid.js';
 import { RateLimiter } from '../devices/rate-limiter.js';
 import { VMGENID_ADDR } from './boot/addresses.js';
-import type { RngConfig, VmConfig } from './config.js';
+import type { RngConfig, VmConfig, VsockConfig } from './config.js';
 import type { DeviceNode, DeviceResource } from './controller.js';
 import type { VmEnd } from './exit-status.js';
 import { Disk, openDisks } from './disks.js';
 import { VirtioMmioSlot, type VirtioSlot } from './virtio-mmio-slot.js';
 import { VirtioConsole } from '../devices/console/virtio-console/device.js';
 import { VirtioRng } from '../devices/rng/virtio-rng/device.js';
+import { VirtioVsock } from '../devices/vsock/virtio-vsock/device.js';
+import { VsockUnixBackend } from './vsock-unix.js';
 import { InputFileError } from './errors.js';
 import { fileErrorReason } from '../util/fs.js';
 import { log } from '../util/log.js';
@@ -52,6 +54,8 @@ export interface PlatformState {
   console?: VirtioMmioState;
   /** The virtio-rng transport; absent in snapshots from before the device existed. */
   rng?: VirtioMmioState;
+  /** The virtio-vsock transport; absent when the VM has none. */
+  vsock?: VirtioMmioState;
   /** Where the VM generation ID is; absent in snapshots from before tsvmm had one. */
   vmgenid?: VmGenIdState;
 }
@@ -95,6 +99,8 @@ export class Platform {
   private console: { device: VirtioConsole; slot: VirtioMmioSlot } | undefined;
   /** The virtio-rng device, its slot (after the console's) and the entropy source it reads. */
   private rng: { device: VirtioRng; slot: VirtioMmioSlot; source: number } | undefined;
+  /** virtio-vsock, its slot (the last), the Unix sockets of its host side, and its config. */
+  private vsock: { device: VirtioVsock; slot: VirtioMmioSlot; backend: VsockUnixBackend; config: VsockConfig } | undefined;
   /** The VM generation ID; absent only in a VM restored from a snapshot older than the device. */
   private vmGenId: VmGenId | undefined;
   private readonly lines: IrqfdLine[] = [];
@@ -144,6 +150,9 @@ export class Platform {
       if ((saved.console !== undefined) !== (config.console.mode !== 'Off')) {
         throw new ConfigError(`the snapshot's virtio console ${saved.console === undefined ? 'was off' : 'was on'} but the config says mode ${config.console.mode}`);
       }
+      if ((saved.vsock !== undefined) !== (config.vsock !== undefined)) {
+        throw new ConfigError(`the snapshot's VM ${saved.vsock === undefined ? 'had no' : 'had a'} vsock device but its config says ${config.vsock === undefined ? 'none' : 'one'}`);
+      }
       for (const d of config.disks) {
         if (saved.disks[d.id] === undefined) throw new ConfigError(`the snapshot has no device state for disk "${d.id}"`);
       }
@@ -161,6 +170,7 @@ export class Platform {
       if (config.rng !== undefined && (saved === undefined || saved.rng !== undefined)) {
         p.attachRng(disks.length + (config.console.mode !== 'Off' ? 1 : 0), config.rng, vmFd, memory, saved?.rng);
       }
+      if (config.vsock !== undefined) await p.attachVsock(p.virtioSlots().length, config.vsock, vmFd, memory, saved?.vsock);
       // The same for the generation ID: an older snapshot's DSDT names none, so none is written.
       if (saved === undefined) p.vmGenId = VmGenId.create(memory, p.line(VMGENID_GSI), VMGENID_ADDR);
       else if (saved.vmgenid !== undefined) p.vmGenId = VmGenId.fromState(memory, p.line(VMGENID_GSI), saved.vmgenid);
@@ -211,6 +221,32 @@ export class Platform {
     }
   }
 
+  /**
+   * virtio-vsock on virtio-mmio slot `index`, its host side listening on `vsock.socket` (now: a
+   * path in use fails the boot). A restored device announces a transport reset when it resumes.
+   */
+  private async attachVsock(index: number, vsock: VsockConfig, vmFd: VmFd, memory: GuestMemory, saved: VirtioMmioState | undefined): Promise<void> {
+    const backend = await VsockUnixBackend.listen(vsock.socket);
+    try {
+      const opts = {
+        guestCid: vsock.cid,
+        connectToHost: backend.connectToHost.bind(backend),
+        onError: (m: string) => log.warn(`vsock: ${m}`),
+      };
+      const device = saved !== undefined ? VirtioVsock.fromState(opts, saved.device) : new VirtioVsock(opts);
+      backend.attach(device);
+      const slot = VirtioMmioSlot.attach({
+        name: 'virtio-vsock', index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi),
+        onDeviceError: (reason) => log.warn(`vsock needs reset: ${reason}`),
+        ...(saved === undefined ? {} : { saved }),
+      });
+      this.vsock = { device, slot, backend, config: vsock };
+    } catch (e) {
+      await backend.close();
+      throw e;
+    }
+  }
+
   state(): PlatformState {
     const disks: Record<string, VirtioMmioState> = {};
     for (const d of this.disks) disks[d.config.id] = d.transport!.state();
@@ -218,6 +254,7 @@ export class Platform {
     if (this.serial !== undefined) s.serial = this.serial.state();
     if (this.console !== undefined) s.console = this.console.slot.transport.state();
     if (this.rng !== undefined) s.rng = this.rng.slot.transport.state();
+    if (this.vsock !== undefined) s.vsock = this.vsock.slot.transport.state();
     if (this.vmGenId !== undefined) s.vmgenid = this.vmGenId.state();
     return s;
   }
@@ -242,6 +279,7 @@ export class Platform {
     const slots = this.disks.map((d) => d.slot!);
     if (this.console !== undefined) slots.push(this.console.slot.slot);
     if (this.rng !== undefined) slots.push(this.rng.slot.slot);
+    if (this.vsock !== undefined) slots.push(this.vsock.slot.slot);
     return slots;
   }
 
@@ -291,6 +329,7 @@ export class Platform {
     await Promise.all(this.disks.map((d) => d.quiesce()));
     this.console?.device.pause();
     this.rng?.device.pause();
+    this.vsock?.device.pause();
     this.serialFastPath?.drain();
     this.serial?.flush();
   }
@@ -299,6 +338,7 @@ export class Platform {
     for (const d of this.disks) d.unquiesce();
     this.console?.device.unpause();
     this.rng?.device.unpause();
+    this.vsock?.device.unpause();
   }
 
   /** The devices with their address ranges and interrupt lines: vm.info's `device_tree`. */
@@ -313,6 +353,7 @@ export class Platform {
     for (const d of this.disks) add(d.config.id, virtio(d.slot!));
     if (this.console !== undefined) add(CONSOLE_ID, virtio(this.console.slot.slot));
     if (this.rng !== undefined) add(RNG_ID, virtio(this.rng.slot.slot));
+    if (this.vsock !== undefined) add(this.vsock.config.id, virtio(this.vsock.slot.slot));
     return tree;
   }
 
@@ -321,6 +362,7 @@ export class Platform {
     for (const d of this.disks) out[d.config.id] = d.counters();
     if (this.console !== undefined) out[CONSOLE_ID] = this.console.device.counters();
     if (this.rng !== undefined) out[RNG_ID] = this.rng.device.counters();
+    if (this.vsock !== undefined) out[this.vsock.config.id] = this.vsock.device.counters();
     out['bus'] = { unclaimed_accesses: this.unclaimed.unclaimed };
     return out;
   }
@@ -334,6 +376,11 @@ export class Platform {
     if (this.rng !== undefined) {
       this.rng.slot.close();
       closeSync(this.rng.source);
+    }
+    if (this.vsock !== undefined) {
+      this.vsock.device.close();
+      this.vsock.slot.close();
+      await this.vsock.backend.close();
     }
     for (const d of this.disks) await d.close();
     for (const l of this.lines) l.close();

@@ -34,6 +34,8 @@ export interface RestoreRequest {
    * with qemu-img over the recorded disk); absent, each keeps what the snapshot recorded.
    */
   backing_files?: boolean;
+  /** tsvmm extension: the vsock device's Unix socket instead of the recorded one (clones each need their own). */
+  vsock_socket?: string;
 }
 
 /** vm.resize-disk as Cloud Hypervisor takes it: the disk's id and its new size in bytes. */

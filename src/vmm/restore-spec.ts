@@ -2,10 +2,11 @@
  * The restore request in its two spellings:
  *  - command line (tsvmm --restore, tsvmm-remote restore), Cloud Hypervisor's syntax
  *    `source_url=file:///dir[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on]` plus
- *    tsvmm keys `force=on`, `disk.ID=/new/path` and `backing_files=on` (for the disks given a new
- *    path; a bare first item is the source URL; an absolute path is accepted for it);
+ *    tsvmm keys `force=on`, `disk.ID=/new/path`, `backing_files=on` (for the disks given a new
+ *    path) and `vsock_socket=PATH`; a bare first item is the source URL (an absolute path is
+ *    accepted for it);
  *  - JSON (vm.restore): Cloud Hypervisor's RestoreConfig (api/schema/bodies.ts) plus "force" and
- *    "disk_paths": {"ID": "/new/path"}.
+ *    "disk_paths": {"ID": "/new/path"} and "vsock_socket".
  * `disk_paths` lets clones restore onto their own copies of the disks; `force` restores even
  * over disks that changed since the snapshot (which corrupts a guest that cached them).
  */
@@ -52,12 +53,15 @@ export function parseRestoreSpec(text: string, what = '--restore'): RestoreReque
     else if (key === 'force') req.force = parseToggle(value, `${what} force`);
     else if (key === 'resume') req.resume = parseToggle(value, `${what} resume`);
     else if (key === 'backing_files') req.backing_files = parseToggle(value, `${what} backing_files`);
-    else if (key === 'memory_restore_mode') req.memory_restore_mode = memoryRestoreMode(value, `${what} memory_restore_mode`);
+    else if (key === 'vsock_socket') {
+      if (value === '') throw new ConfigError(`${what} vsock_socket: a path is required`);
+      req.vsock_socket = value;
+    } else if (key === 'memory_restore_mode') req.memory_restore_mode = memoryRestoreMode(value, `${what} memory_restore_mode`);
     else if (disk !== null) {
       if (!isAbsolute(value)) throw new ConfigError(`${what} ${key}: "${value}" must be an absolute path`);
       req.disk_paths = { ...req.disk_paths, [disk[1]!]: value };
     } else {
-      throw new ConfigError(`${what}: unknown key "${key}" (known: source_url, prefault, memory_restore_mode, resume, force, disk.ID, backing_files)`);
+      throw new ConfigError(`${what}: unknown key "${key}" (known: source_url, prefault, memory_restore_mode, resume, force, disk.ID, backing_files, vsock_socket)`);
     }
   });
   if (req.source_url === undefined) throw new ConfigError(`${what}: source_url=file:///dir is required`);

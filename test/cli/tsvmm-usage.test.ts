@@ -68,13 +68,19 @@ describe('usage errors exit with status 2', () => {
 
   it.each([
     [['--net', 'tap=tap0,mac=12:34:56:78:90:ab'], /^tsvmm: --net: not supported yet: tsvmm has no network device yet$/m],
-    [['--vsock=cid=3,socket=/tmp/v.sock'], /^tsvmm: --vsock: not supported yet: tsvmm has no vsock device yet$/m],
+    [['--pmem', 'file=/tmp/p'], /^tsvmm: --pmem: not supported yet: tsvmm has no persistent-memory device yet$/m],
     [['--firmware', '/fw'], /^tsvmm: --firmware: not supported yet: tsvmm boots kernels directly, without firmware$/m],
     [['--seccomp', 'true'], /^tsvmm: --seccomp true: not supported yet: tsvmm has no seccomp filter \(only --seccomp false/m],
   ])('Cloud Hypervisor flags tsvmm cannot honour yet: %j', (flags, message) => tsvmm([...k, ...flags], USAGE, message));
 
   it('--seccomp false is accepted (tsvmm has no filter to turn off)', () =>
     tsvmm(['--kernel', join(dir, 'no-such-kernel'), '--seccomp', 'false'], VMM_ERROR, /cannot read kernel \S+no-such-kernel: no such file$/m));
+
+  it('--vsock without a socket, with a CID the guest cannot have, or named like a disk', async () => {
+    await tsvmm([...k, '--vsock', 'cid=3'], USAGE, /^tsvmm: --vsock: cid= and socket= are required, e\.g\. cid=3,socket=\/run\/vm\.vsock$/m);
+    await tsvmm([...k, '--vsock', 'cid=2,socket=/tmp/v.sock'], USAGE, /^tsvmm: --vsock cid: /m);
+    await tsvmm([...k, '--disk', 'path=/tmp/d,id=x', '--vsock', 'cid=3,socket=/tmp/v.sock,id=x'], USAGE, /^tsvmm: --vsock id: "x" is a disk's id$/m);
+  });
 
   it('--console with an unknown mode', () =>
     tsvmm([...k, '--console', 'pipe'], USAGE, /^tsvmm: --console: "pipe" must be tty, pty, file=PATH, socket=PATH, socket, null or off$/m));

@@ -77,6 +77,8 @@ export interface LinuxBootOptions {
   port?: GuestPort;
   /** What to wait for before the shell is used (default the initramfs's `linux: init ok`). */
   ready?: RegExp;
+  /** More tsvmm arguments (e.g. `--vsock ...`). */
+  args?: string[];
 }
 
 export interface LinuxRestoreOptions {
@@ -92,6 +94,8 @@ export interface LinuxRestoreOptions {
   port?: GuestPort;
   /** Resume once restored (default true); false leaves the VM Paused for the caller. */
   resume?: boolean;
+  /** The vsock device's Unix socket instead of the snapshot's (`vsock_socket=`). */
+  vsockSocket?: string;
 }
 
 let heldVm: { kvm: Kvm; vm: VmFd } | undefined;
@@ -146,6 +150,7 @@ export class LinuxGuest {
       '--serial', port === 'serial' ? mode : 'off', '--console', port === 'virtio' ? mode : 'off',
     ];
     for (const d of o.disks ?? []) args.push('--disk', d);
+    args.push(...(o.args ?? []));
     const vmm = new TsvmmProcess(args, { stdin: o.console === 'socket' ? 'ignore' : 'pipe' });
     const guest = await LinuxGuest.attach(vmm, o.apiSocket, o.console ?? 'tty', port, false);
     try {
@@ -169,6 +174,7 @@ export class LinuxGuest {
     if (o.force === true) spec.push('force=on');
     for (const [id, path] of Object.entries(o.diskPaths ?? {})) spec.push(`disk.${id}=${path}`);
     if (o.backingFiles === true) spec.push('backing_files=on');
+    if (o.vsockSocket !== undefined) spec.push(`vsock_socket=${o.vsockSocket}`);
     const vmm = new TsvmmProcess(['--restore', spec.join(','), '--api-socket', o.apiSocket], {
       stdin: o.console === 'socket' ? 'ignore' : 'pipe',
     });

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { parseApiSocket, parseDisk, parsePort, parseRng, vmConfigFromCli } from '../../src/vmm/cli-config.js';
+import { parseApiSocket, parseDisk, parsePort, parseRng, parseVsock, vmConfigFromCli } from '../../src/vmm/cli-config.js';
 
 describe('--api-socket as Cloud Hypervisor takes it', () => {
   test('path=, fd= and a bare path', () => {
@@ -71,6 +71,26 @@ describe('--disk image_type (Cloud Hypervisor) and format (its tsvmm alias)', ()
   test('refuses both at once and types tsvmm cannot read', () => {
     expect(() => parseDisk('path=/d,image_type=raw,format=raw', 0)).toThrow(/give image_type= or format=, not both/);
     expect(() => parseDisk('path=/d,image_type=vhdx', 0)).toThrow(/--disk image_type: "vhdx" must be raw or qcow2 \(tsvmm reads no other image type yet\)/);
+  });
+});
+
+describe('--vsock as Cloud Hypervisor takes it', () => {
+  test('cid= and socket= (id= optional, default _vsock0); iommu=off and pci_segment=0 are accepted', () => {
+    expect(parseVsock('cid=3,socket=/run/v.sock')).toEqual({ cid: 3, socket: '/run/v.sock', id: '_vsock0' });
+    expect(parseVsock('cid=4294967294,socket=/v,id=agent,iommu=off,pci_segment=0')).toEqual({ cid: 4294967294, socket: '/v', id: 'agent' });
+    expect(vmConfigFromCli({ kernel: '/k' }).vsock).toBeUndefined();
+    expect(vmConfigFromCli({ kernel: '/k', vsock: 'cid=5,socket=/s' }).vsock).toEqual({ cid: 5, socket: '/s', id: '_vsock0' });
+  });
+
+  test('errors name the problem', () => {
+    expect(() => parseVsock('cid=3')).toThrow(/cid= and socket= are required/);
+    expect(() => parseVsock('socket=/s')).toThrow(/cid= and socket= are required/);
+    expect(() => parseVsock('cid=2,socket=/s')).toThrow(/--vsock cid/);
+    expect(() => parseVsock('cid=4294967295,socket=/s')).toThrow(/--vsock cid/);
+    expect(() => parseVsock('cid=3,socket=/s,iommu=on')).toThrow(/tsvmm has no IOMMU/);
+    expect(() => parseVsock('cid=3,socket=/s,pci_segment=1')).toThrow(/one segment/);
+    expect(() => parseVsock('cid=3,socket=/s,port=9')).toThrow(/unknown key "port"/);
+    expect(() => vmConfigFromCli({ kernel: '/k', disk: ['path=/d,id=v'], vsock: 'cid=3,socket=/s,id=v' })).toThrow(/"v" is a disk's id/);
   });
 });
 

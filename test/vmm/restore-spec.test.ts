@@ -30,6 +30,11 @@ describe('restore spec (Cloud Hypervisor syntax plus tsvmm keys)', () => {
     });
   });
 
+  test('vsock_socket=PATH: the restored vsock device listens there instead', () => {
+    expect(parseRestoreSpec('source_url=file:///s,vsock_socket=/run/clone1.vsock')).toEqual({ source_url: 'file:///s', vsock_socket: '/run/clone1.vsock' });
+    expect(() => parseRestoreSpec('source_url=file:///s,vsock_socket=')).toThrow(/vsock_socket: a path is required/);
+  });
+
   test('errors name the problem', () => {
     expect(() => parseRestoreSpec('source_url=file:///s,fast=yes')).toThrow(/unknown key "fast"/);
     expect(() => parseRestoreSpec('prefault=on')).toThrow(/source_url=file:\/\/\/dir is required/);

@@ -4,9 +4,9 @@
 // root over 9p and runs the command in a chroot of it, in the same directory with the same
 // environment. The command's output streams back; the exit status is the command's. A watchdog
 // turns a VM that runs longer than --timeout in all into a failed run (124) with a message, and a
-// nested host that hangs (no output for --idle seconds, or none from the command for its first
-// 300) or whose kernel reports a CPU stuck for minutes into status 125, as if it had crashed (npm
-// test then reruns the unfinished files). See ../../docs/testing.md.
+// nested host that hangs (no output for --idle seconds, or, when asked, none from the command for
+// its first seconds) or whose kernel reports a CPU stuck for minutes into status 125, as if it had
+// crashed (npm test then reruns the unfinished files). See ../../docs/testing.md.
 //
 //   node tools/nested/run.mjs [--timeout S] [--idle S] [--memory MiB] [--cpus N] -- CMD [ARG...]
 import { spawn, spawnSync } from 'node:child_process';
@@ -32,12 +32,6 @@ const INIT_FAILED = /^tsvmm-nested: init failed: (.*)$/;
  */
 const SOFT_LOCKUP = /watchdog: BUG: soft lockup - CPU#\d+ stuck for (\d+)s!/;
 const LOCKUP_LIMIT_S = 180;
-/**
- * Seconds the command may take to print its first line. vitest prints its header within a minute
- * even nested; a nested host was seen to print nothing at all after "kvm ready" (stuck before the
- * command started), and waiting the whole idle limit for that cost 15 minutes.
- */
-const FIRST_OUTPUT_S = 300;
 
 /** Seconds the kernel line says a CPU has been stuck, or undefined for any other line. */
 export function softLockupSeconds(line) {
@@ -100,6 +94,8 @@ export async function runNested(argv, options = {}) {
   const cwd = options.cwd ?? process.cwd();
   const timeoutS = options.timeoutS ?? 3600;
   const idleS = options.idleS ?? 900;
+  // Seconds the command may take to print its first line (default: the idle limit).
+  const firstOutputS = options.firstOutputS ?? idleS;
   const cpus = options.cpus ?? 2;
   // TCG allocates guest RAM lazily; leave the host room for QEMU itself and the page cache.
   const memoryMiB = options.memoryMiB ?? Math.max(2048, Math.min(12288, Math.floor((freemem() / 1048576) * 0.6)));
@@ -171,7 +167,7 @@ export async function runNested(argv, options = {}) {
   }
   const timer = setInterval(() => {
     const now = Date.now();
-    const idleLimitS = commandSpoke ? idleS : Math.min(idleS, FIRST_OUTPUT_S);
+    const idleLimitS = commandSpoke ? idleS : Math.min(idleS, firstOutputS);
     if (now - started > timeoutS * 1000) stop(`ran longer than ${timeoutS} s`);
     else if (now - lastOutput > idleLimitS * 1000) giveUp(`printed nothing for ${idleLimitS} s (a hung host, test or guest)`);
   }, 5000);

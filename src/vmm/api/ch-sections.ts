@@ -23,15 +23,15 @@ const DEFAULTS: Record<string, (v: unknown) => boolean> = {
   'disk.queue_size': (v) => v === 128 || v === 256,
   'disk.sparse': (v) => v === true,
   'disk.pci_segment': (v) => v === 0,
+  'vsock.pci_segment': (v) => v === 0,
 };
 
 /** Sections whose mere presence makes a device (Cloud Hypervisor's `Option<...Config>`): null only. */
-const DEVICE_SECTIONS = new Set(['balloon', 'vsock', 'tpm', 'ivshmem']);
+const DEVICE_SECTIONS = new Set(['balloon', 'tpm', 'ivshmem']);
 
 /** Why a field tsvmm cannot honour yet is refused (the default message covers the rest). */
 const WHY: Record<string, string> = {
   net: 'tsvmm has no network device yet',
-  vsock: 'tsvmm has no vsock device yet',
   balloon: 'tsvmm has no balloon device yet',
   tpm: 'tsvmm has no TPM device yet',
   'payload.firmware': 'tsvmm boots kernels directly, without firmware',

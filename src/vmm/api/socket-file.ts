@@ -18,6 +18,13 @@ export class PortSocketError extends TsvmmError {
   }
 }
 
+/** The `--vsock socket=PATH` path cannot be used, for the same reasons. */
+export class VsockSocketError extends TsvmmError {
+  constructor(message: string, path: string) {
+    super('EVSOCKSOCKET', message, { path });
+  }
+}
+
 /** Which listening socket a path is claimed for: how errors name it, and whether its peer is a tsvmm API. */
 export interface SocketRole {
   /** "API socket", "serial socket": how messages name it. */
@@ -31,6 +38,7 @@ export interface SocketRole {
 
 export const API_SOCKET: SocketRole = { what: 'API socket', flag: '--api-socket', error: (m, p) => new ApiSocketError(m, p), askPid: true };
 export const SERIAL_SOCKET: SocketRole = { what: 'serial socket', flag: '--serial socket=', error: (m, p) => new PortSocketError(m, p), askPid: false };
+export const VSOCK_SOCKET: SocketRole = { what: 'vsock socket', flag: '--vsock socket=', error: (m, p) => new VsockSocketError(m, p), askPid: false };
 export const CONSOLE_SOCKET: SocketRole = { what: 'console socket', flag: '--console socket=', error: (m, p) => new PortSocketError(m, p), askPid: false };
 
 const MAX_SOCKET_PATH_BYTES = 107;

@@ -1,5 +1,5 @@
 import { ConfigError } from '../../errors.js';
-import { CH_TOP_LEVEL_SECTIONS, DEFAULT_RNG, defaultDiskId, resolvePorts, type ChTopLevelSection, type DiskConfig, type PortConfig, type RngConfig, type VmConfig } from '../config.js';
+import { CH_TOP_LEVEL_SECTIONS, DEFAULT_RNG, DEFAULT_VSOCK_ID, defaultDiskId, resolvePorts, type ChTopLevelSection, type DiskConfig, type PortConfig, type RngConfig, type VmConfig, type VsockConfig } from '../config.js';
 import type { ResizeDiskRequest, RestoreRequest, SnapshotRequest } from '../requests.js';
 import { DEFAULT_MEMORY_SIZE, RestoreConfig, SnapshotVmConfig, VmConfig as VmConfigSchema, VmResizeDiskConfig, VmSnapshotConfig } from './schema/bodies.js';
 import type { Static } from './schema/json-schema.js';
@@ -77,6 +77,13 @@ function disks(list: readonly DiskBody[] | undefined): DiskConfig[] {
   return out;
 }
 
+/** Cloud Hypervisor's `vsock` section; its id must not be a disk's (both name devices in vm.counters). */
+function vsock(v: NonNullable<VmConfigBody['vsock']>, diskList: readonly DiskBody[] | undefined): VsockConfig {
+  const id = v.id ?? DEFAULT_VSOCK_ID;
+  if ((diskList ?? []).some((d, i) => (d.id ?? defaultDiskId(i)) === id)) throw new ConfigError(`vsock.id: "${id}" is a disk's id`, { field: 'vsock.id' });
+  return { cid: v.cid, socket: v.socket, id };
+}
+
 /** A `serial` or `console` section (Cloud Hypervisor's ConsoleConfig): which fields go with which mode. */
 function port(p: PortBody | undefined, name: 'serial' | 'console'): PortConfig | undefined {
   if (p === undefined) return undefined;
@@ -129,6 +136,7 @@ export function parseVmConfigJson(value: unknown, rules: VmConfigRules = {}): Vm
     disks: disks(o.disks),
     ...resolvePorts(port(o.serial, 'serial'), port(o.console, 'console')),
     rng: rng(o.rng),
+    ...(o.vsock == null ? {} : { vsock: vsock(o.vsock, o.disks) }),
   };
 }
 
@@ -143,7 +151,7 @@ export function parseResizeDiskRequest(value: unknown): ResizeDiskRequest {
 
 /**
  * vm.restore as Cloud Hypervisor's RestoreConfig (ch-remote sends every field: `net_fds` is null
- * when no network is handed over) plus tsvmm's `force`, `disk_paths` and `backing_files`.
+ * when no network is handed over) plus tsvmm's `force`, `disk_paths`, `backing_files` and `vsock_socket`.
  */
 export function parseRestoreRequest(value: unknown): RestoreRequest {
   const { net_fds: _netFds, ...req } = validateJson(RestoreConfig, value);

@@ -129,7 +129,10 @@ describe('parseVmConfigJson', () => {
     [{ ...minimal, serial: { mode: 'Socket', socket: '' } }, /serial.socket: must not be empty/],
     // Cloud Hypervisor sections asking for what tsvmm has no device or feature for: 400 naming them.
     [{ ...minimal, net: [{ tap: 'tap0' }] }, /^net: .* is not supported: tsvmm has no network device yet$/],
-    [{ ...minimal, vsock: { cid: 3, socket: '/v.sock' } }, /^vsock: .* is not supported: tsvmm has no vsock device yet$/],
+    [{ ...minimal, vsock: { cid: 2, socket: '/v.sock' } }, /^vsock.cid: /],
+    [{ ...minimal, vsock: { cid: 3 } }, /^vsock.socket: /],
+    [{ ...minimal, vsock: { cid: 3, socket: '/v.sock', iommu: true } }, /^vsock.iommu: true is not supported/],
+    [{ ...minimal, disks: [{ path: '/a' }], vsock: { cid: 3, socket: '/v.sock', id: '_disk0' } }, /^vsock.id: "_disk0" is a disk's id$/],
     [{ ...minimal, balloon: { size: 0 } }, /^balloon: .* is not supported: tsvmm has no balloon device yet$/],
     [{ ...minimal, payload: { kernel: '/k', firmware: '/fw' } }, /^payload.firmware: "\/fw" is not supported: tsvmm boots kernels directly/],
     [{ ...minimal, memory: { size: 1 << 30, hugepages: true } }, /^memory.hugepages: true is not supported/],

@@ -5,7 +5,8 @@
  * cannot say (cross-field rules such as max_vcpus >= boot_vcpus, defaults) is done by the parse
  * function of the body (validate.ts, checkpoint-routes.ts) after the schema has passed.
  */
-import { CH_TOP_LEVEL_SECTIONS, type ChTopLevelSection } from '../../config.js';
+import { CH_TOP_LEVEL_SECTIONS, DEFAULT_VSOCK_ID, type ChTopLevelSection } from '../../config.js';
+import { MAX_GUEST_CID, MIN_GUEST_CID } from '../../../devices/vsock/virtio-vsock/persist.js';
 import { SNAPSHOT_NAME } from '../../checkpoints/catalogue.js';
 import { arr, bool, int, map, obj, offOrDefault, str, type OffOrDefaultSchema, type Schema } from './json-schema.js';
 
@@ -95,6 +96,12 @@ export const RngConfig = obj({
   ...chFields(['iommu']),
 }, { description: 'Cloud Hypervisor\'s rng section: the virtio-rng device (always present) and the host file it reads. Default (when `rng` is absent) {"src": "/dev/urandom"}.' });
 
+export const VsockConfig = obj({
+  cid: int({ format: 'int64', minimum: MIN_GUEST_CID, maximum: MAX_GUEST_CID, example: 3, description: 'The guest\'s context ID.' }),
+  socket: str({ ...HOST_PATH, example: '/run/vm.vsock', description: 'The Unix socket tsvmm listens on: a host program connects and sends `CONNECT <port>\\n` to reach guest port <port> (answered `OK <host port>\\n`); the guest\'s connections to host port P go to `<socket>_P`.' }),
+  id: str({ pattern: DISK_ID_PATTERN, nullable: true, 'x-tsvmm-pattern-means': '1-64 characters of A-Z a-z 0-9 _ . -', description: `The device id in vm.counters and vm.info; default ${DEFAULT_VSOCK_ID}.` }),
+  ...chFields(['iommu', 'pci_segment'], 'pci_segment 0'),
+}, { required: ['cid', 'socket'], description: 'Cloud Hypervisor\'s vsock section: virtio-vsock in the hybrid mode (Unix sockets on the host).' });
 
 /** The older top-level kernel/initramfs/cmdline objects: instead of payload, never beside it. */
 const LEGACY = { deprecated: true, 'x-tsvmm-instead-of': 'payload' } as const;
@@ -139,6 +146,7 @@ function vmConfig<const D extends Schema>(disk: D) {
     serial: ConsoleConfig,
     console: ConsoleConfig,
     rng: RngConfig,
+    vsock: { ...VsockConfig, nullable: true },
     ...chFields(CH_TOP_LEVEL_SECTIONS as readonly ChTopLevelSection[], 'platform num_pci_segments 1'),
   }, { example: CLOUD_HYPERVISOR_VM_CONFIG, description: 'Cloud Hypervisor\'s vm.create body. Give either `payload` or the older top-level `kernel`/`initramfs`/`cmdline` objects. Cloud Hypervisor sections tsvmm has nothing behind yet are kept as given and reported back by vm.info.' });
 }
@@ -165,10 +173,11 @@ export const RestoreConfig = obj({
   force: bool({ default: false, description: 'tsvmm: restore even over disks that changed since the snapshot.' }),
   disk_paths: map(str(HOST_PATH), { description: 'tsvmm: disk id to the image path to use instead of the recorded one (clones).' }),
   backing_files: bool({ description: 'tsvmm extension: backing_files for the images disk_paths names (e.g. qcow2 overlays made with qemu-img); absent, each disk keeps what the snapshot recorded.' }),
+  vsock_socket: str({ ...HOST_PATH, description: 'tsvmm extension: the Unix socket of the restored VM\'s vsock device instead of the recorded one (clones running at once each need their own).' }),
 }, {
   required: ['source_url'],
   example: { source_url: 'file:///var/lib/tsvmm/snap1', prefault: false, memory_restore_mode: 'Copy', net_fds: null, resume: false },
-  description: 'Cloud Hypervisor\'s RestoreConfig, as ch-remote sends it (every field), plus tsvmm\'s force, disk_paths and backing_files.',
+  description: 'Cloud Hypervisor\'s RestoreConfig, as ch-remote sends it (every field), plus tsvmm\'s force, disk_paths, backing_files and vsock_socket.',
 });
 
 export const VmResizeDiskConfig = obj({
@@ -217,7 +226,7 @@ export const JobCancelConfig = obj({
  * are printed as `$ref`s to their own entry.
  */
 export const BODY_SCHEMAS = {
-  VmConfig, CpusConfig, MemoryConfig, PayloadConfig, DiskConfig, ConsoleConfig, RngConfig,
+  VmConfig, CpusConfig, MemoryConfig, PayloadConfig, DiskConfig, ConsoleConfig, RngConfig, VsockConfig,
   VmSnapshotConfig, RestoreConfig, VmResizeDiskConfig, DiskSnapshotConfig, SnapshotCreateConfig,
   SnapshotNameConfig, BlockCommitConfig, BlockPullConfig, JobCancelConfig,
 } as const satisfies Record<string, Schema>;
