@@ -190,12 +190,6 @@ export class VirtioVsock implements VirtioDevice {
     return this.eventsFor(conn);
   }
 
-  /** This device comes from a snapshot: tell the guest every connection is gone once it runs. */
-  announceTransportReset(): void {
-    this.resetPending = true;
-    this.serveEvents();
-  }
-
   /** Stops using the queues (VM pause and snapshot); host data waits, bounded. */
   pause(): void {
     this.paused = true;
