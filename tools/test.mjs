@@ -143,7 +143,8 @@ async function main() {
         status = await runNested([process.execPath, vitest, ...vitestArgs('kvm', json, options, again)], { cwd: repo, timeoutS: Math.floor(budgetS - elapsedS()), firstOutputS: FIRST_OUTPUT_S });
       }
       if (rerun) {
-        const modules = [...readModules(process.env.TSVMM_MODULES_FILE).values()];
+        // The unit tier's files are in the same record: only the kvm files count here.
+        const modules = [...readModules(process.env.TSVMM_MODULES_FILE).values()].filter((m) => kvmFiles.includes(m.file));
         const sum = (k) => modules.reduce((n, m) => n + m[k], 0);
         // Every file must have its result, or the tier did not complete.
         if (unfinishedFiles(kvmFiles, new Set(modules.map((m) => m.file))).length === 0) counts = { passed: sum('passed'), failed: sum('failed'), skipped: sum('skipped') };

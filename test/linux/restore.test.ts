@@ -156,7 +156,10 @@ describe('real Linux: pause → snapshot → kill → restore in a new process �
   });
 
   it('three clones at once from one snapshot, each on its own qcow2 overlay of the disk, each going on by itself', { timeout: CASE_TIMEOUT_MS }, async () => {
-    const s = saved.get(2)!;
+    // The 1-vCPU snapshot: three 2-vCPU clones at once (six busy vCPUs on the two CPUs of the
+    // nested test host) were running each of the three times that host's kernel panicked in a CI
+    // run (a stack overflow in its exception entry, under QEMU's TCG). 2-vCPU restores are above.
+    const s = saved.get(1)!;
     const baseSha = sha256(s.disk);
     // Names unique per attempt: a retried attempt must not meet the files (and the image locks of
     // clones still being killed) of the one before.
