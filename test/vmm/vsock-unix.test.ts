@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { VsockUnixBackend } from '../../src/vmm/vsock-unix.js';
+import { until } from '../support/timing.js';
 import type { VirtioVsock, VsockConnectionEvents, VsockHostEnd } from '../../src/devices/vsock/virtio-vsock/device.js';
 
 /** Records what the backend asks of the device and what it reports. */
@@ -27,14 +28,6 @@ class FakeDevice {
   }
 }
 
-const until = async (cond: () => boolean, what: string): Promise<void> => {
-  const deadline = Date.now() + 5000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
-
 function client(path: string): { s: Socket; text: () => string; closed: () => boolean } {
   const s = connect(path);
   let text = '';
@@ -55,58 +48,61 @@ describe('the hybrid vsock host side (Unix sockets)', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('CONNECT <port>: the guest is asked; OK <host port> once it accepts, and the bytes sent early reach it first', async () => {
+  /** A backend listening on DIR/v.sock, its host connections going to a FakeDevice. */
+  async function listening(): Promise<{ device: FakeDevice; backend: VsockUnixBackend }> {
     const device = new FakeDevice();
-    backend = await VsockUnixBackend.listen(join(dir, 'v.sock'));
-    backend.attach(device as unknown as VirtioVsock);
+    const b = await VsockUnixBackend.listen(join(dir, 'v.sock'));
+    b.attach(device as unknown as VirtioVsock);
+    backend = b;
+    return { device, backend: b };
+  }
+
+  it('CONNECT <port>: the guest is asked; OK <host port> once it accepts, and the bytes sent early reach it first', async () => {
+    const { device } = await listening();
     const c = client(join(dir, 'v.sock'));
     c.s.write('CONNECT 52\nearly');
-    await until(() => device.requests.length === 1, 'the request');
+    await until(() => device.requests.length === 1);
     expect(device.requests[0]!.port).toBe(52);
     expect(device.data).toEqual(['early']);
     device.requests[0]!.accepted(1073741824);
-    await until(() => c.text() === 'OK 1073741824\n', 'OK');
+    await until(() => c.text() === 'OK 1073741824\n');
     c.s.write('later');
-    await until(() => device.data.length === 2, 'more data');
+    await until(() => device.data.length === 2);
     expect(device.data[1]).toBe('later');
     c.s.end();
-    await until(() => device.ended === 1, 'the end');
+    await until(() => device.ended === 1);
   });
 
   it('a refusal, a malformed first line or a port beyond 32 bits closes the client', async () => {
-    const device = new FakeDevice();
-    backend = await VsockUnixBackend.listen(join(dir, 'v.sock'));
-    backend.attach(device as unknown as VirtioVsock);
+    const { device } = await listening();
     const refused = client(join(dir, 'v.sock'));
     refused.s.write('CONNECT 7\n');
-    await until(() => device.requests.length === 1, 'the request');
+    await until(() => device.requests.length === 1);
     device.requests[0]!.refused();
     const bad = client(join(dir, 'v.sock'));
     bad.s.write('HELLO 7\n');
     const big = client(join(dir, 'v.sock'));
     big.s.write('CONNECT 4294967296\n');
-    await until(() => refused.closed() && bad.closed() && big.closed(), 'the closes');
+    await until(() => refused.closed() && bad.closed() && big.closed());
     expect(device.requests).toHaveLength(1);
   });
 
   it('a guest connection to host port P is a connection to PATH_P; nobody there is a refusal', async () => {
-    const device = new FakeDevice();
-    backend = await VsockUnixBackend.listen(join(dir, 'v.sock'));
-    backend.attach(device as unknown as VirtioVsock);
+    const { backend: b } = await listening();
     let got = '';
     const server = createServer((s) => s.on('data', (d: Buffer) => { got += d.toString(); }));
     await new Promise<void>((r) => server.listen(join(dir, 'v.sock_1234'), r));
     try {
       const outcome: string[] = [];
-      backend.connectToHost(1234, {
+      b.connectToHost(1234, {
         hostConnected: (end) => { outcome.push('connected'); end.write(Buffer.from('hi'), () => outcome.push('written')); },
         hostRefused: () => outcome.push('refused'), hostData: () => {}, hostEnd: () => {}, hostClosed: () => {},
       });
-      backend.connectToHost(1235, {
+      b.connectToHost(1235, {
         hostConnected: () => outcome.push('connected 1235'), hostRefused: () => outcome.push('refused 1235'),
         hostData: () => {}, hostEnd: () => {}, hostClosed: () => {},
       });
-      await until(() => got === 'hi' && outcome.includes('refused 1235') && outcome.includes('written'), 'both outcomes');
+      await until(() => got === 'hi' && outcome.includes('refused 1235') && outcome.includes('written'));
       expect(outcome).not.toContain('connected 1235');
     } finally {
       server.close();
