@@ -40,6 +40,7 @@ export const ERROR_CODES = {
   EAPISOCKET: { status: 500, meaning: 'the API socket cannot be created (path taken by a live VMM, or not creatable)' },
   ESERIALSOCKET: { status: 400, meaning: 'the `--serial socket=PATH` or `--console socket=PATH` socket cannot be created (path taken by a live process, not a socket, or not creatable)' },
   EVSOCKSOCKET: { status: 400, meaning: 'the `--vsock socket=PATH` socket cannot be created (path taken by a live process, not a socket, or not creatable)' },
+  ETAP: { status: 400, meaning: 'a `--net` device\'s TAP cannot be opened or set up (no /dev/net/tun, no CAP_NET_ADMIN, in use by another process, or an fd that is not a TAP with IFF_VNET_HDR)' },
   EINTERNAL: { status: 500, meaning: 'an internal error (a bug: please report it)' },
   EUSAGE: { status: null, meaning: 'bad command line of tsvmm-remote or tsvmm-img (exit status 2)' },
   ECONNECT: { status: null, meaning: 'tsvmm-remote cannot reach the API socket' },

@@ -32,7 +32,7 @@ done
 mke2fs=$(command -v mke2fs)
 e2fsck=$(command -v e2fsck)
 
-MODULES=(virtio_mmio virtio_blk crc32c_generic ext4 virtio_console virtio_rng vmw_vsock_virtio_transport button evdev)
+MODULES=(virtio_mmio virtio_blk crc32c_generic ext4 virtio_console virtio_rng vmw_vsock_virtio_transport virtio_net button evdev)
 inputs=("$0" "$here/initramfs-init" "$here/rootfs-init" "$here/modules.mjs" "$here/rng-probe.c" "$here/vsock-probe.c" "$busybox" "$mke2fs" "$e2fsck")
 stamp="$(cat "$debian/version") ${MODULES[*]} $(sha1sum "${inputs[@]}" | awk '{ print $1 }' | tr '\n' ' ')"
 if [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ] &&

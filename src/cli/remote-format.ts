@@ -38,6 +38,11 @@ export function formatInfo(info: VmInfo): string {
   if (c.console !== undefined) rows.push(['console', port(c.console)]);
   if (c.rng !== undefined) rows.push(['rng', c.rng.src]);
   if (c.vsock !== undefined) rows.push([c.vsock.id, `vsock cid ${c.vsock.cid}, ${c.vsock.socket}`]);
+  for (const n of c.net ?? []) {
+    const host = [n.tap === undefined ? undefined : `tap ${n.tap}`, n.fd === undefined ? undefined : `fd ${n.fd}`].filter((x) => x !== undefined).join(' ');
+    const ip = n.ip === undefined ? '' : `, host ${n.ip}${n.mask === undefined ? '' : ` mask ${n.mask}`}`;
+    rows.push([n.id, `net ${host === '' ? 'a new tap' : host}, mac ${n.mac}${ip}`]);
+  }
   const width = Math.max(...rows.map(([k]) => k.length)) + 1;
   return rows.map(([k, v]) => `${`${k}:`.padEnd(width)} ${v}`).join('\n');
 }

@@ -33,7 +33,6 @@ function fail(message: string, status: number): never {
  * missing).
  */
 const NOT_YET_FLAGS: ReadonlyMap<string, string> = new Map([
-  ['net', 'tsvmm has no network device yet'],
   ['fs', 'tsvmm has no virtio-fs device yet'],
   ['pmem', 'tsvmm has no persistent-memory device yet'],
   ['balloon', 'tsvmm has no balloon device yet'],
@@ -97,10 +96,11 @@ export async function main(): Promise<void> {
     .option('disk', { type: 'string', array: true, describe: 'path=FILE[,readonly=on][,id=NAME][,serial=STR][,image_type=raw|qcow2] (repeatable; format= is an alias of image_type=)' })
     .option('serial', { type: 'string', describe: 'the 16550 UART (ttyS0): tty | pty | file=PATH | socket=PATH | socket | null | off (default null, as Cloud Hypervisor)' })
     .option('api-socket', { type: 'string', describe: 'serve the HTTP API: path=PATH | fd=N (an inherited listening socket) | PATH' })
-    .option('restore', { type: 'string', describe: 'source_url=file:///DIR[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH] — restore a snapshot (paused unless resume=on)' })
+    .option('restore', { type: 'string', describe: 'source_url=file:///DIR[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH][,backing_files=on][,vsock_socket=PATH][,net.ID=TAP] — restore a snapshot (paused unless resume=on)' })
     .option('console', { type: 'string', describe: 'the virtio console (hvc0): tty | pty | file=PATH | socket=PATH | socket | null | off (default tty, or off when --serial tty)' })
     .option('rng', { type: 'string', describe: 'src=PATH: the host file virtio-rng reads (default /dev/urandom, as Cloud Hypervisor)' })
     .option('vsock', { type: 'string', describe: 'cid=N,socket=PATH[,id=NAME]: virtio-vsock; the host connects to PATH and sends "CONNECT <port>\\n", the guest\'s connections to host port P go to PATH_P (as Cloud Hypervisor and Firecracker)' })
+    .option('net', { type: 'string', array: true, describe: 'tap=NAME[,mac=MAC][,ip=A.B.C.D[,mask=A.B.C.D]][,id=NAME] | fd=N[,mac=MAC][,id=NAME]: virtio-net on a host TAP interface (opened, or created if missing; neither tap= nor fd=: a new one); MAC random unless given (repeatable)' })
     .option('event-monitor', { type: 'string', describe: 'path=PATH | fd=N: write every VMM event there, one JSON object per line' })
     .option('log-level', { choices: ['error', 'warn', 'info', 'debug'] as const, describe: 'default warn' })
     .option('v', { type: 'count', describe: 'more log: -v info, -vv debug (Cloud Hypervisor\'s)' })
@@ -113,7 +113,7 @@ export async function main(): Promise<void> {
     })
     .parseAsync();
 
-  // yargs turns a repeated flag into an array and a bare one into '': only --disk may repeat, and
+  // yargs turns a repeated flag into an array and a bare one into '': only --disk and --net may repeat, and
   // the file and socket paths cannot be empty.
   const given = argv as Record<string, unknown>;
   for (const name of ['kernel', 'initramfs', 'cmdline', 'cpus', 'memory', 'serial', 'console', 'rng', 'vsock', 'event-monitor', 'api-socket', 'restore', 'log-level', 'log-file']) {
@@ -158,6 +158,7 @@ export async function main(): Promise<void> {
       if (argv.initramfs !== undefined) o.initramfs = argv.initramfs;
       if (argv.cmdline !== undefined) o.cmdline = argv.cmdline;
       if (argv.disk !== undefined) o.disk = argv.disk.map(String);
+      if (argv.net !== undefined) o.net = argv.net.map(String);
       config = vmConfigFromCli(o);
     }
   } catch (e) {

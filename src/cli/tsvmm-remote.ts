@@ -42,7 +42,7 @@ const COMMANDS: Array<[string, string]> = [
   ['delete', 'shut the VM down if it runs and forget it (the VMM keeps running, empty)'],
   ['shutdown-vmm', 'shut down the VM and end the tsvmm process'],
   ['snapshot <destination>', 'snapshot the paused VM to file:///dir (or an absolute path); --with-disks: a checkpoint that includes the disks'],
-  ['restore <config>', 'restore from source_url=file:///dir[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH] (paused unless resume=on)'],
+  ['restore <config>', 'restore from source_url=file:///dir[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH][,vsock_socket=PATH][,net.ID=TAP] (paused unless resume=on)'],
   ['resize-disk', 'grow a disk under the running guest: --disk ID --size SIZE (bytes, or 512M, 4G, ...)'],
   ['events', 'print VMM events, one per line, until interrupted'],
   ['console', 'attach to a console port in socket mode: --port serial|console (default: the serial port if it is in socket mode, else the virtio console); Ctrl-] detaches'],

@@ -3,7 +3,8 @@ import { parseCount, parseKeyValues, parseToggle, unquote } from '../util/kv.js'
 import { parseSize } from '../util/size.js';
 import type { ApiListen } from './api/server.js';
 import type { RateLimiterConfig, TokenBucketConfig } from '../devices/rate-limiter.js';
-import { DEFAULT_RNG, DEFAULT_VSOCK_ID, defaultDiskId, resolvePorts, type DiskConfig, type PortConfig, type RngConfig, type VmConfig, type VsockConfig } from './config.js';
+import { DEFAULT_RNG, DEFAULT_VSOCK_ID, defaultDiskId, resolvePorts, type DiskConfig, type NetConfig, type PortConfig, type RngConfig, type VmConfig, type VsockConfig } from './config.js';
+import { checkNetIds, netConfig } from './net-config.js';
 import { MAX_GUEST_CID, MIN_GUEST_CID } from '../devices/vsock/virtio-vsock/persist.js';
 
 /** Highest vCPU count we accept on the command line; KVM's own limit is checked at boot. */
@@ -23,6 +24,7 @@ export interface CliVmOptions {
   console?: string;
   rng?: string;
   vsock?: string;
+  net?: string[];
 }
 
 export function parseCpus(text: string): VmConfig['cpus'] {
@@ -156,6 +158,57 @@ export function parseVsock(text: string, diskIds: ReadonlySet<string> = new Set(
   return { cid: parseCount(cid, '--vsock cid', MIN_GUEST_CID, MAX_GUEST_CID), socket, id };
 }
 
+/** Cloud Hypervisor's `--net` keys that tsvmm accepts only at the one value it has. */
+const NET_FIXED: Record<string, { ok: (value: string) => boolean; why: string }> = {
+  num_queues: { ok: (v) => v === '2', why: 'tsvmm has one queue pair (num_queues=2)' },
+  queue_size: { ok: (v) => v === '256', why: 'tsvmm\'s queues have 256 entries (queue_size=256)' },
+  iommu: { ok: (v) => !parseToggle(v, '--net iommu'), why: 'tsvmm has no IOMMU' },
+  vhost_user: { ok: (v) => !parseToggle(v, '--net vhost_user'), why: 'tsvmm has no vhost-user backends' },
+  vhost_mode: { ok: (v) => v.toLowerCase() === 'client', why: 'tsvmm has no vhost-user backends' },
+  pci_segment: { ok: (v) => v === '0', why: 'tsvmm has one segment, 0' },
+  ...Object.fromEntries(['offload_tso', 'offload_ufo', 'offload_csum'].map((k) => [k, {
+    ok: (v: string) => parseToggle(v, `--net ${k}`),
+    why: 'tsvmm always offers the offloads (the guest\'s driver may leave them off)',
+  }])),
+};
+
+/** Cloud Hypervisor's `--net` keys for what tsvmm has nothing behind yet. */
+const NET_NOT_YET: Record<string, string> = {
+  mtu: 'tsvmm does not set the MTU',
+  socket: 'tsvmm has no vhost-user backends',
+  ...Object.fromEntries(RATE_LIMIT_KEYS.map((k) => [k, 'tsvmm has no network rate limits yet'])),
+};
+
+/** `fd=N` or Cloud Hypervisor's list `fd=[N]`, of exactly one: tsvmm's device has one queue pair. */
+function netFd(text: string): number {
+  const list = /^\[(.*)\]$/.exec(text);
+  const items = list === null ? [text] : list[1]!.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  if (items.length !== 1) throw new ConfigError(`--net fd: "${text}": tsvmm's device has one queue pair: give one fd (fd=N or fd=[N])`);
+  if (!/^\d+$/.test(items[0]!)) throw new ConfigError(`--net fd: "${text}" must be the number of an inherited open tap (3 or more)`);
+  return Number(items[0]);
+}
+
+/**
+ * `--net tap=NAME,mac=MAC,ip=A.B.C.D,mask=A.B.C.D,id=NAME` or `fd=N` as Cloud Hypervisor takes it,
+ * checked as vm.create's `net` entries are (net-config.ts); `index` gives the default id
+ * (`_net<index>`). Its other keys are accepted at the only value tsvmm has (num_queues=2,
+ * queue_size=256, iommu=off, vhost_user=off, pci_segment=0, offload_*=on) or refused naming them.
+ */
+export function parseNet(text: string, index: number): NetConfig {
+  const kv = parseKeyValues(text, 'net', ['tap', 'mac', 'host_mac', 'ip', 'mask', 'id', 'fd', ...Object.keys(NET_FIXED), ...Object.keys(NET_NOT_YET)]);
+  for (const [key, value] of kv) {
+    const why = NET_NOT_YET[key];
+    if (why !== undefined) throw new ConfigError(`--net ${key}: not supported yet: ${why}`);
+    const fixed = NET_FIXED[key];
+    if (fixed !== undefined && !fixed.ok(value)) throw new ConfigError(`--net ${key}=${value}: not supported: ${fixed.why}`);
+  }
+  const fd = kv.get('fd');
+  return netConfig({
+    id: kv.get('id'), tap: kv.get('tap'), mac: kv.get('mac'), host_mac: kv.get('host_mac'), ip: kv.get('ip'), mask: kv.get('mask'),
+    fd: fd === undefined ? undefined : netFd(fd),
+  }, index, (key) => ({ text: `--net ${key}` }));
+}
+
 /** Turns the `tsvmm` command-line options into a VmConfig (Cloud Hypervisor syntax). */
 export function vmConfigFromCli(o: CliVmOptions): VmConfig {
   if (o.kernel === undefined) throw new ConfigError('--kernel is required to boot a VM');
@@ -172,7 +225,7 @@ export function vmConfigFromCli(o: CliVmOptions): VmConfig {
     ...(o.initramfs === undefined ? {} : { initramfs: o.initramfs }),
     ...(o.cmdline === undefined ? {} : { cmdline: o.cmdline }),
   };
-  return {
+  const config = {
     cpus: parseCpus(o.cpus ?? 'boot=1'),
     memory: parseMemory(o.memory ?? 'size=512M'),
     payload,
@@ -185,4 +238,11 @@ export function vmConfigFromCli(o: CliVmOptions): VmConfig {
     rng: o.rng === undefined ? DEFAULT_RNG : parseRng(o.rng),
     ...(o.vsock === undefined ? {} : { vsock: parseVsock(o.vsock, ids) }),
   };
+  // yargs turns a bare `--net` into an empty list, as it does `--disk`.
+  if (o.net !== undefined && o.net.length === 0) throw new ConfigError('--net: a value is required: tap=NAME[,mac=MAC][,ip=A.B.C.D,mask=A.B.C.D][,id=NAME] or fd=N');
+  const net = (o.net ?? []).map((n, i) => parseNet(n, i));
+  const others = new Map<string, string>(disks.map((d) => [d.id, 'a disk\'s']));
+  if (config.vsock !== undefined) others.set(config.vsock.id, 'the vsock device\'s');
+  checkNetIds(net, others, () => ({ text: '--net id' }));
+  return net.length === 0 ? config : { ...config, net };
 }

@@ -4,6 +4,7 @@
  * changes while a VM runs (a disk's current image after a disk snapshot or block job) lives in
  * the VM's Disk objects, and Vm.config assembles the config as it stands now from them.
  */
+import { randomBytes } from 'node:crypto';
 import { ConfigError } from '../errors.js';
 import type { RateLimiterConfig } from '../devices/rate-limiter.js';
 
@@ -88,6 +89,50 @@ export interface VsockConfig {
 
 export const DEFAULT_VSOCK_ID = '_vsock0';
 
+/**
+ * A virtio-net device on a host TAP interface, as Cloud Hypervisor's `net` entries
+ * (`--net tap=NAME,mac=...,ip=...,mask=...` or `fd=N`): frames pass between the guest and the tap
+ * unchanged, with the virtio-net header the tap understands (IFF_VNET_HDR).
+ */
+export interface NetConfig {
+  /** The device id in vm.counters, vm.info and restore overrides; default `_net<N>` (defaultNetId). */
+  readonly id: string;
+  /**
+   * The host TAP interface: opened when it exists, created otherwise (then it goes with the VMM).
+   * With `fd`, the name the kernel reports for that tap (informational).
+   */
+  readonly tap?: string;
+  /** An open TAP file descriptor the VMM inherited (Cloud Hypervisor's `fd=`); never valid in a restored process. */
+  readonly fd?: number;
+  /** The guest's MAC address, `xx:xx:xx:xx:xx:xx`: given, or random (locally administered) and then kept, so clones keep it. */
+  readonly mac: string;
+  /**
+   * The tap's own MAC address (Cloud Hypervisor's `host_mac`): set when given, otherwise the
+   * kernel's choice, which vm.info and vm.json then record, so that a restore on a new tap keeps
+   * the address the guest's neighbour cache holds (with another, its traffic would go nowhere
+   * until the cache entry went stale).
+   */
+  readonly host_mac?: string;
+  /** IPv4 address and netmask tsvmm gives the host side of a tap it opens by name (the tap is brought up either way). */
+  readonly ip?: string;
+  readonly mask?: string;
+}
+
+/** A network device's id when none is given: Cloud Hypervisor's (`_net0`, `_net1`, ...). */
+export function defaultNetId(index: number): string {
+  return `_net${index}`;
+}
+
+/**
+ * A MAC address for a network device given none: random, unicast and locally administered (first
+ * octet `xxxxxx10`), as Cloud Hypervisor makes one; lower-case `xx:xx:xx:xx:xx:xx`.
+ */
+export function randomMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0]! & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
 /** Cloud Hypervisor's entropy source unless `--rng src=` / `rng.src` says otherwise. */
 export const DEFAULT_RNG: RngConfig = { src: '/dev/urandom' };
 
@@ -113,7 +158,7 @@ export function resolvePorts(serial: PortConfig | undefined, console: PortConfig
  */
 export const CH_TOP_LEVEL_SECTIONS = [
   'balloon', 'fs', 'pmem', 'debug_console', 'devices', 'user_devices', 'vdpa',
-  'pvpanic', 'iommu', 'sgx_epc', 'numa', 'watchdog', 'platform', 'tpm', 'net', 'preserved_fds',
+  'pvpanic', 'iommu', 'sgx_epc', 'numa', 'watchdog', 'platform', 'tpm', 'preserved_fds',
   'landlock_enable', 'landlock_rules', 'rate_limit_groups', 'pci_segments', 'ivshmem',
 ] as const;
 export type ChTopLevelSection = (typeof CH_TOP_LEVEL_SECTIONS)[number];
@@ -131,6 +176,8 @@ export interface VmConfig extends Readonly<Partial<Record<ChTopLevelSection, unk
    */
   readonly rng?: RngConfig;
   readonly vsock?: VsockConfig;
+  /** Network devices, in slot order after the other virtio devices; absent or empty: none. */
+  readonly net?: readonly NetConfig[];
 }
 
 /** Lifecycle states as Cloud Hypervisor names them in `vm.info`. */

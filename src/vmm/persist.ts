@@ -10,6 +10,7 @@ import type { VmConfig } from './config.js';
 import type { RestoreRequest } from './requests.js';
 import { checkDiskIdentity, diskIdentity, type DiskIdentity } from './disk-identity.js';
 import type { PlatformState } from './platform.js';
+import type { VirtioMmioState } from '../devices/virtio/mmio.js';
 import { vcpuStateFromJson } from './vcpu-state.js';
 import { VmBuilder } from './builder.js';
 import type { Vm, VmHooks } from './vm.js';
@@ -17,7 +18,7 @@ import { vmLevelStateFromJson } from './vm-state.js';
 import { SNAPSHOT_CONFIG } from './snapshot-config.js';
 
 /** Device types this VMM can rebuild from a snapshot. */
-export const DEVICE_TYPES = ['serial', 'i8042', 'virtio-blk', 'virtio-console', 'virtio-rng', 'virtio-vsock', 'vmgenid'] as const;
+export const DEVICE_TYPES = ['serial', 'i8042', 'virtio-blk', 'virtio-console', 'virtio-rng', 'virtio-vsock', 'virtio-net', 'vmgenid'] as const;
 
 export interface SnapshotSummary {
   destination: string;
@@ -35,6 +36,7 @@ function deviceEntries(p: PlatformState): Record<string, DeviceEntry> {
   if (p.console !== undefined) out['console'] = { type: 'virtio-console', state: json(p.console) };
   if (p.rng !== undefined) out['rng'] = { type: 'virtio-rng', state: json(p.rng) };
   if (p.vsock !== undefined) out['vsock'] = { type: 'virtio-vsock', state: json(p.vsock) };
+  for (const [id, s] of Object.entries(p.net ?? {})) out[`net:${id}`] = { type: 'virtio-net', state: json(s) };
   if (p.vmgenid !== undefined) out['vmgenid'] = { type: 'vmgenid', state: json(p.vmgenid) };
   return out;
 }
@@ -48,6 +50,7 @@ function platformFromEntries(devices: Record<string, DeviceEntry>): PlatformStat
     else if (e.type === 'virtio-console') p.console = e.state as unknown as NonNullable<PlatformState['console']>;
     else if (e.type === 'virtio-rng') p.rng = e.state as unknown as NonNullable<PlatformState['rng']>;
     else if (e.type === 'virtio-vsock') p.vsock = e.state as unknown as NonNullable<PlatformState['vsock']>;
+    else if (e.type === 'virtio-net') (p.net ??= {})[name.replace(/^net:/, '')] = e.state as unknown as VirtioMmioState;
     else if (e.type === 'vmgenid') p.vmgenid = e.state as unknown as NonNullable<PlatformState['vmgenid']>;
   }
   if (p.i8042 === undefined) throw new ConfigError('the snapshot has no i8042 device state');
@@ -91,27 +94,54 @@ export async function snapshotVm(vm: Vm, url: string, config: VmConfig = vm.conf
   };
 }
 
-/** Verifies the snapshot in full, then rebuilds the VM (Paused). */
-export async function restoreVm(req: RestoreRequest, hooksFor: (config: VmConfig) => VmHooks): Promise<Vm> {
-  const dir = snapshotUrlToPath(req.source_url);
-  const snap = await readSnapshot(dir, { knownDeviceTypes: DEVICE_TYPES, configCodec: SNAPSHOT_CONFIG });
-  const doc = snap.document;
+/**
+ * The config a restore runs on: the snapshot's, with the request's overrides (disk_paths,
+ * backing_files, vsock_socket, network_overrides) applied. A network device the snapshot recorded
+ * with an inherited tap fd needs an override: that fd died with the process that had it.
+ */
+export function restoredConfig(saved: VmConfig, req: RestoreRequest): VmConfig {
   const newPaths = new Map(Object.entries(req.disk_paths ?? {}));
   for (const id of newPaths.keys()) {
-    if (!doc.config.disks.some((d) => d.id === id)) {
-      throw new ConfigError(`restore: the snapshot has no disk "${id}" (its disks: ${doc.config.disks.map((d) => d.id).join(', ') || 'none'})`);
+    if (!saved.disks.some((d) => d.id === id)) {
+      throw new ConfigError(`restore: the snapshot has no disk "${id}" (its disks: ${saved.disks.map((d) => d.id).join(', ') || 'none'})`);
     }
   }
-  if (req.vsock_socket !== undefined && doc.config.vsock === undefined) throw new ConfigError('restore: vsock_socket: the snapshot\'s VM has no vsock device');
-  const config: VmConfig = {
-    ...doc.config,
-    ...(req.vsock_socket === undefined || doc.config.vsock === undefined ? {} : { vsock: { ...doc.config.vsock, socket: req.vsock_socket } }),
-    disks: doc.config.disks.map((d) => {
+  if (req.vsock_socket !== undefined && saved.vsock === undefined) throw new ConfigError('restore: vsock_socket: the snapshot\'s VM has no vsock device');
+  const taps = new Map((req.network_overrides ?? []).map((o) => [o.iface_id, o.host_dev_name]));
+  for (const id of taps.keys()) {
+    if (!(saved.net ?? []).some((n) => n.id === id)) {
+      throw new ConfigError(`restore: network_overrides: the snapshot has no network device "${id}" (its network devices: ${(saved.net ?? []).map((n) => n.id).join(', ') || 'none'})`);
+    }
+  }
+  const net = saved.net?.map((n) => {
+    const tap = taps.get(n.id);
+    if (tap === undefined) return n;
+    const { fd: _inherited, ...rest } = n;
+    return { ...rest, tap };
+  });
+  for (const n of net ?? []) {
+    if (n.fd !== undefined) {
+      throw new ConfigError(`restore: network device ${n.id} used an inherited tap fd, which does not outlive its process: give network_overrides / net.${n.id}=TAP`);
+    }
+  }
+  return {
+    ...saved,
+    ...(req.vsock_socket === undefined || saved.vsock === undefined ? {} : { vsock: { ...saved.vsock, socket: req.vsock_socket } }),
+    ...(net === undefined ? {} : { net }),
+    disks: saved.disks.map((d) => {
       const path = newPaths.get(d.id);
       if (path === undefined) return d;
       return { ...d, path, ...(req.backing_files === undefined ? {} : { backing_files: req.backing_files }) };
     }),
   };
+}
+
+/** Verifies the snapshot in full, then rebuilds the VM (Paused). */
+export async function restoreVm(req: RestoreRequest, hooksFor: (config: VmConfig) => VmHooks): Promise<Vm> {
+  const dir = snapshotUrlToPath(req.source_url);
+  const snap = await readSnapshot(dir, { knownDeviceTypes: DEVICE_TYPES, configCodec: SNAPSHOT_CONFIG });
+  const doc = snap.document;
+  const config = restoredConfig(doc.config, req);
   for (const d of config.disks) {
     const saved = doc.disks.find((e) => e.id === d.id);
     if (saved === undefined) throw new ConfigError(`restore: vm.json has no identity for disk "${d.id}"`);

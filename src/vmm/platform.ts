@@ -1,7 +1,7 @@
 /**
  * The machine around the vCPUs: the port and MMIO buses and the devices on them (COM1, the i8042
  * reset line, the power-off port, the power button, virtio-blk disks, the virtio console,
- * virtio-rng, virtio-vsock), with their interrupt lines wired to KVM.
+ * virtio-rng, virtio-vsock, virtio-net), with their interrupt lines wired to KVM.
  * Everything here runs on the main thread.
  */
 import { closeSync, openSync, readSync } from 'node:fs';
@@ -19,7 +19,7 @@ import { ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTR
 import { VmGenId, type VmGenIdState } from '../devices/acpi/vmgenid.js';
 import { RateLimiter } from '../devices/rate-limiter.js';
 import { VMGENID_ADDR } from './boot/addresses.js';
-import type { RngConfig, VmConfig, VsockConfig } from './config.js';
+import type { NetConfig, RngConfig, VmConfig, VsockConfig } from './config.js';
 import type { DeviceNode, DeviceResource } from './controller.js';
 import type { VmEnd } from './exit-status.js';
 import { Disk, openDisks } from './disks.js';
@@ -28,6 +28,8 @@ import { VirtioConsole } from '../devices/console/virtio-console/device.js';
 import { VirtioRng } from '../devices/rng/virtio-rng/device.js';
 import { VirtioVsock } from '../devices/vsock/virtio-vsock/device.js';
 import { VsockUnixBackend } from './vsock-unix.js';
+import { VirtioNet } from '../devices/net/virtio-net/device.js';
+import { TapBackend } from './net-tap.js';
 import { InputFileError } from './errors.js';
 import { fileErrorReason } from '../util/fs.js';
 import { log } from '../util/log.js';
@@ -56,6 +58,8 @@ export interface PlatformState {
   rng?: VirtioMmioState;
   /** The virtio-vsock transport; absent when the VM has none. */
   vsock?: VirtioMmioState;
+  /** virtio-net transport (with the device inside) per network device id; absent when the VM has none. */
+  net?: Record<string, VirtioMmioState>;
   /** Where the VM generation ID is; absent in snapshots from before tsvmm had one. */
   vmgenid?: VmGenIdState;
 }
@@ -101,6 +105,8 @@ export class Platform {
   private rng: { device: VirtioRng; slot: VirtioMmioSlot; source: number } | undefined;
   /** virtio-vsock, its slot (the last), the Unix sockets of its host side, and its config. */
   private vsock: { device: VirtioVsock; slot: VirtioMmioSlot; backend: VsockUnixBackend; config: VsockConfig } | undefined;
+  /** virtio-net devices (slots after all others, in config order), each with its tap. */
+  private readonly nets: { device: VirtioNet; slot: VirtioMmioSlot; backend: TapBackend; config: NetConfig }[] = [];
   /** The VM generation ID; absent only in a VM restored from a snapshot older than the device. */
   private vmGenId: VmGenId | undefined;
   private readonly lines: IrqfdLine[] = [];
@@ -156,6 +162,12 @@ export class Platform {
       for (const d of config.disks) {
         if (saved.disks[d.id] === undefined) throw new ConfigError(`the snapshot has no device state for disk "${d.id}"`);
       }
+      const nets = config.net ?? [];
+      for (const n of nets) {
+        if (saved.net?.[n.id] === undefined) throw new ConfigError(`the snapshot has no device state for network device "${n.id}"`);
+      }
+      const extraNets = Object.keys(saved.net ?? {}).filter((id) => !nets.some((n) => n.id === id));
+      if (extraNets.length > 0) throw new ConfigError(`the snapshot has device state for unknown network device(s) ${extraNets.join(', ')}`);
       const extra = Object.keys(saved.disks).filter((id) => !config.disks.some((d) => d.id === id));
       if (extra.length > 0) throw new ConfigError(`the snapshot has device state for unknown disk(s) ${extra.join(', ')}`);
     }
@@ -171,6 +183,7 @@ export class Platform {
         p.attachRng(disks.length + (config.console.mode !== 'Off' ? 1 : 0), config.rng, vmFd, memory, saved?.rng);
       }
       if (config.vsock !== undefined) await p.attachVsock(p.virtioSlots().length, config.vsock, vmFd, memory, saved?.vsock);
+      for (const n of config.net ?? []) p.attachNet(p.virtioSlots().length, n, vmFd, memory, saved?.net?.[n.id]);
       // The same for the generation ID: an older snapshot's DSDT names none, so none is written.
       if (saved === undefined) p.vmGenId = VmGenId.create(memory, p.line(VMGENID_GSI), VMGENID_ADDR);
       else if (saved.vmgenid !== undefined) p.vmGenId = VmGenId.fromState(memory, p.line(VMGENID_GSI), saved.vmgenid);
@@ -247,6 +260,29 @@ export class Platform {
     }
   }
 
+  /** virtio-net on virtio-mmio slot `index`, on its tap (opened now: a tap that cannot be fails the boot). */
+  private attachNet(index: number, net: NetConfig, vmFd: VmFd, memory: GuestMemory, saved: VirtioMmioState | undefined): void {
+    const backend = TapBackend.open(net);
+    try {
+      const opts = { mac: net.mac, backend, onError: (m: string) => log.warn(`net ${net.id}: ${m}`) };
+      const device = saved !== undefined ? VirtioNet.fromState(opts, saved.device) : new VirtioNet(opts);
+      const slot = VirtioMmioSlot.attach({
+        name: `virtio-net:${net.id}`, index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi),
+        onDeviceError: (reason) => log.warn(`net ${net.id} needs reset: ${reason}`),
+        ...(saved === undefined ? {} : { saved }),
+      });
+      this.nets.push({ device, slot, backend, config: { ...net, tap: backend.tap.name, host_mac: backend.hostMac() } });
+    } catch (e) {
+      backend.close();
+      throw e;
+    }
+  }
+
+  /** The network devices' configs as they run: `tap` and `host_mac` as the kernel has them (vm.info, vm.json). */
+  netConfigs(): NetConfig[] {
+    return this.nets.map((n) => n.config);
+  }
+
   state(): PlatformState {
     const disks: Record<string, VirtioMmioState> = {};
     for (const d of this.disks) disks[d.config.id] = d.transport!.state();
@@ -255,6 +291,7 @@ export class Platform {
     if (this.console !== undefined) s.console = this.console.slot.transport.state();
     if (this.rng !== undefined) s.rng = this.rng.slot.transport.state();
     if (this.vsock !== undefined) s.vsock = this.vsock.slot.transport.state();
+    if (this.nets.length > 0) s.net = Object.fromEntries(this.nets.map((n) => [n.config.id, n.slot.transport.state()]));
     if (this.vmGenId !== undefined) s.vmgenid = this.vmGenId.state();
     return s;
   }
@@ -280,6 +317,7 @@ export class Platform {
     if (this.console !== undefined) slots.push(this.console.slot.slot);
     if (this.rng !== undefined) slots.push(this.rng.slot.slot);
     if (this.vsock !== undefined) slots.push(this.vsock.slot.slot);
+    for (const n of this.nets) slots.push(n.slot.slot);
     return slots;
   }
 
@@ -330,6 +368,7 @@ export class Platform {
     this.console?.device.pause();
     this.rng?.device.pause();
     this.vsock?.device.pause();
+    for (const n of this.nets) n.device.pause();
     this.serialFastPath?.drain();
     this.serial?.flush();
   }
@@ -339,6 +378,7 @@ export class Platform {
     this.console?.device.unpause();
     this.rng?.device.unpause();
     this.vsock?.device.unpause();
+    for (const n of this.nets) n.device.unpause();
   }
 
   /** The devices with their address ranges and interrupt lines: vm.info's `device_tree`. */
@@ -354,6 +394,7 @@ export class Platform {
     if (this.console !== undefined) add(CONSOLE_ID, virtio(this.console.slot.slot));
     if (this.rng !== undefined) add(RNG_ID, virtio(this.rng.slot.slot));
     if (this.vsock !== undefined) add(this.vsock.config.id, virtio(this.vsock.slot.slot));
+    for (const n of this.nets) add(n.config.id, virtio(n.slot.slot));
     return tree;
   }
 
@@ -363,6 +404,7 @@ export class Platform {
     if (this.console !== undefined) out[CONSOLE_ID] = this.console.device.counters();
     if (this.rng !== undefined) out[RNG_ID] = this.rng.device.counters();
     if (this.vsock !== undefined) out[this.vsock.config.id] = this.vsock.device.counters();
+    for (const n of this.nets) out[n.config.id] = n.device.counters();
     out['bus'] = { unclaimed_accesses: this.unclaimed.unclaimed };
     return out;
   }
@@ -381,6 +423,11 @@ export class Platform {
       this.vsock.device.close();
       this.vsock.slot.close();
       await this.vsock.backend.close();
+    }
+    for (const n of this.nets) {
+      n.device.close();
+      n.slot.close();
+      n.backend.close();
     }
     for (const d of this.disks) await d.close();
     for (const l of this.lines) l.close();

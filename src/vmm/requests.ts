@@ -36,6 +36,20 @@ export interface RestoreRequest {
   backing_files?: boolean;
   /** tsvmm extension: the vsock device's Unix socket instead of the recorded one (clones each need their own). */
   vsock_socket?: string;
+  /**
+   * tsvmm extension in Firecracker's shape (API `network_overrides`, CLI `net.ID=TAP`): network
+   * devices moved onto other host taps, each id at most once. Clones running at once each need
+   * their own; a device the snapshot recorded with an inherited fd needs one.
+   */
+  network_overrides?: NetworkOverride[];
+}
+
+/** One network device of a restore on another host TAP interface (Firecracker's NetworkOverride). */
+export interface NetworkOverride {
+  /** The device id (vm.info config.net[].id). */
+  iface_id: string;
+  /** The host TAP interface it uses instead of the recorded `tap` (or `fd`). */
+  host_dev_name: string;
 }
 
 /** vm.resize-disk as Cloud Hypervisor takes it: the disk's id and its new size in bytes. */

@@ -58,7 +58,8 @@ export class Vm {
    * block job moves a running disk to another file). vm.info reports it, a reboot boots it.
    */
   get config(): VmConfig {
-    return { ...this.built, disks: this.platform.disks.map((d) => d.currentConfig()) };
+    const net = this.platform.netConfigs();
+    return { ...this.built, disks: this.platform.disks.map((d) => d.currentConfig()), ...(net.length === 0 ? {} : { net }) };
   }
 
   get memory(): GuestMemory { return this.parts.memory; }

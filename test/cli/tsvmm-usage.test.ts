@@ -67,7 +67,7 @@ describe('usage errors exit with status 2', () => {
     tsvmm([...k, '--serial', 'tty', '--console', 'tty'], USAGE, /^tsvmm: --serial and --console are both Tty: only one port can use the terminal/m));
 
   it.each([
-    [['--net', 'tap=tap0,mac=12:34:56:78:90:ab'], /^tsvmm: --net: not supported yet: tsvmm has no network device yet$/m],
+    [['--fs', 'tag=t,socket=/tmp/fs.sock'], /^tsvmm: --fs: not supported yet: tsvmm has no virtio-fs device yet$/m],
     [['--pmem', 'file=/tmp/p'], /^tsvmm: --pmem: not supported yet: tsvmm has no persistent-memory device yet$/m],
     [['--firmware', '/fw'], /^tsvmm: --firmware: not supported yet: tsvmm boots kernels directly, without firmware$/m],
     [['--seccomp', 'true'], /^tsvmm: --seccomp true: not supported yet: tsvmm has no seccomp filter \(only --seccomp false/m],
@@ -80,6 +80,13 @@ describe('usage errors exit with status 2', () => {
     await tsvmm([...k, '--vsock', 'cid=3'], USAGE, /^tsvmm: --vsock: cid= and socket= are required, e\.g\. cid=3,socket=\/run\/vm\.vsock$/m);
     await tsvmm([...k, '--vsock', 'cid=2,socket=/tmp/v.sock'], USAGE, /^tsvmm: --vsock cid: /m);
     await tsvmm([...k, '--disk', 'path=/tmp/d,id=x', '--vsock', 'cid=3,socket=/tmp/v.sock,id=x'], USAGE, /^tsvmm: --vsock id: "x" is a disk's id$/m);
+  });
+
+  it('--net with a tap and an fd, a multicast MAC, a key tsvmm has nothing behind, or named like a disk', async () => {
+    await tsvmm([...k, '--net', 'tap=tap0,fd=3'], USAGE, /^tsvmm: --net fd: give tap= \(a host interface to open\) or fd= \(an inherited open tap\), not both$/m);
+    await tsvmm([...k, '--net', 'tap=tap0,mac=01:00:5e:00:00:01'], USAGE, /^tsvmm: --net mac: "01:00:5e:00:00:01" is a multicast address/m);
+    await tsvmm([...k, '--net', 'tap=tap0,mtu=9000'], USAGE, /^tsvmm: --net mtu: not supported yet: tsvmm does not set the MTU$/m);
+    await tsvmm([...k, '--disk', 'path=/tmp/d,id=x', '--net', 'tap=tap0,id=x'], USAGE, /^tsvmm: --net id: "x" is a disk's id$/m);
   });
 
   it('--console with an unknown mode', () =>

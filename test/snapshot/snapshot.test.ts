@@ -207,6 +207,21 @@ describe('sections newer than a stored config', () => {
   });
 });
 
+describe('net in a stored config', () => {
+  it('is read as vm.create reads it, with the MAC the VM had and an inherited fd as recorded; the same rules refuse a bad entry', async () => {
+    const { dir } = await freshSnapshot();
+    const net = [{ id: '_net0', tap: 'tap0', mac: '12:34:56:78:9a:bc', ip: '10.0.0.1', mask: '255.255.255.0' }, { id: 'eth1', fd: 5, tap: 'tap5', mac: '12:34:56:78:9a:bd' }];
+    await editVmJson(dir, (d) => { d.config.net = net; });
+    expect((await readSnapshot(dir, opts)).document.config.net).toEqual(net);
+    await editVmJson(dir, (d) => { delete d.config.net[0].mac; });
+    await expectSnapshotError(readSnapshot(dir, opts), 'vm.json', /net\[0\]\.mac: required/);
+    await editVmJson(dir, (d) => { d.config.net[0].mac = '13:34:56:78:9a:bc'; });
+    await expectSnapshotError(readSnapshot(dir, opts), 'vm.json', /net\[0\]\.mac: "13:34:56:78:9a:bc" is a multicast address/);
+    await editVmJson(dir, (d) => { d.config.net[0].mac = '12:34:56:78:9a:bc'; d.config.net[1].id = 'disk0'; });
+    await expectSnapshotError(readSnapshot(dir, opts), 'vm.json', /net\[1\]\.id: "disk0" is a disk's id/);
+  });
+});
+
 describe('read-only snapshot directories', () => {
   it('are read and verified without writing anything', async () => {
     const { dir } = await freshSnapshot();

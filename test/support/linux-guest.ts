@@ -96,6 +96,10 @@ export interface LinuxRestoreOptions {
   resume?: boolean;
   /** The vsock device's Unix socket instead of the snapshot's (`vsock_socket=`). */
   vsockSocket?: string;
+  /** network device id → the tap this restore uses instead of the snapshot's (`net.ID=`). */
+  taps?: Record<string, string>;
+  /** Restore in this network namespace (`ip netns exec`): its taps are created there. */
+  netns?: string;
 }
 
 let heldVm: { kvm: Kvm; vm: VmFd } | undefined;
@@ -175,8 +179,10 @@ export class LinuxGuest {
     for (const [id, path] of Object.entries(o.diskPaths ?? {})) spec.push(`disk.${id}=${path}`);
     if (o.backingFiles === true) spec.push('backing_files=on');
     if (o.vsockSocket !== undefined) spec.push(`vsock_socket=${o.vsockSocket}`);
+    for (const [id, tap] of Object.entries(o.taps ?? {})) spec.push(`net.${id}=${tap}`);
     const vmm = new TsvmmProcess(['--restore', spec.join(','), '--api-socket', o.apiSocket], {
       stdin: o.console === 'socket' ? 'ignore' : 'pipe',
+      ...(o.netns === undefined ? {} : { netns: o.netns }),
     });
     const guest = await LinuxGuest.attach(vmm, o.apiSocket, o.console ?? 'tty', o.port ?? 'serial', true);
     try {

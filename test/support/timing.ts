@@ -12,11 +12,14 @@ export function deadline(ms: number): number {
   return ms * TIME_SCALE;
 }
 
-/** Resolves once `cond()` holds, polling; throws when it has not within `ms`. */
-export async function until(cond: () => boolean, ms = 5000): Promise<void> {
+/**
+ * Resolves once `cond()` holds, polling every `pollMs`; throws, naming `what`, when it has not
+ * within `ms`. `cond` may be async (e.g. an attempt to connect).
+ */
+export async function until(cond: () => boolean | Promise<boolean>, ms = 5000, what = 'condition', pollMs = 5): Promise<void> {
   const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`condition not met in ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 5));
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`${what} not met in ${ms} ms`);
+    await new Promise((r) => setTimeout(r, pollMs));
   }
 }

@@ -17,6 +17,8 @@ export interface TsvmmProcessOptions {
   stdin?: 'pipe' | 'ignore';
   /** The Node.js program to run (default tsvmm; e.g. tsvmm-remote for `console`). */
   bin?: string;
+  /** Run it in this network namespace (`ip netns exec NAME`, which execs it: the pid is tsvmm's). */
+  netns?: string;
 }
 
 /** A tsvmm child process whose serial console (stdout) and stderr are collected as text. */
@@ -28,7 +30,9 @@ export class TsvmmProcess {
   private waiters: Array<() => void> = [];
 
   constructor(args: string[], opts: TsvmmProcessOptions = {}) {
-    this.child = spawn(process.execPath, [opts.bin ?? tsvmmBin, ...args], {
+    const command = [process.execPath, opts.bin ?? tsvmmBin, ...args];
+    if (opts.netns !== undefined) command.unshift('ip', 'netns', 'exec', opts.netns);
+    this.child = spawn(command[0]!, command.slice(1), {
       cwd: opts.cwd ?? repoRoot,
       env: { ...process.env, ...opts.env },
       stdio: [opts.stdin ?? 'ignore', 'pipe', 'pipe'],

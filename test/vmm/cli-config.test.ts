@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'vitest';
-import { parseApiSocket, parseDisk, parsePort, parseRng, parseVsock, vmConfigFromCli } from '../../src/vmm/cli-config.js';
+import { parseApiSocket, parseDisk, parseNet, parsePort, parseRng, parseVsock, vmConfigFromCli } from '../../src/vmm/cli-config.js';
+import { randomMac } from '../../src/vmm/config.js';
 
 describe('--api-socket as Cloud Hypervisor takes it', () => {
   test('path=, fd= and a bare path', () => {
@@ -112,5 +113,74 @@ describe('--rng as Cloud Hypervisor takes it', () => {
     });
     expect(() => parseRng('src=/a,bw_size=4096')).toThrow(/bw_size and bw_refill_time go together/);
     expect(() => parseRng('src=/a,ops_size=-1,ops_refill_time=1')).toThrow(/--rng ops_size: "-1" is not a whole number/);
+  });
+});
+
+describe('--net as Cloud Hypervisor takes it', () => {
+  const LOCAL_UNICAST = /^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/;
+
+  test('tap=, mac=, host_mac=, ip=, mask=, id=; the id _net<N> and a random MAC when not given, the netmask 255.255.255.0 with ip', () => {
+    expect(parseNet('tap=tap0,mac=12:34:56:78:9A:BC,host_mac=52:54:00:00:00:0A,ip=192.168.249.1,mask=255.255.255.128,id=eth0', 0)).toEqual({
+      id: 'eth0', tap: 'tap0', mac: '12:34:56:78:9a:bc', host_mac: '52:54:00:00:00:0a', ip: '192.168.249.1', mask: '255.255.255.128',
+    });
+    const n = parseNet('tap=tap1,ip=10.0.0.1', 2);
+    expect(n).toEqual({ id: '_net2', tap: 'tap1', mac: n.mac, ip: '10.0.0.1', mask: '255.255.255.0' });
+    expect(n.mac).toMatch(LOCAL_UNICAST);
+  });
+
+  test('neither tap nor fd: a new tap (as Cloud Hypervisor); fd=N or fd=[N] (one queue pair)', () => {
+    const fresh = parseNet('mac=12:34:56:78:9a:bc', 0);
+    expect(fresh).toEqual({ id: '_net0', mac: '12:34:56:78:9a:bc' });
+    expect(parseNet('fd=3,mac=12:34:56:78:9a:bc', 0)).toEqual({ id: '_net0', fd: 3, mac: '12:34:56:78:9a:bc' });
+    expect(parseNet('fd=[7],mac=12:34:56:78:9a:bc', 0)).toEqual({ id: '_net0', fd: 7, mac: '12:34:56:78:9a:bc' });
+  });
+
+  test('Cloud Hypervisor\'s other keys at the one value tsvmm has', () => {
+    expect(parseNet('tap=t,mac=12:34:56:78:9a:bc,num_queues=2,queue_size=256,iommu=off,vhost_user=false,vhost_mode=client,pci_segment=0,offload_tso=on,offload_ufo=true,offload_csum=on', 0))
+      .toEqual({ id: '_net0', tap: 't', mac: '12:34:56:78:9a:bc' });
+  });
+
+  test.each([
+    ['tap=tap0,fd=3', /^--net fd: give tap= \(a host interface to open\) or fd= \(an inherited open tap\), not both$/],
+    ['fd=[3,4]', /^--net fd: "\[3,4\]": tsvmm's device has one queue pair: give one fd/],
+    ['fd=2', /^--net fd: 2 must be the number of an inherited open tap \(3 or more\)$/],
+    ['fd=x', /^--net fd: "x" must be the number of an inherited open tap/],
+    ['tap=a-name-of-16-chr', /^--net tap: "a-name-of-16-chr" must be a host interface name: 1-15 characters/],
+    ['tap=a/b', /^--net tap: "a\/b" must be a host interface name/],
+    ['mac=01:00:5e:00:00:01', /^--net mac: "01:00:5e:00:00:01" is a multicast address/],
+    ['mac=12:34:56:78:9a', /^--net mac: "12:34:56:78:9a" must be a MAC address/],
+    ['mask=255.255.255.0', /^--net mask: only with ip/],
+    ['ip=10.0.0.1,mask=255.255.0.255', /^--net mask: "255.255.0.255" is not a netmask/],
+    ['ip=10.0.0', /^--net ip: "10.0.0" must be a dotted IPv4 address/],
+    ['id=a b', /^--net id: "a b" must be 1-64 characters/],
+    ['num_queues=4', /^--net num_queues=4: not supported: tsvmm has one queue pair \(num_queues=2\)$/],
+    ['queue_size=1024', /^--net queue_size=1024: not supported/],
+    ['iommu=on', /^--net iommu=on: not supported: tsvmm has no IOMMU$/],
+    ['vhost_user=on', /^--net vhost_user=on: not supported: tsvmm has no vhost-user backends$/],
+    ['pci_segment=1', /^--net pci_segment=1: not supported: tsvmm has one segment, 0$/],
+    ['offload_tso=off', /^--net offload_tso=off: not supported: tsvmm always offers the offloads/],
+    ['host_mac=01:34:56:78:9a:bd', /^--net host_mac: "01:34:56:78:9a:bd" is a multicast address/],
+    ['mtu=9000', /^--net mtu: not supported yet: tsvmm does not set the MTU$/],
+    ['vhost_user=off,socket=/v', /^--net socket: not supported yet: tsvmm has no vhost-user backends$/],
+    ['tap=t,bw_size=100,bw_refill_time=10', /^--net bw_size: not supported yet: tsvmm has no network rate limits yet$/],
+    ['tap=t,frob=1', /^--net: unknown key "frob"/],
+  ])('refuses %s', (text, message) => {
+    expect(() => parseNet(text, 0)).toThrow(message);
+  });
+
+  test('repeatable; ids one name space with the disks and the vsock device', () => {
+    const c = vmConfigFromCli({ kernel: '/k', net: ['tap=a', 'tap=b,id=eth1'] });
+    expect(c.net!.map((n) => [n.id, n.tap])).toEqual([['_net0', 'a'], ['eth1', 'b']]);
+    expect(vmConfigFromCli({ kernel: '/k' }).net).toBeUndefined();
+    expect(() => vmConfigFromCli({ kernel: '/k', net: [] })).toThrow(/^--net: a value is required/);
+    expect(() => vmConfigFromCli({ kernel: '/k', net: ['tap=a,id=n', 'tap=b,id=n'] })).toThrow(/^--net id: "n" is used by more than one network device$/);
+    expect(() => vmConfigFromCli({ kernel: '/k', disk: ['path=/d,id=x'], net: ['tap=a,id=x'] })).toThrow(/^--net id: "x" is a disk's id$/);
+    expect(() => vmConfigFromCli({ kernel: '/k', vsock: 'cid=3,socket=/s', net: ['tap=a,id=_vsock0'] })).toThrow(/^--net id: "_vsock0" is the vsock device's id$/);
+  });
+
+  test('randomMac: locally administered unicast, different each time', () => {
+    const macs = new Set(Array.from({ length: 64 }, () => randomMac()));
+    expect(macs.size).toBe(64);
+    for (const m of macs) expect(m).toMatch(LOCAL_UNICAST);
   });
 });

@@ -35,6 +35,15 @@ describe('restore spec (Cloud Hypervisor syntax plus tsvmm keys)', () => {
     expect(() => parseRestoreSpec('source_url=file:///s,vsock_socket=')).toThrow(/vsock_socket: a path is required/);
   });
 
+  test('net.ID=TAP: network device ID on another host tap (network_overrides, Firecracker\'s shape)', () => {
+    expect(parseRestoreSpec('source_url=file:///s,net._net0=tap9,net.eth1=clone1.1')).toEqual({
+      source_url: 'file:///s', network_overrides: [{ iface_id: '_net0', host_dev_name: 'tap9' }, { iface_id: 'eth1', host_dev_name: 'clone1.1' }],
+    });
+    expect(() => parseRestoreSpec('source_url=file:///s,net._net0=a-name-of-16-chr')).toThrow(/net\._net0: "a-name-of-16-chr" must be a host interface name/);
+    expect(() => parseRestoreSpec('source_url=file:///s,net._net0=')).toThrow(/net\._net0: "" must be a host interface name/);
+    expect(() => parseRestoreSpec('source_url=file:///s,net.a=t1,net.a=t2')).toThrow(/net\.a: given twice/);
+  });
+
   test('errors name the problem', () => {
     expect(() => parseRestoreSpec('source_url=file:///s,fast=yes')).toThrow(/unknown key "fast"/);
     expect(() => parseRestoreSpec('prefault=on')).toThrow(/source_url=file:\/\/\/dir is required/);

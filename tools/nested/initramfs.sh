@@ -30,7 +30,7 @@ cp "$here/init" "$root/init"
 chmod 755 "$root/init"
 : > "$root/modules.list"
 for ko in $(node "$repo/guest-images/linux/modules.mjs" "$debian/modules" \
-              kvm_amd 9pnet_virtio 9p virtio_pci); do
+              kvm_amd 9pnet_virtio 9p virtio_pci tun); do
   cp "$ko" "$root/modules/"
   echo "/modules/$(basename "$ko")" >> "$root/modules.list"
 done

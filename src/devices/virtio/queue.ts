@@ -101,6 +101,15 @@ export class Virtqueue {
     return new DescriptorChain(this.memory, this.descTable, this.size, head, this.indirect);
   }
 
+  /**
+   * Gives back the last `count` popped chains, unused, so that the next pops return them again
+   * (rust-vmm's go_to_previous_position): for a device that needs several chains at once and
+   * found too few.
+   */
+  undoPop(count: number): void {
+    this.nextAvail = (this.nextAvail - count) & 0xffff;
+  }
+
   /** Returns a chain to the driver with `len` bytes written into its device-writable buffers. */
   addUsed(head: number, len: number): void {
     const slot = this.nextUsed % this.size;

@@ -1,5 +1,6 @@
 import { ConfigError } from '../../errors.js';
-import { CH_TOP_LEVEL_SECTIONS, DEFAULT_RNG, DEFAULT_VSOCK_ID, defaultDiskId, resolvePorts, type ChTopLevelSection, type DiskConfig, type PortConfig, type RngConfig, type VmConfig, type VsockConfig } from '../config.js';
+import { CH_TOP_LEVEL_SECTIONS, DEFAULT_RNG, DEFAULT_VSOCK_ID, defaultDiskId, resolvePorts, type ChTopLevelSection, type DiskConfig, type NetConfig, type PortConfig, type RngConfig, type VmConfig, type VsockConfig } from '../config.js';
+import { checkNetIds, netConfig } from '../net-config.js';
 import type { ResizeDiskRequest, RestoreRequest, SnapshotRequest } from '../requests.js';
 import { DEFAULT_MEMORY_SIZE, RestoreConfig, SnapshotVmConfig, VmConfig as VmConfigSchema, VmResizeDiskConfig, VmSnapshotConfig } from './schema/bodies.js';
 import type { Static } from './schema/json-schema.js';
@@ -15,6 +16,7 @@ import { validateJson } from './schema/validate-json.js';
 type VmConfigBody = Static<typeof VmConfigSchema>;
 type DiskBody = NonNullable<VmConfigBody['disks']>[number];
 type PortBody = NonNullable<VmConfigBody['serial']>;
+type NetBody = NonNullable<VmConfigBody['net']>[number];
 
 const VIRTIO_BLK_ID_BYTES = 20;
 const IMAGE_TYPES: Record<string, string | undefined> = { Raw: 'raw', Qcow2: 'qcow2', Unknown: undefined };
@@ -84,6 +86,22 @@ function vsock(v: NonNullable<VmConfigBody['vsock']>, diskList: readonly DiskBod
   return { cid: v.cid, socket: v.socket, id };
 }
 
+/**
+ * Cloud Hypervisor's `net` entries (net-config.ts: the rules `--net` follows too), their ids
+ * unique among the devices. An inherited `fd` is taken from a snapshot's config only (`storedFds`):
+ * the API's schema accepts it null only.
+ */
+function nets(list: readonly NetBody[], disks: readonly DiskConfig[], vsockConfig: VsockConfig | undefined, storedFds: boolean): NetConfig[] {
+  const out = list.map((n, i) => netConfig({
+    id: n.id, tap: n.tap, mac: n.mac, host_mac: n.host_mac, ip: n.ip, mask: n.mask,
+    fd: storedFds && typeof n.fd === 'number' ? n.fd : undefined,
+  }, i, (key) => ({ text: `net[${i}].${key}`, field: `net[${i}].${key}` }), { tapWithFd: storedFds }));
+  const others = new Map<string, string>(disks.map((d) => [d.id, 'a disk\'s']));
+  if (vsockConfig !== undefined) others.set(vsockConfig.id, 'the vsock device\'s');
+  checkNetIds(out, others, (i) => ({ text: `net[${i}].id`, field: `net[${i}].id` }));
+  return out;
+}
+
 /** A `serial` or `console` section (Cloud Hypervisor's ConsoleConfig): which fields go with which mode. */
 function port(p: PortBody | undefined, name: 'serial' | 'console'): PortConfig | undefined {
   if (p === undefined) return undefined;
@@ -113,8 +131,9 @@ function rng(r: VmConfigBody['rng']): RngConfig {
 
 export interface VmConfigRules {
   /**
-   * Accept any non-empty disk id, as `--disk id=` does, not only the API's 1-64 characters of
-   * A-Z a-z 0-9 _ . -: a snapshot stores the config of a VM the CLI may have made.
+   * A snapshot's config (SnapshotVmConfig): accept any non-empty disk id, as `--disk id=` does,
+   * not only the API's 1-64 characters of A-Z a-z 0-9 _ . -, and a network device's inherited
+   * `fd` as recorded: a snapshot stores the config of a VM the CLI may have made.
    */
   cliDiskIds?: boolean;
 }
@@ -128,7 +147,8 @@ export function parseVmConfigJson(value: unknown, rules: VmConfigRules = {}): Vm
   const sections: Partial<Record<ChTopLevelSection, unknown>> = {};
   // Kept as given (each checked off or at its default by the schema), so vm.info reports them back.
   for (const section of CH_TOP_LEVEL_SECTIONS) if (section in o) sections[section] = o[section];
-  return {
+  // In field order, so the first bad field is the one reported.
+  const config = {
     ...sections,
     cpus: cpus(o.cpus),
     memory: { size: o.memory?.size ?? DEFAULT_MEMORY_SIZE },
@@ -138,6 +158,8 @@ export function parseVmConfigJson(value: unknown, rules: VmConfigRules = {}): Vm
     rng: rng(o.rng),
     ...(o.vsock == null ? {} : { vsock: vsock(o.vsock, o.disks) }),
   };
+  const netConfigs = nets(o.net ?? [], config.disks, config.vsock, rules.cliDiskIds === true);
+  return netConfigs.length === 0 ? config : { ...config, net: netConfigs };
 }
 
 export function parseSnapshotRequest(value: unknown): SnapshotRequest {
@@ -151,9 +173,16 @@ export function parseResizeDiskRequest(value: unknown): ResizeDiskRequest {
 
 /**
  * vm.restore as Cloud Hypervisor's RestoreConfig (ch-remote sends every field: `net_fds` is null
- * when no network is handed over) plus tsvmm's `force`, `disk_paths`, `backing_files` and `vsock_socket`.
+ * when no network is handed over) plus tsvmm's `force`, `disk_paths`, `backing_files`,
+ * `vsock_socket` and `network_overrides` (each device id at most once).
  */
 export function parseRestoreRequest(value: unknown): RestoreRequest {
   const { net_fds: _netFds, ...req } = validateJson(RestoreConfig, value);
+  const seen = new Set<string>();
+  (req.network_overrides ?? []).forEach((o, i) => {
+    const field = `network_overrides[${i}].iface_id`;
+    if (seen.has(o.iface_id)) throw new ConfigError(`${field}: "${o.iface_id}" is given more than once`, { field });
+    seen.add(o.iface_id);
+  });
   return req;
 }

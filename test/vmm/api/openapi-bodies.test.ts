@@ -35,7 +35,7 @@ function validValues(ref: S): unknown[] {
   if (s['x-tsvmm-off-or-default'] === true) return [null];
   if (s.type === 'string') {
     if (s.enum !== undefined) out.push(...s.enum);
-    else if (s.pattern !== undefined) out.push('a1');
+    else if (s.pattern !== undefined) out.push(s.example ?? 'a1'); // a pattern 'a1' does not fit (a MAC) comes with an example
     else if (s['x-tsvmm-format'] === 'file-url') out.push('file:///var/lib/tsvmm/snap');
     else {
       const start = s['x-tsvmm-format'] === 'absolute-path' || s['x-tsvmm-format'] === 'path' ? '/' : 'x';
@@ -68,7 +68,11 @@ function baseOf(s: S): Record<string, unknown> {
 function withSiblings(s: S, body: Record<string, unknown>, key: string, value: unknown): Record<string, unknown> {
   const field = resolve(s.properties[key]);
   const out = clone(body);
-  if (value === null) return { ...out, [key]: null }; // null is absent: it needs nothing
+  if (value === null) {
+    // null is absent: it needs nothing, and a field valid only with it (mask with ip) goes too.
+    for (const [other, o] of Object.entries<S>(s.properties)) if (resolve(o)['x-tsvmm-with']?.[key] !== undefined) delete out[other];
+    return { ...out, [key]: null };
+  }
   if (field['x-tsvmm-instead-of'] !== undefined) delete out[field['x-tsvmm-instead-of']];
   Object.assign(out, clone(field['x-tsvmm-with'] ?? {}));
   // An enum value another field goes with (mode File goes with file): give that field too.

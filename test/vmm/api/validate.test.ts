@@ -28,7 +28,7 @@ describe('parseVmConfigJson', () => {
     // vm.info and vm.json report them back; parsing that again gives the same config.
     expect(c.rng).toEqual({ src: '/dev/urandom' });
     expect(c.console).toEqual({ mode: 'Off' });
-    expect(c.net).toBeNull();
+    expect(c.net).toBeUndefined(); // `net: null`: no network device
     expect(parseVmConfigJson(JSON.parse(JSON.stringify(c)))).toEqual(c);
   });
 
@@ -128,7 +128,6 @@ describe('parseVmConfigJson', () => {
     [{ ...minimal, serial: { mode: 'Tty', socket: '/s' } }, /serial.socket: only valid when serial.mode is Socket \(it is Tty\)/],
     [{ ...minimal, serial: { mode: 'Socket', socket: '' } }, /serial.socket: must not be empty/],
     // Cloud Hypervisor sections asking for what tsvmm has no device or feature for: 400 naming them.
-    [{ ...minimal, net: [{ tap: 'tap0' }] }, /^net: .* is not supported: tsvmm has no network device yet$/],
     [{ ...minimal, vsock: { cid: 2, socket: '/v.sock' } }, /^vsock.cid: /],
     [{ ...minimal, vsock: { cid: 3 } }, /^vsock.socket: /],
     [{ ...minimal, vsock: { cid: 3, socket: '/v.sock', iommu: true } }, /^vsock.iommu: true is not supported/],
@@ -175,12 +174,100 @@ describe('snapshot and restore bodies', () => {
     [() => parseRestoreRequest({ source_url: 'file:///s', prefault: 1 }), /prefault: expected a boolean/],
     [() => parseRestoreRequest({ source_url: 'file:///s', memory_restore_mode: 'x' }), /memory_restore_mode: expected one of Copy, OnDemand, got string "x"/],
     [() => parseRestoreRequest({ source_url: 'file:///s', resume: 'yes' }), /resume: expected a boolean/],
-    [() => parseRestoreRequest({ source_url: 'file:///s', net_fds: [{ id: 'net0', num_fds: 1, fds: [3] }] }), /^net_fds: .* is not supported: tsvmm has no network device yet/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', net_fds: [{ id: 'net0', num_fds: 1, fds: [3] }] }), /^net_fds: .* is not supported: handing fds over the API would need SCM_RIGHTS: give the restored devices their taps with network_overrides$/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', network_overrides: [{ iface_id: 'n', host_dev_name: 'tap1' }, { iface_id: 'n', host_dev_name: 'tap2' }] }), /^network_overrides\[1\].iface_id: "n" is given more than once$/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', network_overrides: [{ iface_id: 'n', host_dev_name: 'a-name-of-16-chr' }] }), /^network_overrides\[0\].host_dev_name: "a-name-of-16-chr" must be a host interface name/],
+    [() => parseRestoreRequest({ source_url: 'file:///s', network_overrides: [{ iface_id: 'n' }] }), /^network_overrides\[0\].host_dev_name: required/],
     [() => parseRestoreRequest({ source_url: 'file:///s', net_fds: 3 }), /^net_fds: 3 is not supported/],
     [() => parseRestoreRequest({ source_url: 'file:///s', landlock: true }), /unknown field "landlock"/],
     [() => parseRestoreRequest({ source_url: 'file:///s', backing_files: 'on' }), /backing_files: expected a boolean/],
   ])('rejects bad bodies (%#)', (f, message) => {
     expect(f).toThrow(message);
+  });
+});
+
+describe('net: Cloud Hypervisor\'s NetConfig entries', () => {
+  const net = (entries: unknown[], o: object = {}) => parseVmConfigJson({ ...minimal, ...o, net: entries }).net;
+  const LOCAL_UNICAST = /^[0-9a-f][26ae](:[0-9a-f]{2}){5}$/;
+
+  test('defaults: id _netN, a random locally administered unicast MAC, the netmask of ip; no tap and no fd is a new tap', () => {
+    const [a, b] = net([{ tap: 'tap0', ip: '192.168.249.1' }, {}])!;
+    expect(a).toMatchObject({ id: '_net0', tap: 'tap0', ip: '192.168.249.1', mask: '255.255.255.0' });
+    expect(b).toEqual({ id: '_net1', mac: b!.mac });
+    expect(a!.mac).toMatch(LOCAL_UNICAST);
+    expect(b!.mac).toMatch(LOCAL_UNICAST);
+    expect(a!.mac).not.toBe(b!.mac);
+    expect(net([])).toBeUndefined();
+    expect(parseVmConfigJson(minimal).net).toBeUndefined();
+  });
+
+  test('a whole entry as Cloud Hypervisor\'s vm.info writes it; the MAC kept (lower case), so vm.info and vm.json give the same device again', () => {
+    const entry = {
+      tap: 'tap7', ip: '10.0.0.1', mask: '255.255.0.0', mac: '12:34:56:78:9A:BC', host_mac: null, mtu: null, iommu: false,
+      num_queues: 2, queue_size: 256, vhost_user: false, vhost_socket: null, vhost_mode: 'Client', id: 'eth0', fds: [],
+      rate_limiter_config: null, pci_segment: 0, offload_tso: true, offload_ufo: true, offload_csum: true,
+    };
+    const c = parseVmConfigJson({ ...minimal, net: [entry] });
+    expect(c.net).toEqual([{ id: 'eth0', tap: 'tap7', mac: '12:34:56:78:9a:bc', ip: '10.0.0.1', mask: '255.255.0.0' }]);
+    expect(parseVmConfigJson(JSON.parse(JSON.stringify(c)))).toEqual(c);
+    const random = parseVmConfigJson({ ...minimal, net: [{ tap: 'tap0' }] });
+    expect(parseVmConfigJson(JSON.parse(JSON.stringify(random)))).toEqual(random);
+    // The Cloud Hypervisor fields at null (or offloads null) are as good as at their values.
+    expect(net([{ num_queues: null, queue_size: null, vhost_mode: null, offload_tso: null, fds: null, fd: null }])).toHaveLength(1);
+  });
+
+  test.each([
+    [[{ mac: '13:34:56:78:9a:bc' }], /^net\[0\].mac: "13:34:56:78:9a:bc" is a multicast address/],
+    [[{ mac: '00:00:00:00:00:00' }], /^net\[0\].mac: 00:00:00:00:00:00 is not a usable MAC address$/],
+    [[{ mac: '12:34:56:78:9a' }], /^net\[0\].mac: "12:34:56:78:9a" must be a MAC address/],
+    [[{ tap: 'tap0', mask: '255.255.255.0' }], /^net\[0\].mask: only with ip/],
+    [[{ ip: '10.0.0.1', mask: '255.0.255.0' }], /^net\[0\].mask: "255.0.255.0" is not a netmask/],
+    [[{ ip: '10.0.0.256' }], /^net\[0\].ip: "10.0.0.256" must be a dotted IPv4 address/],
+    [[{ tap: 'a-name-of-16-chr' }], /^net\[0\].tap: "a-name-of-16-chr" must be a host interface name: 1-15 characters/],
+    [[{ tap: '..' }], /^net\[0\].tap: "\.\." must be a host interface name/],
+    [[{ tap: 'tap0', fds: [3] }], /^net\[0\].fds: \[3\] is not supported: handing a tap fd over the API would need SCM_RIGHTS: give tap, or start tsvmm with --net fd=N$/],
+    [[{ fd: 5 }], /^net\[0\].fd: 5 is not supported: handing a tap fd over the API would need SCM_RIGHTS/],
+    [[{ offload_tso: false }], /^net\[0\].offload_tso: false is not supported: tsvmm always offers the offloads/],
+    [[{ num_queues: 4 }], /^net\[0\].num_queues: 4 is not supported/],
+    [[{ queue_size: 1024 }], /^net\[0\].queue_size: 1024 is not supported/],
+    [[{ mtu: 9000 }], /^net\[0\].mtu: 9000 is not supported: tsvmm does not set the MTU$/],
+    [[{ host_mac: '12:34:56:78:9a' }], /^net\[0\].host_mac: "12:34:56:78:9a" must be a MAC address/],
+    [[{ vhost_user: true, vhost_socket: '/v' }], /^net\[0\].vhost_user: true is not supported: tsvmm has no vhost-user backends$/],
+    [[{ vhost_mode: 'Server' }], /^net\[0\].vhost_mode: "Server" is not supported/],
+    [[{ rate_limiter_config: { bandwidth: { size: 1, refill_time: 1 } } }], /^net\[0\].rate_limiter_config.bandwidth.size: 1 is not supported: tsvmm has no network rate limits yet$/],
+    [[{ pci_segment: 1 }], /^net\[0\].pci_segment: 1 is not supported/],
+    [[{ id: 'a b' }], /^net\[0\].id: "a b" must be 1-64 characters/],
+    [[{ id: 'n' }, { id: 'n' }], /^net\[1\].id: "n" is used by more than one network device$/],
+    [[{}, { id: '_net0' }], /^net\[1\].id: "_net0" is used by more than one network device$/],
+    [[{ bogus: 1 }], /unknown field "net\[0\].bogus"/],
+    [{ tap: 'tap0' }, /^net: expected an array, got an object/],
+  ])('refuses %j', (entries, message) => {
+    expect(() => parseVmConfigJson({ ...minimal, net: entries })).toThrow(message);
+  });
+
+  test('ids are one name space with the disks and the vsock device', () => {
+    expect(() => net([{ id: '_disk0' }], { disks: [{ path: '/a' }] })).toThrow(/^net\[0\].id: "_disk0" is a disk's id$/);
+    expect(() => net([{ id: 'v' }], { vsock: { cid: 3, socket: '/v.sock', id: 'v' } })).toThrow(/^net\[0\].id: "v" is the vsock device's id$/);
+    try {
+      net([{ mac: '01:00:5e:00:00:01' }]);
+    } catch (e) {
+      expect(e).toMatchObject({ code: 'EINVALIDCONFIG', details: { field: 'net[0].mac' } });
+    }
+  });
+
+  test('a snapshot\'s config: an inherited fd as recorded (beside the tap name it had), and the MAC always there', () => {
+    const stored = (entries: unknown[]) => parseVmConfigJson({ ...minimal, net: entries }, { cliDiskIds: true }).net;
+    expect(stored([{ id: '_net0', fd: 5, tap: 'tap3', mac: '12:34:56:78:9a:bc' }])).toEqual([{ id: '_net0', fd: 5, tap: 'tap3', mac: '12:34:56:78:9a:bc' }]);
+    expect(() => stored([{ tap: 'tap0' }])).toThrow(/^net\[0\].mac: required/);
+    expect(() => stored([{ fd: 2, mac: '12:34:56:78:9a:bc' }])).toThrow(/^net\[0\].fd: 2 is out of range/);
+  });
+});
+
+describe('vm.restore network_overrides (Firecracker\'s shape)', () => {
+  test('each device id onto a host tap', () => {
+    expect(parseRestoreRequest({ source_url: 'file:///s', net_fds: null, network_overrides: [{ iface_id: '_net0', host_dev_name: 'tap9' }, { iface_id: 'eth1', host_dev_name: 'clone1.1' }] })).toEqual({
+      source_url: 'file:///s', network_overrides: [{ iface_id: '_net0', host_dev_name: 'tap9' }, { iface_id: 'eth1', host_dev_name: 'clone1.1' }],
+    });
   });
 });
 

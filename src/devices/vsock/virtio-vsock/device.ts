@@ -17,6 +17,7 @@
  */
 import { VIRTIO_F_VERSION_1, bit, type VirtioActivation, type VirtioDevice } from '../../virtio/device.js';
 import type { Descriptor } from '../../virtio/chain.js';
+import { copyFromBuffers, copyIntoBuffers } from '../../virtio/buffers.js';
 import type { Virtqueue } from '../../virtio/queue.js';
 import {
   EVENT_BYTES, EVENT_TRANSPORT_RESET, HEADER_BYTES, HOST_CID, OP_CREDIT_REQUEST, OP_CREDIT_UPDATE,
@@ -277,7 +278,7 @@ export class VirtioVsock implements VirtioDevice {
       if (chain === null) return; // posted later: queueNotify(EVENTQ) comes back here
       const event = new Uint8Array(EVENT_BYTES);
       new DataView(event.buffer).setUint32(0, EVENT_TRANSPORT_RESET, true);
-      const written = scatter(act, chain.collect(), event);
+      const written = copyIntoBuffers(act.memory, chain.collect(), event);
       q.addUsed(chain.head, written);
       this.resetPending = false;
       act.signalUsed(EVENTQ);
@@ -530,7 +531,7 @@ export class VirtioVsock implements VirtioDevice {
           continue;
         }
         const packet = control ? this.controlPacket(this.control.shift()!) : this.dataPacket(sender!, room - HEADER_BYTES);
-        q.addUsed(chain.head, scatter(act, writable, packet));
+        q.addUsed(chain.head, copyIntoBuffers(act.memory, writable, packet));
         if (!control) this.queueShutdowns();
       }
       if (used) act.signalUsed(RXQ);
@@ -597,39 +598,8 @@ export class VirtioVsock implements VirtioDevice {
 function gather(act: VirtioActivation, readable: Descriptor[]): { header: VsockHeader; payload: Uint8Array } | undefined {
   const total = readable.reduce((n, d) => n + d.len, 0);
   if (total < HEADER_BYTES) return undefined;
-  const head = read(act, readable, 0, HEADER_BYTES);
+  const head = copyFromBuffers(act.memory, readable, 0, HEADER_BYTES);
   const header = parseHeader(head);
   if (header.len > MAX_PAYLOAD || HEADER_BYTES + header.len > total) return undefined;
-  return { header, payload: read(act, readable, HEADER_BYTES, header.len) };
-}
-
-/** `len` bytes starting `offset` bytes into the buffers, copied out of guest memory. */
-function read(act: VirtioActivation, buffers: Descriptor[], offset: number, len: number): Uint8Array {
-  const out = new Uint8Array(len);
-  let skip = offset;
-  let at = 0;
-  for (const d of buffers) {
-    if (at === len) break;
-    if (skip >= d.len) {
-      skip -= d.len;
-      continue;
-    }
-    const n = Math.min(d.len - skip, len - at);
-    out.set(act.memory.slice(d.addr + skip, n), at);
-    at += n;
-    skip = 0;
-  }
-  return out;
-}
-
-/** Writes `bytes` across the writable buffers (they have room for all of it); returns the count. */
-function scatter(act: VirtioActivation, buffers: Descriptor[], bytes: Uint8Array): number {
-  let at = 0;
-  for (const d of buffers) {
-    if (!d.writable || at === bytes.length) continue;
-    const n = Math.min(d.len, bytes.length - at);
-    act.memory.write(d.addr, bytes.subarray(at, at + n));
-    at += n;
-  }
-  return at;
+  return { header, payload: copyFromBuffers(act.memory, readable, HEADER_BYTES, header.len) };
 }

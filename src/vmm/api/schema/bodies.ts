@@ -8,6 +8,7 @@
 import { CH_TOP_LEVEL_SECTIONS, DEFAULT_VSOCK_ID, type ChTopLevelSection } from '../../config.js';
 import { MAX_GUEST_CID, MIN_GUEST_CID } from '../../../devices/vsock/virtio-vsock/persist.js';
 import { SNAPSHOT_NAME } from '../../checkpoints/catalogue.js';
+import { DEFAULT_NET_MASK, IPV4_MEANS, IPV4_PATTERN, MAC_MEANS, MAC_PATTERN, NET_ID_MEANS, NET_ID_PATTERN, TAP_NAME_MEANS, TAP_NAME_PATTERN } from '../../net-config.js';
 import { arr, bool, int, map, obj, offOrDefault, str, type OffOrDefaultSchema, type Schema } from './json-schema.js';
 
 const MAX_VCPUS = 254; // Cloud Hypervisor's limit (8-bit APIC IDs minus broadcast)
@@ -103,6 +104,54 @@ export const VsockConfig = obj({
   ...chFields(['iommu', 'pci_segment'], 'pci_segment 0'),
 }, { required: ['cid', 'socket'], description: 'Cloud Hypervisor\'s vsock section: virtio-vsock in the hybrid mode (Unix sockets on the host).' });
 
+const TAP_NAME = { pattern: TAP_NAME_PATTERN, 'x-tsvmm-pattern-means': TAP_NAME_MEANS } as const;
+const NET_ID = { pattern: NET_ID_PATTERN, 'x-tsvmm-pattern-means': NET_ID_MEANS } as const;
+const NO_FDS_OVER_THE_API = 'handing a tap fd over the API would need SCM_RIGHTS: give tap, or start tsvmm with --net fd=N';
+
+/** Cloud Hypervisor's NetConfig as vm.info writes it: every field. */
+const NET_EXAMPLE = {
+  tap: 'tap0', ip: '192.168.249.1', mask: DEFAULT_NET_MASK, mac: '12:34:56:78:9a:bc', host_mac: null, mtu: null, iommu: false,
+  num_queues: 2, queue_size: 256, vhost_user: false, vhost_socket: null, vhost_mode: 'Client', id: '_net0', fds: null,
+  rate_limiter_config: null, pci_segment: 0, offload_tso: true, offload_ufo: true, offload_csum: true,
+};
+
+/**
+ * A network device as vm.create takes it; `fd` (tsvmm's record of an inherited tap, `--net fd=N`)
+ * is the API's rule (off only) or, for a snapshot's config, the fd as recorded.
+ */
+function netConfig<const F extends Schema, const M extends Schema, const R extends 'mac' = never>(fd: F, mac: M, required: readonly R[]) {
+  return obj({
+    tap: str({ ...TAP_NAME, nullable: true, example: 'tap0', description: 'The host TAP interface: opened when it exists, created otherwise (and removed with the VM). Absent (and no fd): a new tap named by the kernel, as Cloud Hypervisor does.' }),
+    ip: str({ pattern: IPV4_PATTERN, 'x-tsvmm-pattern-means': IPV4_MEANS, nullable: true, example: '192.168.249.1', description: 'IPv4 address tsvmm gives the host side of the tap.' }),
+    mask: str({
+      pattern: IPV4_PATTERN, 'x-tsvmm-pattern-means': IPV4_MEANS, nullable: true, example: DEFAULT_NET_MASK, 'x-tsvmm-with': { ip: '192.168.249.1' },
+      description: `Netmask of ip (contiguous); only with ip, default ${DEFAULT_NET_MASK}.`,
+    }),
+    mac,
+    host_mac: str({ ...MAC_SCHEMA, nullable: true, description: 'The tap\'s own MAC address, set when given; otherwise the kernel\'s choice, which vm.info and snapshots record so that a restore on a new tap keeps it (the guest\'s neighbour cache holds it).' }),
+    id: str({ ...NET_ID, nullable: true, description: 'The device id in vm.counters, vm.info and network_overrides; unique among devices; default _netN (_net0, _net1, ... in order).' }),
+    fd,
+    fds: offOrDefault(`Cloud Hypervisor's inherited tap fds: only null or [] (${NO_FDS_OVER_THE_API}).`),
+    ...chFields(['mtu', 'iommu', 'num_queues', 'queue_size', 'vhost_user', 'vhost_socket', 'vhost_mode', 'rate_limiter_config',
+      'pci_segment', 'offload_tso', 'offload_ufo', 'offload_csum'], 'num_queues 2, queue_size 256, vhost_mode Client, pci_segment 0; offload_tso, offload_ufo and offload_csum true or null'),
+  }, { required, example: NET_EXAMPLE, description: 'Cloud Hypervisor\'s NetConfig: a virtio-net device on a host TAP interface (one queue pair). vm.info reports the id and MAC the device got.' });
+}
+
+const MAC_SCHEMA = { pattern: MAC_PATTERN, 'x-tsvmm-pattern-means': MAC_MEANS, example: '12:34:56:78:9a:bc' } as const;
+
+export const NetConfig = netConfig(
+  offOrDefault(`tsvmm's record of an inherited tap fd (--net fd=N), as vm.info reports it: only null here (${NO_FDS_OVER_THE_API}).`),
+  str({ ...MAC_SCHEMA, nullable: true, description: 'The guest\'s MAC address, unicast; default a random locally administered one, kept across snapshots.' }),
+  [],
+);
+
+/** A network device in a snapshot's config: its MAC always recorded, and an inherited fd as it was (a restore needs network_overrides for it). */
+const SnapshotNetConfig = netConfig(
+  int({ minimum: 3, maximum: 0x7fff_ffff, nullable: true }),
+  str(MAC_SCHEMA),
+  ['mac'],
+);
+
 /** The older top-level kernel/initramfs/cmdline objects: instead of payload, never beside it. */
 const LEGACY = { deprecated: true, 'x-tsvmm-instead-of': 'payload' } as const;
 const LEGACY_KERNEL = { kernel: { path: '/path/to/vmlinux' } } as const;
@@ -134,7 +183,7 @@ const CLOUD_HYPERVISOR_VM_CONFIG = {
   tpm: null, preserved_fds: null, landlock_enable: false, landlock_rules: null, pci_segments: null, ivshmem: null,
 };
 
-function vmConfig<const D extends Schema>(disk: D) {
+function vmConfig<const D extends Schema, const N extends Schema>(disk: D, net: N) {
   return obj({
     cpus: CpusConfig,
     memory: MemoryConfig,
@@ -147,14 +196,15 @@ function vmConfig<const D extends Schema>(disk: D) {
     console: ConsoleConfig,
     rng: RngConfig,
     vsock: { ...VsockConfig, nullable: true },
+    net: arr(net, { nullable: true, description: 'Network devices (Cloud Hypervisor\'s `net`), in this order after the other virtio devices.' }),
     ...chFields(CH_TOP_LEVEL_SECTIONS as readonly ChTopLevelSection[], 'platform num_pci_segments 1'),
   }, { example: CLOUD_HYPERVISOR_VM_CONFIG, description: 'Cloud Hypervisor\'s vm.create body. Give either `payload` or the older top-level `kernel`/`initramfs`/`cmdline` objects. Cloud Hypervisor sections tsvmm has nothing behind yet are kept as given and reported back by vm.info.' });
 }
 
-export const VmConfig = vmConfig(DiskConfig);
+export const VmConfig = vmConfig(DiskConfig, NetConfig);
 
-/** The config stored in a snapshot: as VmConfig, but disk ids as the CLI allows them (any non-empty text). */
-export const SnapshotVmConfig = vmConfig(diskConfig(str({ minLength: 1, 'x-tsvmm-format': 'text', nullable: true })));
+/** The config stored in a snapshot: as VmConfig, but disk ids as the CLI allows them (any non-empty text) and nets as recorded (SnapshotNetConfig). */
+export const SnapshotVmConfig = vmConfig(diskConfig(str({ minLength: 1, 'x-tsvmm-format': 'text', nullable: true })), SnapshotNetConfig);
 
 export const VmSnapshotConfig = obj({
   destination_url: str({ 'x-tsvmm-format': 'file-url', example: 'file:///var/lib/tsvmm/snap1', description: 'file:// URL of a local directory.' }),
@@ -169,15 +219,19 @@ export const RestoreConfig = obj({
     description: 'Copy: read guest memory into fresh RAM now (the VM no longer depends on the files; Cloud Hypervisor\'s default). OnDemand: map the files copy-on-write and read each page on first touch (tsvmm\'s default when absent: restore time does not grow with RAM).',
   }),
   resume: bool({ default: false, description: 'Resume the VM once restored (otherwise it comes back Paused).' }),
-  net_fds: offOrDefault('Cloud Hypervisor\'s network fds; tsvmm has no network device yet, so only null or [] is accepted.'),
+  net_fds: offOrDefault('Cloud Hypervisor\'s network fds: only null or [] (handing fds over the API would need SCM_RIGHTS); give the restored devices their taps with network_overrides.'),
   force: bool({ default: false, description: 'tsvmm: restore even over disks that changed since the snapshot.' }),
   disk_paths: map(str(HOST_PATH), { description: 'tsvmm: disk id to the image path to use instead of the recorded one (clones).' }),
   backing_files: bool({ description: 'tsvmm extension: backing_files for the images disk_paths names (e.g. qcow2 overlays made with qemu-img); absent, each disk keeps what the snapshot recorded.' }),
   vsock_socket: str({ ...HOST_PATH, description: 'tsvmm extension: the Unix socket of the restored VM\'s vsock device instead of the recorded one (clones running at once each need their own).' }),
+  network_overrides: arr(obj({
+    iface_id: str({ ...NET_ID, description: 'The network device\'s id (vm.info config.net[].id).' }),
+    host_dev_name: str({ ...TAP_NAME, description: 'The host TAP interface it uses instead of the recorded one (or of a recorded inherited fd).' }),
+  }, { required: ['iface_id', 'host_dev_name'] }), { description: 'tsvmm extension, in Firecracker\'s shape: network devices moved onto other taps (clones running at once each need their own; a device that had an inherited fd needs one).' }),
 }, {
   required: ['source_url'],
   example: { source_url: 'file:///var/lib/tsvmm/snap1', prefault: false, memory_restore_mode: 'Copy', net_fds: null, resume: false },
-  description: 'Cloud Hypervisor\'s RestoreConfig, as ch-remote sends it (every field), plus tsvmm\'s force, disk_paths, backing_files and vsock_socket.',
+  description: 'Cloud Hypervisor\'s RestoreConfig, as ch-remote sends it (every field), plus tsvmm\'s force, disk_paths, backing_files, vsock_socket and network_overrides.',
 });
 
 export const VmResizeDiskConfig = obj({
@@ -226,7 +280,7 @@ export const JobCancelConfig = obj({
  * are printed as `$ref`s to their own entry.
  */
 export const BODY_SCHEMAS = {
-  VmConfig, CpusConfig, MemoryConfig, PayloadConfig, DiskConfig, ConsoleConfig, RngConfig, VsockConfig,
+  VmConfig, CpusConfig, MemoryConfig, PayloadConfig, DiskConfig, ConsoleConfig, RngConfig, VsockConfig, NetConfig,
   VmSnapshotConfig, RestoreConfig, VmResizeDiskConfig, DiskSnapshotConfig, SnapshotCreateConfig,
   SnapshotNameConfig, BlockCommitConfig, BlockPullConfig, JobCancelConfig,
 } as const satisfies Record<string, Schema>;
