@@ -1,6 +1,8 @@
 /**
  * virtio-net under a real Linux guest (Debian's virtio_net, loaded by the initramfs) on a host TAP
- * that tsvmm creates (`--net tap=tsvn0,ip=10.77.0.1,...`): the guest is 10.77.0.2 on eth0.
+ * that tsvmm creates (`--net tap=tsvn0,ip=10.77.0.1,...`): the guest is 10.77.0.2 on eth0. The test
+ * runs in a network namespace of its own (support/netns.ts): the tsvmm it starts, its taps and
+ * the host ends of the traffic are all in there, never in the host's own network.
  *
  * One boot: ping and TCP transfers with checksums both ways, and the counters. Then a snapshot
  * taken while the guest streams to the host: restored (a new tsvmm, a new tap of the same name)
@@ -8,9 +10,8 @@
  * cache stays right); and three clones of that snapshot at once, each in its own
  * network namespace on its own tap with the same name and addresses, are each reachable.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -19,6 +20,7 @@ import { LinuxGuest, BOOT_TIMEOUT_MS, removeScratch, scratchDir } from '../suppo
 import { apiRequest } from '../support/snapshot-vm.js';
 import { setupStep } from '../support/nested-retry.js';
 import { until } from '../support/timing.js';
+import { NetNamespace } from '../support/netns.js';
 
 const FILE = 'test/linux/net.test.ts';
 const CASE_TIMEOUT_MS = 420_000;
@@ -27,10 +29,12 @@ const HOST_IP = '10.77.0.1';
 const GUEST_IP = '10.77.0.2';
 const MAC = '52:54:00:77:00:02';
 const TRANSFER_BYTES = 16 * 1024 * 1024;
+const HOME_NS = 'tsvmm-net-test';
 const CLONES = ['tsvmm-net-a', 'tsvmm-net-b', 'tsvmm-net-c'];
 
 const run = promisify(execFile);
-const tapMac = (): string => readFileSync(`/sys/class/net/${TAP}/address`, 'utf8').trim();
+/** The tap's MAC, asked of the kernel through netlink (sysfs shows the namespace it was mounted in). */
+const tapMac = (): string => /link\/ether ([0-9a-f:]{17})/.exec(execFileSync('ip', ['-o', 'link', 'show', TAP], { encoding: 'utf8' }))![1]!;
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 /** `busybox ping` from the host (in `netns` when given): resolves when 3 echoes came back. */
@@ -72,11 +76,14 @@ describe('virtio-net under a real Linux guest, on a TAP', () => {
   let dir: string;
   let snap: string;
   let guest: LinuxGuest | undefined;
+  let home: NetNamespace | undefined;
   const api = (name: string): string => join(dir, `${name}.sock`);
 
   beforeAll(async () => {
     dir = scratchDir('tsvmm-net-');
     snap = join(dir, 'snap');
+    home = NetNamespace.create(HOME_NS);
+    home.enter();
     guest = await setupStep(FILE, 'boot with --net', async () => {
       const g = await LinuxGuest.boot({
         cpus: 1, memoryMiB: 256, apiSocket: api('boot'),
@@ -95,6 +102,7 @@ describe('virtio-net under a real Linux guest, on a TAP', () => {
   afterAll(async () => {
     await guest?.killHard();
     for (const ns of CLONES) await run('ip', ['netns', 'del', ns]).catch(() => {});
+    home?.remove();
     removeScratch(dir);
   });
 
@@ -162,8 +170,7 @@ describe('virtio-net under a real Linux guest, on a TAP', () => {
     const clones: LinuxGuest[] = [];
     try {
       for (const ns of CLONES) {
-        await run('ip', ['netns', 'add', ns]);
-        await run('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+        NetNamespace.create(ns);
         clones.push(await LinuxGuest.restore(snap, { apiSocket: api(ns), netns: ns }));
       }
       for (const [i, ns] of CLONES.entries()) {
