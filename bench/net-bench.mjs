@@ -74,7 +74,19 @@ function pingUs() {
   return { median: median(rtts), p99: rtts.sort((a, b) => a - b)[Math.min(rtts.length - 1, Math.floor(rtts.length * 0.99))] };
 }
 
+/** One VMM's measurements; a boot that fails (guests triple-fault at random on the nested test host) is tried again, twice. */
 async function measure(vmm) {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await measureOnce(vmm);
+    } catch (e) {
+      if (attempt === 3) throw e;
+      console.error(`net-bench: ${vmm} attempt ${attempt} failed, trying again: ${String(e.message).split('\n')[0]}`);
+    }
+  }
+}
+
+async function measureOnce(vmm) {
   const tap = vmm === 'tsvmm' ? 'tsvbench0' : 'qbench0';
   const p = start(vmm, vmm === 'tsvmm'
     ? tsvmmCommand(CMDLINE, ['--serial', 'tty', '--console', 'off', '--net', `tap=${tap},ip=${HOST_IP},mask=255.255.255.0`])
