@@ -91,7 +91,7 @@ export class VmBuilder {
     const access = makeAccessHandler(parts.platform.pio, parts.platform.mmio, parts.platform.unclaimed);
     // Every worker is told to attach now (synchronously, before the first await), so they attach
     // side by side, and while the caller goes on loading vCPU state on this thread.
-    const fastPaths = { serial: parts.platform.serialShare(), claimedPorts: parts.platform.pio.claimed(), virtioInterrupts: parts.platform.virtioInterruptShare() };
+    const fastPaths = { serial: parts.platform.serialShare(), claimedPorts: parts.platform.pio.claimed() };
     const settled = await Promise.allSettled(parts.vcpus.map((v, i) => VcpuThread.start(i, v, access, fastPaths)));
     const threads: VcpuThread[] = [];
     for (const r of settled) {

@@ -4,14 +4,17 @@
  * (the vCPU never leaves the kernel for them) and are served on the main thread's event loop.
  */
 import { open as openFile, type FileHandle } from 'node:fs/promises';
+import type { VmFd } from '../kvm/vm.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
 import { fileErrorReason } from '../util/fs.js';
+import type { Bus, InterruptLine, MmioDevice } from '../devices/bus.js';
 import type { BlockBackend } from '../block/backend.js';
 import { lockImage, unlockImage } from '../block/lock.js';
 import { lockBackingChain } from '../block/chain/lock.js';
 import { VirtioBlk } from '../devices/block/virtio-blk/device.js';
 import type { VirtioBlkState } from '../devices/block/virtio-blk/persist.js';
 import type { VirtioMmioState, VirtioMmioTransport } from '../devices/virtio/mmio.js';
-import { VirtioMmioSlot, type VirtioSlot, type VirtioSlotHost } from './virtio-mmio-slot.js';
+import { VirtioMmioSlot, type VirtioSlot } from './virtio-mmio-slot.js';
 import { InputFileError } from './errors.js';
 import { ConfigError } from '../errors.js';
 import { log } from '../util/log.js';
@@ -118,11 +121,11 @@ export class Disk {
   }
 
   /** Puts the device on the MMIO bus at slot `index` and wires its notify/interrupt to KVM. */
-  attach(index: number, host: VirtioSlotHost, saved?: VirtioMmioState): void {
+  attach(index: number, vmFd: VmFd, memory: GuestMemory, mmio: Bus<MmioDevice>, lineFor: (gsi: number) => InterruptLine, saved?: VirtioMmioState): void {
     const onError = (m: string): void => log.warn(`disk ${this.config.id}: ${m}`);
     if (saved !== undefined) this.device = VirtioBlk.fromState({ backend: this.backend, onError }, saved.device as VirtioBlkState);
     this.attached = VirtioMmioSlot.attach({
-      name: `virtio-blk:${this.config.id}`, index, device: this.device, ...host,
+      name: `virtio-blk:${this.config.id}`, index, device: this.device, vmFd, memory, mmio, lineFor,
       onDeviceError: (reason) => log.warn(`disk ${this.config.id} needs reset: ${reason}`),
       ...(saved === undefined ? {} : { saved }),
     });

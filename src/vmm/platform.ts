@@ -15,7 +15,7 @@ import type { VirtioMmioState } from '../devices/virtio/mmio.js';
 import { ConfigError } from '../errors.js';
 import { DebugExit, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE } from '../devices/debug-exit.js';
 import { AcpiResetRegister, AcpiSleepControl } from '../devices/acpi-sleep.js';
-import { VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE, ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, IOAPIC_BASE, POWER_BUTTON_GSI, VMGENID_GSI } from '../memory/layout.js';
+import { ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLEEP_TYPE, ACPI_SLEEP_CONTROL_PORT, IOAPIC_BASE, POWER_BUTTON_GSI, VMGENID_GSI } from '../memory/layout.js';
 import { VmGenId, type VmGenIdState } from '../devices/acpi/vmgenid.js';
 import { RateLimiter } from '../devices/rate-limiter.js';
 import { VMGENID_ADDR } from './boot/addresses.js';
@@ -23,8 +23,7 @@ import type { NetConfig, RngConfig, VmConfig, VsockConfig } from './config.js';
 import type { DeviceNode, DeviceResource } from './controller.js';
 import type { VmEnd } from './exit-status.js';
 import { Disk, openDisks } from './disks.js';
-import { VIRTIO_SLOTS, VirtioMmioSlot, type VirtioSlot, type VirtioSlotHost } from './virtio-mmio-slot.js';
-import { InterruptStatusTable } from '../devices/virtio/interrupt-status.js';
+import { VirtioMmioSlot, type VirtioSlot } from './virtio-mmio-slot.js';
 import { VirtioConsole } from '../devices/console/virtio-console/device.js';
 import { VirtioRng } from '../devices/rng/virtio-rng/device.js';
 import { VirtioVsock } from '../devices/vsock/virtio-vsock/device.js';
@@ -35,7 +34,6 @@ import { InputFileError } from './errors.js';
 import { fileErrorReason } from '../util/fs.js';
 import { log } from '../util/log.js';
 import { SerialFastPath, type SerialShareInit } from './serial-fastpath.js';
-import type { VirtioInterruptShare } from './vcpu-protocol.js';
 
 export const COM1_PORT = 0x3f8;
 export const COM1_SIZE = 8;
@@ -112,8 +110,6 @@ export class Platform {
   /** The VM generation ID; absent only in a VM restored from a snapshot older than the device. */
   private vmGenId: VmGenId | undefined;
   private readonly lines: IrqfdLine[] = [];
-  /** The virtio-mmio InterruptStatus registers, shared with the vCPU threads (devices/virtio/interrupt-status.ts). */
-  readonly interruptStatus = new InterruptStatusTable(VIRTIO_SLOTS);
   /** The interrupt of the ACPI generic event device whose event method notifies the power button. */
   private readonly powerButton: IrqfdLine;
   private pendingInput: Uint8Array[] = [];
@@ -180,8 +176,7 @@ export class Platform {
     try {
       platform = new Platform(vmFd, hooks, disks, config.serial.mode !== 'Off', saved);
       const p = platform;
-      const host: VirtioSlotHost = { vmFd, memory, mmio: p.mmio, lineFor: (gsi) => p.line(gsi), interruptStatus: p.interruptStatus };
-      disks.forEach((d, i) => d.attach(i, host, saved?.disks[d.config.id]));
+      disks.forEach((d, i) => d.attach(i, vmFd, memory, p.mmio, (gsi) => p.line(gsi), saved?.disks[d.config.id]));
       if (config.console.mode !== 'Off') p.attachConsole(disks.length, vmFd, memory, hooks, saved?.console);
       // A snapshot from before virtio-rng had none: its guest never probed one, so none is added.
       if (config.rng !== undefined && (saved === undefined || saved.rng !== undefined)) {
@@ -209,7 +204,7 @@ export class Platform {
     };
     const device = saved !== undefined ? VirtioConsole.fromState(opts, saved.device) : new VirtioConsole(opts);
     const slot = VirtioMmioSlot.attach({
-      name: 'virtio-console', index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi), interruptStatus: this.interruptStatus,
+      name: 'virtio-console', index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi),
       onDeviceError: (reason) => log.warn(`console needs reset: ${reason}`),
       ...(saved === undefined ? {} : { saved }),
     });
@@ -228,7 +223,7 @@ export class Platform {
       };
       const device = saved !== undefined ? VirtioRng.fromState(opts, saved.device) : new VirtioRng(opts);
       const slot = VirtioMmioSlot.attach({
-        name: 'virtio-rng', index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi), interruptStatus: this.interruptStatus,
+        name: 'virtio-rng', index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi),
         onDeviceError: (reason) => log.warn(`rng needs reset: ${reason}`),
         ...(saved === undefined ? {} : { saved }),
       });
@@ -254,7 +249,7 @@ export class Platform {
       const device = saved !== undefined ? VirtioVsock.fromState(opts, saved.device) : new VirtioVsock(opts);
       backend.attach(device);
       const slot = VirtioMmioSlot.attach({
-        name: 'virtio-vsock', index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi), interruptStatus: this.interruptStatus,
+        name: 'virtio-vsock', index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi),
         onDeviceError: (reason) => log.warn(`vsock needs reset: ${reason}`),
         ...(saved === undefined ? {} : { saved }),
       });
@@ -272,7 +267,7 @@ export class Platform {
       const opts = { mac: net.mac, backend, onError: (m: string) => log.warn(`net ${net.id}: ${m}`) };
       const device = saved !== undefined ? VirtioNet.fromState(opts, saved.device) : new VirtioNet(opts);
       const slot = VirtioMmioSlot.attach({
-        name: `virtio-net:${net.id}`, index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi), interruptStatus: this.interruptStatus,
+        name: `virtio-net:${net.id}`, index, device, vmFd, memory, mmio: this.mmio, lineFor: (gsi) => this.line(gsi),
         onDeviceError: (reason) => log.warn(`net ${net.id} needs reset: ${reason}`),
         ...(saved === undefined ? {} : { saved }),
       });
@@ -324,11 +319,6 @@ export class Platform {
     if (this.vsock !== undefined) slots.push(this.vsock.slot.slot);
     for (const n of this.nets) slots.push(n.slot.slot);
     return slots;
-  }
-
-  /** The InterruptStatus registers of the virtio slots in use, for the vCPU threads to answer the driver from. */
-  virtioInterruptShare(): VirtioInterruptShare {
-    return { table: this.interruptStatus.buffer, base: VIRTIO_MMIO_BASE, slotSize: VIRTIO_MMIO_SIZE, slots: this.virtioSlots().length };
   }
 
   /** Shared state vCPU threads use to send serial output without a trap (none without a UART). */

@@ -98,22 +98,6 @@ export interface WorkerFastPaths {
   serial: SerialShareInit | undefined;
   /** The ports devices claim (fixed once vCPUs run); an access to any other port is unclaimed. */
   claimedPorts: AddressRange[];
-  /** Absent: every MMIO access goes to the main thread. */
-  virtioInterrupts?: VirtioInterruptShare;
-}
-
-/**
- * The InterruptStatus registers of the virtio-mmio slots in use (devices/virtio/interrupt-status.ts):
- * 32-bit reads of a slot's InterruptStatus and writes of its InterruptACK are answered from
- * `table` (word i: slot i) instead of the main thread.
- */
-export interface VirtioInterruptShare {
-  table: SharedArrayBuffer;
-  /** Guest-physical address of slot 0 and the size of each slot's window. */
-  base: number;
-  slotSize: number;
-  /** Slots 0 .. slots-1 have a device. */
-  slots: number;
 }
 
 export type ToWorker =

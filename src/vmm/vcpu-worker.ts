@@ -15,7 +15,6 @@ import {
   WORD_ADDR_HI, WORD_ADDR_LO, WORD_CONTROL, WORD_COUNT, WORD_KIND, WORD_SIZE, WORD_STATE,
   counterIndex, createMailbox, type FromWorker, type Mailbox, type StopReason, type ToWorker,
 } from './vcpu-protocol.js';
-import { VirtioInterruptFastPath } from './virtio-interrupt-fastpath.js';
 
 const port = parentPort;
 if (port === null) throw new Error('vcpu-worker must run in a worker thread');
@@ -25,8 +24,6 @@ let mailbox: Mailbox | undefined;
 let serial: SerialFastPathClient | undefined;
 /** One byte per port, 1 where a device claims it: the check on every port exit is one load. */
 let claimedPorts: Uint8Array = new Uint8Array(0x10000);
-/** Answers the drivers' virtio-mmio interrupt status reads and acknowledgements (none without virtio devices). */
-let virtioInterrupts: VirtioInterruptFastPath | undefined;
 
 const post = (m: FromWorker): void => port.postMessage(m);
 
@@ -138,7 +135,6 @@ function runLoop(v: VcpuFd, mb: Mailbox): StopReason {
       case 'mmio': {
         counters[C_MMIO]! += 1;
         const len = exit.data.byteLength;
-        if (virtioInterrupts?.answer(exit.address, exit.isWrite, exit.data) === true) break;
         if (exit.isWrite) {
           mb.data.set(exit.data);
           exchange(mb, AccessKind.MmioWrite, exit.address, len, 1);
@@ -185,7 +181,6 @@ port.on('message', (m: ToWorker) => {
       mailbox = createMailbox(m.mailbox);
       serial = m.fastPaths.serial === undefined ? undefined : new SerialFastPathClient(m.fastPaths.serial);
       claimedPorts = claimedPortMap(m.fastPaths.claimedPorts);
-      virtioInterrupts = VirtioInterruptFastPath.of(m.fastPaths.virtioInterrupts);
       vcpu = VcpuFd.attach({ fd: m.fd, runAddress: m.runAddress, runSize: m.runSize });
       post({ type: 'ready', threadId: pthreadSelf() });
       return;

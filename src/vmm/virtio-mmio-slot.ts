@@ -6,13 +6,12 @@
  */
 import type { VmFd } from '../kvm/vm.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import { VIRTIO_FIRST_IRQ, VIRTIO_LAST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../memory/layout.js';
+import { VIRTIO_FIRST_IRQ, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE } from '../memory/layout.js';
 import { EventFd } from '../sys/eventfd.js';
 import { sharedPoller } from '../sys/poller.js';
 import type { Bus, InterruptLine, MmioDevice } from '../devices/bus.js';
 import type { VirtioDevice } from '../devices/virtio/device.js';
 import { MMIO_QUEUE_NOTIFY, VirtioMmioTransport, type VirtioMmioState } from '../devices/virtio/mmio.js';
-import type { InterruptStatusTable } from '../devices/virtio/interrupt-status.js';
 
 export interface VirtioSlot {
   base: number;
@@ -20,29 +19,20 @@ export interface VirtioSlot {
   gsi: number;
 }
 
-/** How many virtio-mmio slots there are: one per interrupt line from VIRTIO_FIRST_IRQ to VIRTIO_LAST_IRQ. */
-export const VIRTIO_SLOTS = VIRTIO_LAST_IRQ - VIRTIO_FIRST_IRQ + 1;
-
 /** The window and GSI of virtio-mmio slot `index`. */
 export function virtioSlot(index: number): VirtioSlot {
   return { base: VIRTIO_MMIO_BASE + index * VIRTIO_MMIO_SIZE, size: VIRTIO_MMIO_SIZE, gsi: VIRTIO_FIRST_IRQ + index };
 }
 
-/** What every virtio-mmio slot of a VM is attached to (the platform's). */
-export interface VirtioSlotHost {
-  vmFd: VmFd;
-  memory: GuestMemory;
-  mmio: Bus<MmioDevice>;
-  lineFor(gsi: number): InterruptLine;
-  /** The InterruptStatus registers the vCPU threads answer from; each slot uses its own cell. */
-  interruptStatus: InterruptStatusTable;
-}
-
-export interface VirtioMmioSlotArgs extends VirtioSlotHost {
+export interface VirtioMmioSlotArgs {
   /** The bus entry's name, e.g. `virtio-blk:_disk0`. */
   name: string;
   index: number;
   device: VirtioDevice;
+  vmFd: VmFd;
+  memory: GuestMemory;
+  mmio: Bus<MmioDevice>;
+  lineFor(gsi: number): InterruptLine;
   onDeviceError(reason: string): void;
   /** The transport's saved state (a restore); the device inside it is restored by the caller. */
   saved?: VirtioMmioState;
@@ -60,7 +50,7 @@ export class VirtioMmioSlot {
 
   static attach(a: VirtioMmioSlotArgs): VirtioMmioSlot {
     const slot = virtioSlot(a.index);
-    const args = { device: a.device, memory: a.memory, interrupt: a.lineFor(slot.gsi), onDeviceError: a.onDeviceError, interruptStatus: a.interruptStatus.cell(a.index) };
+    const args = { device: a.device, memory: a.memory, interrupt: a.lineFor(slot.gsi), onDeviceError: a.onDeviceError };
     const transport = a.saved !== undefined ? VirtioMmioTransport.fromState(args, a.saved) : new VirtioMmioTransport(args);
     a.mmio.insert(a.name, slot.base, slot.size, transport);
     const notifiers: EventFd[] = [];

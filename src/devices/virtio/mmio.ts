@@ -2,7 +2,6 @@ import type { InterruptLine, MmioDevice, Snapshottable } from '../bus.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
 import { DeviceStateError } from '../errors.js';
 import { Virtqueue, type QueueState } from './queue.js';
-import { InterruptStatusCell } from './interrupt-status.js';
 import {
   STATUS_DEVICE_NEEDS_RESET, STATUS_DRIVER, STATUS_DRIVER_OK, STATUS_FAILED, STATUS_FEATURES_OK,
   VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, bit,
@@ -61,8 +60,6 @@ export interface VirtioMmioArgs {
   interrupt: InterruptLine;
   /** Called with the reason when the device enters DEVICE_NEEDS_RESET (for logs and events). */
   onDeviceError?: (reason: string) => void;
-  /** Where InterruptStatus lives: its slot's cell of the table vCPU threads read; default a register of its own. */
-  interruptStatus?: InterruptStatusCell;
 }
 
 const u32 = (data: Uint8Array): number => new DataView(data.buffer, data.byteOffset, 4).getUint32(0, true);
@@ -85,8 +82,7 @@ export class VirtioMmioTransport implements MmioDevice, Snapshottable<VirtioMmio
   private driverFeaturesSel = 0;
   private ackedFeatures = 0n;
   private queueSel = 0;
-  /** InterruptStatus: shared with the vCPU threads, which answer the driver's reads and ACKs (interrupt-status.ts). */
-  private readonly interruptStatus: InterruptStatusCell;
+  private interruptStatus = 0;
   private configGeneration = 0;
   private activated = false;
 
@@ -95,7 +91,6 @@ export class VirtioMmioTransport implements MmioDevice, Snapshottable<VirtioMmio
     this.memory = args.memory;
     this.interrupt = args.interrupt;
     this.onDeviceError = args.onDeviceError;
-    this.interruptStatus = args.interruptStatus ?? InterruptStatusCell.standalone();
     this.queues = args.device.queueMaxSizes.map((max) => new Virtqueue(args.memory, max));
   }
 
@@ -160,7 +155,7 @@ export class VirtioMmioTransport implements MmioDevice, Snapshottable<VirtioMmio
         return this.deviceFeaturesSel > 1 ? 0 : Number((this.offeredFeatures >> BigInt(32 * this.deviceFeaturesSel)) & 0xffff_ffffn);
       case MMIO_QUEUE_NUM_MAX: return q?.maxSize ?? 0;
       case MMIO_QUEUE_READY: return q?.ready ? 1 : 0;
-      case MMIO_INTERRUPT_STATUS: return this.interruptStatus.get();
+      case MMIO_INTERRUPT_STATUS: return this.interruptStatus;
       case MMIO_STATUS: return this.status;
       case MMIO_CONFIG_GENERATION: return this.configGeneration;
       default: return 0; // write-only or reserved
@@ -174,7 +169,7 @@ export class VirtioMmioTransport implements MmioDevice, Snapshottable<VirtioMmio
       case MMIO_DRIVER_FEATURES: this.writeDriverFeatures(v); return;
       case MMIO_QUEUE_SEL: this.queueSel = v; return;
       case MMIO_QUEUE_NOTIFY: this.queueNotify(v); return;
-      case MMIO_INTERRUPT_ACK: this.interruptStatus.acknowledge(v); return;
+      case MMIO_INTERRUPT_ACK: this.interruptStatus &= ~v; return;
       case MMIO_STATUS: this.writeStatus(v & 0xff); return;
       default: this.writeQueueRegister(offset, v);
     }
@@ -279,7 +274,7 @@ export class VirtioMmioTransport implements MmioDevice, Snapshottable<VirtioMmio
   }
 
   private raise(bits: number): void {
-    this.interruptStatus.raise(bits);
+    this.interruptStatus |= bits;
     this.interrupt.trigger();
   }
 
@@ -302,7 +297,7 @@ export class VirtioMmioTransport implements MmioDevice, Snapshottable<VirtioMmio
     this.deviceFeaturesSel = this.driverFeaturesSel = 0;
     this.ackedFeatures = 0n;
     this.queueSel = 0;
-    this.interruptStatus.set(0);
+    this.interruptStatus = 0;
     for (const q of this.queues) q.reset();
   }
 
@@ -313,7 +308,7 @@ export class VirtioMmioTransport implements MmioDevice, Snapshottable<VirtioMmio
       driverFeaturesSel: this.driverFeaturesSel,
       ackedFeatures: this.ackedFeatures.toString(16),
       queueSel: this.queueSel,
-      interruptStatus: this.interruptStatus.get(),
+      interruptStatus: this.interruptStatus,
       configGeneration: this.configGeneration,
       queues: this.queues.map((q) => q.state()),
       device: this.device.state(),
@@ -351,13 +346,13 @@ export class VirtioMmioTransport implements MmioDevice, Snapshottable<VirtioMmio
     t.driverFeaturesSel = s.driverFeaturesSel;
     t.ackedFeatures = acked;
     t.queueSel = s.queueSel;
-    t.interruptStatus.set(s.interruptStatus);
+    t.interruptStatus = s.interruptStatus;
     t.configGeneration = s.configGeneration;
     if (t.status & STATUS_DRIVER_OK && !(t.status & (STATUS_DEVICE_NEEDS_RESET | STATUS_FAILED))) {
       t.activated = true;
       t.device.activate(t.activation());
     }
-    if (t.interruptStatus.get() !== 0) t.interrupt.trigger();
+    if (t.interruptStatus !== 0) t.interrupt.trigger();
     return t;
   }
 }
