@@ -14,7 +14,7 @@
 import { execFileSync } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 import { parseArgs } from 'node:util';
-import { booted, median, qemuCommand, requireInputs, sh, start, tsvmmCommand } from './lib/linux-console.mjs';
+import { alternateRounds, booted, median, qemuCommand, ratioRow, requireInputs, sh, start, tsvmmCommand } from './lib/linux-console.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -108,15 +108,8 @@ async function measureOnce(vmm) {
   }
 }
 
-const results = { tsvmm: [], qemu: [] };
-for (let r = 0; r < ROUNDS; r++) {
-  for (const vmm of r % 2 === 0 ? ['tsvmm', 'qemu'] : ['qemu', 'tsvmm']) {
-    results[vmm].push(await measure(vmm));
-    console.error(`net-bench: round ${r + 1} ${vmm}: ${JSON.stringify(results[vmm].at(-1))}`);
-  }
-}
-const m = (vmm, k) => median(results[vmm].map((x) => x[k]));
-const row = (label, k, digits) => `| ${label} | ${m('tsvmm', k).toFixed(digits)} | ${m('qemu', k).toFixed(digits)} | ${(m('tsvmm', k) / m('qemu', k)).toFixed(2)} |`;
+const results = await alternateRounds('net-bench', ROUNDS, measure);
+const row = (label, k, digits) => ratioRow(results, label, k, digits);
 console.log(`\n| virtio-net on a TAP, host ↔ guest, ${ROUNDS} round(s) | tsvmm | QEMU (vhost off) | ratio |`);
 console.log('|---|---:|---:|---:|');
 console.log(row(`ICMP echo round trip, median of ${opt.pings} (µs)`, 'rtt_median_us', 0));

@@ -17,7 +17,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { booted, median, qemuCommand, requireInputs, sh, start, tsvmmCommand } from './lib/linux-console.mjs';
+import { alternateRounds, booted, qemuCommand, ratioRow, requireInputs, sh, start, tsvmmCommand } from './lib/linux-console.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -64,19 +64,13 @@ async function measure(vmm) {
   }
 }
 
-const results = { tsvmm: [], qemu: [] };
+let results;
 try {
-  for (let r = 0; r < ROUNDS; r++) {
-    for (const vmm of r % 2 === 0 ? ['tsvmm', 'qemu'] : ['qemu', 'tsvmm']) {
-      results[vmm].push(await measure(vmm));
-      console.error(`vsock-bench: round ${r + 1} ${vmm}: ${JSON.stringify(results[vmm].at(-1))}`);
-    }
-  }
+  results = await alternateRounds('vsock-bench', ROUNDS, measure);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
-const m = (vmm, k) => median(results[vmm].map((x) => x[k]));
-const row = (label, k, digits) => `| ${label} | ${m('tsvmm', k).toFixed(digits)} | ${m('qemu', k).toFixed(digits)} | ${(m('tsvmm', k) / m('qemu', k)).toFixed(2)} |`;
+const row = (label, k, digits) => ratioRow(results, label, k, digits);
 console.log(`\n| virtio-vsock, host ↔ guest echo server, ${ROUNDS} round(s) | tsvmm (hybrid) | QEMU vhost-vsock | ratio |`);
 console.log('|---|---:|---:|---:|');
 console.log(row(`round trip, 64 bytes, median of ${opt.pings} (µs)`, 'rtt_median_us', 0));

@@ -79,3 +79,24 @@ export async function booted(p) {
 }
 
 export const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)]; };
+
+/**
+ * `measure(vmm)` for tsvmm and QEMU, `rounds` times each, the order alternating from round to
+ * round; each result is logged to stderr as `<bench>: round N vmm: {...}`.
+ */
+export async function alternateRounds(bench, rounds, measure) {
+  const results = { tsvmm: [], qemu: [] };
+  for (let r = 0; r < rounds; r++) {
+    for (const vmm of r % 2 === 0 ? ['tsvmm', 'qemu'] : ['qemu', 'tsvmm']) {
+      results[vmm].push(await measure(vmm));
+      console.error(`${bench}: round ${r + 1} ${vmm}: ${JSON.stringify(results[vmm].at(-1))}`);
+    }
+  }
+  return results;
+}
+
+/** A markdown row: the medians of field `k` over tsvmm's and QEMU's rounds, and their ratio. */
+export function ratioRow(results, label, k, digits) {
+  const m = (vmm) => median(results[vmm].map((x) => x[k]));
+  return `| ${label} | ${m('tsvmm').toFixed(digits)} | ${m('qemu').toFixed(digits)} | ${(m('tsvmm') / m('qemu')).toFixed(2)} |`;
+}

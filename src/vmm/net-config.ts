@@ -6,6 +6,7 @@
  */
 import { ConfigError } from '../errors.js';
 import { defaultNetId, randomMac, type NetConfig } from './config.js';
+import { MAC_PATTERN, macBytes } from '../devices/net/virtio-net/persist.js';
 
 /**
  * A host interface name: at most IFNAMSIZ - 1 = 15 bytes, of the characters tsvmm allows (the
@@ -16,7 +17,7 @@ export const TAP_NAME_MEANS = 'a host interface name: 1-15 characters of A-Z a-z
 /** A device id: as a disk's in the API, and what `net.ID=` in a restore spec can name. */
 export const NET_ID_PATTERN = '^[A-Za-z0-9_.-]{1,64}$';
 export const NET_ID_MEANS = '1-64 characters of A-Z a-z 0-9 _ . -';
-export const MAC_PATTERN = '^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$';
+export { MAC_PATTERN };
 export const MAC_MEANS = 'a MAC address, six hex octets: xx:xx:xx:xx:xx:xx';
 const OCTET = '(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])';
 export const IPV4_PATTERN = `^${OCTET}(\\.${OCTET}){3}$`;
@@ -67,7 +68,7 @@ function contiguousMask(text: string): boolean {
 
 /** The MAC in lower case; a multicast (low bit of the first octet set) or all-zero address is refused: no guest can own it. */
 function mac(text: string, at: ReturnType<NetFieldName>): string {
-  if (!matches(MAC_PATTERN, text)) fail(at, `"${text}" must be ${MAC_MEANS}`);
+  if (macBytes(text) === undefined) fail(at, `"${text}" must be ${MAC_MEANS}`);
   const lower = text.toLowerCase();
   if ((parseInt(lower.slice(0, 2), 16) & 1) !== 0) fail(at, `"${text}" is a multicast address (low bit of the first octet set): a guest's MAC must be unicast`);
   if (/^(00:){5}00$/.test(lower)) fail(at, '00:00:00:00:00:00 is not a usable MAC address');

@@ -84,19 +84,11 @@ describe('virtio-net under a real Linux guest, on a TAP', () => {
     snap = join(dir, 'snap');
     home = NetNamespace.create(HOME_NS);
     home.enter();
-    guest = await setupStep(FILE, 'boot with --net', async () => {
-      const g = await LinuxGuest.boot({
-        cpus: 1, memoryMiB: 256, apiSocket: api('boot'),
-        args: ['--net', `tap=${TAP},ip=${HOST_IP},mask=255.255.255.0,mac=${MAC}`],
-      });
-      try {
-        await g.ok(`ip addr add ${GUEST_IP}/24 dev eth0 && ip link set eth0 up`);
-        return g;
-      } catch (e) {
-        g.kill();
-        throw e;
-      }
-    });
+    guest = await setupStep(FILE, 'boot with --net', () => LinuxGuest.boot({
+      cpus: 1, memoryMiB: 256, apiSocket: api('boot'),
+      args: ['--net', `tap=${TAP},ip=${HOST_IP},mask=255.255.255.0,mac=${MAC}`],
+      setup: async (g) => { await g.ok(`ip addr add ${GUEST_IP}/24 dev eth0 && ip link set eth0 up`); },
+    }));
   }, 3 * BOOT_TIMEOUT_MS);
 
   afterAll(async () => {

@@ -104,17 +104,13 @@ describe('virtio-vsock under a real Linux guest (hybrid: Unix sockets on the hos
     dir = scratchDir('tsvmm-vsock-');
     snap = join(dir, 'snap');
     agent = await HostPort.listen(`${vsockPath('boot')}_${AGENT_PORT}`);
-    guest = await setupStep(FILE, 'boot with --vsock', async () => {
-      const g = await LinuxGuest.boot({ cpus: 1, memoryMiB: 256, apiSocket: join(dir, 'boot.sock'), args: ['--vsock', `cid=${CID},socket=${vsockPath('boot')}`] });
-      try {
+    guest = await setupStep(FILE, 'boot with --vsock', () => LinuxGuest.boot({
+      cpus: 1, memoryMiB: 256, apiSocket: join(dir, 'boot.sock'), args: ['--vsock', `cid=${CID},socket=${vsockPath('boot')}`],
+      setup: async (g) => {
         await g.ok(`vsock-probe listen ${ECHO_PORT} > /tmp/listen.log 2>&1 &`);
         await g.ok(`vsock-probe agent ${AGENT_PORT} > /tmp/agent.log 2>&1 &`);
-        return g;
-      } catch (e) {
-        g.kill();
-        throw e;
-      }
-    });
+      },
+    }));
   }, 3 * BOOT_TIMEOUT_MS);
 
   afterAll(async () => {

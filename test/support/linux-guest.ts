@@ -79,6 +79,8 @@ export interface LinuxBootOptions {
   ready?: RegExp;
   /** More tsvmm arguments (e.g. `--vsock ...`). */
   args?: string[];
+  /** Runs once the shell is ready (e.g. starts guest servers); its failure fails the boot, and the guest is killed. */
+  setup?: (guest: LinuxGuest) => Promise<void>;
 }
 
 export interface LinuxRestoreOptions {
@@ -160,6 +162,7 @@ export class LinuxGuest {
     try {
       await guest.console.waitFor(o.ready ?? /linux: init ok/, BOOT_TIMEOUT_MS, 0);
       await guest.quietShell();
+      await o.setup?.(guest);
       return guest;
     } catch (e) {
       guest.kill();

@@ -16,6 +16,15 @@ export const STATUS_FEATURES_OK = 0x08;
 export const STATUS_DEVICE_NEEDS_RESET = 0x40;
 export const STATUS_FAILED = 0x80;
 
+/** Reads `data.length` bytes at `offset` of the configuration space `config`; bytes outside it read 0. */
+export function readConfigSpace(config: Uint8Array, offset: number, data: Uint8Array): void {
+  data.fill(0);
+  for (let i = 0; i < data.length; i++) {
+    const at = offset + i;
+    if (at >= 0 && at < config.length) data[i] = config[at]!;
+  }
+}
+
 /** What a transport hands a device when the driver sets DRIVER_OK. */
 export interface VirtioActivation {
   readonly memory: GuestMemory;

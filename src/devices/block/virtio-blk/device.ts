@@ -4,7 +4,7 @@ import type { GuestMemory } from '../../../memory/guest-memory.js';
 import type { Descriptor } from '../../virtio/chain.js';
 import type { Virtqueue } from '../../virtio/queue.js';
 import {
-  VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, bit,
+  VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, bit, readConfigSpace,
   type VirtioActivation, type VirtioDevice,
 } from '../../virtio/device.js';
 import { checkSameDisk, parseVirtioBlkState, stateError, type VirtioBlkState } from './persist.js';
@@ -158,11 +158,7 @@ export class VirtioBlk implements VirtioDevice {
   // ---- VirtioDevice ----------------------------------------------------------------------
 
   readConfig(offset: number, data: Uint8Array): void {
-    data.fill(0);
-    for (let i = 0; i < data.length; i++) {
-      const at = offset + i;
-      if (at >= 0 && at < this.config.length) data[i] = this.config[at]!;
-    }
+    readConfigSpace(this.config, offset, data);
   }
 
   writeConfig(): void {

@@ -11,7 +11,7 @@
  * for waits in the device (bounded) and is kept in its state.
  */
 import type { Virtqueue } from '../../virtio/queue.js';
-import { VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, bit, type VirtioActivation, type VirtioDevice } from '../../virtio/device.js';
+import { VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, bit, readConfigSpace, type VirtioActivation, type VirtioDevice } from '../../virtio/device.js';
 import { MAX_PENDING_INPUT, parseVirtioConsoleState, type VirtioConsoleState } from './persist.js';
 
 export const VIRTIO_ID_CONSOLE = 3;
@@ -109,11 +109,7 @@ export class VirtioConsole implements VirtioDevice {
     view.setUint16(CONFIG_COLS, this.cols, true);
     view.setUint16(CONFIG_ROWS, this.rows, true);
     view.setUint32(CONFIG_MAX_NR_PORTS, 1, true);
-    data.fill(0);
-    for (let i = 0; i < data.length; i++) {
-      const at = offset + i;
-      if (at >= 0 && at < CONFIG_SIZE) data[i] = config[at]!;
-    }
+    readConfigSpace(config, offset, data);
   }
 
   writeConfig(offset: number, data: Uint8Array): void {

@@ -14,7 +14,7 @@
  * short or too long for a frame is returned unused and counted as dropped. Neither stops the VMM.
  */
 import {
-  VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, bit, type VirtioActivation, type VirtioDevice,
+  VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1, bit, readConfigSpace, type VirtioActivation, type VirtioDevice,
 } from '../../virtio/device.js';
 import type { Descriptor } from '../../virtio/chain.js';
 import type { Virtqueue } from '../../virtio/queue.js';
@@ -91,7 +91,8 @@ export class VirtioNet implements VirtioDevice {
     | bit(VIRTIO_NET_F_CSUM) | bit(VIRTIO_NET_F_HOST_TSO4) | bit(VIRTIO_NET_F_HOST_TSO6)
     | bit(VIRTIO_NET_F_GUEST_CSUM) | bit(VIRTIO_NET_F_GUEST_TSO4) | bit(VIRTIO_NET_F_GUEST_TSO6);
   readonly mac: string;
-  private readonly macAddress: Uint8Array;
+  /** struct virtio_net_config: mac[6], status (u16); later fields need features not offered. */
+  private readonly configSpace = new Uint8Array(8);
   private readonly backend: NetBackend;
   private activation: VirtioActivation | null = null;
   private paused = false;
@@ -108,7 +109,8 @@ export class VirtioNet implements VirtioDevice {
     const bytes = macBytes(options.mac);
     if (bytes === undefined) throw new TypeError(`virtio-net: ${options.mac} is not a MAC address`);
     this.mac = options.mac.toLowerCase();
-    this.macAddress = bytes;
+    this.configSpace.set(bytes, 0);
+    new DataView(this.configSpace.buffer).setUint16(6, VIRTIO_NET_S_LINK_UP, true);
     this.backend = options.backend;
   }
 
@@ -136,15 +138,7 @@ export class VirtioNet implements VirtioDevice {
   }
 
   readConfig(offset: number, data: Uint8Array): void {
-    // struct virtio_net_config: mac[6], status (u16); later fields need features not offered.
-    const config = new Uint8Array(8);
-    config.set(this.macAddress, 0);
-    new DataView(config.buffer).setUint16(6, VIRTIO_NET_S_LINK_UP, true);
-    data.fill(0);
-    for (let i = 0; i < data.length; i++) {
-      const at = offset + i;
-      if (at >= 0 && at < config.length) data[i] = config[at]!;
-    }
+    readConfigSpace(this.configSpace, offset, data);
   }
 
   writeConfig(): void {

@@ -10,13 +10,14 @@ export interface VirtioNetState {
   mac: string;
 }
 
-const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+/** A MAC address as configs write it: six hex octets, `xx:xx:xx:xx:xx:xx`, any case. */
+export const MAC_PATTERN = '^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$';
+const MAC = new RegExp(MAC_PATTERN);
 
 /** The 6 bytes of a MAC address written `xx:xx:xx:xx:xx:xx` (any case), or undefined when it is not one. */
 export function macBytes(text: string): Uint8Array | undefined {
-  const lower = text.toLowerCase();
-  if (!MAC.test(lower)) return undefined;
-  return Uint8Array.from(lower.split(':').map((h) => parseInt(h, 16)));
+  if (!MAC.test(text)) return undefined;
+  return Uint8Array.from(text.split(':').map((h) => parseInt(h, 16)));
 }
 
 /** `s` as a VirtioNetState for a device configured with `configuredMac`, or DeviceStateError. */

@@ -15,7 +15,7 @@
  * restored device posts VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, as Firecracker's does, so the guest
  * drops its connections at once and its agents reconnect.
  */
-import { VIRTIO_F_VERSION_1, bit, type VirtioActivation, type VirtioDevice } from '../../virtio/device.js';
+import { VIRTIO_F_VERSION_1, bit, readConfigSpace, type VirtioActivation, type VirtioDevice } from '../../virtio/device.js';
 import type { Descriptor } from '../../virtio/chain.js';
 import { copyFromBuffers, copyIntoBuffers } from '../../virtio/buffers.js';
 import type { Virtqueue } from '../../virtio/queue.js';
@@ -146,6 +146,8 @@ export class VirtioVsock implements VirtioDevice {
   readonly queueMaxSizes = [QUEUE_SIZE, QUEUE_SIZE, QUEUE_SIZE];
   readonly deviceFeatures = bit(VIRTIO_F_VERSION_1);
   readonly guestCid: number;
+  /** guest_cid, le64 (§5.10.4). */
+  private readonly configSpace = new Uint8Array(8);
   private activation: VirtioActivation | null = null;
   private paused = false;
   private resetPending = false;
@@ -156,6 +158,7 @@ export class VirtioVsock implements VirtioDevice {
 
   constructor(private readonly options: VirtioVsockOptions) {
     this.guestCid = options.guestCid;
+    new DataView(this.configSpace.buffer).setUint32(0, this.guestCid, true);
   }
 
   counters(): VirtioVsockCounters {
@@ -209,14 +212,7 @@ export class VirtioVsock implements VirtioDevice {
   // ---- VirtioDevice ----------------------------------------------------------------------
 
   readConfig(offset: number, data: Uint8Array): void {
-    // guest_cid, le64 (§5.10.4).
-    const config = new Uint8Array(8);
-    new DataView(config.buffer).setUint32(0, this.guestCid, true);
-    data.fill(0);
-    for (let i = 0; i < data.length; i++) {
-      const at = offset + i;
-      if (at >= 0 && at < config.length) data[i] = config[at]!;
-    }
+    readConfigSpace(this.configSpace, offset, data);
   }
 
   writeConfig(): void {
