@@ -5,7 +5,7 @@
 #   vmlinux            the same kernel decompressed: an ELF with a PVH note (Xen ELF note 18)
 #   initramfs.cpio.gz  busybox-static, the virtio-mmio/-blk/-console/-rng/-vsock, ext4, ACPI button and evdev
 #                      modules, mke2fs/e2fsck from the host's e2fsprogs with their libraries,
-#                      rng-probe and vsock-probe (*.c, built static), initramfs-init as /init
+#                      rng-probe, vsock-probe and mem-probe (*.c, built static), initramfs-init as /init
 #   rootfs.ext4        an ext4 root disk (busybox, rootfs-init as /sbin/init), made with
 #                      `mke2fs -d`, so no root privileges and no loop mounts
 # Cached: nothing is rebuilt while the kernel version and every input (this script, the init
@@ -33,7 +33,7 @@ mke2fs=$(command -v mke2fs)
 e2fsck=$(command -v e2fsck)
 
 MODULES=(virtio_mmio virtio_blk crc32c_generic ext4 virtio_console virtio_rng vmw_vsock_virtio_transport virtio_net button evdev)
-inputs=("$0" "$here/initramfs-init" "$here/rootfs-init" "$here/modules.mjs" "$here/rng-probe.c" "$here/vsock-probe.c" "$busybox" "$mke2fs" "$e2fsck")
+inputs=("$0" "$here/initramfs-init" "$here/rootfs-init" "$here/modules.mjs" "$here/rng-probe.c" "$here/vsock-probe.c" "$here/mem-probe.c" "$busybox" "$mke2fs" "$e2fsck")
 stamp="$(cat "$debian/version") ${MODULES[*]} $(sha1sum "${inputs[@]}" | awk '{ print $1 }' | tr '\n' ' ')"
 if [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ] &&
    [ -f "$out/vmlinuz" ] && [ -f "$out/vmlinux" ] && [ -f "$out/initramfs.cpio.gz" ] && [ -f "$out/rootfs.ext4" ]; then
@@ -116,6 +116,8 @@ cp /etc/mke2fs.conf "$root/etc/mke2fs.conf"
 cc -O2 -Wall -Wextra -static -o "$root/bin/rng-probe" "$here/rng-probe.c"
 # vsock-probe: the guest end of the vsock tests (echo server, client, reconnecting agent).
 cc -O2 -Wall -Wextra -static -o "$root/bin/vsock-probe" "$here/vsock-probe.c"
+# mem-probe: the guest end of the live-snapshot tests (memory and disk-read writes, checked after restore).
+cc -O2 -Wall -Wextra -static -o "$root/bin/mem-probe" "$here/mem-probe.c"
 (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0) | gzip -6 > "$work/initramfs.cpio.gz"
 
 # --- root disk --------------------------------------------------------------------------

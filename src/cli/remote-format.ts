@@ -1,5 +1,6 @@
 import type { PingInfo } from '../vmm/api/client.js';
 import type { VmCounters, VmInfo, VmmEvent } from '../vmm/controller.js';
+import type { LiveSnapshotSummary } from '../vmm/requests.js';
 
 /** tsvmm-remote's human-readable output (the --json output is the API's JSON as-is). */
 
@@ -59,4 +60,13 @@ export function formatEvent(e: VmmEvent): string {
   const when = `${e.timestamp.secs}.${String(Math.floor(e.timestamp.nanos / 1e6)).padStart(3, '0')}s`;
   const props = e.properties === null || Object.keys(e.properties).length === 0 ? '' : ` ${JSON.stringify(e.properties)}`;
   return `${when} ${e.source} ${e.event}${props}`;
+}
+
+/** One line for a live snapshot's report: the guest-visible pause first, then how it got there. */
+export function formatLiveSnapshot(r: LiveSnapshotSummary): string {
+  const mib = (n: number): string => `${(n / 1048576).toFixed(1)} MiB`;
+  const copied = r.rounds.map((x) => `${x.pages}`).join(' + ');
+  const how = r.converged ? 'converged' : 'did not converge (the guest dirtied memory faster than it was copied)';
+  return `snapshot ${r.destination}: guest paused ${r.pause_ms.toFixed(1)} ms for ${r.final_pages} pages and the device state; `
+    + `${r.rounds.length} rounds while it ran (${copied} pages, ${how}); ${mib(r.memory_bytes_written)} of memory in ${(r.total_ms / 1000).toFixed(2)} s`;
 }

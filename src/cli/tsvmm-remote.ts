@@ -9,7 +9,7 @@ import { ApiClient } from '../vmm/api/client.js';
 import { parseRestoreSpec } from '../vmm/restore-spec.js';
 import { parseSize } from '../util/size.js';
 import { runConsole, type ConsoleIo } from './remote-console.js';
-import { formatCounters, formatEvent, formatInfo, formatPing } from './remote-format.js';
+import { formatCounters, formatEvent, formatInfo, formatLiveSnapshot, formatPing } from './remote-format.js';
 import { CHECKPOINT_COMMANDS, checkpointOptions, runCheckpointCommand } from './remote-checkpoints.js';
 
 /**
@@ -41,7 +41,7 @@ const COMMANDS: Array<[string, string]> = [
   ['shutdown', 'shut the VM down (the VMM keeps running)'],
   ['delete', 'shut the VM down if it runs and forget it (the VMM keeps running, empty)'],
   ['shutdown-vmm', 'shut down the VM and end the tsvmm process'],
-  ['snapshot <destination>', 'snapshot the paused VM to file:///dir (or an absolute path); --with-disks: a checkpoint that includes the disks'],
+  ['snapshot <destination>', 'snapshot the paused VM to file:///dir (or an absolute path); --with-disks: a checkpoint that includes the disks; --live: snapshot the running VM, pausing it only briefly (prints the pause)'],
   ['restore <config>', 'restore from source_url=file:///dir[,prefault=on][,memory_restore_mode=copy|ondemand][,resume=on][,force=on][,disk.ID=PATH][,vsock_socket=PATH][,net.ID=TAP] (paused unless resume=on)'],
   ['resize-disk', 'grow a disk under the running guest: --disk ID --size SIZE (bytes, or 512M, 4G, ...)'],
   ['events', 'print VMM events, one per line, until interrupted'],
@@ -135,9 +135,13 @@ async function run(args: { _: Array<string | number>; [k: string]: unknown }, io
     case 'shutdown': return client.shutdown();
     case 'delete': return client.delete();
     case 'shutdown-vmm': return client.shutdownVmm();
-    case 'snapshot':
-      if (args['with-disks'] === true) return void (await client.call('PUT', 'vm.snapshot', { destination_url: snapshotUrl(String(args.destination)), disks: true }));
-      return client.snapshot(snapshotUrl(String(args.destination)));
+    case 'snapshot': {
+      const body = { destination_url: snapshotUrl(String(args.destination)), ...(args['with-disks'] === true ? { disks: true } : {}), ...(args.live === true ? { live: true } : {}) };
+      const report = await client.call('PUT', 'vm.snapshot', body);
+      // Only a live snapshot of a running VM has something to report.
+      if (report !== undefined) print(report, formatLiveSnapshot);
+      return;
+    }
     case 'restore': return client.restore(parseRestoreSpec(String(args.config), 'restore'));
     case 'resize-disk': {
       if (typeof args.disk !== 'string' || args.size === undefined) throw new UsageError('resize-disk needs --disk ID and --size SIZE');
@@ -174,6 +178,7 @@ export async function main(argv: string[], io: RemoteIo): Promise<number> {
       usageError ??= msg ?? err?.message ?? 'bad command line';
     });
   parser.option('with-disks', { type: 'boolean', describe: 'snapshot: include the disks (each continues on a new overlay)' });
+  parser.option('live', { type: 'boolean', describe: 'snapshot: take it while the VM runs; it pauses only for the last dirty pages' });
   parser.option('disk', { type: 'string', requiresArg: true, describe: 'resize-disk: the id of the disk (vm.info lists them)' });
   parser.option('size', { type: 'string', requiresArg: true, describe: 'resize-disk: the new size, in bytes or with a unit (4G)' });
   parser.option('port', { type: 'string', requiresArg: true, describe: 'console: serial or console (the virtio console, hvc0)' });

@@ -35,8 +35,11 @@ function fdOf(e: EventFd | number): number {
 /** A KVM VM fd: memory slots, in-kernel irqchip/PIT, interrupt plumbing, vCPU creation. */
 export class VmFd {
   private closed = false;
-  /** Slot → size in bytes, so a dirty-log bitmap can be checked against what the kernel writes. */
-  private readonly slotSizes = new Map<number, bigint>();
+  /**
+   * Slot → what it maps, so a dirty-log bitmap can be checked against what the kernel writes and
+   * a slot's flags can change without the caller repeating its addresses.
+   */
+  private readonly slots = new Map<number, { gpa: bigint; size: bigint; host: bigint; flags: number }>();
 
   constructor(readonly fd: number, readonly runMmapSize: number) {}
 
@@ -60,13 +63,25 @@ export class VmFd {
     const b = encodeUserMemoryRegion(slot, flags, g, s, h);
     kvmCall(`KVM_SET_USER_MEMORY_REGION(slot ${slot}, gpa 0x${g.toString(16)}, ${s} bytes)`, () =>
       ioctlBuf(this.fd, KVM_IOCTLS.KVM_SET_USER_MEMORY_REGION, b));
-    if (s === 0n) this.slotSizes.delete(slot);
-    else this.slotSizes.set(slot, s);
+    if (s === 0n) this.slots.delete(slot);
+    else this.slots.set(slot, { gpa: g, size: s, host: h, flags });
+  }
+
+  /**
+   * Turns KVM_MEM_LOG_DIRTY_PAGES on or off for an existing slot (a flags-only change, which KVM
+   * allows on a live slot). On, KVM write-protects the slot and logs each page a vCPU writes.
+   */
+  setDirtyLogging(slot: number, enabled: boolean): void {
+    const s = this.slots.get(slot);
+    if (s === undefined) throw new KvmError(`memory slot ${slot} was not set up through this VmFd`);
+    const flag = KVM_CONSTANTS.KVM_MEM_LOG_DIRTY_PAGES;
+    const flags = enabled ? s.flags | flag : s.flags & ~flag;
+    if (flags !== s.flags) this.setUserMemoryRegion(slot, s.gpa, s.size, s.host, flags);
   }
 
   /** Bytes of the dirty bitmap of a slot: one bit per 4 KiB page, in whole u64 words (as KVM writes it). */
   dirtyBitmapBytes(slot: number): number {
-    const size = this.slotSizes.get(slot);
+    const size = this.slots.get(slot)?.size;
     if (size === undefined) throw new KvmError(`memory slot ${slot} was not set up through this VmFd`);
     const pages = Number(size / 4096n);
     return Math.ceil(pages / 64) * 8;

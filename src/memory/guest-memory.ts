@@ -1,4 +1,5 @@
 import { TsvmmError } from '../errors.js';
+import { PageBitmap } from './page-bitmap.js';
 
 /** A guest access that falls outside guest RAM, or spans a gap between regions. */
 export class GuestMemoryError extends TsvmmError {
@@ -35,6 +36,12 @@ export class GuestMemory {
   readonly regions: readonly GuestRegion[];
   /** DataViews made on first access to each region (see MappedRegion.bytes). */
   private readonly views: Array<DataView | undefined>;
+  /**
+   * While a dirty log runs (live snapshot, migration): per region, the pages the VMM itself wrote
+   * since the last `takeDirty`. KVM only sees the guest's writes; these are the device writes
+   * (virtio used rings, disk reads, received frames) it would otherwise miss.
+   */
+  private dirty: PageBitmap[] | null = null;
 
   constructor(regions: readonly GuestRegion[]) {
     const sorted = [...regions].sort((a, b) => a.guestBase - b.guestBase);
@@ -60,6 +67,37 @@ export class GuestMemory {
     return {
       regions: this.regions.map((r) => ({ index: r.index, guestBase: r.guestBase, size: r.size, hostAddress: r.hostAddress })),
     };
+  }
+
+  /** Starts recording the pages the VMM writes (see `dirty`); a log already running restarts empty. */
+  startDirtyLog(): void {
+    this.dirty = this.regions.map((r) => new PageBitmap(r.size));
+  }
+
+  stopDirtyLog(): void {
+    this.dirty = null;
+  }
+
+  /**
+   * The pages the VMM wrote since the log started or was last taken, per region (in `regions`
+   * order), and a fresh log from now on. Throws when no log runs.
+   */
+  takeDirty(): PageBitmap[] {
+    const taken = this.dirty;
+    if (taken === null) throw new GuestMemoryError('no dirty log is running');
+    this.dirty = this.regions.map((r) => new PageBitmap(r.size));
+    return taken;
+  }
+
+  /**
+   * Records a VMM write into [gpa, gpa+len) made through a `slice` view (the other write methods
+   * record their own). Call it once the write is done — after an asynchronous read into guest
+   * memory completes, not when it starts — so a log taken in between cannot miss it.
+   */
+  markDirty(gpa: number, len: number): void {
+    if (this.dirty === null || len <= 0) return;
+    const i = this.locate(gpa, len);
+    this.dirty[i]!.setRange(gpa - this.regions[i]!.guestBase, len);
   }
 
   /** Index into `regions` of the region holding [gpa, gpa+len), or -1. */
@@ -91,7 +129,10 @@ export class GuestMemory {
     this.locate(gpa, len);
   }
 
-  /** A live view (no copy) of [gpa, gpa+len); writes through it reach the guest. */
+  /**
+   * A live view (no copy) of [gpa, gpa+len); writes through it reach the guest, and whoever
+   * writes through it calls `markDirty` afterwards.
+   */
   slice(gpa: number, len: number): Uint8Array {
     const r = this.regions[this.locate(gpa, len)]!;
     const off = gpa - r.guestBase;
@@ -104,13 +145,15 @@ export class GuestMemory {
 
   write(gpa: number, data: Uint8Array): void {
     this.slice(gpa, data.byteLength).set(data);
+    this.markDirty(gpa, data.byteLength);
   }
 
   fill(gpa: number, len: number, value = 0): void {
     this.slice(gpa, len).fill(value);
+    this.markDirty(gpa, len);
   }
 
-  private dv(gpa: number, len: number): [DataView, number] {
+  private dv(gpa: number, len: number, writing = false): [DataView, number] {
     const i = this.locate(gpa, len);
     const r = this.regions[i]!;
     let v = this.views[i];
@@ -118,6 +161,8 @@ export class GuestMemory {
       v = new DataView(r.bytes.buffer, r.bytes.byteOffset, r.size);
       this.views[i] = v;
     }
+    // Marked before the store: the caller stores synchronously, before any log can be taken.
+    if (writing && this.dirty !== null) this.dirty[i]!.setRange(gpa - r.guestBase, len);
     return [v, gpa - r.guestBase];
   }
 
@@ -125,10 +170,10 @@ export class GuestMemory {
   readU16(gpa: number): number { const [v, o] = this.dv(gpa, 2); return v.getUint16(o, true); }
   readU32(gpa: number): number { const [v, o] = this.dv(gpa, 4); return v.getUint32(o, true); }
   readU64(gpa: number): bigint { const [v, o] = this.dv(gpa, 8); return v.getBigUint64(o, true); }
-  writeU8(gpa: number, x: number): void { const [v, o] = this.dv(gpa, 1); v.setUint8(o, x); }
-  writeU16(gpa: number, x: number): void { const [v, o] = this.dv(gpa, 2); v.setUint16(o, x, true); }
-  writeU32(gpa: number, x: number): void { const [v, o] = this.dv(gpa, 4); v.setUint32(o, x, true); }
-  writeU64(gpa: number, x: bigint): void { const [v, o] = this.dv(gpa, 8); v.setBigUint64(o, x, true); }
+  writeU8(gpa: number, x: number): void { const [v, o] = this.dv(gpa, 1, true); v.setUint8(o, x); }
+  writeU16(gpa: number, x: number): void { const [v, o] = this.dv(gpa, 2, true); v.setUint16(o, x, true); }
+  writeU32(gpa: number, x: number): void { const [v, o] = this.dv(gpa, 4, true); v.setUint32(o, x, true); }
+  writeU64(gpa: number, x: bigint): void { const [v, o] = this.dv(gpa, 8, true); v.setBigUint64(o, x, true); }
 }
 
 /** Builds a GuestMemory over plain JS buffers: for unit tests and pure logic, no mmap. */

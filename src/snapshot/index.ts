@@ -30,8 +30,9 @@ export {
 } from './sparse.js';
 export { findLeftovers, recoverSnapshotDir, type Leftover, type RecoverOptions } from './leftovers.js';
 export {
-  writeSnapshot, SimulatedCrash, WRITE_STEPS,
-  type WriteStep, type MemorySource, type SnapshotInput, type WriteSnapshotOptions, type WriteSnapshotResult,
+  writeSnapshot, SimulatedCrash, SnapshotStaging, WRITE_STEPS, regionEntry,
+  type WriteStep, type MemorySource, type SnapshotContent, type SnapshotInput, type WriteSnapshotOptions, type WriteSnapshotResult,
 } from './writer.js';
+export { LiveRegionFile } from './live-region.js';
 export { readSnapshot, type ReadSnapshotOptions, type VerifiedSnapshot, type VerifiedRegion } from './reader.js';
 export { snapshotUrlToPath } from './url.js';

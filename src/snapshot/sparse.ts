@@ -3,6 +3,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { crc32 } from 'node:zlib';
 import { lseek, SEEK_DATA, SEEK_HOLE } from '../sys/libc.js';
 import { SnapshotError } from './errors.js';
+import { PAGE_SIZE } from '../memory/page-bitmap.js';
 
 /**
  * Sparse memory files: only non-zero 4 KiB pages are written, the rest of the file is holes, so a
@@ -20,7 +21,7 @@ import { SnapshotError } from './errors.js';
  * to the data, never to the RAM size.
  */
 
-export const PAGE_SIZE = 4096;
+export { PAGE_SIZE };
 /** Zero-check stride for skipping large zero areas inside data extents (16 pages per memcmp). */
 const SKIP_STRIDE = 64 * 1024;
 /** Largest single write/read; big enough to amortise the thread-pool round trip. */
@@ -155,7 +156,8 @@ export function normalizeExtents(extents: ReadonlyArray<readonly [number, number
   return merged.map(([s, e]) => [s, e - s]);
 }
 
-async function writeFully(fh: FileHandle, bytes: Uint8Array, offset: number, length: number): Promise<void> {
+/** Writes bytes[offset, offset+length) at the same offset of the file, however many calls it takes. */
+export async function writeFully(fh: FileHandle, bytes: Uint8Array, offset: number, length: number): Promise<void> {
   let done = 0;
   while (done < length) {
     const { bytesWritten } = await fh.write(bytes, offset + done, length - done, offset + done);
@@ -223,11 +225,59 @@ export interface RegionVerifyResult {
   file?: FileHandle;
 }
 
+export interface FileDigest {
+  checksum: RegionChecksum;
+  dataBytes: number;
+  dataExtents: Array<[number, number]>;
+}
+
+/**
+ * The page digest of an open memory file of `size` bytes. Reads only the data extents,
+ * double-buffered: the next chunk is read on the pool while this thread scans and hashes the
+ * current one. `label` names the file in errors.
+ */
+export async function digestRegionFile(fh: FileHandle, size: number, algorithm: ChecksumAlgorithm, label: string): Promise<FileDigest> {
+  const extents = dataExtentsOf(fh.fd, size);
+  const digest = new PageDigest(algorithm, size);
+  const chunks: Array<[number, number]> = [];
+  for (const [off, len] of extents) {
+    for (let o = off; o < off + len; o += IO_CHUNK) chunks.push([o, Math.min(IO_CHUNK, off + len - o)]);
+  }
+  // Sized to the largest chunk, not IO_CHUNK: a snapshot with little data (or a region with
+  // none) should not make V8 account 16 MiB of fresh external memory, which starts a GC in the
+  // middle of a restore (measured: ~8 ms more for a 4 GiB VM with two regions).
+  const bufferBytes = chunks.reduce((n, [, len]) => Math.max(n, len), 0);
+  const buffers = [Buffer.allocUnsafe(bufferBytes), Buffer.allocUnsafe(chunks.length > 1 ? bufferBytes : 0)];
+  const readChunk = async (i: number): Promise<void> => {
+    const [off, len] = chunks[i]!;
+    const buf = buffers[i % 2]!;
+    let done = 0;
+    while (done < len) {
+      const { bytesRead } = await fh.read(buf, done, len - done, off + done);
+      if (bytesRead === 0) throw new SnapshotError(`snapshot memory file ${label} shrank while being read`, { file: label });
+      done += bytesRead;
+    }
+  };
+  let pending = chunks.length > 0 ? readChunk(0) : undefined;
+  try {
+    for (let i = 0; i < chunks.length; i++) {
+      await pending;
+      pending = i + 1 < chunks.length ? readChunk(i + 1) : undefined;
+      const [off, len] = chunks[i]!;
+      const buf = buffers[i % 2]!;
+      for (const [runOff, runLen] of nonZeroRuns(buf, 0, len)) digest.addRun(off + runOff, buf.subarray(runOff, runOff + runLen));
+    }
+  } finally {
+    // Never close the file under a read still in flight (it only is after an error).
+    await pending?.catch(() => undefined);
+  }
+  return { checksum: digest.finish(), dataBytes: digest.dataBytes, dataExtents: extents };
+}
+
 /**
  * Checks that the file at `path` is a regular file of exactly `size` bytes whose page digest is
- * `expected`. Reads only the data extents, double-buffered: the next chunk is read on the pool
- * while this thread scans and hashes the current one. `label` names the file in errors.
- * With `keepOpen` the open handle is returned, so the caller maps the very file that was checked.
+ * `expected`. With `keepOpen` the open handle is returned, so the caller maps the very file that
+ * was checked.
  */
 export async function verifyRegionFile(
   path: string, size: number, expected: RegionChecksum, label: string, keepOpen = false,
@@ -250,47 +300,13 @@ export async function verifyRegionFile(
         file: label, actualSize: st.size, declaredSize: size,
       });
     }
-    const extents = dataExtentsOf(fh.fd, size);
-    const digest = new PageDigest(expected.algorithm, size);
-    const chunks: Array<[number, number]> = [];
-    for (const [off, len] of extents) {
-      for (let o = off; o < off + len; o += IO_CHUNK) chunks.push([o, Math.min(IO_CHUNK, off + len - o)]);
-    }
-    // Sized to the largest chunk, not IO_CHUNK: a snapshot with little data (or a region with
-    // none) should not make V8 account 16 MiB of fresh external memory, which starts a GC in the
-    // middle of a restore (measured: ~8 ms more for a 4 GiB VM with two regions).
-    const bufferBytes = chunks.reduce((n, [, len]) => Math.max(n, len), 0);
-    const buffers = [Buffer.allocUnsafe(bufferBytes), Buffer.allocUnsafe(chunks.length > 1 ? bufferBytes : 0)];
-    const readChunk = async (i: number): Promise<void> => {
-      const [off, len] = chunks[i]!;
-      const buf = buffers[i % 2]!;
-      let done = 0;
-      while (done < len) {
-        const { bytesRead } = await fh.read(buf, done, len - done, off + done);
-        if (bytesRead === 0) throw new SnapshotError(`snapshot memory file ${label} shrank while being verified`, { file: label });
-        done += bytesRead;
-      }
-    };
-    let pending = chunks.length > 0 ? readChunk(0) : undefined;
-    try {
-      for (let i = 0; i < chunks.length; i++) {
-        await pending;
-        pending = i + 1 < chunks.length ? readChunk(i + 1) : undefined;
-        const [off, len] = chunks[i]!;
-        const buf = buffers[i % 2]!;
-        for (const [runOff, runLen] of nonZeroRuns(buf, 0, len)) digest.addRun(off + runOff, buf.subarray(runOff, runOff + runLen));
-      }
-    } finally {
-      // Never close the file under a read still in flight (it only is after an error).
-      await pending?.catch(() => undefined);
-    }
-    const actual = digest.finish();
-    if (actual.value !== expected.value) {
-      throw new SnapshotError(`snapshot memory file ${label} is corrupt: ${expected.algorithm} checksum ${actual.value} does not match ${expected.value} in vm.json`, {
-        file: label, expected: expected.value, actual: actual.value,
+    const actual = await digestRegionFile(fh, size, expected.algorithm, label);
+    if (actual.checksum.value !== expected.value) {
+      throw new SnapshotError(`snapshot memory file ${label} is corrupt: ${expected.algorithm} checksum ${actual.checksum.value} does not match ${expected.value} in vm.json`, {
+        file: label, expected: expected.value, actual: actual.checksum.value,
       });
     }
-    const result: RegionVerifyResult = { dataBytes: digest.dataBytes, dataExtents: extents };
+    const result: RegionVerifyResult = { dataBytes: actual.dataBytes, dataExtents: actual.dataExtents };
     if (keepOpen) {
       result.file = fh;
       verified = true;

@@ -65,7 +65,8 @@ export interface MemorySource {
   dataExtents?: ReadonlyArray<readonly [number, number]>;
 }
 
-export interface SnapshotInput<C> {
+/** Everything a snapshot records but its memory. */
+export interface SnapshotContent<C> {
   config: C;
   /** How the VMM checks `config` (the reader checks it with the same codec). */
   configCodec: ConfigCodec<C>;
@@ -73,6 +74,9 @@ export interface SnapshotInput<C> {
   vm: JsonObject;
   devices: Record<string, DeviceEntry>;
   disks: DiskEntry[];
+}
+
+export interface SnapshotInput<C> extends SnapshotContent<C> {
   memory: MemorySource[];
 }
 
@@ -118,7 +122,7 @@ function checkMemorySources(memory: readonly MemorySource[]): void {
   });
 }
 
-function buildDocument<C>(input: SnapshotInput<C>, regions: MemoryRegionEntry[], created: Date): SnapshotDocument<C> {
+function buildDocument<C>(input: SnapshotContent<C>, regions: MemoryRegionEntry[], created: Date): SnapshotDocument<C> {
   const draft = {
     format: FORMAT_NAME,
     version: formatVersionString(),
@@ -135,6 +139,116 @@ function buildDocument<C>(input: SnapshotInput<C>, regions: MemoryRegionEntry[],
   return { ...draft, checksum: documentChecksum(draft) } as SnapshotDocument<C>;
 }
 
+/** The vm.json entry of memory region `index` (its checksum and data size as written). */
+export function regionEntry(index: number, guestBase: number, size: number, written: { checksum: MemoryRegionEntry['checksum']; dataBytes: number }): MemoryRegionEntry {
+  return { index, guest_base: guestBase, size, file: memoryRegionFileName(index), checksum: written.checksum, data_bytes: written.dataBytes };
+}
+
+/**
+ * A snapshot being written: its temporary directory next to `dir`, where the memory files go
+ * (`regionPath`), then `commit` writes vm.json and swaps it in (the steps above). Whoever opens
+ * one either commits it or abandons it. Live snapshots fill the memory files over many passes
+ * while the guest runs; writeSnapshot writes them in one go.
+ */
+export class SnapshotStaging {
+  private done = false;
+
+  private constructor(
+    readonly dir: string,
+    readonly tmp: string,
+    private readonly replacing: boolean,
+    private readonly options: WriteSnapshotOptions,
+  ) {}
+
+  static async open(dirArg: string, options: WriteSnapshotOptions = {}): Promise<SnapshotStaging> {
+    const dir = resolve(dirArg);
+    await mkdir(dirname(dir), { recursive: true });
+    // Leftovers carrying this process's pid come from an earlier failed write in this process:
+    // with one writer per destination at a time, nothing of ours is still working on them.
+    await recoverSnapshotDir(dir, { isWriterAlive: (pid) => pid !== process.pid && isProcessAlive(pid) });
+    const replacing = await existingSnapshot(dir);
+    const staging = new SnapshotStaging(dir, siblingPath(dir, 'tmp'), replacing, options);
+    await staging.step('create-temp');
+    await mkdir(staging.tmp, { mode: 0o755 });
+    return staging;
+  }
+
+  get algorithm(): ChecksumAlgorithm {
+    return this.options.checksumAlgorithm ?? DEFAULT_CHECKSUM_ALGORITHM;
+  }
+
+  regionPath(index: number): string {
+    return join(this.tmp, memoryRegionFileName(index));
+  }
+
+  async step(s: WriteStep): Promise<void> {
+    await this.options.beforeStep?.(s);
+  }
+
+  /**
+   * Writes vm.json (validated first) next to the memory files and commits the snapshot. On an
+   * ordinary failure the temporary directory is gone and `dir` is as it was; a SimulatedCrash
+   * leaves everything where it stopped, as a real crash would.
+   */
+  async commit<C>(content: SnapshotContent<C>, regions: MemoryRegionEntry[]): Promise<WriteSnapshotResult<C>> {
+    if (this.done) throw new Error('SnapshotStaging: already committed or abandoned');
+    this.done = true;
+    const { dir, tmp } = this;
+    const old = siblingPath(dir, 'old');
+    let movedAside = false;
+    let committed = false;
+    try {
+      const document = buildDocument(content, regions, this.options.created ?? new Date());
+      validateDocument(document, { knownDeviceTypes: null, configCodec: content.configCodec, file: `${dir}/${VM_JSON} (being written)` });
+      const stats: WriteSnapshotResult<C>['regions'] = [];
+      for (const r of regions) stats.push({ index: r.index, dataBytes: r.data_bytes, allocatedBytes: (await stat(this.regionPath(r.index))).blocks * 512 });
+      await this.step('write-vm-json');
+      const fh = await open(join(tmp, VM_JSON), 'wx', 0o644);
+      try {
+        await writeFile(fh, `${JSON.stringify(document, null, 2)}\n`);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await this.step('sync-temp-dir');
+      await syncDirectory(tmp);
+      if (this.replacing) {
+        await this.step('move-old-aside');
+        await rename(dir, old);
+        movedAside = true;
+      }
+      await this.step('move-new-in');
+      await rename(tmp, dir);
+      committed = true;
+      await this.step('sync-parent');
+      await syncDirectory(dirname(dir));
+      if (this.replacing) {
+        try {
+          await this.step('remove-old');
+          await rm(old, { recursive: true, force: true });
+        } catch (e) {
+          // Committed and durable: a leftover `.old-*` is harmless and removed by the next write.
+          if (e instanceof SimulatedCrash) throw e;
+        }
+      }
+      return { dir, document, regions: stats, replaced: this.replacing };
+    } catch (e) {
+      if (e instanceof SimulatedCrash || committed) throw e;
+      // An ordinary failure before the commit point: put things back as they were.
+      await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+      if (movedAside) await rename(old, dir).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Removes the temporary directory: `dir` stays as it was. Harmless after a commit. */
+  async abandon(): Promise<void> {
+    if (this.done) return;
+    this.done = true;
+    await rm(this.tmp, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
 /**
  * Writes a snapshot of a paused VM to `dir`, replacing a snapshot already there only at the
  * final rename. The document is validated before any byte is written, so the writer never
@@ -144,74 +258,23 @@ export async function writeSnapshot<C>(dirArg: string, input: SnapshotInput<C>, 
   const dir = resolve(dirArg);
   const algorithm = options.checksumAlgorithm ?? DEFAULT_CHECKSUM_ALGORITHM;
   const created = options.created ?? new Date();
-  const step = async (s: WriteStep): Promise<void> => { await options.beforeStep?.(s); };
   checkMemorySources(input.memory);
   const placeholder = algorithm === 'sha256-pages-v1' ? '0'.repeat(64) : '0'.repeat(8);
-  const draftRegions = input.memory.map((m, index) => ({
-    index, guest_base: m.guestBase, size: m.size, file: memoryRegionFileName(index),
-    checksum: { algorithm, value: placeholder }, data_bytes: 0,
-  }));
+  const draftRegions = input.memory.map((m, index) => regionEntry(index, m.guestBase, m.size, { checksum: { algorithm, value: placeholder }, dataBytes: 0 }));
   validateDocument(buildDocument(input, draftRegions, created), {
     knownDeviceTypes: null, configCodec: input.configCodec, file: `${dir}/${VM_JSON} (being written)`,
   });
-
-  await mkdir(dirname(dir), { recursive: true });
-  // Leftovers carrying this process's pid come from an earlier failed write in this process:
-  // with one writer per destination at a time, nothing of ours is still working on them.
-  await recoverSnapshotDir(dir, { isWriterAlive: (pid) => pid !== process.pid && isProcessAlive(pid) });
-  const replacing = await existingSnapshot(dir);
-  const tmp = siblingPath(dir, 'tmp');
-  const old = siblingPath(dir, 'old');
-  let movedAside = false;
-  let committed = false;
+  const staging = await SnapshotStaging.open(dir, { ...options, created });
+  const regions: MemoryRegionEntry[] = [];
   try {
-    await step('create-temp');
-    await mkdir(tmp, { mode: 0o755 });
-    await step('write-memory');
-    const regions: MemoryRegionEntry[] = [];
-    const stats: WriteSnapshotResult<C>['regions'] = [];
+    await staging.step('write-memory');
     for (const [index, m] of input.memory.entries()) {
-      const path = join(tmp, memoryRegionFileName(index));
-      const r = await writeRegionFile(path, m.bytes, m.dataExtents, algorithm);
-      regions.push({ ...draftRegions[index]!, checksum: r.checksum, data_bytes: r.dataBytes });
-      stats.push({ index, dataBytes: r.dataBytes, allocatedBytes: (await stat(path)).blocks * 512 });
+      const r = await writeRegionFile(staging.regionPath(index), m.bytes, m.dataExtents, algorithm);
+      regions.push(regionEntry(index, m.guestBase, m.size, r));
     }
-    await step('write-vm-json');
-    const document = buildDocument(input, regions, created);
-    const fh = await open(join(tmp, VM_JSON), 'wx', 0o644);
-    try {
-      await writeFile(fh, `${JSON.stringify(document, null, 2)}\n`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await step('sync-temp-dir');
-    await syncDirectory(tmp);
-    if (replacing) {
-      await step('move-old-aside');
-      await rename(dir, old);
-      movedAside = true;
-    }
-    await step('move-new-in');
-    await rename(tmp, dir);
-    committed = true;
-    await step('sync-parent');
-    await syncDirectory(dirname(dir));
-    if (replacing) {
-      try {
-        await step('remove-old');
-        await rm(old, { recursive: true, force: true });
-      } catch (e) {
-        // Committed and durable: a leftover `.old-*` is harmless and removed by the next write.
-        if (e instanceof SimulatedCrash) throw e;
-      }
-    }
-    return { dir, document, regions: stats, replaced: replacing };
   } catch (e) {
-    if (e instanceof SimulatedCrash || committed) throw e;
-    // An ordinary failure before the commit point: put things back as they were.
-    await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    if (movedAside) await rename(old, dir).catch(() => undefined);
+    if (!(e instanceof SimulatedCrash)) await staging.abandon();
     throw e;
   }
+  return staging.commit(input, regions);
 }

@@ -1,5 +1,5 @@
 import type { VmConfig, VmState } from './config.js';
-import type { ResizeDiskRequest, RestoreRequest, SnapshotRequest } from './requests.js';
+import type { LiveSnapshotSummary, ResizeDiskRequest, RestoreRequest, SnapshotRequest } from './requests.js';
 import type {
   DiskSnapshotRequest, LastOperation, SnapshotCreateRequest, SnapshotListing, SnapshotListRequest, SnapshotNameRequest,
 } from './checkpoints/types.js';
@@ -78,7 +78,8 @@ export interface VmmController {
   reboot(): Promise<void>;
   /** Presses the ACPI power button of a running VM (the guest decides what to do: usually power off). */
   powerButton(): Promise<void>;
-  snapshot(req: SnapshotRequest): Promise<void>;
+  /** Resolves to the live snapshot's report (a live request on a running VM), else undefined. */
+  snapshot(req: SnapshotRequest): Promise<LiveSnapshotSummary | undefined>;
   restore(req: RestoreRequest): Promise<void>;
   /** Grows a disk of the running or paused VM; the guest's driver is told the new capacity. */
   resizeDisk(req: ResizeDiskRequest): Promise<void>;

@@ -4,10 +4,11 @@
  */
 import { ConfigError } from '../errors.js';
 import { dataExtentsOf, fromJsonSafe, readSnapshot, snapshotUrlToPath, toJsonSafe, writeSnapshot } from '../snapshot/index.js';
-import type { DeviceEntry, DiskEntry, MemorySource } from '../snapshot/index.js';
+import type { DeviceEntry, DiskEntry, MemorySource, SnapshotContent } from '../snapshot/index.js';
+import type { MappedRegion } from '../memory/regions.js';
 import type { JsonObject } from '../snapshot/json-codec.js';
 import type { VmConfig } from './config.js';
-import type { RestoreRequest } from './requests.js';
+import type { RestoreRequest, SnapshotSummary } from './requests.js';
 import { checkDiskIdentity, diskIdentity, type DiskIdentity } from './disk-identity.js';
 import type { PlatformState } from './platform.js';
 import type { VirtioMmioState } from '../devices/virtio/mmio.js';
@@ -19,12 +20,6 @@ import { SNAPSHOT_CONFIG } from './snapshot-config.js';
 
 /** Device types this VMM can rebuild from a snapshot. */
 export const DEVICE_TYPES = ['serial', 'i8042', 'virtio-blk', 'virtio-console', 'virtio-rng', 'virtio-vsock', 'virtio-net', 'vmgenid'] as const;
-
-export interface SnapshotSummary {
-  destination: string;
-  memory_bytes_written: number;
-  memory_bytes_allocated: number;
-}
 
 function deviceEntries(p: PlatformState): Record<string, DeviceEntry> {
   const out: Record<string, DeviceEntry> = {};
@@ -58,11 +53,10 @@ function platformFromEntries(devices: Record<string, DeviceEntry>): PlatformStat
 }
 
 /**
- * Writes a snapshot of a paused VM to `url` (file:///dir); the VM stays paused. `config` is what
- * vm.json records (default: the VM's config as it stands now).
+ * What a snapshot records besides memory, from a paused VM: vCPU, VM and device state, and each
+ * disk's image and identity once everything the guest wrote is in it.
  */
-export async function snapshotVm(vm: Vm, url: string, config: VmConfig = vm.config): Promise<SnapshotSummary> {
-  const dir = snapshotUrlToPath(url);
+export async function snapshotContent(vm: Vm, config: VmConfig): Promise<SnapshotContent<VmConfig>> {
   const saved = await vm.saveState();
   // Everything the guest wrote must be in the image before its identity is recorded.
   await Promise.all(vm.platform.disks.map((d) => d.backend.flush()));
@@ -70,23 +64,49 @@ export async function snapshotVm(vm: Vm, url: string, config: VmConfig = vm.conf
   for (const d of vm.platform.disks) {
     disks.push({ id: d.config.id, path: d.path, identity: await diskIdentity(d.path) });
   }
-  const result = await writeSnapshot(dir, {
+  return {
     config,
     configCodec: SNAPSHOT_CONFIG,
     vcpus: saved.vcpus.map((v) => toJsonSafe(v) as JsonObject),
     vm: toJsonSafe(saved.vm) as JsonObject,
     devices: deviceEntries(saved.platform),
     disks,
+  };
+}
+
+/**
+ * Where a region's memfd holds data (the pages the guest touched), mapped into this process in
+ * one go; undefined for a region mapped from a snapshot file (its whole view is scanned).
+ */
+export function touchedExtents(r: MappedRegion): Array<[number, number]> | undefined {
+  if (r.memfd === null) return undefined;
+  const extents = dataExtentsOf(r.memfd, r.size);
+  // Pages the guest wrote are not yet mapped in this process: fault them in all at once.
+  for (const [offset, length] of extents) r.populate(offset, length);
+  return extents;
+}
+
+/**
+ * Writes a snapshot of a paused VM to `url` (file:///dir); the VM stays paused. `config` is what
+ * vm.json records (default: the VM's config as it stands now).
+ */
+export async function snapshotVm(vm: Vm, url: string, config: VmConfig = vm.config): Promise<SnapshotSummary> {
+  const dir = snapshotUrlToPath(url);
+  const content = await snapshotContent(vm, config);
+  const result = await writeSnapshot(dir, {
+    ...content,
     memory: vm.regions.map((r) => {
       const source: MemorySource = { guestBase: r.guestBase, size: r.size, bytes: r.bytes };
-      if (r.memfd !== null) {
-        source.dataExtents = dataExtentsOf(r.memfd, r.size);
-        // Pages the guest wrote are not yet mapped in this process: fault them in all at once.
-        for (const [offset, length] of source.dataExtents) r.populate(offset, length);
-      }
+      const extents = touchedExtents(r);
+      if (extents !== undefined) source.dataExtents = extents;
       return source;
     }),
   });
+  return summaryOf(result);
+}
+
+/** The API's account of a written snapshot. */
+export function summaryOf(result: { dir: string; regions: ReadonlyArray<{ dataBytes: number; allocatedBytes: number }> }): SnapshotSummary {
   return {
     destination: result.dir,
     memory_bytes_written: result.regions.reduce((n, r) => n + r.dataBytes, 0),

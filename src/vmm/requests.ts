@@ -1,4 +1,4 @@
-/** Bodies of the VM requests (vm.snapshot, vm.restore, vm.resize-disk), shared by the API, the VMM and the CLI. */
+/** Bodies of the VM requests (vm.snapshot, vm.restore, vm.resize-disk) and what they report, shared by the API, the VMM and the CLI. */
 
 export interface SnapshotRequest {
   destination_url: string;
@@ -8,6 +8,11 @@ export interface SnapshotRequest {
    * disks consistent with memory; each restore writes to its own new overlay.
    */
   disks?: boolean;
+  /**
+   * tsvmm extension: snapshot the VM while it runs, pausing it only for the last dirty pages and
+   * the device state (live-snapshot.ts). On a paused VM it is an ordinary snapshot.
+   */
+  live?: boolean;
 }
 
 /**
@@ -56,4 +61,38 @@ export interface NetworkOverride {
 export interface ResizeDiskRequest {
   id: string;
   desired_size: number;
+}
+
+/** What writing a snapshot reports (events; a live snapshot's answer builds on it). */
+export interface SnapshotSummary {
+  destination: string;
+  memory_bytes_written: number;
+  memory_bytes_allocated: number;
+}
+
+export interface LiveSnapshotRound {
+  /** Pages copied in this round (the first round: the non-zero pages of all of RAM). */
+  pages: number;
+  /** Bytes written to the memory files (zero pages are punched out, not written). */
+  bytes: number;
+  ms: number;
+}
+
+export interface LiveSnapshotSummary extends SnapshotSummary {
+  live: true;
+  /** How long the guest was paused: from the pause request until it runs again. */
+  pause_ms: number;
+  /**
+   * Where the pause went: stopping the vCPUs and draining device I/O, copying the last dirty
+   * pages, saving vCPU/device state (and flushing disks, recording their identity), a
+   * checkpoint's disk switch, resuming.
+   */
+  pause_phases: { stop_ms: number; copy_ms: number; state_ms: number; disks_ms: number; resume_ms: number };
+  /** From the request to the committed snapshot. */
+  total_ms: number;
+  /** The copies made while the guest ran; the pause copies `final_pages` more. */
+  rounds: LiveSnapshotRound[];
+  final_pages: number;
+  /** False when the guest dirtied memory too fast and was paused after its last round (or a round that did not help). */
+  converged: boolean;
 }

@@ -67,22 +67,26 @@ export function probeSaveableMsrs(vcpu: VcpuFd, indexList: readonly number[]): n
 
 /** Reads the state of a stopped vCPU thread. */
 export async function saveVcpu(t: VcpuThread, msrIndices: readonly number[]): Promise<VcpuState> {
-  const mp_state = await t.call<number>('getMpState');
-  const regs = await t.call<KvmRegs>('getRegs');
-  const sregs = await t.call<KvmSregs>('getSregs');
-  const fpu = await t.call<Uint8Array>('getFpu');
-  const xsave = await t.call<Uint8Array>('getXsave');
-  const xcrs = await t.call<KvmXcrs>('getXcrs');
-  const msrs = await t.call<KvmMsrEntry[]>('getMsrs', msrIndices);
-  const lapic = await t.call<Uint8Array>('getLapic');
-  const debugregs = await t.call<Uint8Array>('getDebugregs');
-  const tsc_khz = await t.call<number>('getTscKhz');
-  const cpuid = await t.call<KvmCpuidEntry2[]>('getCpuid2');
-  const vcpu_events = await t.call<Uint8Array>('getVcpuEvents');
+  // Sent all at once: the worker answers in order, and twelve round trips one after the other
+  // were most of a live snapshot's pause (nested, 2 vCPUs: state saved in 550-730 ms before,
+  // 70-110 ms after, though the first figures were taken on a busier host).
+  const [mp_state, regs, sregs, fpu, xsave, xcrs, msrs, lapic, debugregs, tsc_khz, cpuid, vcpu_events] = await Promise.all([
+    t.call<number>('getMpState'),
+    t.call<KvmRegs>('getRegs'),
+    t.call<KvmSregs>('getSregs'),
+    t.call<Uint8Array>('getFpu'),
+    t.call<Uint8Array>('getXsave'),
+    t.call<KvmXcrs>('getXcrs'),
+    t.call<KvmMsrEntry[]>('getMsrs', msrIndices),
+    t.call<Uint8Array>('getLapic'),
+    t.call<Uint8Array>('getDebugregs'),
+    t.call<number>('getTscKhz'),
+    t.call<KvmCpuidEntry2[]>('getCpuid2'),
+    t.call<Uint8Array>('getVcpuEvents'),
+  ]);
   return { id: t.id, mp_state, regs, sregs, fpu, xsave, xcrs, msrs, lapic, debugregs, tsc_khz, cpuid, vcpu_events };
 }
 
-/** Applies a saved state to a freshly created vCPU (on the main thread, before its worker runs). */
 export function restoreVcpu(v: VcpuFd, s: VcpuState): void {
   v.setCpuid2(s.cpuid);
   // A guest calibrated its clocks against the TSC rate it was saved with: keep that rate when

@@ -14,6 +14,7 @@ import { InvalidStateError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
 import type { Platform, PlatformHooks } from './platform.js';
 import { saveVcpu, type VcpuState } from './vcpu-state.js';
+import { DirtyLog } from './dirty-log.js';
 import type { VmSavedState } from './vm-state.js';
 import type { StopReason } from './vcpu-protocol.js';
 import type { VcpuThread } from './vcpu-thread.js';
@@ -41,6 +42,7 @@ export class Vm {
   private ended = false;
   /** kvmclock captured at pause, written back at resume so guest time does not jump. */
   private pausedClock: KvmClockData | undefined;
+  private dirtyLog: DirtyLog | undefined;
 
   /** Called by the builder once every part exists; the VM then owns (and closes) them. */
   constructor(
@@ -141,11 +143,22 @@ export class Vm {
     this.state = 'Running';
   }
 
+  /**
+   * Starts recording every write to guest RAM (see DirtyLog); the caller stops the log. One at a
+   * time: each running log makes the guest's first write to every page after a take fault.
+   */
+  startDirtyLog(): DirtyLog {
+    if (this.state !== 'Running' && this.state !== 'Paused') throw new InvalidStateError(`cannot log the memory writes of a VM that is ${this.state}`);
+    if (this.dirtyLog?.running === true) throw new InvalidStateError('a dirty log is already running (a live snapshot is in progress)');
+    this.dirtyLog = new DirtyLog(this.parts.vmFd, this.parts.memory);
+    return this.dirtyLog;
+  }
+
   /** Component state of a paused VM, for a snapshot. */
   async saveState(): Promise<VmSavedState> {
     if (this.state !== 'Paused' || this.pausedClock === undefined) throw new InvalidStateError(`the VM must be paused to save its state (it is ${this.state})`);
-    const vcpus: VcpuState[] = [];
-    for (const t of this.threads) vcpus.push(await saveVcpu(t, this.msrIndices));
+    // Every vCPU's worker at once (each is stopped; their calls do not interleave).
+    const vcpus: VcpuState[] = await Promise.all(this.threads.map((t) => saveVcpu(t, this.msrIndices)));
     const vmFd = this.parts.vmFd;
     return {
       vcpus,

@@ -6,7 +6,7 @@
 import { log } from '../util/log.js';
 import type { VmConfig } from './config.js';
 import type { ConsoleAttachment, ConsolePortName, VmCounters, VmInfo, VmmController, VmmEvent } from './controller.js';
-import type { ResizeDiskRequest, RestoreRequest, SnapshotRequest } from './requests.js';
+import type { LiveSnapshotSummary, ResizeDiskRequest, RestoreRequest, SnapshotRequest } from './requests.js';
 import type { ApiListen } from './api/server.js';
 import { ConflictError, InvalidStateError, NoVmError } from './errors.js';
 import type { VmEnd } from './exit-status.js';
@@ -73,6 +73,8 @@ export class Vmm implements VmmController {
    * socket never needs them, and they are a noticeable share of start-up.
    */
   private diskOps: { snapshots: DiskSnapshotService; jobs: BlockJobManager } | undefined;
+  /** The live snapshot in progress, if any: teardown aborts it and waits for it to let go of guest RAM. */
+  private liveSnapshot: { abort: AbortController; settled: Promise<void> } | undefined;
 
   private async loadDiskOps(): Promise<{ snapshots: DiskSnapshotService; jobs: BlockJobManager }> {
     if (this.diskOps === undefined) {
@@ -334,21 +336,38 @@ export class Vmm implements VmmController {
     });
   }
 
-  snapshot(req: SnapshotRequest): Promise<void> {
+  snapshot(req: SnapshotRequest): Promise<LiveSnapshotSummary | undefined> {
     return this.exclusive('vm.snapshot', async () => {
       const vm = this.requireVm();
-      if (vm.state !== 'Paused') throw new InvalidStateError(`the VM must be paused to snapshot it (it is ${vm.state}): send vm.pause first`);
+      const live = req.live === true && vm.state === 'Running';
+      if (!live && vm.state !== 'Paused') {
+        throw new InvalidStateError(`the VM must be paused to snapshot it (it is ${vm.state}): send vm.pause first, or ask for a live snapshot ("live": true)`);
+      }
       this.emit('vm', 'snapshotting');
       const start = performance.now();
+      const ops = req.disks === true ? await this.loadDiskOps() : undefined;
+      ops?.jobs.refuseWhileRunning('take a checkpoint with disks');
       let result;
-      if (req.disks === true) {
-        const ops = await this.loadDiskOps();
-        ops.jobs.refuseWhileRunning('take a checkpoint with disks');
-        result = await ops.snapshots.checkpoint(req.destination_url);
+      if (live) {
+        const abort = new AbortController();
+        const signal = abort.signal;
+        const running = ops !== undefined
+          ? ops.snapshots.checkpoint(req.destination_url, { live: true, signal }).then((r) => {
+            if (!('live' in r)) throw new Error('a live checkpoint reported no pause');
+            return r;
+          })
+          : import('./live-snapshot.js').then(({ liveSnapshotVm }) => liveSnapshotVm(vm, req.destination_url, { signal }));
+        this.liveSnapshot = { abort, settled: running.then(() => undefined, () => undefined) };
+        try {
+          result = await running;
+        } finally {
+          this.liveSnapshot = undefined;
+        }
       } else {
-        result = await (await loadPersist()).snapshotVm(vm, req.destination_url);
+        result = ops !== undefined ? await ops.snapshots.checkpoint(req.destination_url) : await (await loadPersist()).snapshotVm(vm, req.destination_url);
       }
       this.emit('vm', 'snapshotted', { duration_ms: performance.now() - start, ...result });
+      return live ? result as LiveSnapshotSummary : undefined;
     });
   }
 
@@ -383,6 +402,9 @@ export class Vmm implements VmmController {
 
   private async teardown(vm: Vm): Promise<void> {
     await this.diskOps?.jobs.cancelAll();
+    // A live snapshot reads guest RAM until it stops: it must be gone before the RAM is unmapped.
+    this.liveSnapshot?.abort.abort(new InvalidStateError('the VM ended during its live snapshot'));
+    await this.liveSnapshot?.settled;
     this.detachStdin();
     await vm.close();
   }

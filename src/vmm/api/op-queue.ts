@@ -17,7 +17,7 @@ export class OperationQueue {
     return this.pending;
   }
 
-  submit(name: string, concurrency: Concurrency, op: () => Promise<void>): Promise<void> {
+  submit<T>(name: string, concurrency: Concurrency, op: () => Promise<T>): Promise<T> {
     const blocking = this.pending[0];
     if (concurrency === 'exclusive' && blocking !== undefined) {
       return Promise.reject(

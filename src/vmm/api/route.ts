@@ -23,7 +23,8 @@ export interface ActionRoute {
   concurrency: Concurrency;
   /** Send the 204 before running (vmm.shutdown: the process ends while running it). */
   respondFirst?: boolean;
-  run: (c: VmmController, body: unknown) => Promise<void>;
+  /** Resolves to undefined (answered 204) or to what the action reports (answered 200 with it as JSON). */
+  run: (c: VmmController, body: unknown) => Promise<unknown>;
 }
 
 export interface WebSocketRoute {

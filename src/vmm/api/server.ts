@@ -155,8 +155,9 @@ export async function startApiServer(options: ApiServerOptions): Promise<ApiServ
       });
       return;
     }
-    await queue.submit(route.name, route.concurrency, () => route.run(controller, body));
-    await send(res, 204);
+    const report = await queue.submit(route.name, route.concurrency, () => route.run(controller, body));
+    if (report === undefined) await send(res, 204);
+    else await send(res, 200, report);
   }
 
   const http: Server = createServer(

@@ -28,7 +28,7 @@ import { snapshotDiskLive, type DiskSnapshotResult } from './external.js';
 import { stemOf } from './names.js';
 import { snapshotUrlToPath } from '../../snapshot/index.js';
 import {
-  checkpointVm, defaultOverlayName, frozenDiskOf, readCheckpointDisks, restoreCheckpoint, type CheckpointDisks, type CheckpointSummary,
+  checkpointVm, defaultOverlayName, frozenDiskOf, readCheckpointDisks, restoreCheckpoint, type CheckpointDisks, type CheckpointOptions, type CheckpointSummary,
 } from './system.js';
 
 export interface VmmHost {
@@ -68,11 +68,11 @@ export class DiskSnapshotService {
     return result;
   }
 
-  async checkpoint(url: string): Promise<CheckpointSummary> {
+  async checkpoint(url: string, options: CheckpointOptions = {}): ReturnType<typeof checkpointVm> {
     const vm = this.requireVm();
     // The VM continues on `<disk stem>.<checkpoint folder name>.qcow2` next to each disk.
     const tag = basename(snapshotUrlToPath(url));
-    return checkpointVm(vm, url, defaultOverlayName(tag));
+    return checkpointVm(vm, url, defaultOverlayName(tag), options);
   }
 
   // ---- the catalogue -----------------------------------------------------------------------

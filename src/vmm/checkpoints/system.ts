@@ -17,7 +17,9 @@ import type { DiskConfig, VmConfig } from '../config.js';
 import type { RestoreRequest } from '../requests.js';
 import { checkDiskIdentity, diskIdentity } from '../disk-identity.js';
 import type { FrozenDisk } from './frozen.js';
-import { restoreVm, snapshotVm, type SnapshotSummary } from '../persist.js';
+import { restoreVm, snapshotVm } from '../persist.js';
+import { liveSnapshotVm } from '../live-snapshot.js';
+import type { LiveSnapshotSummary, SnapshotSummary } from '../requests.js';
 import type { Vm, VmHooks } from '../vm.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { exists, syncDirectory } from '../../util/fs.js';
@@ -56,31 +58,39 @@ function withoutFormat({ format: _probed, ...disk }: DiskConfig): DiskConfig {
   return disk;
 }
 
-/** Writes a checkpoint of a paused VM to `url`; its writable disks continue on new overlays. */
-export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer): Promise<CheckpointSummary> {
-  if (vm.state !== 'Paused') throw new InvalidStateError(`the VM must be paused for a checkpoint (it is ${vm.state})`);
+export interface CheckpointOptions {
+  /**
+   * Take it while the VM runs (live-snapshot.ts): memory is copied in rounds and the disks switch
+   * in the same short pause as the last pages, so memory and disks are of one instant.
+   */
+  live?: boolean;
+  /** Aborts a live checkpoint when the VM is being torn down. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Writes a checkpoint of a paused VM (or of a running one, `live`) to `url`; its writable disks
+ * continue on new overlays.
+ */
+export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer, options: CheckpointOptions = {}): Promise<CheckpointSummary | (CheckpointSummary & LiveSnapshotSummary)> {
+  const live = options.live === true;
+  if (vm.state !== (live ? 'Running' : 'Paused')) throw new InvalidStateError(`the VM must be ${live ? 'running for a live' : 'paused for a'} checkpoint (it is ${vm.state})`);
   const dir = snapshotUrlToPath(url);
   if (await exists(dir)) throw new ConfigError(`${dir} already exists: a checkpoint is never written over another; choose a new destination`);
   const staging = `${dir}.ckpt-${process.pid}`;
   await rm(staging, { recursive: true, force: true });
-  const writable = vm.platform.disks.filter((d) => !d.config.readonly);
   // The overlays are qcow2 whatever the disks are now: a restore must probe, not trust `raw`.
-  const current = vm.config;
-  const config = { ...current, disks: current.disks.map((d) => (d.readonly ? d : withoutFormat(d))) };
-  let summary: SnapshotSummary;
-  const start = performance.now();
-  try {
-    summary = await snapshotVm(vm, pathToFileURL(staging).href, config);
-  } catch (e) {
-    await rm(staging, { recursive: true, force: true });
-    throw e;
-  }
-  const memoryMs = performance.now() - start;
+  const configNow = (): VmConfig => {
+    const current = vm.config;
+    return { ...current, disks: current.disks.map((d) => (d.readonly ? d : withoutFormat(d))) };
+  };
   const frozen: FrozenDisk[] = [];
   const switched: DiskSnapshotResult[] = [];
   let disksMs = 0;
-  try {
-    for (const d of writable) {
+  /** Freezes every disk where it stands: the writable ones continue on new overlays. */
+  const switchDisks = async (): Promise<void> => {
+    const t = performance.now();
+    for (const d of vm.platform.disks.filter((x) => !x.config.readonly)) {
       const r = await snapshotDiskLive(d, overlayFor(d.config.id, resolve(d.path)));
       switched.push(r);
       frozen.push(await frozenDiskOf(r, d.backend.size));
@@ -89,7 +99,16 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
       const path = resolve(d.path);
       frozen.push({ id: d.config.id, path, format: d.backend.format, size: d.backend.size, identity: await diskIdentity(path), readonly: true });
     }
-    disksMs = performance.now() - start - memoryMs;
+    disksMs = performance.now() - t;
+  };
+  let summary: SnapshotSummary | LiveSnapshotSummary;
+  const start = performance.now();
+  try {
+    // Live, the disks switch inside the snapshot's pause; paused, right after the memory is written.
+    summary = live
+      ? await liveSnapshotVm(vm, pathToFileURL(staging).href, { configAt: configNow, whilePaused: switchDisks, signal: options.signal })
+      : await snapshotVm(vm, pathToFileURL(staging).href, configNow());
+    if (!live) await switchDisks();
     const doc: CheckpointDisks = { version: CHECKPOINT_VERSION, disks: frozen };
     await writeFileAtomic(join(staging, CHECKPOINT_DISKS_FILE), `${JSON.stringify(doc, null, 2)}\n`);
     await rename(staging, dir);
@@ -99,6 +118,7 @@ export async function checkpointVm(vm: Vm, url: string, overlayFor: OverlayNamer
     await rm(staging, { recursive: true, force: true });
     throw e;
   }
+  const memoryMs = performance.now() - start - (live ? 0 : disksMs);
   return { ...summary, destination: dir, disks: switched, memory_ms: memoryMs, disks_ms: disksMs };
 }
 

@@ -8,7 +8,7 @@ import type {
   VmmController,
   VmmEvent,
 } from '../../../src/vmm/controller.js';
-import type { ResizeDiskRequest, RestoreRequest, SnapshotRequest } from '../../../src/vmm/requests.js';
+import type { LiveSnapshotSummary, ResizeDiskRequest, RestoreRequest, SnapshotRequest } from '../../../src/vmm/requests.js';
 import { ConflictError, InvalidStateError, NoVmError } from '../../../src/vmm/errors.js';
 
 /**
@@ -129,13 +129,21 @@ export class FakeVmm implements VmmController {
     });
   }
 
-  snapshot(req: SnapshotRequest): Promise<void> {
+  snapshot(req: SnapshotRequest): Promise<LiveSnapshotSummary | undefined> {
+    let report: LiveSnapshotSummary | undefined;
     return this.op('snapshot', async () => {
-      this.expect(['Paused'], 'snapshot');
+      const live = req.live === true && this.state === 'Running';
+      if (!live) this.expect(['Paused'], 'snapshot');
       this.emit('vm', 'snapshotting');
       this.snapshots.push(req);
+      if (live) {
+        report = {
+          destination: new URL(req.destination_url).pathname, memory_bytes_written: 4096, memory_bytes_allocated: 4096,
+          live: true, pause_ms: 1.5, pause_phases: { stop_ms: 0.5, copy_ms: 0.5, state_ms: 0.5, disks_ms: 0, resume_ms: 0 }, total_ms: 9, rounds: [{ pages: 1, bytes: 4096, ms: 2 }], final_pages: 1, converged: true,
+        };
+      }
       this.emit('vm', 'snapshotted');
-    });
+    }).then(() => report);
   }
 
   restore(req: RestoreRequest): Promise<void> {

@@ -108,6 +108,11 @@ describe('routes', () => {
       expect(h.vmm.state).toBe(state);
     }
     expect(h.vmm.snapshots).toEqual([{ destination_url: 'file:///tmp/snap' }]);
+    // A live snapshot of the running VM answers 200 with its report; the VM stays Running.
+    const live = await put('vm.snapshot', '{"destination_url":"file:///tmp/live","live":true}');
+    expect(live.status, live.body).toBe(200);
+    expect(JSON.parse(live.body)).toMatchObject({ live: true, destination: '/tmp/live', pause_ms: 1.5, converged: true });
+    expect(h.vmm.state).toBe('Running');
     const counters = await get('vm.counters');
     expect(counters.status).toBe(200);
     expect(JSON.parse(counters.body).vcpu0.io).toBe(3);

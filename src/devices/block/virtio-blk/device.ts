@@ -404,7 +404,12 @@ export class VirtioBlk implements VirtioDevice {
   private async read(mem: GuestMemory, offset: number, total: number, buffers: Descriptor[]): Promise<Outcome> {
     const start = performance.now();
     let at = offset;
-    for (const d of buffers) { await this.backend.read(at, mem.slice(d.addr, d.len)); at += d.len; }
+    for (const d of buffers) {
+      // Marked once the read has landed (or failed part-way): a dirty log taken while it is in
+      // flight must still see these pages written afterwards.
+      try { await this.backend.read(at, mem.slice(d.addr, d.len)); } finally { mem.markDirty(d.addr, d.len); }
+      at += d.len;
+    }
     this.readLatency.record(start);
     this.stats.read_ops++;
     this.stats.read_bytes += total;

@@ -112,6 +112,7 @@ export class VirtioRng implements VirtioDevice {
           if (!d.writable || budget === 0) continue; // the device only writes device-writable buffers
           const n = Math.min(d.len, budget);
           this.options.fill(act.memory.slice(d.addr, n));
+          act.memory.markDirty(d.addr, n);
           written += n;
           budget -= n;
         }

@@ -209,6 +209,7 @@ export const SnapshotVmConfig = vmConfig(diskConfig(str({ minLength: 1, 'x-tsvmm
 export const VmSnapshotConfig = obj({
   destination_url: str({ 'x-tsvmm-format': 'file-url', example: 'file:///var/lib/tsvmm/snap1', description: 'file:// URL of a local directory.' }),
   disks: bool({ description: 'tsvmm extension: a system checkpoint. Every writable disk continues on a new qcow2 overlay; the snapshot records the now read-only images (disks.json), and each restore gets its own new overlay over them.' }),
+  live: bool({ description: 'tsvmm extension: snapshot a running VM while it runs; it is paused only to copy the pages it dirtied last and its device state, and the answer (200) reports the pause. On a paused VM: an ordinary snapshot (204).' }),
 }, { required: ['destination_url'] });
 
 export const RestoreConfig = obj({
