@@ -85,7 +85,7 @@ export async function liveSnapshotVm(vm: Vm, url: string, options: LiveSnapshotO
     const last = log.take();
     for (const r of vm.regions) dirty[r.index]!.or(last[r.index]!);
     const finalPages = pagesIn(dirty);
-    for (const [i, r] of vm.regions.entries()) await files[i]!.copyDirty(r.bytes, dirty[r.index]!);
+    for (const [i, r] of vm.regions.entries()) await files[i]!.copyDirty(r.bytes, dirty[r.index]!, undefined, true);
     phase('copy_ms');
     const content = await snapshotContent(vm, options.configAt?.() ?? vm.config);
     phase('state_ms');

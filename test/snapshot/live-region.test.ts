@@ -36,8 +36,8 @@ describe('LiveRegionFile: a memory file copied while the guest writes', () => {
     expect(await file.copyAll(r)).toBe(60 * PAGE);
     // Pass 1: new data in a hole and over data; pages 0-4 become zero (holes again).
     expect(await file.copyDirty(r, scribble(r, [50, 120, 255], [0, 1, 2, 3, 4]))).toBe(3 * PAGE);
-    // Pass 2 (the paused one): one page again.
-    await file.copyDirty(r, scribble(r, [120], []));
+    // Pass 2 (the paused one, written on this thread): one page again.
+    await file.copyDirty(r, scribble(r, [120], []), undefined, true);
     const live = await file.finish('crc32-pages-v1');
     expect(Buffer.compare(await readFile(join(root, 'live-0')), Buffer.from(r))).toBe(0);
     const oneShot = await writeRegionFile(join(root, 'oneshot-0'), r, undefined, 'crc32-pages-v1');
