@@ -33,10 +33,9 @@
 // QEMU_DOWNTIME_LIMIT=ms (QEMU's downtime-limit; default QEMU's own, 300), BENCH_DIR (scratch).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { request } from 'node:http';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { api, apiOk, pollUntil200, qmpConnect, qemuTinyArgs, sleep } from './lib/tiny-vmm.mjs';
 
 const root = resolve(import.meta.dirname, '..');
 const RUNS = Number(process.env.RUNS ?? 3);
@@ -55,7 +54,6 @@ for (const [file, how] of [[tsvmm, 'npx tsc -p tsconfig.json'], [kernel, 'make -
 }
 
 const work = mkdtempSync(join(process.env.BENCH_DIR ?? tmpdir(), 'tsvmm-livesnap-bench-'));
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1024 * 1024;
 const children = new Set();
 process.on('exit', () => { for (const c of children) c.kill('SIGKILL'); rmSync(work, { recursive: true, force: true }); });
@@ -147,40 +145,6 @@ async function baselineGap(p, ms = 500) {
 
 // ---- tsvmm over its API -------------------------------------------------------------------------
 
-function api(socketPath, method, endpoint, body) {
-  return new Promise((resolvePromise, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = request({
-      socketPath, method, path: `/api/v1/${endpoint}`,
-      headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
-    }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (d) => { text += d; }).on('end', () => resolvePromise({ status: res.statusCode, body: text }));
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
-
-async function apiOk(socketPath, method, endpoint, body) {
-  const r = await api(socketPath, method, endpoint, body);
-  if (r.status < 200 || r.status > 299) throw new Error(`${method} ${endpoint}: HTTP ${r.status} ${r.body}`);
-  return r;
-}
-
-async function pollUntil200(socketPath, endpoint, proc, intervalMs = 5, timeoutMs = 120_000) {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    if (proc.dead()) throw new Error(`tsvmm exited: ${proc.err}`);
-    try {
-      const r = await api(socketPath, 'GET', endpoint);
-      if (r.status === 200) return;
-    } catch { /* socket not there yet */ }
-    if (performance.now() > deadline) throw new Error(`${endpoint} never answered 200: ${proc.err}`);
-    await sleep(intervalMs);
-  }
-}
-
 let seq = 0;
 const sockPath = (tag) => join(work, `${tag}-${seq++}.sock`);
 
@@ -188,7 +152,7 @@ async function tsvmmBoot(memory, cmdline, procs) {
   const sock = sockPath('boot');
   const p = startProcess(process.execPath, [tsvmm, '--kernel', kernel, '--memory', `size=${memory}`, '--serial', 'tty', '--cmdline', cmdline, '--api-socket', sock]);
   procs.push(p);
-  await pollUntil200(sock, 'vmm.ping', p);
+  await pollUntil200(sock, 'vmm.ping', p, 5, 120_000);
   p.sock = sock;
   p.state = async () => JSON.parse((await apiOk(sock, 'GET', 'vm.info')).body).state;
   p.ensureRunning = async () => { if ((await p.state()) !== 'Running') await apiOk(sock, 'PUT', 'vm.resume'); };
@@ -198,64 +162,11 @@ async function tsvmmBoot(memory, cmdline, procs) {
 
 // ---- QEMU over QMP ------------------------------------------------------------------------------
 
-async function qmpConnect(path, proc, timeoutMs = 60_000) {
-  const deadline = performance.now() + timeoutMs;
-  let sock;
-  for (;;) {
-    if (proc.dead()) throw new Error(`qemu exited: ${proc.err}`);
-    try {
-      sock = await new Promise((res, rej) => { const s = connect(path); s.once('connect', () => res(s)); s.once('error', rej); });
-      break;
-    } catch {
-      if (performance.now() > deadline) throw new Error(`QMP ${path} never came up: ${proc.err}`);
-      await sleep(5);
-    }
-  }
-  const q = { pending: new Map(), events: [], eventWaiters: [], nextId: 1 };
-  let buf = '';
-  let greeted;
-  const greeting = new Promise((r) => { greeted = r; });
-  sock.setEncoding('utf8').on('data', (d) => {
-    buf += d;
-    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const line = buf.slice(0, nl).trim();
-      buf = buf.slice(nl + 1);
-      if (line === '') continue;
-      const msg = JSON.parse(line);
-      if (msg.QMP !== undefined) greeted();
-      else if (msg.event !== undefined) { q.events.push(msg); const w = q.eventWaiters; q.eventWaiters = []; w.forEach((f) => f()); }
-      else if (msg.id !== undefined) {
-        const p = q.pending.get(msg.id);
-        q.pending.delete(msg.id);
-        if (msg.error !== undefined) p.reject(new Error(`QMP: ${msg.error.desc}`));
-        else p.resolve(msg.return);
-      }
-    }
-  });
-  q.cmd = (execute, args) => new Promise((res, rej) => {
-    const id = q.nextId++;
-    q.pending.set(id, { resolve: res, reject: rej });
-    sock.write(`${JSON.stringify(args === undefined ? { execute, id } : { execute, arguments: args, id })}\n`);
-  });
-  q.close = () => sock.destroy();
-  await greeting;
-  await q.cmd('qmp_capabilities');
-  return q;
-}
-
-function qemuArgs(memory, cmdline, qmpPath) {
-  return [
-    '-M', 'microvm', '-enable-kvm', '-cpu', 'host', '-m', memory, '-smp', '1', '-nographic', '-nodefaults',
-    '-serial', 'stdio', '-no-reboot', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4',
-    '-kernel', kernel, '-append', cmdline, '-qmp', `unix:${qmpPath},server=on,wait=off`,
-  ];
-}
-
 async function qemuBoot(memory, cmdline, procs) {
   const qmpPath = sockPath('qmp');
-  const p = startProcess(QEMU, qemuArgs(memory, cmdline, qmpPath));
+  const p = startProcess(QEMU, qemuTinyArgs(kernel, memory, cmdline, qmpPath));
   procs.push(p);
-  p.qmp = await qmpConnect(qmpPath, p);
+  p.qmp = await qmpConnect(qmpPath, p, 60_000, 5);
   // Unthrottled: the default bandwidth cap (32 MiB/s) would measure QEMU's limiter, not its copy.
   const params = { 'max-bandwidth': 64 * 1024 * MiB };
   if (DOWNTIME_LIMIT !== undefined) params['downtime-limit'] = DOWNTIME_LIMIT;

@@ -22,11 +22,10 @@
 // PARTS=snapshot,restore,worker (default all), TSVMM_DIST=dir (default dist/).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
-import { request } from 'node:http';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { apiOk, pollUntil200, qmpConnect, qemuTinyArgs, sleep } from './lib/tiny-vmm.mjs';
 
 const root = resolve(import.meta.dirname, '..');
 const RUNS = Number(process.env.RUNS ?? 5);
@@ -43,7 +42,6 @@ for (const [file, how] of [[tsvmm, 'npx tsc -p tsconfig.json'], [kernel, 'make -
 }
 
 const work = mkdtempSync(join(tmpdir(), 'tsvmm-snapbench-'));
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const MiB = 1024 * 1024;
 const children = new Set();
 process.on('exit', () => { for (const c of children) c.kill('SIGKILL'); rmSync(work, { recursive: true, force: true }); });
@@ -82,41 +80,6 @@ function startProcess(cmd, args) {
 
 // ---- tsvmm over its API -------------------------------------------------------------------------
 
-function api(socketPath, method, endpoint, body) {
-  return new Promise((resolvePromise, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const req = request({
-      socketPath, method, path: `/api/v1/${endpoint}`,
-      headers: payload === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
-    }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (d) => { text += d; }).on('end', () => resolvePromise({ status: res.statusCode, body: text }));
-    });
-    req.on('error', reject);
-    req.end(payload);
-  });
-}
-
-async function apiOk(socketPath, method, endpoint, body) {
-  const r = await api(socketPath, method, endpoint, body);
-  if (r.status < 200 || r.status > 299) throw new Error(`${method} ${endpoint}: HTTP ${r.status} ${r.body}`);
-  return r;
-}
-
-/** Polls `endpoint` until it answers 200; `proc` dying ends the wait. */
-async function pollUntil200(socketPath, endpoint, proc, intervalMs = 1, timeoutMs = 60_000) {
-  const deadline = performance.now() + timeoutMs;
-  for (;;) {
-    if (proc.dead()) throw new Error(`tsvmm exited: ${proc.err}`);
-    try {
-      const r = await api(socketPath, 'GET', endpoint);
-      if (r.status === 200) return;
-    } catch { /* socket not there yet */ }
-    if (performance.now() > deadline) throw new Error(`${endpoint} never answered 200: ${proc.err}`);
-    await sleep(intervalMs);
-  }
-}
-
 let seq = 0;
 const sockPath = (tag) => join(work, `${tag}-${seq++}.sock`);
 
@@ -138,62 +101,9 @@ async function tsvmmEmpty() {
 
 // ---- QEMU over QMP ------------------------------------------------------------------------------
 
-async function qmpConnect(path, proc, timeoutMs = 30_000) {
-  const deadline = performance.now() + timeoutMs;
-  let sock;
-  for (;;) {
-    if (proc.dead()) throw new Error(`qemu exited: ${proc.err}`);
-    try {
-      sock = await new Promise((res, rej) => { const s = connect(path); s.once('connect', () => res(s)); s.once('error', rej); });
-      break;
-    } catch {
-      if (performance.now() > deadline) throw new Error(`QMP ${path} never came up: ${proc.err}`);
-      await sleep(1);
-    }
-  }
-  const q = { pending: new Map(), events: [], eventWaiters: [], nextId: 1 };
-  let buf = '';
-  let greeted;
-  const greeting = new Promise((r) => { greeted = r; });
-  sock.setEncoding('utf8').on('data', (d) => {
-    buf += d;
-    for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-      const line = buf.slice(0, nl).trim();
-      buf = buf.slice(nl + 1);
-      if (line === '') continue;
-      const msg = JSON.parse(line);
-      if (msg.QMP !== undefined) greeted();
-      else if (msg.event !== undefined) { q.events.push(msg); q.eventWaiters.forEach((f) => f()); }
-      else if (msg.id !== undefined) {
-        const p = q.pending.get(msg.id);
-        q.pending.delete(msg.id);
-        if (msg.error !== undefined) p.reject(new Error(`QMP: ${msg.error.desc}`));
-        else p.resolve(msg.return);
-      }
-    }
-  });
-  q.cmd = (execute, args) => new Promise((res, rej) => {
-    const id = q.nextId++;
-    q.pending.set(id, { resolve: res, reject: rej });
-    sock.write(`${JSON.stringify(args === undefined ? { execute, id } : { execute, arguments: args, id })}\n`);
-  });
-  q.close = () => sock.destroy();
-  await greeting;
-  await q.cmd('qmp_capabilities');
-  return q;
-}
-
-function qemuArgs(memory, cmdline, qmpPath, extra = []) {
-  return [
-    '-M', 'microvm', '-enable-kvm', '-cpu', 'host', '-m', memory, '-smp', '1', '-nographic', '-nodefaults',
-    '-serial', 'stdio', '-no-reboot', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4',
-    '-kernel', kernel, '-append', cmdline, '-qmp', `unix:${qmpPath},server=on,wait=off`, ...extra,
-  ];
-}
-
 async function qemuBoot(memory, cmdline) {
   const qmpPath = sockPath('qmp');
-  const p = startProcess(QEMU, qemuArgs(memory, cmdline, qmpPath));
+  const p = startProcess(QEMU, qemuTinyArgs(kernel, memory, cmdline, qmpPath));
   p.qmp = await qmpConnect(qmpPath, p);
   // Unthrottled: the default bandwidth cap would measure QEMU's limiter, not its snapshot.
   await p.qmp.cmd('migrate-set-parameters', { 'max-bandwidth': 64 * 1024 * MiB });
@@ -351,7 +261,7 @@ async function contAfterIncoming(qmp) {
 async function qemuCold(memory, file) {
   const qmpPath = sockPath('qcold');
   const t0 = performance.now();
-  const p = startProcess(QEMU, qemuArgs(memory, TICKS, qmpPath, ['-incoming', `exec:cat ${file}`]));
+  const p = startProcess(QEMU, qemuTinyArgs(kernel, memory, TICKS, qmpPath, ['-incoming', `exec:cat ${file}`]));
   const qmp = await qmpConnect(qmpPath, p);
   await contAfterIncoming(qmp);
   const tick = await nextTick(p, 0);
@@ -362,7 +272,7 @@ async function qemuCold(memory, file) {
 
 async function qemuWarm(memory, file) {
   const qmpPath = sockPath('qwarm');
-  const p = startProcess(QEMU, qemuArgs(memory, TICKS, qmpPath, ['-incoming', 'defer']));
+  const p = startProcess(QEMU, qemuTinyArgs(kernel, memory, TICKS, qmpPath, ['-incoming', 'defer']));
   const qmp = await qmpConnect(qmpPath, p);
   await sleep(300);
   const t0 = performance.now();

@@ -144,13 +144,21 @@ export class GuestMemory {
   }
 
   write(gpa: number, data: Uint8Array): void {
-    this.slice(gpa, data.byteLength).set(data);
-    this.markDirty(gpa, data.byteLength);
+    this.writableSlice(gpa, data.byteLength).set(data);
   }
 
   fill(gpa: number, len: number, value = 0): void {
-    this.slice(gpa, len).fill(value);
-    this.markDirty(gpa, len);
+    this.writableSlice(gpa, len).fill(value);
+  }
+
+  /** `slice` for a write the caller makes at once: one region lookup, logged if a log runs. */
+  private writableSlice(gpa: number, len: number): Uint8Array {
+    const i = this.locate(gpa, len);
+    const r = this.regions[i]!;
+    const off = gpa - r.guestBase;
+    // Marked before the store: the caller stores synchronously, before any log can be taken.
+    if (this.dirty !== null && len > 0) this.dirty[i]!.setRange(off, len);
+    return r.bytes.subarray(off, off + len);
   }
 
   private dv(gpa: number, len: number, writing = false): [DataView, number] {
@@ -161,7 +169,7 @@ export class GuestMemory {
       v = new DataView(r.bytes.buffer, r.bytes.byteOffset, r.size);
       this.views[i] = v;
     }
-    // Marked before the store: the caller stores synchronously, before any log can be taken.
+    // As in writableSlice.
     if (writing && this.dirty !== null) this.dirty[i]!.setRange(gpa - r.guestBase, len);
     return [v, gpa - r.guestBase];
   }

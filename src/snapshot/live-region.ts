@@ -15,6 +15,13 @@ import {
  * finished file, because guest RAM has moved on by then. The copies check their `signal` before
  * each run: guest RAM must not be read once the VM is being torn down (its mapping goes away).
  */
+export interface CopyOptions {
+  /** Checked before each run: once aborted, guest RAM is not read again. */
+  signal?: AbortSignal;
+  /** copyDirty only: write on the calling thread (see there). */
+  blocking?: boolean;
+}
+
 export class LiveRegionFile {
   private constructor(private readonly fh: FileHandle, readonly path: string, readonly size: number) {}
 
@@ -35,7 +42,7 @@ export class LiveRegionFile {
    * The first copy: every non-zero page of `bytes` inside `dataExtents` (all of it without them).
    * The file is still all holes, so zero pages need no write. Returns the bytes written.
    */
-  async copyAll(bytes: Uint8Array, dataExtents?: ReadonlyArray<readonly [number, number]>, signal?: AbortSignal): Promise<number> {
+  async copyAll(bytes: Uint8Array, dataExtents?: ReadonlyArray<readonly [number, number]>, { signal }: CopyOptions = {}): Promise<number> {
     this.checkView(bytes);
     let written = 0;
     for (const [extOff, extLen] of normalizeExtents(dataExtents, this.size)) {
@@ -54,7 +61,7 @@ export class LiveRegionFile {
    * while the guest is paused, where nothing else waits for this thread and a few scattered
    * pages would each pay a thread-pool round trip.
    */
-  async copyDirty(bytes: Uint8Array, dirty: PageBitmap, signal?: AbortSignal, blocking = false): Promise<number> {
+  async copyDirty(bytes: Uint8Array, dirty: PageBitmap, { signal, blocking = false }: CopyOptions = {}): Promise<number> {
     this.checkView(bytes);
     if (dirty.size !== this.size) throw new RangeError(`dirty bitmap of ${dirty.size} bytes for a region of ${this.size}`);
     let written = 0;

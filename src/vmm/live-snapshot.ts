@@ -9,7 +9,7 @@
  * snapshot directory, written as atomically as a paused one (SnapshotStaging).
  */
 import { snapshotUrlToPath, LiveRegionFile, SnapshotStaging, regionEntry } from '../snapshot/index.js';
-import type { PageBitmap } from '../memory/page-bitmap.js';
+import { PAGE_SIZE, type PageBitmap } from '../memory/page-bitmap.js';
 import type { VmConfig } from './config.js';
 import { snapshotContent, summaryOf, touchedExtents } from './persist.js';
 import type { LiveSnapshotRound, LiveSnapshotSummary } from './requests.js';
@@ -53,8 +53,8 @@ export async function liveSnapshotVm(vm: Vm, url: string, options: LiveSnapshotO
     // Round one: everything the guest ever touched, written while it keeps running.
     let t = performance.now();
     let bytes = 0;
-    for (const [i, r] of vm.regions.entries()) bytes += await files[i]!.copyAll(r.bytes, touchedExtents(r), signal);
-    rounds.push({ pages: bytes / 4096, bytes, ms: performance.now() - t });
+    for (const [i, r] of vm.regions.entries()) bytes += await files[i]!.copyAll(r.bytes, touchedExtents(r), { signal });
+    rounds.push({ pages: bytes / PAGE_SIZE, bytes, ms: performance.now() - t });
     let msPerPage = rounds[0]!.ms / Math.max(1, rounds[0]!.pages);
     let dirty = log.take();
     let pages = pagesIn(dirty);
@@ -66,7 +66,7 @@ export async function liveSnapshotVm(vm: Vm, url: string, options: LiveSnapshotO
       }
       t = performance.now();
       bytes = 0;
-      for (const [i, r] of vm.regions.entries()) bytes += await files[i]!.copyDirty(r.bytes, dirty[r.index]!, signal);
+      for (const [i, r] of vm.regions.entries()) bytes += await files[i]!.copyDirty(r.bytes, dirty[r.index]!, { signal });
       const ms = performance.now() - t;
       rounds.push({ pages, bytes, ms });
       msPerPage = ms / Math.max(1, pages);
@@ -85,7 +85,7 @@ export async function liveSnapshotVm(vm: Vm, url: string, options: LiveSnapshotO
     const last = log.take();
     for (const r of vm.regions) dirty[r.index]!.or(last[r.index]!);
     const finalPages = pagesIn(dirty);
-    for (const [i, r] of vm.regions.entries()) await files[i]!.copyDirty(r.bytes, dirty[r.index]!, undefined, true);
+    for (const [i, r] of vm.regions.entries()) await files[i]!.copyDirty(r.bytes, dirty[r.index]!, { blocking: true });
     phase('copy_ms');
     const content = await snapshotContent(vm, options.configAt?.() ?? vm.config);
     phase('state_ms');

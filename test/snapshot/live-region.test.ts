@@ -37,7 +37,7 @@ describe('LiveRegionFile: a memory file copied while the guest writes', () => {
     // Pass 1: new data in a hole and over data; pages 0-4 become zero (holes again).
     expect(await file.copyDirty(r, scribble(r, [50, 120, 255], [0, 1, 2, 3, 4]))).toBe(3 * PAGE);
     // Pass 2 (the paused one, written on this thread): one page again.
-    await file.copyDirty(r, scribble(r, [120], []), undefined, true);
+    await file.copyDirty(r, scribble(r, [120], []), { blocking: true });
     const live = await file.finish('crc32-pages-v1');
     expect(Buffer.compare(await readFile(join(root, 'live-0')), Buffer.from(r))).toBe(0);
     const oneShot = await writeRegionFile(join(root, 'oneshot-0'), r, undefined, 'crc32-pages-v1');
@@ -66,7 +66,7 @@ describe('LiveRegionFile: a memory file copied while the guest writes', () => {
     const file = await LiveRegionFile.create(join(root, 'abort-0'), r.byteLength);
     const ac = new AbortController();
     ac.abort(new Error('VM torn down'));
-    await expect(file.copyAll(r, undefined, ac.signal)).rejects.toThrow('VM torn down');
+    await expect(file.copyAll(r, undefined, { signal: ac.signal })).rejects.toThrow('VM torn down');
     await expect(file.copyDirty(new Uint8Array(PAGE), new PageBitmap(PAGE))).rejects.toThrow(RangeError);
     await expect(file.copyDirty(r, new PageBitmap(PAGE))).rejects.toThrow(RangeError);
     await file.abandon();
